@@ -1,0 +1,130 @@
+// The op interface every backend implements (DESIGN.md §3). Model code calls only these.
+//
+// Conventions (hold for every backend):
+// - Activations are matrices [T, C]: T = all tokens of the micro-batch, rows of the batch laid
+//   end to end (packed or not). Sequence boundaries come as `cu_seqlens` (i32 [n_seq + 1],
+//   offsets into T, first 0, last T) and positions as `positions` (i32 [T]).
+// - Linear weights are in Hugging Face layout [out, in]: y = x · Wᵀ.
+// - Gradient rule: *parameter* gradients accumulate (`+=`), *activation* gradients overwrite
+//   (`=`), unless an argument says otherwise.
+// - The CPU backend computes and stores f32. The CUDA backend stores activations and frozen
+//   weights in bf16/f16 and accumulates in f32; tensors named "f32" below are f32 everywhere.
+// - All calls are ordered on the backend's stream; `synchronize()` waits for them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "fitlm/core/tensor.h"
+
+namespace fitlm {
+
+struct AdamWParams {
+  float lr = 1e-4f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  int64_t step = 1;  // 1-based, for bias correction
+};
+
+struct AttentionShape {
+  int n_heads = 0;
+  int n_kv_heads = 0;  // n_heads % n_kv_heads == 0 (GQA)
+  int head_dim = 0;
+  float scale = 0.0f;  // usually 1/sqrt(head_dim)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  // The dtype activations and frozen weights are stored in on this backend.
+  virtual DType compute_dtype() const = 0;
+
+  // ---- memory -------------------------------------------------------------------------------
+  virtual void* allocate(size_t bytes) = 0;  // only the Arena calls this
+  virtual void deallocate(void* ptr) = 0;
+  // dst (any dtype on this device) <- host data of `src_dtype` with dst.numel() elements.
+  virtual void upload(Tensor dst, const void* src, DType src_dtype) = 0;
+  // host f32 <- src (any dtype on this device).
+  virtual void download(const Tensor& src, float* dst) = 0;
+  virtual void synchronize() = 0;
+
+  // ---- elementwise --------------------------------------------------------------------------
+  virtual void fill(Tensor x, float value) = 0;
+  virtual void copy(const Tensor& src, Tensor dst) = 0;        // casts between dtypes
+  virtual void add(const Tensor& a, const Tensor& b, Tensor out) = 0;  // out = a + b; may alias
+  virtual void axpy(float alpha, const Tensor& x, Tensor y) = 0;       // y += alpha * x
+  virtual void scale(Tensor x, float alpha) = 0;                       // x *= alpha
+  virtual void add_bias(Tensor x, const Tensor& bias) = 0;  // x [T,N] += bias [N] per row
+  virtual void bias_backward(const Tensor& dout, Tensor dbias) = 0;  // dbias [N] += Σ_rows dout
+  // Inverted dropout with a counter-based mask: element i is kept iff hash(seed, i) >= p, so
+  // calling it again with the same seed (recompute, backward) reproduces the mask exactly.
+  // out = keep ? x / (1 - p) : 0. Backward is the same call on dout.
+  virtual void dropout(const Tensor& x, Tensor out, float p, uint64_t seed) = 0;
+
+  // ---- matrix products ----------------------------------------------------------------------
+  // c [M,N] = alpha · op(a) · op(b) + beta · c, op(a) [M,K], op(b) [K,N]; op = transpose when set.
+  virtual void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c,
+                    float alpha = 1.0f, float beta = 0.0f) = 0;
+
+  // ---- layers -------------------------------------------------------------------------------
+  // out [T,H] = table[ids]; ids i32 [T].
+  virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor out) = 0;
+  // dtable [V,H] += scatter of dout rows.
+  virtual void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor dtable) = 0;
+
+  // out = x · rstd · w, rstd f32 [rows] = 1/sqrt(mean(x²) + eps), over the last dim.
+  virtual void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor out,
+                               Tensor rstd) = 0;
+  // dx = (overwrite), dw += (skipped when dw is empty).
+  virtual void rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& w,
+                                const Tensor& rstd, Tensor dx, Tensor dw) = 0;
+
+  // In-place RoPE, HF rotate-half convention, on x [T, n_heads·head_dim]; angle of pair j at
+  // token t is positions[t] · inv_freq[j], inv_freq f32 [head_dim/2]. inverse rotates by −angle
+  // (that is the backward).
+  virtual void rope(Tensor x, int n_heads, int head_dim, const Tensor& positions,
+                    const Tensor& inv_freq, bool inverse) = 0;
+
+  // Causal attention within each segment of cu_seqlens. q [T, nH·hd], k/v [T, nKV·hd],
+  // out [T, nH·hd], lse f32 [nH, T] (log-sum-exp of the scaled scores, saved for backward).
+  virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const Tensor& cu_seqlens, const AttentionShape& shape,
+                                 Tensor out, Tensor lse) = 0;
+  // dq, dk, dv overwritten.
+  virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& out, const Tensor& lse,
+                                  const Tensor& cu_seqlens, const AttentionShape& shape,
+                                  Tensor dq, Tensor dk, Tensor dv) = 0;
+
+  // out = silu(gate) · up, all [T, I].
+  virtual void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor out) = 0;
+  // dgate, dup overwritten.
+  virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
+                               Tensor dgate, Tensor dup) = 0;
+
+  // Cross-entropy over a chunk of logits [T, V] with labels i32 [T] (−100 = ignored).
+  // losses f32 [T] gets −log softmax(logits)[label] (0 where ignored). When compute_grad, the
+  // logits are overwritten with grad_scale · (softmax − onehot) (0 rows where ignored), so the
+  // caller never holds a second [T, V] buffer.
+  virtual void cross_entropy(Tensor logits, const Tensor& labels, Tensor losses,
+                             float grad_scale, bool compute_grad) = 0;
+
+  // ---- optimizer ----------------------------------------------------------------------------
+  // Σ x² in f64 (global-norm clipping sums this over every gradient).
+  virtual double sum_squares(const Tensor& x) = 0;
+  // Decoupled AdamW on f32 param/m/v with grad (any dtype) scaled by grad_scale first.
+  virtual void adamw_step(Tensor param, const Tensor& grad, Tensor m, Tensor v,
+                          const AdamWParams& p, float grad_scale) = 0;
+};
+
+// Backends by name: "cpu", "cuda" (or "cuda:N"). Throws a clear error when a backend is not
+// built into this binary.
+std::unique_ptr<Backend> make_backend(const std::string& name);
+bool cuda_available();
+
+}  // namespace fitlm

@@ -1,0 +1,41 @@
+// Renders a model's own Jinja `chat_template` (from tokenizer_config.json) as HF's
+// apply_chat_template(tokenize=False) does. Supports the Jinja subset used by the Llama-2/3,
+// Mistral, Qwen2.5/3 and Gemma-3 templates; anything else is a clear error naming the construct.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace fitlm {
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant", ...
+  std::string content;
+};
+
+class ChatTemplate {
+ public:
+  // Reads `chat_template` (string, or list of {name, template}: the "default" one), bos_token and
+  // eos_token from tokenizer_config.json. Error naming the file when there is none.
+  static ChatTemplate from_tokenizer_config(const std::filesystem::path& path);
+  ChatTemplate(std::string source, std::string bos_token, std::string eos_token);
+  ~ChatTemplate();
+  ChatTemplate(ChatTemplate&&) noexcept;
+  ChatTemplate& operator=(ChatTemplate&&) noexcept;
+
+  // extra: additional template variables (e.g. {"enable_thinking": false}).
+  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                     const nlohmann::json& extra = nlohmann::json::object()) const;
+
+  const std::string& source() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fitlm

@@ -1,0 +1,52 @@
+// Hugging Face `tokenizer.json` tokenizers (BPE: byte-level and SentencePiece-style), producing
+// exactly the ids that `tokenizers` / transformers.js produce.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fitlm {
+
+class Tokenizer {
+ public:
+  // Reads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json (bos/eos/pad tokens,
+  // add_bos_token/add_eos_token, chat_template is read by ChatTemplate).
+  static Tokenizer from_dir(const std::filesystem::path& dir);
+  // Reads one tokenizer.json; config optional.
+  static Tokenizer from_files(const std::filesystem::path& tokenizer_json,
+                              const std::optional<std::filesystem::path>& tokenizer_config = {});
+  ~Tokenizer();
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+
+  // add_special_tokens: apply the post-processor (e.g. BOS), as HF's encode() default does.
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+  std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts,
+                                                 bool add_special_tokens = true,
+                                                 int threads = 0) const;
+  std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
+
+  std::string id_to_token(int32_t id) const;  // the vocab string ("Ġthe")
+  std::optional<int32_t> token_to_id(std::string_view token) const;
+  size_t vocab_size() const;  // including added tokens
+  bool is_special(int32_t id) const;
+
+  std::optional<int32_t> bos_id() const;
+  std::optional<int32_t> eos_id() const;
+  std::optional<int32_t> pad_id() const;
+  std::string bos_token() const;  // "" when none
+  std::string eos_token() const;
+
+ private:
+  struct Impl;
+  explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fitlm
