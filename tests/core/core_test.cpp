@@ -1,0 +1,73 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "fitlm/core/allocation_plan.h"
+#include "fitlm/core/dtype.h"
+#include "fitlm/core/error.h"
+
+using namespace fitlm;
+
+TEST(DType, Bf16RoundTripIsNearestEven) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> d(0.0f, 3.0f);
+  for (int i = 0; i < 10000; ++i) {
+    const float x = d(rng);
+    const float y = bf16_to_f32(f32_to_bf16(x));
+    EXPECT_LE(std::fabs(x - y), std::fabs(x) * (1.0f / 256.0f)) << x;
+  }
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
+}
+
+TEST(DType, F16RoundTrip) {
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> d(-60000.0f, 60000.0f);
+  for (int i = 0; i < 10000; ++i) {
+    const float x = d(rng);
+    EXPECT_LE(std::fabs(x - f16_to_f32(f32_to_f16(x))), std::fabs(x) / 1024.0f) << x;
+  }
+  EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
+  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_TRUE(std::isinf(f16_to_f32(f32_to_f16(1e6f))));
+}
+
+TEST(AllocationPlan, DisjointLifetimesShareBytes) {
+  AllocationPlan plan(256);
+  plan.add("a", "activations", Shape{1024}, DType::kF32, Lifetime{0, 2});
+  plan.add("b", "activations", Shape{1024}, DType::kF32, Lifetime{2, 4});
+  plan.add("w", "weights", Shape{100}, DType::kF32);
+  plan.finalize();
+  EXPECT_EQ(plan.at("a").offset, plan.at("b").offset);
+  EXPECT_EQ(plan.total_bytes(), 4096u + 512u);
+  // Overlapping buffers never share bytes.
+  const auto& w = plan.at("w");
+  EXPECT_TRUE(w.offset >= 4096 || w.offset + w.bytes <= plan.at("a").offset);
+}
+
+TEST(AllocationPlan, OverlappingLifetimesDoNotCollide) {
+  AllocationPlan plan(64);
+  std::mt19937 rng(3);
+  for (int i = 0; i < 200; ++i) {
+    const int b = static_cast<int>(rng() % 20);
+    plan.add(fmt::format("x{}", i), "g", Shape{static_cast<int64_t>(1 + rng() % 500)},
+             DType::kF32, Lifetime{b, b + 1 + static_cast<int>(rng() % 5)});
+  }
+  plan.finalize();
+  const auto& bs = plan.buffers();
+  for (size_t i = 0; i < bs.size(); ++i)
+    for (size_t j = i + 1; j < bs.size(); ++j) {
+      const bool live = bs[i].lifetime.begin < bs[j].lifetime.end &&
+                        bs[j].lifetime.begin < bs[i].lifetime.end;
+      const bool overlap =
+          bs[i].offset < bs[j].offset + bs[j].bytes && bs[j].offset < bs[i].offset + bs[i].bytes;
+      EXPECT_FALSE(live && overlap) << bs[i].name << " " << bs[j].name;
+    }
+}
+
+TEST(AllocationPlan, DuplicateNameIsAnError) {
+  AllocationPlan plan;
+  plan.add("a", "g", Shape{1}, DType::kF32);
+  EXPECT_THROW(plan.add("a", "g", Shape{1}, DType::kF32), Error);
+}
