@@ -1,0 +1,22 @@
+// PEFT LoRA adapters: adapter_config.json + adapter_model.safetensors, in the layout HF PEFT
+// writes and loads (FORMATS.md §4).
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "fitlm/adapters/lora.h"
+#include "fitlm/model/transformer.h"
+
+namespace fitlm {
+
+// Reads DIR/adapter_config.json. Unsupported PEFT features (DoRA, rank/alpha patterns,
+// modules_to_save, bias training, layers_to_transform) are errors naming the key.
+LoraConfig read_peft_config(const std::filesystem::path& dir);
+// Loads lora_A/lora_B of every targeted layer into the model (built with the same LoraConfig).
+void load_peft_weights(Transformer& model, const std::filesystem::path& dir);
+// Writes adapter_config.json and adapter_model.safetensors (f32) atomically into DIR.
+void save_peft_adapter(Transformer& model, const std::filesystem::path& dir,
+                       const std::string& base_model_name_or_path);
+
+}  // namespace fitlm

@@ -1,0 +1,259 @@
+#include "fitlm/model/config.h"
+
+#include <cmath>
+#include <fstream>
+
+#include "fitlm/core/error.h"
+
+namespace fitlm {
+namespace {
+
+constexpr const char* kComponent = "config";
+
+struct ArchInfo {
+  const char* name;
+  Architecture arch;
+  const char* model_type;
+};
+constexpr ArchInfo kArchitectures[] = {
+    {"LlamaForCausalLM", Architecture::kLlama, "llama"},
+    {"MistralForCausalLM", Architecture::kMistral, "mistral"},
+    {"Qwen2ForCausalLM", Architecture::kQwen2, "qwen2"},
+    {"Qwen3ForCausalLM", Architecture::kQwen3, "qwen3"},
+};
+
+// Typed field access that names the file and the key in every error.
+class Fields {
+ public:
+  Fields(const nlohmann::json& j, const std::string& source) : j_(j), source_(source) {}
+
+  bool has(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
+
+  int require_int(const char* key) const {
+    if (!has(key)) throw_input_error(kComponent, "{}: missing required field '{}'", source_, key);
+    return as_int(key, j_[key]);
+  }
+  int get_int(const char* key, int fallback) const {
+    return has(key) ? as_int(key, j_[key]) : fallback;
+  }
+  double get_double(const char* key, double fallback) const {
+    if (!has(key)) return fallback;
+    if (!j_[key].is_number())
+      throw_input_error(kComponent, "{}: field '{}' must be a number, found {}", source_, key,
+                        j_[key].dump());
+    return j_[key].get<double>();
+  }
+  bool get_bool(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    if (!j_[key].is_boolean())
+      throw_input_error(kComponent, "{}: field '{}' must be true or false, found {}", source_,
+                        key, j_[key].dump());
+    return j_[key].get<bool>();
+  }
+
+ private:
+  int as_int(const char* key, const nlohmann::json& v) const {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > (1ll << 31) - 1)
+      throw_input_error(kComponent, "{}: field '{}' must be a non-negative integer, found {}",
+                        source_, key, v.dump());
+    return v.get<int>();
+  }
+  const nlohmann::json& j_;
+  const std::string& source_;
+};
+
+RopeScaling read_rope_scaling(const nlohmann::json& j, const std::string& source,
+                              double& theta) {
+  RopeScaling rs;
+  // transformers v5 writes `rope_parameters` (with rope_theta inside); v4 `rope_scaling`.
+  const nlohmann::json* params = nullptr;
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object())
+    params = &j["rope_parameters"];
+  else if (j.contains("rope_scaling") && j["rope_scaling"].is_object())
+    params = &j["rope_scaling"];
+  if (!params) return rs;
+  const Fields f(*params, source);
+  if (params->contains("rope_theta")) theta = f.get_double("rope_theta", theta);
+  std::string type = "default";
+  for (const char* key : {"rope_type", "type"})
+    if (params->contains(key) && (*params)[key].is_string()) {
+      type = (*params)[key].get<std::string>();
+      break;
+    }
+  if (type != "default" && type != "linear" && type != "llama3")
+    throw_input_error(kComponent,
+                      "{}: rope scaling type '{}' is not supported (supported: default, linear, "
+                      "llama3)",
+                      source, type);
+  rs.type = type;
+  rs.factor = f.get_double("factor", 1.0);
+  rs.low_freq_factor = f.get_double("low_freq_factor", 1.0);
+  rs.high_freq_factor = f.get_double("high_freq_factor", 4.0);
+  rs.original_max_position_embeddings = f.get_int("original_max_position_embeddings", 8192);
+  if (type == "llama3" && !(rs.high_freq_factor > rs.low_freq_factor))
+    throw_input_error(kComponent, "{}: llama3 rope scaling needs high_freq_factor > "
+                      "low_freq_factor", source);
+  return rs;
+}
+
+}  // namespace
+
+std::string supported_architectures() {
+  std::string s;
+  for (const auto& a : kArchitectures) s += (s.empty() ? "" : ", ") + std::string(a.name);
+  return s;
+}
+
+ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) throw_input_error(kComponent, "{}: expected a JSON object", source);
+  ModelConfig c;
+  c.raw = j;
+  if (!j.contains("architectures") || !j["architectures"].is_array() ||
+      j["architectures"].empty() || !j["architectures"][0].is_string())
+    throw_input_error(kComponent, "{}: missing field 'architectures' (supported: {})", source,
+                      supported_architectures());
+  c.architecture_name = j["architectures"][0].get<std::string>();
+  bool known = false;
+  for (const auto& a : kArchitectures)
+    if (c.architecture_name == a.name) {
+      c.arch = a.arch;
+      c.model_type = a.model_type;
+      known = true;
+    }
+  if (!known)
+    throw_input_error(kComponent, "{}: architecture '{}' is not supported (supported: {})",
+                      source, c.architecture_name, supported_architectures());
+
+  const Fields f(j, source);
+  c.vocab_size = f.require_int("vocab_size");
+  c.hidden_size = f.require_int("hidden_size");
+  c.intermediate_size = f.require_int("intermediate_size");
+  c.num_layers = f.require_int("num_hidden_layers");
+  c.num_heads = f.require_int("num_attention_heads");
+  c.num_kv_heads = f.get_int("num_key_value_heads", c.num_heads);
+  if (c.num_heads == 0 || c.hidden_size == 0 || c.vocab_size == 0 || c.num_layers == 0)
+    throw_input_error(kComponent, "{}: vocab_size, hidden_size, num_hidden_layers and "
+                      "num_attention_heads must be positive", source);
+  const int default_head_dim =
+      c.arch == Architecture::kQwen3 && !f.has("head_dim") ? 128 : c.hidden_size / c.num_heads;
+  c.head_dim = f.get_int("head_dim", default_head_dim);
+  if (c.num_kv_heads == 0 || c.num_heads % c.num_kv_heads != 0)
+    throw_input_error(kComponent,
+                      "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                      source, c.num_heads, c.num_kv_heads);
+  if (c.head_dim % 2 != 0 || c.head_dim == 0)
+    throw_input_error(kComponent, "{}: head_dim must be even and positive, found {}", source,
+                      c.head_dim);
+  c.max_position_embeddings = f.get_int("max_position_embeddings", 4096);
+  c.rms_norm_eps = f.get_double("rms_norm_eps", 1e-6);
+  c.rope_theta = f.get_double("rope_theta", 10000.0);
+  c.rope_scaling = read_rope_scaling(j, source, c.rope_theta);
+  c.tie_word_embeddings = f.get_bool("tie_word_embeddings", false);
+
+  if (j.contains("hidden_act") && j["hidden_act"] != "silu")
+    throw_input_error(kComponent, "{}: hidden_act '{}' is not supported (only silu)", source,
+                      j["hidden_act"].dump());
+  const bool attention_bias = f.get_bool("attention_bias", false);
+  switch (c.arch) {
+    case Architecture::kLlama:
+      c.qkv_bias = c.o_bias = attention_bias;
+      c.mlp_bias = f.get_bool("mlp_bias", false);
+      break;
+    case Architecture::kMistral: break;
+    case Architecture::kQwen2:
+      c.qkv_bias = true;  // Qwen2 has no attention_bias key: q/k/v always carry a bias
+      if (f.get_bool("use_sliding_window", false))
+        c.sliding_window = f.get_int("sliding_window", 0);
+      break;
+    case Architecture::kQwen3:
+      c.qkv_bias = c.o_bias = attention_bias;
+      c.qk_norm = true;
+      if (f.get_bool("use_sliding_window", false))
+        c.sliding_window = f.get_int("sliding_window", 0);
+      break;
+  }
+  if (c.arch == Architecture::kMistral) c.sliding_window = f.get_int("sliding_window", 0);
+
+  c.bos_token_id = f.get_int("bos_token_id", -1);
+  if (j.contains("eos_token_id")) {
+    const auto& e = j["eos_token_id"];
+    if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<int>());
+    else if (e.is_array())
+      for (const auto& v : e)
+        if (v.is_number_integer()) c.eos_token_ids.push_back(v.get<int>());
+  }
+  return c;
+}
+
+ModelConfig ModelConfig::from_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw_input_error(kComponent, "cannot open {}", path.string());
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw_input_error(kComponent, "{}: invalid JSON: {}", path.string(), e.what());
+  }
+  return from_json(j, path.string());
+}
+
+nlohmann::json ModelConfig::to_json() const {
+  nlohmann::json j = raw.is_object() ? raw : nlohmann::json::object();
+  j["architectures"] = {architecture_name};
+  j["model_type"] = model_type;
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_layers;
+  j["num_attention_heads"] = num_heads;
+  j["num_key_value_heads"] = num_kv_heads;
+  j["head_dim"] = head_dim;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  j["hidden_act"] = "silu";
+  if (!j.contains("max_position_embeddings")) j["max_position_embeddings"] = max_position_embeddings;
+  return j;
+}
+
+std::vector<float> ModelConfig::rope_inv_freq() const {
+  const int half = head_dim / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; ++i) {
+    // HF: 1 / base ** (arange(0, dim, 2, dtype=int64).float() / dim), in f32.
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    inv[i] = 1.0f / std::pow(static_cast<float>(rope_theta), exponent);
+  }
+  if (rope_scaling.type == "linear") {
+    for (auto& f : inv) f = static_cast<float>(f / rope_scaling.factor);
+  } else if (rope_scaling.type == "llama3") {
+    const double orig = rope_scaling.original_max_position_embeddings;
+    const double low_wl = orig / rope_scaling.low_freq_factor;
+    const double high_wl = orig / rope_scaling.high_freq_factor;
+    const double pi = 3.14159265358979323846;
+    for (auto& f : inv) {
+      const double wl = 2.0 * pi / f;
+      if (wl < high_wl) continue;
+      if (wl > low_wl) {
+        f = static_cast<float>(f / rope_scaling.factor);
+      } else {
+        const double s = (orig / wl - rope_scaling.low_freq_factor) /
+                         (rope_scaling.high_freq_factor - rope_scaling.low_freq_factor);
+        f = static_cast<float>((1.0 - s) * f / rope_scaling.factor + s * f);
+      }
+    }
+  }
+  return inv;
+}
+
+int64_t ModelConfig::parameter_count() const {
+  const int64_t h = hidden_size, i = intermediate_size, v = vocab_size;
+  int64_t per_layer = h * q_dim() + 2 * h * kv_dim() + q_dim() * h + 3 * h * i + 2 * h;
+  if (qkv_bias) per_layer += q_dim() + 2 * kv_dim();
+  if (o_bias) per_layer += h;
+  if (mlp_bias) per_layer += 2 * i + h;
+  if (qk_norm) per_layer += 2 * head_dim;
+  return per_layer * num_layers + v * h * (tie_word_embeddings ? 1 : 2) + h;
+}
+
+}  // namespace fitlm

@@ -1,0 +1,135 @@
+// Transformer: binding the arena, LoRA init, and the batch → device inputs step. The layer
+// forward/backward live in transformer_layers.cpp, the loss head in transformer_loss.cpp.
+#include "fitlm/model/transformer.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "fitlm/core/error.h"
+#include "fitlm/model/transformer_impl.h"
+
+namespace fitlm {
+
+Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, LoraConfig lora,
+                         RunShape shape)
+    : backend_(backend),
+      config_(std::move(config)),
+      mode_(mode),
+      lora_(std::move(lora)),
+      shape_(shape) {
+  if (shape_.max_tokens <= 0) throw_input_error("model", "max_tokens must be positive");
+  if (mode_ == TrainMode::kLora && (lora_.r <= 0 || lora_.targets.empty()))
+    throw_input_error("lora", "LoRA needs r > 0 and at least one target module");
+  const DType compute = backend_.compute_dtype();
+  arena_ = std::make_unique<Arena>(
+      backend_, plan_transformer(config_, mode_, lora_, shape_, compute));
+  const Arena& a = *arena_;
+  auto get_or_empty = [&](const std::string& n) { return a.contains(n) ? a.get(n) : Tensor{}; };
+  auto bind_param = [&](const std::string& name, bool decay) {
+    Param p;
+    p.name = name;
+    p.value = a.get(name);
+    p.master = compute == DType::kF32 ? p.value : a.get(name + ".master");
+    p.grad = a.get(name + ".grad");
+    p.adam_m = get_or_empty(name + ".adam_m");
+    p.adam_v = get_or_empty(name + ".adam_v");
+    p.decay = decay;
+    params_.push_back(p);
+    return p.grad;
+  };
+  const bool full = mode_ == TrainMode::kFull;
+
+  layers_.resize(config_.num_layers);
+  for (const WeightSpec& w : weight_specs(config_)) {
+    const Tensor t = a.get(w.name);
+    const bool decay = w.kind != WeightKind::kNorm && w.kind != WeightKind::kBias;
+    const Tensor g = full ? bind_param(w.name, decay) : Tensor{};
+    const std::string& n = w.name;
+    auto ends_with = [&](const char* s) { return n.size() >= std::strlen(s) &&
+                                                 n.compare(n.size() - std::strlen(s), std::string::npos, s) == 0; };
+    switch (w.kind) {
+      case WeightKind::kEmbed: embed_ = t, d_embed_ = g; break;
+      case WeightKind::kLmHead: lm_head_ = t, d_lm_head_ = g; break;
+      case WeightKind::kLinear: layers_[w.layer][w.projection].w = t; layers_[w.layer][w.projection].dw = g; break;
+      case WeightKind::kBias: layers_[w.layer][w.projection].b = t; layers_[w.layer][w.projection].db = g; break;
+      case WeightKind::kNorm: {
+        if (w.layer < 0) { final_norm_ = t, d_final_norm_ = g; break; }
+        LayerWeights& L = layers_[w.layer];
+        if (ends_with("input_layernorm.weight")) L.input_norm = t, L.d_input_norm = g;
+        else if (ends_with("post_attention_layernorm.weight")) L.post_norm = t, L.d_post_norm = g;
+        else if (ends_with("q_norm.weight")) L.q_norm = t, L.d_q_norm = g;
+        else L.k_norm = t, L.d_k_norm = g;
+        break;
+      }
+    }
+  }
+  if (config_.tie_word_embeddings) lm_head_ = embed_, d_lm_head_ = d_embed_;
+  if (mode_ == TrainMode::kLora)
+    for (int l = 0; l < config_.num_layers; ++l)
+      for (Projection p : lora_.targets) {
+        LinearWeights& lw = layers_[l][p];
+        lw.lora_a = a.get(peft_tensor_name(l, p, false));
+        lw.lora_b = a.get(peft_tensor_name(l, p, true));
+        lw.dlora_a = bind_param(peft_tensor_name(l, p, false), true);
+        lw.dlora_b = bind_param(peft_tensor_name(l, p, true), true);
+      }
+  impl_ = std::make_unique<Impl>(*this);
+  const std::vector<float> inv = config_.rope_inv_freq();
+  backend_.upload(a.get("input.inv_freq"), inv.data(), DType::kF32);
+  if (mode_ == TrainMode::kLora) init_lora(0);
+  zero_grads();
+}
+
+Transformer::~Transformer() = default;
+
+std::vector<std::pair<std::string, Tensor>> Transformer::named_weights() {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const WeightSpec& w : weight_specs(config_)) out.emplace_back(w.name, arena_->get(w.name));
+  return out;
+}
+
+void Transformer::init_lora(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (int l = 0; l < config_.num_layers; ++l)
+    for (Projection p : lora_.targets) {
+      LinearWeights& lw = layers_[l][p];
+      const int64_t in = lw.lora_a.dim(1);
+      const float bound = 1.0f / std::sqrt(static_cast<float>(in));
+      std::uniform_real_distribution<float> u(-bound, bound);
+      std::vector<float> a(static_cast<size_t>(lw.lora_a.numel()));
+      for (auto& v : a) v = u(rng);
+      backend_.upload(lw.lora_a, a.data(), DType::kF32);
+      backend_.fill(lw.lora_b, 0.0f);
+    }
+  for (Param& p : params_)
+    if (p.master.data != p.value.data) backend_.copy(p.value, p.master);
+}
+
+void Transformer::zero_grads() {
+  for (Param& p : params_) backend_.fill(p.grad, 0.0f);
+}
+
+LossResult Transformer::forward_loss(const HostBatch& batch) {
+  const int64_t t = impl_->upload_batch(batch);
+  impl_->forward(t, /*keep_for_backward=*/false);
+  return impl_->loss(t, 0.0f, /*backward=*/false);
+}
+
+LossResult Transformer::forward_backward(const HostBatch& batch, float grad_scale) {
+  if (mode_ == TrainMode::kFrozen)
+    throw_internal_error("model", "forward_backward on a model built with TrainMode::kFrozen");
+  const int64_t t = impl_->upload_batch(batch);
+  impl_->forward(t, /*keep_for_backward=*/true);
+  LossResult r = impl_->loss(t, grad_scale, /*backward=*/true);
+  impl_->backward(t);
+  return r;
+}
+
+std::vector<float> Transformer::logits(const HostBatch& batch) {
+  const int64_t t = impl_->upload_batch(batch);
+  impl_->forward(t, false);
+  return impl_->full_logits(t);
+}
+
+}  // namespace fitlm

@@ -1,0 +1,117 @@
+// The decoder-only transformer (Llama / Mistral / Qwen2 / Qwen3) with explicit forward and
+// backward over the Backend op set. One Transformer owns one Arena: weights, trainable
+// parameters and their gradients, optimizer state, activations and scratch all come from the
+// allocation plan built by `plan_transformer` — the same function `fitlm plan` reports.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fitlm/adapters/lora.h"
+#include "fitlm/backend/arena.h"
+#include "fitlm/backend/backend.h"
+#include "fitlm/model/config.h"
+
+namespace fitlm {
+
+enum class TrainMode { kFrozen, kLora, kFull };
+// save: keep every activation of every layer; full: keep only each layer's input and recompute
+// the layer during backward (gradients are bit-identical either way).
+enum class RecomputePolicy { kSave, kFull };
+
+struct RunShape {
+  int64_t max_tokens = 0;        // tokens of one micro-batch (all rows laid end to end)
+  int64_t logits_chunk = 1024;   // rows of logits materialised at once in the loss
+  RecomputePolicy recompute = RecomputePolicy::kSave;
+  bool with_optimizer = false;   // AdamW m and v for every trainable parameter
+};
+
+// One micro-batch on the host (see text/batch.h for how datasets produce it). labels are aligned
+// with input_ids as in HF; the model shifts them inside each segment.
+struct HostBatch {
+  std::vector<int32_t> input_ids;
+  std::vector<int32_t> labels;        // empty = no loss
+  std::vector<int32_t> position_ids;  // empty = 0.. per segment
+  std::vector<int32_t> cu_seqlens;    // empty = one segment
+};
+
+struct LossResult {
+  double loss_sum = 0.0;  // Σ over scored tokens of −log p
+  int64_t tokens = 0;     // scored tokens
+};
+
+// A trainable tensor: `value` is what forward reads (compute dtype), `master` the f32 copy the
+// optimizer updates (the same memory when the compute dtype is f32).
+struct Param {
+  std::string name;  // HF name (full) or PEFT name (LoRA)
+  Tensor value, master, grad, adam_m, adam_v;
+  bool decay = true;  // weight decay applies (not to norms and biases)
+};
+
+struct LinearWeights {
+  Tensor w, b;          // [out, in], [out] (b may be empty)
+  Tensor dw, db;        // full fine-tuning grads (f32), empty otherwise
+  Tensor lora_a, lora_b, dlora_a, dlora_b;  // empty when not a LoRA target
+};
+
+struct LayerWeights {
+  Tensor input_norm, post_norm, q_norm, k_norm;
+  Tensor d_input_norm, d_post_norm, d_q_norm, d_k_norm;
+  std::array<LinearWeights, 7> proj;  // indexed by Projection
+  LinearWeights& operator[](Projection p) { return proj[static_cast<int>(p)]; }
+  const LinearWeights& operator[](Projection p) const { return proj[static_cast<int>(p)]; }
+};
+
+AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode,
+                                const LoraConfig& lora, const RunShape& shape, DType compute);
+
+class Transformer {
+ public:
+  Transformer(Backend& backend, ModelConfig config, TrainMode mode, LoraConfig lora,
+              RunShape shape);
+  ~Transformer();
+
+  const ModelConfig& config() const { return config_; }
+  TrainMode mode() const { return mode_; }
+  const LoraConfig& lora() const { return lora_; }
+  const RunShape& shape() const { return shape_; }
+  Backend& backend() { return backend_; }
+  const Arena& arena() const { return *arena_; }
+
+  // Base weights by HF tensor name ("model.layers.0.self_attn.q_proj.weight"), for loaders.
+  std::vector<std::pair<std::string, Tensor>> named_weights();
+  std::vector<Param>& params() { return params_; }
+
+  // PEFT init for every LoRA pair: A ~ U(−1/√in, 1/√in) from `seed`, B = 0.
+  void init_lora(uint64_t seed);
+  void zero_grads();
+  // Seed for dropout masks of the next forward (set once per optimizer micro-step).
+  void set_dropout_seed(uint64_t seed) { dropout_seed_ = seed; }
+
+  // Loss only (no gradients).
+  LossResult forward_loss(const HostBatch& batch);
+  // Loss and gradients: grads += grad_scale · ∂(Σ token losses)/∂param.
+  LossResult forward_backward(const HostBatch& batch, float grad_scale);
+  // Full logits [T, V] on the host (tests, generation): row t predicts token t+1.
+  std::vector<float> logits(const HostBatch& batch);
+
+ private:
+  struct Activations;
+  struct Impl;
+  Backend& backend_;
+  ModelConfig config_;
+  TrainMode mode_;
+  LoraConfig lora_;
+  RunShape shape_;
+  std::unique_ptr<Arena> arena_;
+  std::vector<LayerWeights> layers_;
+  Tensor embed_, final_norm_, lm_head_, d_embed_, d_final_norm_, d_lm_head_;
+  std::vector<Param> params_;
+  uint64_t dropout_seed_ = 0;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fitlm

@@ -1,0 +1,50 @@
+// Internal to the model: the per-step machinery of a Transformer (views of the arena for the
+// current token count, layer forward/backward, loss head).
+#pragma once
+
+#include <array>
+#include <vector>
+
+#include "fitlm/model/transformer.h"
+#include "fitlm/model/transformer_buffers.h"
+
+namespace fitlm {
+
+// Saved activations of one layer (or the shared recompute set), viewed for T tokens.
+struct LayerActivations {
+  Tensor xn1, rstd1, q, k, v, att, lse, x_mid, xn2, rstd2, gate, up, act;
+  Tensor q_raw, k_raw, rstd_q, rstd_k;  // Qwen3 q/k norm only
+  std::array<Tensor, 7> lora_u;         // [T, r] per LoRA target
+};
+
+struct Transformer::Impl {
+  explicit Impl(Transformer& model);
+
+  int64_t upload_batch(const HostBatch& batch);  // returns T
+  void forward(int64_t t, bool keep_for_backward);
+  LossResult loss(int64_t t, float grad_scale, bool backward);
+  void backward(int64_t t);
+  std::vector<float> full_logits(int64_t t);
+
+ private:
+  LayerActivations activations(int layer, int64_t t) const;
+  Tensor rows(const std::string& name, int64_t t) const;  // first t rows of a [T_max, C] buffer
+  void layer_forward(int l, const LayerActivations& a, const Tensor& x, Tensor y, int64_t t);
+  void layer_backward(int l, const LayerActivations& a, const Tensor& x, Tensor dres, int64_t t);
+  void linear_forward(int l, Projection p, const Tensor& x, Tensor y, const Tensor& lora_u,
+                      int64_t t);
+  void linear_backward(int l, Projection p, const Tensor& dy, const Tensor& x,
+                       const Tensor& lora_u, Tensor dx, bool accumulate_dx, int64_t t);
+  uint64_t dropout_seed(int layer, Projection p) const;
+  Tensor cu_seqlens() const;  // the current batch's [n_segments + 1] offsets
+
+  Transformer& m_;
+  Backend& be_;
+  const ModelConfig& c_;
+  AttentionShape attn_;
+  bool save_all_;
+  std::vector<int32_t> host_targets_;  // shifted labels of the current batch
+  int64_t n_segments_ = 0;
+};
+
+}  // namespace fitlm

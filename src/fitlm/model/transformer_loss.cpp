@@ -1,0 +1,133 @@
+// Batch upload, the forward/backward drivers over layers, and the chunked LM-head + loss.
+#include <algorithm>
+
+#include "fitlm/core/error.h"
+#include "fitlm/model/transformer_impl.h"
+
+namespace fitlm {
+
+Tensor Transformer::Impl::cu_seqlens() const {
+  const Tensor cu = m_.arena_->get("input.cu_seqlens");
+  return Tensor(cu.data, DType::kI32, Shape{n_segments_ + 1}, cu.device);
+}
+
+int64_t Transformer::Impl::upload_batch(const HostBatch& b) {
+  const int64_t t = static_cast<int64_t>(b.input_ids.size());
+  if (t == 0) throw_input_error("batch", "empty batch");
+  if (t > m_.shape_.max_tokens)
+    throw_input_error("batch", "batch of {} tokens exceeds the planned {} tokens", t,
+                      m_.shape_.max_tokens);
+  std::vector<int32_t> cu = b.cu_seqlens;
+  if (cu.empty()) cu = {0, static_cast<int32_t>(t)};
+  if (cu.front() != 0 || cu.back() != t || !std::is_sorted(cu.begin(), cu.end()))
+    throw_input_error("batch", "cu_seqlens must rise from 0 to the token count {}", t);
+  if (!b.labels.empty() && static_cast<int64_t>(b.labels.size()) != t)
+    throw_input_error("batch", "labels has {} entries for {} input ids", b.labels.size(), t);
+  std::vector<int32_t> pos = b.position_ids;
+  if (pos.empty()) {
+    pos.resize(t);
+    for (size_t s = 0; s + 1 < cu.size(); ++s)
+      for (int32_t i = cu[s]; i < cu[s + 1]; ++i) pos[i] = i - cu[s];
+  }
+  if (static_cast<int64_t>(pos.size()) != t)
+    throw_input_error("batch", "position_ids has {} entries for {} input ids", pos.size(), t);
+  for (int32_t id : b.input_ids)
+    if (id < 0 || id >= c_.vocab_size)
+      throw_input_error("batch", "token id {} is outside the vocabulary [0, {})", id,
+                        c_.vocab_size);
+  // HF semantics: position t is scored against labels[t + 1] of the same segment.
+  host_targets_.assign(t, -100);
+  for (size_t s = 0; s + 1 < cu.size(); ++s) {
+    if (c_.sliding_window > 0 && cu[s + 1] - cu[s] > c_.sliding_window)
+      throw_input_error("model",
+                        "a sequence of {} tokens exceeds the sliding window of {}; sliding-window "
+                        "attention is not implemented, use sequence_len <= {}",
+                        cu[s + 1] - cu[s], c_.sliding_window, c_.sliding_window);
+    if (!b.labels.empty())
+      for (int32_t i = cu[s]; i + 1 < cu[s + 1]; ++i) host_targets_[i] = b.labels[i + 1];
+  }
+  n_segments_ = static_cast<int64_t>(cu.size()) - 1;
+  const Arena& a = *m_.arena_;
+  be_.upload(rows("input.ids", t), b.input_ids.data(), DType::kI32);
+  be_.upload(rows("input.positions", t), pos.data(), DType::kI32);
+  be_.upload(rows("input.targets", t), host_targets_.data(), DType::kI32);
+  be_.upload(cu_seqlens(), cu.data(), DType::kI32);
+  (void)a;
+  return t;
+}
+
+void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
+  (void)keep_for_backward;  // the plan decides what is kept; recompute re-runs layers
+  Tensor x = rows("layers.0.x_in", t);
+  be_.embedding_forward(rows("input.ids", t), m_.embed_, x);
+  for (int l = 0; l < c_.num_layers; ++l) {
+    const Tensor y = rows(l + 1 < c_.num_layers ? fmt::format("layers.{}.x_in", l + 1)
+                                                : std::string("final.x_in"),
+                          t);
+    layer_forward(l, activations(l, t), rows(fmt::format("layers.{}.x_in", l), t), y, t);
+  }
+  be_.rmsnorm_forward(rows("final.x_in", t), m_.final_norm_, static_cast<float>(c_.rms_norm_eps),
+                      rows("final.xn", t), rows("final.rstd", t));
+}
+
+LossResult Transformer::Impl::loss(int64_t t, float grad_scale, bool backward) {
+  const Tensor xn = rows("final.xn", t);
+  const Tensor targets = rows("input.targets", t);
+  const Tensor losses = rows("loss.losses", t);
+  const Tensor logits_buf = m_.arena_->get("loss.logits");
+  const int64_t chunk = logits_buf.dim(0);
+  Tensor dxn = backward ? rows("scratch.dxn", t) : Tensor{};
+  for (int64_t r0 = 0; r0 < t; r0 += chunk) {
+    const int64_t r1 = std::min(t, r0 + chunk);
+    const bool any_scored = std::any_of(host_targets_.begin() + r0, host_targets_.begin() + r1,
+                                        [](int32_t v) { return v != -100; });
+    if (!any_scored) {  // nothing to score: skip the vocabulary-wide GEMMs
+      if (backward) be_.fill(dxn.slice_rows(r0, r1), 0.0f);
+      be_.fill(losses.slice_rows(r0, r1), 0.0f);
+      continue;
+    }
+    Tensor logits = logits_buf.slice_rows(0, r1 - r0);
+    const Tensor x = xn.slice_rows(r0, r1);
+    be_.gemm(x, false, m_.lm_head_, true, logits);  // [rows, V]
+    be_.cross_entropy(logits, targets.slice_rows(r0, r1), losses.slice_rows(r0, r1), grad_scale,
+                      backward);
+    if (!backward) continue;
+    be_.gemm(logits, false, m_.lm_head_, false, dxn.slice_rows(r0, r1));  // dxn = dlogits · W
+    if (!m_.d_lm_head_.empty()) be_.gemm(logits, true, x, false, m_.d_lm_head_, 1.0f, 1.0f);
+  }
+  std::vector<float> host(static_cast<size_t>(t));
+  be_.download(losses, host.data());
+  LossResult r;
+  for (int64_t i = 0; i < t; ++i)
+    if (host_targets_[i] != -100) r.loss_sum += host[i], ++r.tokens;
+  return r;
+}
+
+void Transformer::Impl::backward(int64_t t) {
+  Tensor dres = rows("scratch.dres", t);
+  be_.rmsnorm_backward(rows("scratch.dxn", t), rows("final.x_in", t), m_.final_norm_,
+                       rows("final.rstd", t), dres, m_.d_final_norm_);
+  for (int l = c_.num_layers - 1; l >= 0; --l) {
+    const LayerActivations a = activations(l, t);
+    const Tensor x = rows(fmt::format("layers.{}.x_in", l), t);
+    if (!save_all_) layer_forward(l, a, x, Tensor{}, t);  // recompute this layer
+    layer_backward(l, a, x, dres, t);
+  }
+  if (!m_.d_embed_.empty()) be_.embedding_backward(rows("input.ids", t), dres, m_.d_embed_);
+}
+
+std::vector<float> Transformer::Impl::full_logits(int64_t t) {
+  const Tensor xn = rows("final.xn", t);
+  const Tensor logits_buf = m_.arena_->get("loss.logits");
+  const int64_t chunk = logits_buf.dim(0), v = c_.vocab_size;
+  std::vector<float> out(static_cast<size_t>(t * v));
+  for (int64_t r0 = 0; r0 < t; r0 += chunk) {
+    const int64_t r1 = std::min(t, r0 + chunk);
+    Tensor logits = logits_buf.slice_rows(0, r1 - r0);
+    be_.gemm(xn.slice_rows(r0, r1), false, m_.lm_head_, true, logits);
+    be_.download(logits, out.data() + r0 * v);
+  }
+  return out;
+}
+
+}  // namespace fitlm

@@ -1,0 +1,168 @@
+// The allocation plan of a Transformer: every buffer it will touch, named and sized up front.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "fitlm/model/transformer.h"
+#include "fitlm/model/transformer_buffers.h"
+
+namespace fitlm {
+
+std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
+  const int64_t h = c.hidden_size, i = c.intermediate_size;
+  std::vector<WeightSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", Shape{c.vocab_size, h}, -1, WeightKind::kEmbed});
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    specs.push_back({p + "input_layernorm.weight", Shape{h}, l, WeightKind::kNorm});
+    specs.push_back({p + "post_attention_layernorm.weight", Shape{h}, l, WeightKind::kNorm});
+    if (c.qk_norm) {
+      specs.push_back({p + "self_attn.q_norm.weight", Shape{c.head_dim}, l, WeightKind::kNorm});
+      specs.push_back({p + "self_attn.k_norm.weight", Shape{c.head_dim}, l, WeightKind::kNorm});
+    }
+    for (Projection pr : kAllProjections) {
+      const auto [out, in] = projection_shape(c, pr);
+      const std::string base = p + projection_module(pr);
+      specs.push_back({base + ".weight", Shape{out, in}, l, WeightKind::kLinear, pr});
+      if (projection_has_bias(c, pr))
+        specs.push_back({base + ".bias", Shape{out}, l, WeightKind::kBias, pr});
+    }
+  }
+  specs.push_back({"model.norm.weight", Shape{h}, -1, WeightKind::kNorm});
+  if (!c.tie_word_embeddings)
+    specs.push_back({"lm_head.weight", Shape{c.vocab_size, h}, -1, WeightKind::kLmHead});
+  (void)i;
+  return specs;
+}
+
+std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p) {
+  const int64_t h = c.hidden_size, i = c.intermediate_size;
+  switch (p) {
+    case Projection::kQ: return {c.q_dim(), h};
+    case Projection::kK:
+    case Projection::kV: return {c.kv_dim(), h};
+    case Projection::kO: return {h, c.q_dim()};
+    case Projection::kGate:
+    case Projection::kUp: return {i, h};
+    case Projection::kDown: return {h, i};
+  }
+  return {0, 0};
+}
+
+bool projection_has_bias(const ModelConfig& c, Projection p) {
+  switch (p) {
+    case Projection::kQ:
+    case Projection::kK:
+    case Projection::kV: return c.qkv_bias;
+    case Projection::kO: return c.o_bias;
+    default: return c.mlp_bias;
+  }
+}
+
+std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraConfig& lora,
+                                             TrainMode mode, int64_t t) {
+  const int64_t h = c.hidden_size, i = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
+  std::vector<ActivationSpec> a = {
+      {"xn1", Shape{t, h}, false},      {"rstd1", Shape{t}, true},
+      {"q", Shape{t, qd}, false},       {"k", Shape{t, kvd}, false},
+      {"v", Shape{t, kvd}, false},      {"att", Shape{t, qd}, false},
+      {"lse", Shape{c.num_heads, t}, true}, {"x_mid", Shape{t, h}, false},
+      {"xn2", Shape{t, h}, false},      {"rstd2", Shape{t}, true},
+      {"gate", Shape{t, i}, false},     {"up", Shape{t, i}, false},
+      {"act", Shape{t, i}, false},
+  };
+  if (c.qk_norm) {
+    a.push_back({"q_raw", Shape{t, qd}, false});
+    a.push_back({"k_raw", Shape{t, kvd}, false});
+    a.push_back({"rstd_q", Shape{t * c.num_heads}, true});
+    a.push_back({"rstd_k", Shape{t * c.num_kv_heads}, true});
+  }
+  if (mode == TrainMode::kLora)
+    for (Projection p : lora.targets)
+      a.push_back({fmt::format("lora_u.{}", projection_name(p)), Shape{t, lora.r}, false});
+  return a;
+}
+
+AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const LoraConfig& lora,
+                                const RunShape& shape, DType compute) {
+  AllocationPlan plan;
+  const int64_t t = shape.max_tokens;
+  const int64_t h = c.hidden_size, i = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
+  const bool training = mode != TrainMode::kFrozen;
+  auto add_trainable = [&](const std::string& name, Shape s, const char* value_group) {
+    plan.add(name, value_group, s, compute);
+    if (compute != DType::kF32) plan.add(name + ".master", "master", s, DType::kF32);
+    plan.add(name + ".grad", "grads", s, DType::kF32);
+    if (shape.with_optimizer) {
+      plan.add(name + ".adam_m", "optimizer", s, DType::kF32);
+      plan.add(name + ".adam_v", "optimizer", s, DType::kF32);
+    }
+  };
+
+  for (const WeightSpec& w : weight_specs(c)) {
+    if (mode == TrainMode::kFull) add_trainable(w.name, w.shape, "weights");
+    else plan.add(w.name, "weights", w.shape, compute);
+  }
+  if (mode == TrainMode::kLora)
+    for (int l = 0; l < c.num_layers; ++l)
+      for (Projection p : lora.targets) {
+        const auto [out, in] = projection_shape(c, p);
+        add_trainable(peft_tensor_name(l, p, false), Shape{lora.r, in}, "lora");
+        add_trainable(peft_tensor_name(l, p, true), Shape{out, lora.r}, "lora");
+      }
+
+  // Inputs of one micro-batch.
+  plan.add("input.ids", "inputs", Shape{t}, DType::kI32);
+  plan.add("input.positions", "inputs", Shape{t}, DType::kI32);
+  plan.add("input.targets", "inputs", Shape{t}, DType::kI32);
+  plan.add("input.cu_seqlens", "inputs", Shape{t + 1}, DType::kI32);
+  plan.add("input.inv_freq", "inputs", Shape{c.head_dim / 2}, DType::kF32);
+
+  // Residual stream: the input of every layer and of the final norm is kept for backward.
+  for (int l = 0; l <= c.num_layers; ++l)
+    plan.add(l < c.num_layers ? fmt::format("layers.{}.x_in", l) : "final.x_in", "activations",
+             Shape{t, h}, compute);
+  const bool save_all = training && shape.recompute == RecomputePolicy::kSave;
+  const int sets = save_all ? c.num_layers : 1;
+  for (int l = 0; l < sets; ++l)
+    for (const ActivationSpec& a : activation_specs(c, lora, mode, t))
+      plan.add(activation_buffer_name(save_all ? l : -1, a.name), "activations", a.shape,
+               a.f32 ? DType::kF32 : compute);
+
+  // Loss head.
+  plan.add("final.xn", "activations", Shape{t, h}, compute);
+  plan.add("final.rstd", "activations", Shape{t}, DType::kF32);
+  plan.add("loss.logits", "logits", Shape{std::min(t, shape.logits_chunk), c.vocab_size},
+           compute);
+  plan.add("loss.losses", "logits", Shape{t}, DType::kF32);
+
+  // Forward scratch (projection outputs before the residual add, dropout inputs).
+  const int64_t widest = std::max({h, i, qd});
+  plan.add("scratch.proj_out", "scratch", Shape{t, h}, compute);
+  if (mode == TrainMode::kLora && lora.dropout > 0.0f) {
+    plan.add("scratch.drop_x", "scratch", Shape{t, widest}, compute);
+    plan.add("scratch.drop_dx", "scratch", Shape{t, widest}, compute);
+  }
+  if (training) {
+    for (const auto& [name, s] : std::vector<std::pair<const char*, Shape>>{
+             {"scratch.dres", Shape{t, h}},     {"scratch.dtmp", Shape{t, h}},
+             {"scratch.dxn", Shape{t, h}},      {"scratch.dq", Shape{t, qd}},
+             {"scratch.dk", Shape{t, kvd}},     {"scratch.dv", Shape{t, kvd}},
+             {"scratch.datt", Shape{t, qd}},    {"scratch.dgate", Shape{t, i}},
+             {"scratch.dup", Shape{t, i}},      {"scratch.dact", Shape{t, i}}})
+      plan.add(name, "scratch", s, compute);
+    if (c.qk_norm) {
+      plan.add("scratch.dq_raw", "scratch", Shape{t, qd}, compute);
+      plan.add("scratch.dk_raw", "scratch", Shape{t, kvd}, compute);
+    }
+    if (mode == TrainMode::kLora) plan.add("scratch.du", "scratch", Shape{t, lora.r}, compute);
+  }
+  plan.finalize();
+  return plan;
+}
+
+std::string activation_buffer_name(int layer, const std::string& name) {
+  return layer < 0 ? "act." + name : fmt::format("layers.{}.act.{}", layer, name);
+}
+
+}  // namespace fitlm
