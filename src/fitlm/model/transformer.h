@@ -14,6 +14,7 @@
 #include "fitlm/backend/arena.h"
 #include "fitlm/backend/backend.h"
 #include "fitlm/model/config.h"
+#include "fitlm/text/batch.h"
 
 namespace fitlm {
 
@@ -29,14 +30,9 @@ struct RunShape {
   bool with_optimizer = false;   // AdamW m and v for every trainable parameter
 };
 
-// One micro-batch on the host (see text/batch.h for how datasets produce it). labels are aligned
-// with input_ids as in HF; the model shifts them inside each segment.
-struct HostBatch {
-  std::vector<int32_t> input_ids;
-  std::vector<int32_t> labels;        // empty = no loss
-  std::vector<int32_t> position_ids;  // empty = 0.. per segment
-  std::vector<int32_t> cu_seqlens;    // empty = one segment
-};
+// One micro-batch on the host (text/batch.h): labels aligned with input_ids as in HF; the model
+// shifts them inside each segment. Empty position_ids / cu_seqlens mean 0.. / one segment.
+using HostBatch = TokenBatch;
 
 struct LossResult {
   double loss_sum = 0.0;  // Σ over scored tokens of −log p
