@@ -1,0 +1,106 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "fitlm/core/error.h"
+#include "fitlm/model/config.h"
+
+using namespace fitlm;
+using nlohmann::json;
+
+namespace {
+
+json llama() {
+  return json{{"architectures", {"LlamaForCausalLM"}},
+              {"vocab_size", 128},
+              {"hidden_size", 64},
+              {"intermediate_size", 96},
+              {"num_hidden_layers", 2},
+              {"num_attention_heads", 8},
+              {"num_key_value_heads", 2},
+              {"rms_norm_eps", 1e-5},
+              {"rope_theta", 500000.0}};
+}
+
+void expect_input_error(const json& j, const std::string& fragment) {
+  try {
+    ModelConfig::from_json(j, "config.json");
+    FAIL() << "expected an error containing: " << fragment;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kBadInput);
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(ModelConfig, ReadsLlamaWithDefaults) {
+  const ModelConfig c = ModelConfig::from_json(llama(), "config.json");
+  EXPECT_EQ(c.arch, Architecture::kLlama);
+  EXPECT_EQ(c.head_dim, 8);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.qkv_bias);
+}
+
+TEST(ModelConfig, ArchitectureSpecificFlags) {
+  json q2 = llama();
+  q2["architectures"] = {"Qwen2ForCausalLM"};
+  EXPECT_TRUE(ModelConfig::from_json(q2, "c").qkv_bias);
+  EXPECT_FALSE(ModelConfig::from_json(q2, "c").o_bias);
+  json q3 = llama();
+  q3["architectures"] = {"Qwen3ForCausalLM"};
+  q3["head_dim"] = 32;
+  const ModelConfig c3 = ModelConfig::from_json(q3, "c");
+  EXPECT_TRUE(c3.qk_norm);
+  EXPECT_EQ(c3.head_dim, 32);
+  EXPECT_EQ(c3.q_dim(), 256);
+  json q3_default = llama();
+  q3_default["architectures"] = {"Qwen3ForCausalLM"};
+  EXPECT_EQ(ModelConfig::from_json(q3_default, "c").head_dim, 128);  // Qwen3Config default
+}
+
+TEST(ModelConfig, Llama3RopeScalingMatchesFormula) {
+  json j = llama();
+  j["rope_scaling"] = {{"factor", 8.0},
+                       {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 8192},
+                       {"rope_type", "llama3"}};
+  j["head_dim"] = 128;
+  const auto inv = ModelConfig::from_json(j, "c").rope_inv_freq();
+  ASSERT_EQ(inv.size(), 64u);
+  // Highest frequency unchanged, lowest divided by the factor.
+  EXPECT_NEAR(inv[0], 1.0f, 1e-7f);
+  const float base_last = 1.0f / std::pow(500000.0f, 126.0f / 128.0f);
+  EXPECT_NEAR(inv[63], base_last / 8.0f, base_last * 1e-5f);
+}
+
+TEST(ModelConfig, RopeParametersV5Form) {
+  json j = llama();
+  j.erase("rope_theta");
+  j["rope_parameters"] = {{"rope_theta", 1e6}, {"rope_type", "default"}};
+  EXPECT_DOUBLE_EQ(ModelConfig::from_json(j, "c").rope_theta, 1e6);
+}
+
+TEST(ModelConfig, ClearErrors) {
+  json unknown = llama();
+  unknown["architectures"] = {"GPT2LMHeadModel"};
+  expect_input_error(unknown, "architecture 'GPT2LMHeadModel' is not supported (supported: ");
+  json missing = llama();
+  missing.erase("hidden_size");
+  expect_input_error(missing, "missing required field 'hidden_size'");
+  json wrong = llama();
+  wrong["num_hidden_layers"] = "two";
+  expect_input_error(wrong, "'num_hidden_layers' must be a non-negative integer");
+  json gqa = llama();
+  gqa["num_key_value_heads"] = 3;
+  expect_input_error(gqa, "multiple of num_key_value_heads");
+  json rope = llama();
+  rope["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  expect_input_error(rope, "rope scaling type 'yarn' is not supported");
+  json act = llama();
+  act["hidden_act"] = "gelu";
+  expect_input_error(act, "hidden_act");
+  expect_input_error(json::array(), "expected a JSON object");
+}
