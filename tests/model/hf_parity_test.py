@@ -165,8 +165,8 @@ def main():
             print(f"{case['name']}: checked", flush=True)
     for f in failures:
         print("FAIL", f)
-    print(f"{len(CASES) - len({f.split(':')[0].split(' ')[0] for f in failures})} passed, "
-          f"{len({f.split(':')[0].split(' ')[0] for f in failures})} failed")
+    failed = {f.split(":")[0].split(" ")[0] for f in failures}
+    print(f"{len(CASES) - len(failed)} passed, {len(failed)} failed")
     sys.exit(1 if failures else 0)
 
 
