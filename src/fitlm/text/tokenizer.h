@@ -30,7 +30,12 @@ class Tokenizer {
   std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts,
                                                  bool add_special_tokens = true,
                                                  int threads = 0) const;
+  // Applies clean_up_tokenization_spaces as tokenizer_config.json says (default true), like
+  // transformers and transformers.js.
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
+  // As above, choosing the clean-up explicitly (false gives the lossless decode).
+  std::string decode(std::span<const int32_t> ids, bool skip_special_tokens,
+                     bool clean_up_tokenization_spaces) const;
 
   std::string id_to_token(int32_t id) const;  // the vocab string ("Ġthe")
   std::optional<int32_t> token_to_id(std::string_view token) const;
@@ -42,6 +47,8 @@ class Tokenizer {
   std::optional<int32_t> pad_id() const;
   std::string bos_token() const;  // "" when none
   std::string eos_token() const;
+  // tokenizer_config.json clean_up_tokenization_spaces (true when absent).
+  bool clean_up_tokenization_spaces() const;
 
  private:
   struct Impl;
