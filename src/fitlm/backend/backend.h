@@ -52,6 +52,10 @@ class Backend {
   // host f32 <- src (any dtype on this device).
   virtual void download(const Tensor& src, float* dst) = 0;
   virtual void synchronize() = 0;
+  // Device memory in use right now (CUDA: total − free from cudaMemGetInfo), for reports of
+  // planned vs measured peak; 0 where the backend cannot tell.
+  virtual size_t memory_in_use() { return 0; }
+  virtual std::string device_description() { return name(); }
 
   // ---- elementwise --------------------------------------------------------------------------
   virtual void fill(Tensor x, float value) = 0;
