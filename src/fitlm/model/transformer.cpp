@@ -22,8 +22,14 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
   if (mode_ == TrainMode::kLora && (lora_.r <= 0 || lora_.targets.empty()))
     throw_input_error("lora", "LoRA needs r > 0 and at least one target module");
   const DType compute = backend_.compute_dtype();
-  arena_ = std::make_unique<Arena>(
-      backend_, plan_transformer(config_, mode_, lora_, shape_, compute));
+  AllocationPlan plan = plan_transformer(config_, mode_, lora_, shape_, compute);
+  if (shape_.max_memory && plan.total_bytes() > shape_.max_memory)
+    throw Error("plan",
+                fmt::format("the plan needs {} but the memory cap is {}:\n{}",
+                            format_bytes(plan.total_bytes()), format_bytes(shape_.max_memory),
+                            plan.summary()),
+                ExitCode::kNoFit);
+  arena_ = std::make_unique<Arena>(backend_, std::move(plan));
   const Arena& a = *arena_;
   auto get_or_empty = [&](const std::string& n) { return a.contains(n) ? a.get(n) : Tensor{}; };
   auto bind_param = [&](const std::string& name, bool decay) {

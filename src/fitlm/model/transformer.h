@@ -28,6 +28,7 @@ struct RunShape {
   int64_t logits_chunk = 1024;   // rows of logits materialised at once in the loss
   RecomputePolicy recompute = RecomputePolicy::kSave;
   bool with_optimizer = false;   // AdamW m and v for every trainable parameter
+  size_t max_memory = 0;         // arena cap in bytes (0 = none): a plan over it is refused
 };
 
 // One micro-batch on the host (text/batch.h): labels aligned with input_ids as in HF; the model

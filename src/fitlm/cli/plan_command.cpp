@@ -1,0 +1,84 @@
+// `fitlm plan`: the allocation plan of a training job — the same plan the runtime allocates —
+// printed before a byte is allocated, and whether it fits a memory budget.
+#include "fitlm/cli/command_registry.h"
+#include "fitlm/core/byte_size.h"
+#include "fitlm/core/error.h"
+#include "fitlm/io/hf_model.h"
+#include "fitlm/model/presets.h"
+#include "fitlm/model/transformer.h"
+
+namespace fitlm::cli {
+namespace {
+
+struct PlanOptions {
+  std::string model, arch, mode = "lora", recompute = "none", dtype = "bf16", max_memory;
+  int64_t seq = 2048, micro_batch = 1, lora_r = 16, logits_chunk = 1024;
+  bool verbose = false;
+};
+
+int run_plan(const PlanOptions& o) {
+  if (o.model.empty() == o.arch.empty())
+    throw_input_error("plan", "give exactly one of --model DIR or --arch PRESET");
+  const ModelConfig c = o.model.empty() ? preset_config(o.arch) : read_model_config(o.model);
+  const TrainMode mode = o.mode == "full"   ? TrainMode::kFull
+                         : o.mode == "lora" ? TrainMode::kLora
+                                            : TrainMode::kFrozen;
+  LoraConfig lora;
+  lora.r = static_cast<int>(o.lora_r);
+  RunShape shape;
+  shape.max_tokens = o.seq * o.micro_batch;
+  shape.logits_chunk = o.logits_chunk;
+  shape.recompute = o.recompute == "full" ? RecomputePolicy::kFull : RecomputePolicy::kSave;
+  shape.with_optimizer = mode != TrainMode::kFrozen;
+  const DType dtype = o.dtype == "f32" ? DType::kF32 : o.dtype == "f16" ? DType::kF16 : DType::kBF16;
+  const AllocationPlan plan = plan_transformer(c, mode, lora, shape, dtype);
+  fmt::print("{} ({} parameters), {} {}, {} tokens per micro-batch, recompute {}\n",
+             c.architecture_name, c.parameter_count(), o.mode, o.dtype, shape.max_tokens,
+             o.recompute);
+  fmt::print("{}", plan.summary());
+  if (o.verbose)
+    for (const BufferSpec& b : plan.buffers())
+      fmt::print("  {:>12}  {:<10} {:<6} {:<16} {}\n", b.offset, b.group, dtype_name(b.dtype),
+                 b.shape.str(), b.name);
+  if (!o.max_memory.empty()) {
+    const size_t cap = parse_byte_size(o.max_memory);
+    if (plan.total_bytes() > cap) {
+      fmt::print("does NOT fit in {} (over by {})\n", format_bytes(cap),
+                 format_bytes(plan.total_bytes() - cap));
+      return static_cast<int>(ExitCode::kNoFit);
+    }
+    fmt::print("fits in {} ({} to spare)\n", format_bytes(cap),
+               format_bytes(cap - plan.total_bytes()));
+  }
+  return 0;
+}
+
+RunFn setup(CLI::App& app) {
+  auto o = std::make_shared<PlanOptions>();
+  app.add_option("--model", o->model, "Hugging Face model directory");
+  app.add_option("--arch", o->arch, "Architecture preset instead of a directory (see bench)");
+  app.add_option("--mode", o->mode, "lora, full or eval")
+      ->check(CLI::IsMember({"lora", "full", "eval"}))
+      ->capture_default_str();
+  app.add_option("--recompute", o->recompute, "none or full")
+      ->check(CLI::IsMember({"none", "full"}))
+      ->capture_default_str();
+  app.add_option("--dtype", o->dtype, "Storage dtype: bf16, f16 or f32")
+      ->check(CLI::IsMember({"bf16", "f16", "f32"}))
+      ->capture_default_str();
+  app.add_option("--seq", o->seq, "Sequence length")->capture_default_str();
+  app.add_option("--micro-batch", o->micro_batch, "Sequences per micro-batch")
+      ->capture_default_str();
+  app.add_option("--lora-r", o->lora_r, "LoRA rank")->capture_default_str();
+  app.add_option("--logits-chunk", o->logits_chunk, "Rows of logits per loss chunk")
+      ->capture_default_str();
+  app.add_option("--max-memory", o->max_memory, "Budget, e.g. 15GiB: exit 3 when over it");
+  app.add_flag("--buffers", o->verbose, "List every buffer with its offset");
+  return [o] { return run_plan(*o); };
+}
+
+CommandRegistration reg{"plan", "Print the memory plan of a job and check it against a budget",
+                        setup};
+
+}  // namespace
+}  // namespace fitlm::cli
