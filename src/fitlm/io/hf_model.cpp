@@ -1,5 +1,6 @@
 #include "fitlm/io/hf_model.h"
 
+#include <map>
 #include <set>
 
 #include "fitlm/core/error.h"
@@ -22,6 +23,9 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
   const io::ShardedSafetensors st = io::ShardedSafetensors::open(dir);
   Backend& be = model.backend();
   std::set<std::string> used;
+  std::map<std::string, Tensor> masters;  // trainable base weights whose master is separate
+  for (const Param& p : model.params())
+    if (p.master.data != p.value.data) masters[p.name] = p.master;
   for (auto& [name, dst] : model.named_weights()) {
     if (!st.contains(name))
       throw_input_error("model", "{}: tensor '{}' is missing from the checkpoint", dir.string(),
@@ -35,14 +39,18 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
     if (!core || !io::st_dtype_is_float_loadable(info.dtype))
       throw_input_error("model", "{}: tensor '{}' has dtype {}; expected F32, BF16 or F16",
                         st.file_of(name).path().string(), name, io::st_dtype_name(info.dtype));
-    be.upload(dst, st.bytes(name).data(), *core);
+    // Full fine-tuning: the f32 master gets the file's values unrounded.
+    const auto it = masters.find(name);
+    if (it != masters.end()) {
+      be.upload(it->second, st.bytes(name).data(), *core);
+      be.copy(it->second, dst);
+    } else {
+      be.upload(dst, st.bytes(name).data(), *core);
+    }
     used.insert(name);
   }
   for (const auto& n : st.names())
     if (!used.count(n)) log::debug("model: ignoring tensor {} in checkpoint", n);
-  // Trainable masters start equal to the loaded values.
-  for (Param& p : model.params())
-    if (p.master.data != p.value.data) be.copy(p.value, p.master);
 }
 
 }  // namespace fitlm

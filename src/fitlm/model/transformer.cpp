@@ -97,19 +97,25 @@ std::vector<std::pair<std::string, Tensor>> Transformer::named_weights() {
 
 void Transformer::init_lora(uint64_t seed) {
   std::mt19937_64 rng(seed);
+  // Params are bound in (layer, target, A then B) order; the host values go to the f32 master
+  // and the compute-dtype value alike, so a bf16 value is the rounding of the f32 master.
+  size_t index = 0;
   for (int l = 0; l < config_.num_layers; ++l)
     for (Projection p : lora_.targets) {
-      LinearWeights& lw = layers_[l][p];
-      const int64_t in = lw.lora_a.dim(1);
-      const float bound = 1.0f / std::sqrt(static_cast<float>(in));
+      Param& a = params_[index++];
+      Param& b = params_[index++];
+      FITLM_CHECK(a.name == peft_tensor_name(l, p, false), "lora", "param order {}", a.name);
+      const float bound = 1.0f / std::sqrt(static_cast<float>(a.value.dim(1)));
       std::uniform_real_distribution<float> u(-bound, bound);
-      std::vector<float> a(static_cast<size_t>(lw.lora_a.numel()));
-      for (auto& v : a) v = u(rng);
-      backend_.upload(lw.lora_a, a.data(), DType::kF32);
-      backend_.fill(lw.lora_b, 0.0f);
+      std::vector<float> host(static_cast<size_t>(a.value.numel()));
+      for (auto& v : host) v = u(rng);
+      backend_.upload(a.master, host.data(), DType::kF32);
+      backend_.fill(b.master, 0.0f);
+      if (a.master.data != a.value.data) {
+        backend_.copy(a.master, a.value);
+        backend_.copy(b.master, b.value);
+      }
     }
-  for (Param& p : params_)
-    if (p.master.data != p.value.data) backend_.copy(p.value, p.master);
 }
 
 void Transformer::zero_grads() {
