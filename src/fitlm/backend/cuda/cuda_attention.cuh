@@ -1,0 +1,37 @@
+// Attention family: causal GQA flash attention over packed segments (cu_seqlens), forward and
+// backward, never materialising S×S. bf16/f16 q, k, v; head_dim 64 or 128.
+//
+// Forward: one block per (64-query tile, head); 4 warps × 16 query rows; keys in tiles of 64
+// through shared memory; online softmax in registers (FlashAttention-2 layout on mma.sync).
+// Backward, three kernels, no scratch buffer:
+//   1. D_i = Σ_d dout·out per (row, head), parked in the first 4 bytes of dq[row, head] (dq is
+//      overwritten by kernel 3 anyway, and each block there reads only its own rows' D first);
+//   2. dK, dV: one block per (64-key tile, kv head), looping over the query tiles of every q
+//      head in its group, so GQA needs no atomics;
+//   3. dQ: one block per (64-query tile, head), recomputing P and dP.
+// Kernel 3 recomputes QKᵀ and dO·Vᵀ (7 tile products instead of FA2's 5) in exchange for no
+// f32 dq accumulator and deterministic results.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "fitlm/core/tensor.h"
+
+namespace fitlm::cuda {
+
+// AttentionShape without backend.h (which pulls in fmt, which nvcc cannot compile).
+struct AttentionDims {
+  int n_heads, n_kv_heads, head_dim;
+  float scale;
+};
+
+void launch_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& cu_seqlens, const AttentionDims& shape,
+                              const Tensor& out, const Tensor& lse, cudaStream_t stream);
+void launch_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& out, const Tensor& lse,
+                               const Tensor& cu_seqlens, const AttentionDims& shape,
+                               const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                               cudaStream_t stream);
+
+}  // namespace fitlm::cuda

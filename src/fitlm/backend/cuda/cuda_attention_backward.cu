@@ -1,0 +1,309 @@
+// Attention backward: D prepass, dK/dV kernel, dQ kernel (design in cuda_attention.cuh).
+#include "fitlm/backend/cuda/cuda_attention.cuh"
+#include "fitlm/backend/cuda/cuda_common.cuh"
+#include "fitlm/backend/cuda/cuda_mma.cuh"
+
+namespace fitlm::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kWarps = 4, kThreads = kWarps * 32;
+constexpr int kTileKV = 64, kTileQInner = 32;  // dK/dV kernel: 64 keys, queries 32 at a time
+constexpr int kTileQ = 64, kTileKInner = 32;   // dQ kernel: 64 queries, keys 32 at a time
+
+// D for (row, head) lives in the first 4 bytes of dq[row, head·HD .. ]: see cuda_attention.cuh.
+template <typename T>
+__device__ __forceinline__ float* d_slot(T* dq, int64_t row, int64_t q_stride, int h, int hd) {
+  return reinterpret_cast<float*>(dq + row * q_stride + int64_t{h} * hd);
+}
+
+// One warp per (row, head).
+template <typename T, int HD>
+__global__ void attention_backward_dot_kernel(const T* dout, const T* out, int t_count, int n_heads,
+                                              T* dq) {
+  const int64_t item = blockIdx.x * int64_t{kWarps} + (threadIdx.x >> 5);
+  if (item >= int64_t{t_count} * n_heads) return;
+  const int64_t row = item / n_heads;
+  const int h = static_cast<int>(item % n_heads);
+  const int64_t q_stride = int64_t{n_heads} * HD;
+  const T* a = dout + row * q_stride + h * HD;
+  const T* b = out + row * q_stride + h * HD;
+  float s = 0.0f;
+  for (int d = threadIdx.x & 31; d < HD; d += 32) s += to_f32(a[d]) * to_f32(b[d]);
+  s = warp_sum(s);
+  if ((threadIdx.x & 31) == 0) *d_slot(dq, row, q_stride, h, HD) = s;
+}
+
+template <typename T, int HD>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_dkdv_kernel(const T* __restrict__ dout, const T* __restrict__ q,
+                                   const T* __restrict__ k, const T* __restrict__ v,
+                                   const float* __restrict__ lse, const int32_t* __restrict__ cu,
+                                   int n_seg, int t_count, int n_heads, int n_kv, float scale,
+                                   T* dq_with_d, T* __restrict__ dk, T* __restrict__ dv) {
+  constexpr int LD = HD + kPad;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* k_tile = reinterpret_cast<T*>(smem);
+  T* v_tile = k_tile + kTileKV * LD;
+  T* q_tile = v_tile + kTileKV * LD;
+  T* do_tile = q_tile + kTileQInner * LD;
+  float* lse_s = reinterpret_cast<float*>(do_tile + kTileQInner * LD);
+  float* d_s = lse_s + kTileQInner;
+  int* seg_s = reinterpret_cast<int*>(d_s + kTileQInner);
+
+  const int k0 = blockIdx.x * kTileKV, kvh = blockIdx.y, group = n_heads / n_kv;
+  const int64_t q_stride = int64_t{n_heads} * HD, kv_stride = int64_t{n_kv} * HD;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const float scale_log2 = scale * kLog2e;
+
+  load_tile<T, HD, kTileKV, kThreads>(k_tile, k + kvh * HD, kv_stride, k0, t_count);
+  load_tile<T, HD, kTileKV, kThreads>(v_tile, v + kvh * HD, kv_stride, k0, t_count);
+  const int key0 = k0 + warp * 16 + g, key1 = key0 + 8;
+  // Queries that can see this tile's keys end with the last key's segment.
+  const int q_end = cu[segment_of(cu, n_seg, min(k0 + kTileKV - 1, t_count - 1)) + 1];
+
+  float dka[HD / 8][4] = {}, dva[HD / 8][4] = {};
+  for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+    for (int q0 = k0; q0 < q_end; q0 += kTileQInner) {
+      __syncthreads();  // the previous step is done with q_tile / do_tile
+      load_tile<T, HD, kTileQInner, kThreads>(q_tile, q + h * HD, q_stride, q0, t_count);
+      load_tile<T, HD, kTileQInner, kThreads>(do_tile, dout + h * HD, q_stride, q0, t_count);
+      if (threadIdx.x < kTileQInner) {
+        const int r = q0 + threadIdx.x;
+        const bool ok = r < t_count;
+        lse_s[threadIdx.x] = ok ? lse[int64_t{h} * t_count + r] * kLog2e : 0.0f;
+        d_s[threadIdx.x] = ok ? *d_slot(dq_with_d, r, q_stride, h, HD) : 0.0f;
+        seg_s[threadIdx.x] = ok ? cu[segment_of(cu, n_seg, r)] : 0;
+      }
+      __syncthreads();
+
+      // Sᵀ [16 keys × 32 queries] = K_w · Qᵀ, then Pᵀ.
+      float p[kTileQInner / 8][4] = {};
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        uint32_t a[4];
+        load_a<T, LD>(a, k_tile, warp * 16, kk * 16, lane);
+#pragma unroll
+        for (int nt = 0; nt < kTileQInner / 8; nt += 2) {
+          uint32_t b[2][2];
+          load_b_rows_x2<T, LD>(b, q_tile, nt * 8, kk * 16, lane);
+          mma16816<T>(p[nt], a, b[0]);
+          mma16816<T>(p[nt + 1], a, b[1]);
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < kTileQInner / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int c = nt * 8 + 2 * tq + (e & 1), qi = q0 + c, key = e < 2 ? key0 : key1;
+          const bool valid = qi < t_count && key <= qi && seg_s[c] <= key;
+          p[nt][e] = valid ? exp2f(p[nt][e] * scale_log2 - lse_s[c]) : 0.0f;
+        }
+        // dV += Pᵀ · dO.
+#pragma unroll
+      for (int kk = 0; kk < kTileQInner / 16; ++kk) {
+        uint32_t a[4] = {pack2<T>(p[2 * kk][0], p[2 * kk][1]), pack2<T>(p[2 * kk][2], p[2 * kk][3]),
+                         pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                         pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+        for (int nt = 0; nt < HD / 8; nt += 2) {
+          uint32_t b[2][2];
+          load_b_cols_x2<T, LD>(b, do_tile, kk * 16, nt * 8, lane);
+          mma16816<T>(dva[nt], a, b[0]);
+          mma16816<T>(dva[nt + 1], a, b[1]);
+        }
+      }
+      // dPᵀ = V_w · dOᵀ, then dSᵀ = Pᵀ ⊙ (dPᵀ − D).
+      float ds[kTileQInner / 8][4] = {};
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        uint32_t a[4];
+        load_a<T, LD>(a, v_tile, warp * 16, kk * 16, lane);
+#pragma unroll
+        for (int nt = 0; nt < kTileQInner / 8; nt += 2) {
+          uint32_t b[2][2];
+          load_b_rows_x2<T, LD>(b, do_tile, nt * 8, kk * 16, lane);
+          mma16816<T>(ds[nt], a, b[0]);
+          mma16816<T>(ds[nt + 1], a, b[1]);
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < kTileQInner / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          ds[nt][e] = p[nt][e] * (ds[nt][e] - d_s[nt * 8 + 2 * tq + (e & 1)]);
+          // dK += dSᵀ · Q (the softmax scale is applied once at the end).
+#pragma unroll
+      for (int kk = 0; kk < kTileQInner / 16; ++kk) {
+        uint32_t a[4] = {pack2<T>(ds[2 * kk][0], ds[2 * kk][1]),
+                         pack2<T>(ds[2 * kk][2], ds[2 * kk][3]),
+                         pack2<T>(ds[2 * kk + 1][0], ds[2 * kk + 1][1]),
+                         pack2<T>(ds[2 * kk + 1][2], ds[2 * kk + 1][3])};
+#pragma unroll
+        for (int nt = 0; nt < HD / 8; nt += 2) {
+          uint32_t b[2][2];
+          load_b_cols_x2<T, LD>(b, q_tile, kk * 16, nt * 8, lane);
+          mma16816<T>(dka[nt], a, b[0]);
+          mma16816<T>(dka[nt + 1], a, b[1]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < HD / 8; ++nt) {
+    const int col = kvh * HD + nt * 8 + 2 * tq;
+    if (key0 < t_count) {
+      *reinterpret_cast<uint32_t*>(dk + key0 * kv_stride + col) =
+          pack2<T>(dka[nt][0] * scale, dka[nt][1] * scale);
+      *reinterpret_cast<uint32_t*>(dv + key0 * kv_stride + col) = pack2<T>(dva[nt][0], dva[nt][1]);
+    }
+    if (key1 < t_count) {
+      *reinterpret_cast<uint32_t*>(dk + key1 * kv_stride + col) =
+          pack2<T>(dka[nt][2] * scale, dka[nt][3] * scale);
+      *reinterpret_cast<uint32_t*>(dv + key1 * kv_stride + col) = pack2<T>(dva[nt][2], dva[nt][3]);
+    }
+  }
+}
+
+template <typename T, int HD>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_dq_kernel(const T* __restrict__ dout, const T* __restrict__ q,
+                                 const T* __restrict__ k, const T* __restrict__ v,
+                                 const float* __restrict__ lse, const int32_t* __restrict__ cu,
+                                 int n_seg, int t_count, int n_heads, int n_kv, float scale,
+                                 T* dq) {
+  constexpr int LD = HD + kPad;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* q_tile = reinterpret_cast<T*>(smem);
+  T* do_tile = q_tile + kTileQ * LD;
+  T* k_tile = do_tile + kTileQ * LD;
+  T* v_tile = k_tile + kTileKInner * LD;
+
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kTileQ;
+  const int h = blockIdx.y, kvh = h / (n_heads / n_kv);
+  const int64_t q_stride = int64_t{n_heads} * HD, kv_stride = int64_t{n_kv} * HD;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const float scale_log2 = scale * kLog2e;
+
+  load_tile<T, HD, kTileQ, kThreads>(q_tile, q + h * HD, q_stride, q0, t_count);
+  load_tile<T, HD, kTileQ, kThreads>(do_tile, dout + h * HD, q_stride, q0, t_count);
+  const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
+  const bool ok0 = row0 < t_count, ok1 = row1 < t_count;
+  const int seg0 = cu[segment_of(cu, n_seg, min(row0, t_count - 1))];
+  const int seg1 = cu[segment_of(cu, n_seg, min(row1, t_count - 1))];
+  const float lse0 = ok0 ? lse[int64_t{h} * t_count + row0] * kLog2e : 0.0f;
+  const float lse1 = ok1 ? lse[int64_t{h} * t_count + row1] * kLog2e : 0.0f;
+  const float d0 = ok0 ? *d_slot(dq, row0, q_stride, h, HD) : 0.0f;
+  const float d1 = ok1 ? *d_slot(dq, row1, q_stride, h, HD) : 0.0f;
+  __syncthreads();  // every D is read before any thread of the block overwrites dq rows
+
+  const int k_begin = cu[segment_of(cu, n_seg, q0)];
+  const int k_end = min(q0 + kTileQ, t_count);
+  float dqa[HD / 8][4] = {};
+  for (int k0 = k_begin; k0 < k_end; k0 += kTileKInner) {
+    __syncthreads();
+    load_tile<T, HD, kTileKInner, kThreads>(k_tile, k + kvh * HD, kv_stride, k0, t_count);
+    load_tile<T, HD, kTileKInner, kThreads>(v_tile, v + kvh * HD, kv_stride, k0, t_count);
+    __syncthreads();
+    float p[kTileKInner / 8][4] = {}, ds[kTileKInner / 8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      uint32_t a[4], ad[4];
+      load_a<T, LD>(a, q_tile, warp * 16, kk * 16, lane);
+      load_a<T, LD>(ad, do_tile, warp * 16, kk * 16, lane);
+#pragma unroll
+      for (int nt = 0; nt < kTileKInner / 8; nt += 2) {
+        uint32_t b[2][2];
+        load_b_rows_x2<T, LD>(b, k_tile, nt * 8, kk * 16, lane);
+        mma16816<T>(p[nt], a, b[0]);
+        mma16816<T>(p[nt + 1], a, b[1]);
+        load_b_rows_x2<T, LD>(b, v_tile, nt * 8, kk * 16, lane);
+        mma16816<T>(ds[nt], ad, b[0]);
+        mma16816<T>(ds[nt + 1], ad, b[1]);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < kTileKInner / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = k0 + nt * 8 + 2 * tq + (e & 1);
+        const int row = e < 2 ? row0 : row1, seg = e < 2 ? seg0 : seg1;
+        const bool valid = row < t_count && j <= row && j >= seg;
+        const float pe = valid ? exp2f(p[nt][e] * scale_log2 - (e < 2 ? lse0 : lse1)) : 0.0f;
+        ds[nt][e] = pe * (ds[nt][e] - (e < 2 ? d0 : d1));
+      }
+#pragma unroll
+    for (int kk = 0; kk < kTileKInner / 16; ++kk) {
+      uint32_t a[4] = {pack2<T>(ds[2 * kk][0], ds[2 * kk][1]),
+                       pack2<T>(ds[2 * kk][2], ds[2 * kk][3]),
+                       pack2<T>(ds[2 * kk + 1][0], ds[2 * kk + 1][1]),
+                       pack2<T>(ds[2 * kk + 1][2], ds[2 * kk + 1][3])};
+#pragma unroll
+      for (int nt = 0; nt < HD / 8; nt += 2) {
+        uint32_t b[2][2];
+        load_b_cols_x2<T, LD>(b, k_tile, kk * 16, nt * 8, lane);
+        mma16816<T>(dqa[nt], a, b[0]);
+        mma16816<T>(dqa[nt + 1], a, b[1]);
+      }
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < HD / 8; ++nt) {
+    const int col = h * HD + nt * 8 + 2 * tq;
+    if (ok0)
+      *reinterpret_cast<uint32_t*>(dq + row0 * q_stride + col) =
+          pack2<T>(dqa[nt][0] * scale, dqa[nt][1] * scale);
+    if (ok1)
+      *reinterpret_cast<uint32_t*>(dq + row1 * q_stride + col) =
+          pack2<T>(dqa[nt][2] * scale, dqa[nt][3] * scale);
+  }
+}
+
+}  // namespace
+
+template <typename T, int HD>
+void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* out,
+                             const float* lse, const int32_t* cu, int n_seg, int t_count,
+                             int n_heads, int n_kv, float scale, T* dq, T* dk, T* dv,
+                             cudaStream_t stream) {
+  constexpr int LD = HD + kPad;
+  const int64_t items = int64_t{t_count} * n_heads;
+  attention_backward_dot_kernel<T, HD>
+      <<<static_cast<unsigned>((items + kWarps - 1) / kWarps), kThreads, 0, stream>>>(
+          dout, out, t_count, n_heads, dq);
+  FITLM_CUDA_CHECK_LAUNCH();
+
+  // Over 48 KB of shared memory at head_dim 128: the kernels must opt in.
+  const size_t dkdv_smem =
+      sizeof(T) * LD * (2 * kTileKV + 2 * kTileQInner) + 3 * sizeof(float) * kTileQInner;
+  FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<T, HD>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(dkdv_smem)));
+  const dim3 grid_kv(static_cast<unsigned>((t_count + kTileKV - 1) / kTileKV),
+                     static_cast<unsigned>(n_kv));
+  attention_backward_dkdv_kernel<T, HD><<<grid_kv, kThreads, dkdv_smem, stream>>>(
+      dout, q, k, v, lse, cu, n_seg, t_count, n_heads, n_kv, scale, dq, dk, dv);
+  FITLM_CUDA_CHECK_LAUNCH();
+
+  const size_t dq_smem = sizeof(T) * LD * (2 * kTileQ + 2 * kTileKInner);
+  FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dq_kernel<T, HD>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(dq_smem)));
+  const dim3 grid_q(static_cast<unsigned>((t_count + kTileQ - 1) / kTileQ),
+                    static_cast<unsigned>(n_heads));
+  attention_backward_dq_kernel<T, HD><<<grid_q, kThreads, dq_smem, stream>>>(
+      dout, q, k, v, lse, cu, n_seg, t_count, n_heads, n_kv, scale, dq);
+  FITLM_CUDA_CHECK_LAUNCH();
+}
+
+#define FITLM_INSTANTIATE(T, HD)                                                                 \
+  template void attention_backward_impl<T, HD>(const T*, const T*, const T*, const T*, const T*, \
+                                               const float*, const int32_t*, int, int, int, int, \
+                                               float, T*, T*, T*, cudaStream_t);
+FITLM_INSTANTIATE(__nv_bfloat16, 64)
+FITLM_INSTANTIATE(__nv_bfloat16, 128)
+FITLM_INSTANTIATE(__half, 64)
+FITLM_INSTANTIATE(__half, 128)
+#undef FITLM_INSTANTIATE
+
+}  // namespace fitlm::cuda

@@ -1,0 +1,98 @@
+// CudaBackend: the class behind make_cuda_backend(). Internal to src/fitlm/backend/cuda (it
+// names CUDA types); the rest of fitlm sees only Backend. Member functions live in
+// cuda_backend.cpp (lifecycle, memory, element-wise), cuda_backend_layers.cpp (layers, loss,
+// optimizer) and cuda_gemm.cpp; they check arguments and call the kernel launchers declared in
+// the per-family .cuh files.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+#include "fitlm/backend/backend.h"
+
+namespace fitlm {
+
+// Device-side error flags that kernels raise instead of faulting; synchronize() reports them.
+enum CudaErrorFlag : int { kFlagBadTokenId = 0, kFlagBadLabel = 1, kNumFlags = 4 };
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device_index, DType compute_dtype);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override;
+  Device device() const override { return Device{DeviceKind::kCUDA, device_}; }
+  DType compute_dtype() const override { return compute_; }
+  cudaStream_t stream() const { return stream_; }
+
+  void* allocate(size_t bytes) override;
+  void deallocate(void* ptr) override;
+  void upload(Tensor dst, const void* src, DType src_dtype) override;
+  void download(const Tensor& src, float* dst) override;
+  void synchronize() override;
+  size_t memory_in_use() override;
+  std::string device_description() override;
+
+  void fill(Tensor x, float value) override;
+  void copy(const Tensor& src, Tensor dst) override;
+  void add(const Tensor& a, const Tensor& b, Tensor out) override;
+  void axpy(float alpha, const Tensor& x, Tensor y) override;
+  void scale(Tensor x, float alpha) override;
+  void add_bias(Tensor x, const Tensor& bias) override;
+  void bias_backward(const Tensor& dout, Tensor dbias) override;
+  void dropout(const Tensor& x, Tensor out, float p, uint64_t seed) override;
+
+  void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c, float alpha,
+            float beta) override;
+
+  void embedding_forward(const Tensor& ids, const Tensor& table, Tensor out) override;
+  void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor dtable) override;
+  void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor out,
+                       Tensor rstd) override;
+  void rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                        Tensor dx, Tensor dw) override;
+  void rope(Tensor x, int n_heads, int head_dim, const Tensor& positions, const Tensor& inv_freq,
+            bool inverse) override;
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                         const Tensor& cu_seqlens, const AttentionShape& shape, Tensor out,
+                         Tensor lse) override;
+  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& out, const Tensor& lse, const Tensor& cu_seqlens,
+                          const AttentionShape& shape, Tensor dq, Tensor dk, Tensor dv) override;
+  void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor out) override;
+  void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor dgate,
+                       Tensor dup) override;
+  void cross_entropy(Tensor logits, const Tensor& labels, Tensor losses, float grad_scale,
+                     bool compute_grad) override;
+
+  double sum_squares(const Tensor& x) override;
+  void adamw_step(Tensor param, const Tensor& grad, Tensor m, Tensor v, const AdamWParams& p,
+                  float grad_scale) override;
+
+  static constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;  // Hopper's recommended size
+
+ private:
+  void check_on_device(const Tensor& t, const char* what) const;
+
+  int device_;
+  DType compute_;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void* lt_workspace_ = nullptr;
+  double* d_sum_ = nullptr;  // sum_squares accumulator (device)
+  double* h_sum_ = nullptr;  // pinned
+  int* d_flags_ = nullptr;   // CudaErrorFlag slots (device)
+  int* h_flags_ = nullptr;   // pinned
+  // cuBLASLt heuristic result per problem (m, n, k, ops, dtypes, alignment): the heuristic
+  // query costs tens of microseconds, more than a small GEMM itself.
+  using GemmKey = std::tuple<int64_t, int64_t, int64_t, int, int, int, int, int, int>;
+  std::map<GemmKey, cublasLtMatmulAlgo_t> algo_cache_;
+};
+
+}  // namespace fitlm

@@ -1,0 +1,154 @@
+// Tensor-core building blocks for the attention kernels: the m16n8k16 MMA (f32 accumulate) on
+// bf16/f16 fragments, fragment loads from padded shared-memory tiles, tile copies and the
+// segment lookup for packed sequences.
+//
+// Fragment layout of mma.m16n8k16 (PTX ISA), g = lane / 4, t = lane % 4:
+//   A (16×16, row): a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..)
+//   B (16×8, col):  b0 = (k 2t..2t+1, n g), b1 = (k 2t+8.., n g)
+//   C (16×8, f32):  c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..2t+1)
+// So an S tile held as C fragments is already the A fragment of P for the next product.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace fitlm::cuda {
+
+// Shared-memory tiles are [rows][HD + kPad]: 8 halves of padding shift each row by 4 banks, so
+// the 8 rows × 4 words a fragment load touches hit 32 different banks.
+constexpr int kPad = 8;
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+template <typename T>
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  // Turing (T4): two m16n8k8 f16 products; no bf16 matrix units, so bf16 traps.
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    __trap();
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(b[0]));
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[2]), "r"(a[3]), "r"(b[1]));
+  }
+#else
+  (void)c;
+  (void)a;
+  (void)b;
+#endif
+}
+
+// Fragment loads use ldmatrix: one instruction moves four 8×8 matrices (lanes 8m..8m+7 give the
+// row addresses of matrix m) instead of 4–8 scalar shared loads. Version 1 of these kernels used
+// scalar loads and ran the forward at 138 TFLOP/s on an H100 (bench/NOTES.md).
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+// A fragment for rows r0..r0+15, columns k0..k0+15 of a padded [.][LD] tile.
+// Matrices: (rows r0.., cols k0..), (r0+8.., k0..), (r0.., k0+8..), (r0+8.., k0+8..).
+template <typename T, int LD>
+__device__ __forceinline__ void load_a(uint32_t a[4], const T* tile, int r0, int k0, int lane) {
+  const int m = lane >> 3, i = lane & 7;
+  ldmatrix_x4(a, tile + (r0 + i + (m & 1) * 8) * LD + k0 + (m >> 1) * 8);
+}
+// B fragments of two n-tiles (n0..n0+15) where n runs down the tile's rows and k along its
+// columns (k0..k0+15): the X·Yᵀ case. b[j] is the fragment of n-tile n0 + 8j.
+template <typename T, int LD>
+__device__ __forceinline__ void load_b_rows_x2(uint32_t b[2][2], const T* tile, int n0, int k0,
+                                               int lane) {
+  const int m = lane >> 3, i = lane & 7;
+  uint32_t r[4];
+  ldmatrix_x4(r, tile + (n0 + i + (m >> 1) * 8) * LD + k0 + (m & 1) * 8);
+  b[0][0] = r[0];
+  b[0][1] = r[1];
+  b[1][0] = r[2];
+  b[1][1] = r[3];
+}
+// B fragments of two n-tiles (n0..n0+15 along the tile's columns) where k runs down the rows
+// (k0..k0+15): the X·Y case, transposed on the fly by ldmatrix.trans.
+template <typename T, int LD>
+__device__ __forceinline__ void load_b_cols_x2(uint32_t b[2][2], const T* tile, int k0, int n0,
+                                               int lane) {
+  const int m = lane >> 3, i = lane & 7;
+  uint32_t r[4];
+  ldmatrix_x4_trans(r, tile + (k0 + i + (m & 1) * 8) * LD + n0 + (m >> 1) * 8);
+  b[0][0] = r[0];
+  b[0][1] = r[1];
+  b[1][0] = r[2];
+  b[1][1] = r[3];
+}
+
+// rows × HD halves from global (row stride `stride` elements, rows ≥ n_rows zero-filled) into a
+// padded tile, 16 bytes per access.
+template <typename T, int HD, int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t stride, int row0,
+                                          int n_rows) {
+  constexpr int kChunks = HD / 8;
+  for (int idx = threadIdx.x; idx < ROWS * kChunks; idx += THREADS) {
+    const int r = idx / kChunks, c = idx % kChunks;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (row0 + r < n_rows) v = *reinterpret_cast<const uint4*>(src + (row0 + r) * stride + c * 8);
+    *reinterpret_cast<uint4*>(tile + r * (HD + kPad) + c * 8) = v;
+  }
+}
+
+// Index of the segment holding token i: the last s with cu[s] <= i (cu has n_seg + 1 entries).
+__device__ __forceinline__ int segment_of(const int32_t* cu, int n_seg, int i) {
+  int lo = 0, hi = n_seg - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (cu[mid] <= i)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+}  // namespace fitlm::cuda
