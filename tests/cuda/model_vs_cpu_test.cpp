@@ -15,11 +15,11 @@ using namespace fitlm;
 namespace {
 
 nlohmann::json tiny(const char* arch) {
-  nlohmann::json j = {{"architectures", {arch}}, {"vocab_size", 1003},
-                      {"hidden_size", 256},      {"intermediate_size", 384},
-                      {"num_hidden_layers", 2},  {"num_attention_heads", 4},
+  nlohmann::json j = {{"architectures", {arch}},  {"vocab_size", 1003},
+                      {"hidden_size", 256},       {"intermediate_size", 384},
+                      {"num_hidden_layers", 2},   {"num_attention_heads", 4},
                       {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},
-                      {"rope_theta", 10000.0},   {"tie_word_embeddings", false}};
+                      {"rope_theta", 10000.0},    {"tie_word_embeddings", false}};
   if (std::string(arch) == "Qwen3ForCausalLM") j["head_dim"] = 64;
   return j;
 }
@@ -65,8 +65,8 @@ Run run(Backend& be, const ModelConfig& c, TrainMode mode, RecomputePolicy rp,
 
 double cosine(const std::vector<float>& a, const std::vector<float>& b) {
   double ab = 0, aa = 0, bb = 0;
-  for (size_t i = 0; i < a.size(); ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i],
-                                        bb += double(b[i]) * b[i];
+  for (size_t i = 0; i < a.size(); ++i)
+    ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
   return ab / std::sqrt(aa * bb + 1e-300);
 }
 
