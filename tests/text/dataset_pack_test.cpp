@@ -211,3 +211,17 @@ TEST(Pack, ResumeFromStreamPositionGivesTheSameBatches) {
 
 }  // namespace
 }  // namespace fitlm
+
+namespace fitlm {
+namespace {
+
+TEST(Pack, EmptyDatasetHasNoBatches) {
+  const std::vector<Example> none;
+  Batcher batcher(none, BatchOptions{});
+  EXPECT_EQ(batcher.batches_in_epoch(0), 0);
+  batcher.seek({0, 0});
+  EXPECT_THROW(batcher.next(), Error);
+}
+
+}  // namespace
+}  // namespace fitlm

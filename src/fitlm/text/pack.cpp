@@ -110,7 +110,6 @@ Batcher::Batcher(const std::vector<Example>& examples, BatchOptions options)
   if (opt_.micro_batch_size < 1)
     throw_input_error("pack", "micro_batch_size must be at least 1, found {}",
                       opt_.micro_batch_size);
-  if (examples_.empty()) throw_input_error("pack", "the dataset has no examples to batch");
   for (size_t i = 0; i < examples_.size(); ++i)
     if (static_cast<int64_t>(examples_[i].input_ids.size()) > opt_.sequence_len ||
         examples_[i].input_ids.empty())
@@ -156,6 +155,10 @@ int64_t Batcher::batches_in_epoch(int64_t epoch) {
 }
 
 void Batcher::seek(StreamPosition pos) {
+  if (pos == StreamPosition{}) {  // the start is valid even for an empty dataset
+    pos_ = pos;
+    return;
+  }
   if (pos.epoch < 0 || pos.index < 0 || pos.index >= batches_in_epoch(pos.epoch))
     throw_input_error("pack",
                       "stream position (epoch {}, batch {}) is outside the data ({} "
@@ -166,6 +169,7 @@ void Batcher::seek(StreamPosition pos) {
 
 TokenBatch Batcher::next() {
   plan_epoch(pos_.epoch);
+  if (rows_.empty()) throw_internal_error("pack", "next() on a Batcher without examples");
   const size_t begin = static_cast<size_t>(pos_.index * opt_.micro_batch_size);
   const size_t end = std::min(rows_.size(), begin + static_cast<size_t>(opt_.micro_batch_size));
   const std::vector<std::vector<int64_t>> rows(rows_.begin() + begin, rows_.begin() + end);

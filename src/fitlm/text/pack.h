@@ -54,7 +54,8 @@ struct StreamPosition {
 
 class Batcher {
  public:
-  // Keeps a reference to `examples`; they must outlive the Batcher and not change.
+  // Keeps a reference to `examples`; they must outlive the Batcher and not change. An empty
+  // set is allowed (an absent eval set): it has 0 batches per epoch and next() is an error.
   Batcher(const std::vector<Example>& examples, BatchOptions options);
 
   TokenBatch next();  // the batch at position(), then advances (to the next epoch at its end)
