@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "fitlm/core/error.h"
 #include "fitlm/core/tensor.h"
 
 namespace fitlm {
@@ -105,6 +106,12 @@ class Backend {
                                   const Tensor& cu_seqlens, const AttentionShape& shape,
                                   Tensor dq, Tensor dk, Tensor dv) = 0;
 
+  // One query per sequence against its KV cache (incremental decoding, infer/decoder.h).
+  // q [B, nH·hd], k_cache/v_cache [B, max_len, nKV·hd], lengths i32 [B] (keys 0..len−1 of row b
+  // are visible, len ≥ 1), out [B, nH·hd]. Not pure virtual so that backends gain it one by one.
+  virtual void attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                const Tensor& lengths, const AttentionShape& shape, Tensor out);
+
   // out = silu(gate) · up, all [T, I].
   virtual void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor out) = 0;
   // dgate, dup overwritten.
@@ -125,6 +132,12 @@ class Backend {
   virtual void adamw_step(Tensor param, const Tensor& grad, Tensor m, Tensor v,
                           const AdamWParams& p, float grad_scale) = 0;
 };
+
+inline void Backend::attention_decode(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                      const AttentionShape&, Tensor) {
+  throw Error(name(), "attention_decode is not implemented on backend " + name(),
+              ExitCode::kInternal);
+}
 
 // Backends by name: "cpu", "cuda" (or "cuda:N"). Throws a clear error when a backend is not
 // built into this binary.

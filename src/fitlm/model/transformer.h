@@ -95,6 +95,13 @@ class Transformer {
   // Full logits [T, V] on the host (tests, generation): row t predicts token t+1.
   std::vector<float> logits(const HostBatch& batch);
 
+  // Read-only weight views for the incremental decoder (infer/), which reuses these weights
+  // with its own KV cache and activations instead of planning a second copy.
+  const LayerWeights& layer(int l) const { return layers_[static_cast<size_t>(l)]; }
+  const Tensor& embed_weight() const { return embed_; }
+  const Tensor& final_norm_weight() const { return final_norm_; }
+  const Tensor& lm_head_weight() const { return lm_head_; }  // = embed when tied
+
  private:
   struct Activations;
   struct Impl;
