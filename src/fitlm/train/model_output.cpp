@@ -1,0 +1,43 @@
+#include "fitlm/train/model_output.h"
+
+#include <map>
+#include <vector>
+
+#include "fitlm/io/safetensors.h"
+#include "fitlm/io/safetensors_atomic_file.h"
+
+namespace fitlm::train {
+
+void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to) {
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                        "generation_config.json", "tokenizer.model"})
+    if (std::filesystem::exists(from / f))
+      std::filesystem::copy_file(from / f, to / f,
+                                 std::filesystem::copy_options::overwrite_existing);
+}
+
+void save_hf_model(Transformer& model, const std::filesystem::path& dir,
+                   const std::filesystem::path& base_dir) {
+  std::filesystem::create_directories(dir);
+  std::map<std::string, Tensor> masters;
+  for (const Param& p : model.params()) masters[p.name] = p.master;
+  io::SafetensorsWriter w;
+  std::vector<std::vector<float>> host;
+  auto weights = model.named_weights();
+  host.reserve(weights.size());
+  for (auto& [name, t] : weights) {
+    const auto it = masters.find(name);
+    const Tensor& src = it != masters.end() ? it->second : t;
+    host.emplace_back(static_cast<size_t>(src.numel()));
+    model.backend().download(src, host.back().data());
+    w.add_f32(name, io::StDType::kF32,
+              {src.shape.dims.begin(), src.shape.dims.begin() + src.ndim()}, host.back().data());
+  }
+  w.write(dir / "model.safetensors");
+  nlohmann::json cfg = model.config().to_json();
+  cfg["torch_dtype"] = "float32";
+  io::write_file_atomic(dir / "config.json", cfg.dump(2) + "\n");
+  copy_tokenizer_files(base_dir, dir);
+}
+
+}  // namespace fitlm::train

@@ -1,0 +1,355 @@
+#include "fitlm/train/train_config.h"
+
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "fitlm/core/error.h"
+#include "fitlm/text/dataset.h"
+
+namespace fitlm::train {
+namespace {
+
+constexpr const char* kComponent = "config";
+
+struct Context {
+  std::string source;  // file name, or "command line"
+  std::string key;
+};
+
+[[noreturn]] void type_error(const Context& ctx, const char* expected, const YAML::Node& n) {
+  std::string found;
+  if (n.IsScalar()) {
+    found = "'" + n.Scalar() + "'";
+  } else if (n.IsSequence()) {
+    found = "a list";
+  } else if (n.IsMap()) {
+    found = "a mapping";
+  } else {
+    found = "nothing";
+  }
+  throw_input_error(kComponent, "{}: key '{}': expected {}, found {}", ctx.source, ctx.key,
+                    expected, found);
+}
+
+template <typename T>
+T scalar_as(const Context& ctx, const YAML::Node& n, const char* expected) {
+  if (!n.IsScalar()) type_error(ctx, expected, n);
+  try {
+    return n.as<T>();
+  } catch (const YAML::Exception&) {
+    type_error(ctx, expected, n);
+  }
+}
+
+int64_t get_int(const Context& ctx, const YAML::Node& n) {
+  return scalar_as<int64_t>(ctx, n, "an integer");
+}
+int64_t get_nonneg(const Context& ctx, const YAML::Node& n) {
+  const int64_t v = get_int(ctx, n);
+  if (v < 0)
+    throw_input_error(kComponent, "{}: key '{}' must be >= 0, found {}", ctx.source, ctx.key, v);
+  return v;
+}
+double get_double(const Context& ctx, const YAML::Node& n) {
+  return scalar_as<double>(ctx, n, "a number");
+}
+bool get_bool(const Context& ctx, const YAML::Node& n) {
+  return scalar_as<bool>(ctx, n, "true or false");
+}
+std::string get_string(const Context& ctx, const YAML::Node& n) {
+  if (!n.IsScalar()) type_error(ctx, "a string", n);
+  return n.Scalar();
+}
+// A list of strings, or one string (axolotl accepts both for target modules).
+std::vector<std::string> get_string_list(const Context& ctx, const YAML::Node& n) {
+  if (n.IsScalar()) return {n.Scalar()};
+  if (!n.IsSequence()) type_error(ctx, "a list of strings", n);
+  std::vector<std::string> out;
+  for (const auto& e : n) {
+    if (!e.IsScalar()) type_error(ctx, "a list of strings", n);
+    out.push_back(e.Scalar());
+  }
+  return out;
+}
+
+std::vector<DatasetSource> get_datasets(const Context& ctx, const YAML::Node& n) {
+  if (!n.IsSequence()) type_error(ctx, "a list of {path, type}", n);
+  std::vector<DatasetSource> out;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const YAML::Node& d = n[i];
+    Context c{ctx.source, fmt::format("{}[{}]", ctx.key, i)};
+    if (d.IsScalar()) {  // a bare path: alpaca
+      out.push_back({d.Scalar(), DatasetType::kAlpaca, ""});
+      continue;
+    }
+    if (!d.IsMap()) type_error(c, "a mapping {path, type}", d);
+    DatasetSource s;
+    for (const auto& kv : d) {
+      const std::string k = kv.first.as<std::string>();
+      Context ck{ctx.source, c.key + "." + k};
+      if (k == "path") {
+        s.path = get_string(ck, kv.second);
+      } else if (k == "type") {
+        s.type = parse_dataset_type(get_string(ck, kv.second));
+      } else if (k == "format" || k == "ds_type") {
+        s.file_format = get_string(ck, kv.second);
+      } else {
+        const std::string hint = closest_key(k, {"path", "type", "format", "ds_type"});
+        throw_input_error(kComponent, "{}: unknown key '{}'{}", ctx.source, ck.key,
+                          hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint));
+      }
+    }
+    if (s.path.empty())
+      throw_input_error(kComponent, "{}: key '{}' needs a 'path'", ctx.source, c.key);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+using Setter = std::function<void(const Context&, const YAML::Node&, TrainConfig&)>;
+
+const std::vector<std::pair<std::string, Setter>>& setters() {
+  using C = const Context&;
+  using N = const YAML::Node&;
+  using T = TrainConfig&;
+  static const std::vector<std::pair<std::string, Setter>> table = {
+      {"base_model", [](C c, N n, T t) { t.base_model = get_string(c, n); }},
+      {"datasets", [](C c, N n, T t) { t.datasets = get_datasets(c, n); }},
+      {"test_datasets", [](C c, N n, T t) { t.test_datasets = get_datasets(c, n); }},
+      {"val_set_size", [](C c, N n, T t) { t.val_set_size = get_double(c, n); }},
+      {"sequence_len", [](C c, N n, T t) { t.sequence_len = get_int(c, n); }},
+      {"sample_packing", [](C c, N n, T t) { t.sample_packing = get_bool(c, n); }},
+      {"pad_to_sequence_len", [](C c, N n, T t) { t.pad_to_sequence_len = get_bool(c, n); }},
+      {"train_on_inputs", [](C c, N n, T t) { t.train_on_inputs = get_bool(c, n); }},
+      {"on_bad_row", [](C c, N n, T t) { t.on_bad_row = get_string(c, n); }},
+      {"adapter",
+       [](C c, N n, T t) {
+         const std::string v = get_string(c, n);
+         if (v == "lora") {
+           t.adapter = AdapterKind::kLora;
+         } else if (v == "full" || v.empty()) {
+           t.adapter = AdapterKind::kFull;
+         } else if (v == "qlora") {
+           throw_input_error(kComponent,
+                             "{}: adapter: qlora is not implemented yet (NF4 base weights are "
+                             "planned); use adapter: lora",
+                             c.source);
+         } else {
+           throw_input_error(kComponent,
+                             "{}: key 'adapter': expected lora, qlora or full, "
+                             "found '{}'",
+                             c.source, v);
+         }
+       }},
+      {"lora_model_dir", [](C c, N n, T t) { t.lora_model_dir = get_string(c, n); }},
+      {"lora_r", [](C c, N n, T t) { t.lora_r = static_cast<int>(get_int(c, n)); }},
+      {"lora_alpha", [](C c, N n, T t) { t.lora_alpha = get_double(c, n); }},
+      {"lora_dropout", [](C c, N n, T t) { t.lora_dropout = get_double(c, n); }},
+      {"lora_target_modules", [](C c, N n, T t) { t.lora_target_modules = get_string_list(c, n); }},
+      {"lora_target_linear",  // axolotl: true means every linear projection
+       [](C c, N n, T t) {
+         if (get_bool(c, n)) t.lora_target_modules = {"all-linear"};
+       }},
+      {"use_rslora", [](C c, N n, T t) { t.use_rslora = get_bool(c, n); }},
+      {"micro_batch_size", [](C c, N n, T t) { t.micro_batch_size = get_int(c, n); }},
+      {"gradient_accumulation_steps",
+       [](C c, N n, T t) { t.gradient_accumulation_steps = get_int(c, n); }},
+      {"num_epochs", [](C c, N n, T t) { t.num_epochs = get_double(c, n); }},
+      {"max_steps", [](C c, N n, T t) { t.max_steps = get_nonneg(c, n); }},
+      {"learning_rate", [](C c, N n, T t) { t.learning_rate = get_double(c, n); }},
+      {"lr_scheduler",
+       [](C c, N n, T t) {
+         const std::string v = get_string(c, n);
+         if (v == "cosine") {
+           t.lr_scheduler = SchedulerKind::kCosine;
+         } else if (v == "linear") {
+           t.lr_scheduler = SchedulerKind::kLinear;
+         } else if (v == "constant" || v == "constant_with_warmup") {
+           t.lr_scheduler = SchedulerKind::kConstant;
+         } else {
+           throw_input_error(kComponent,
+                             "{}: key 'lr_scheduler': expected cosine, linear or constant, "
+                             "found '{}'",
+                             c.source, v);
+         }
+       }},
+      {"warmup_steps", [](C c, N n, T t) { t.warmup_steps = get_nonneg(c, n); }},
+      {"warmup_ratio", [](C c, N n, T t) { t.warmup_ratio = get_double(c, n); }},
+      {"weight_decay", [](C c, N n, T t) { t.weight_decay = get_double(c, n); }},
+      {"max_grad_norm", [](C c, N n, T t) { t.max_grad_norm = get_double(c, n); }},
+      {"adam_beta1", [](C c, N n, T t) { t.adam_beta1 = get_double(c, n); }},
+      {"adam_beta2", [](C c, N n, T t) { t.adam_beta2 = get_double(c, n); }},
+      {"adam_epsilon", [](C c, N n, T t) { t.adam_epsilon = get_double(c, n); }},
+      {"optimizer",  // only AdamW exists; accept its common names so axolotl files load
+       [](C c, N n, T) {
+         const std::string v = get_string(c, n);
+         if (v != "adamw" && v != "adamw_torch" && v != "adamw_torch_fused" && v != "adamw_hf")
+           throw_input_error(kComponent,
+                             "{}: key 'optimizer': only adamw is implemented, "
+                             "found '{}'",
+                             c.source, v);
+       }},
+      {"gradient_checkpointing", [](C c, N n, T t) { t.gradient_checkpointing = get_bool(c, n); }},
+      {"bf16",  // axolotl also writes `bf16: auto`
+       [](C c, N n, T t) {
+         t.bf16 = n.IsScalar() && n.Scalar() == "auto" ? true : get_bool(c, n);
+       }},
+      {"fp16", [](C c, N n, T t) { t.fp16 = get_bool(c, n); }},
+      {"seed", [](C c, N n, T t) { t.seed = static_cast<uint64_t>(get_nonneg(c, n)); }},
+      {"backend", [](C c, N n, T t) { t.backend = get_string(c, n); }},
+      {"output_dir", [](C c, N n, T t) { t.output_dir = get_string(c, n); }},
+      {"save_steps", [](C c, N n, T t) { t.save_steps = get_nonneg(c, n); }},
+      {"save_total_limit", [](C c, N n, T t) { t.save_total_limit = get_nonneg(c, n); }},
+      {"eval_steps", [](C c, N n, T t) { t.eval_steps = get_nonneg(c, n); }},
+      {"logging_steps", [](C c, N n, T t) { t.logging_steps = get_nonneg(c, n); }},
+      {"resume_from_checkpoint",
+       [](C c, N n, T t) { t.resume_from_checkpoint = n.IsNull() ? "" : get_string(c, n); }},
+  };
+  return table;
+}
+
+void apply_key(TrainConfig& cfg, const std::string& key, const YAML::Node& value,
+               const std::string& source) {
+  for (const auto& [name, set] : setters())
+    if (name == key) {
+      if (value.IsNull() && key != "resume_from_checkpoint") return;  // `key:` keeps the default
+      set(Context{source, key}, value, cfg);
+      return;
+    }
+  const std::string hint = closest_key(key, train_config_keys());
+  throw_input_error(kComponent, "{}: unknown key '{}'{}", source, key,
+                    hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint));
+}
+
+// A path as written when it exists, else next to the config file (configs travel with data).
+std::filesystem::path resolve(const TrainConfig& c, const std::filesystem::path& p) {
+  if (p.empty() || p.is_absolute() || std::filesystem::exists(p) || c.config_dir.empty()) return p;
+  const auto beside = c.config_dir / p;
+  return std::filesystem::exists(beside) ? beside : p;
+}
+
+}  // namespace
+
+const std::vector<std::string>& train_config_keys() {
+  static const std::vector<std::string> keys = [] {
+    std::vector<std::string> k;
+    for (const auto& [name, set] : setters()) k.push_back(name);
+    return k;
+  }();
+  return keys;
+}
+
+std::string closest_key(const std::string& key, const std::vector<std::string>& candidates) {
+  auto distance = [](const std::string& a, const std::string& b) {
+    std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      cur[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j)
+        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+      std::swap(prev, cur);
+    }
+    return prev[b.size()];
+  };
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const auto& c : candidates) {
+    const size_t d = distance(key, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  // Suggest only plausible typos: at most a third of the key's length (and 1 for short keys).
+  return best_d <= std::max<size_t>(1, key.size() / 3) ? best : "";
+}
+
+TrainConfig parse_train_config(const std::string& yaml_text, const std::filesystem::path& source,
+                               const std::vector<std::string>& overrides) {
+  TrainConfig cfg;
+  cfg.config_path = source;
+  cfg.config_dir = source.has_parent_path() ? source.parent_path() : std::filesystem::path{};
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw_input_error(kComponent, "{}: invalid YAML: {}", source.string(), e.what());
+  }
+  if (!root.IsNull() && !root.IsMap())
+    throw_input_error(kComponent, "{}: expected a mapping of keys at the top level",
+                      source.string());
+  if (root.IsMap())
+    for (const auto& kv : root)
+      apply_key(cfg, kv.first.as<std::string>(), kv.second, source.string());
+  for (const std::string& o : overrides) {
+    const size_t eq = o.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw_input_error(kComponent, "command line: expected --key=value, found '--{}'", o);
+    std::string key = o.substr(0, eq);
+    std::replace(key.begin(), key.end(), '-', '_');  // --max-steps works like --max_steps
+    YAML::Node value;
+    try {
+      value = YAML::Load(o.substr(eq + 1));
+    } catch (const YAML::Exception& e) {
+      throw_input_error(kComponent, "command line: --{}: invalid value: {}", key, e.what());
+    }
+    apply_key(cfg, key, value, "command line");
+  }
+  for (auto& d : cfg.datasets) d.path = resolve(cfg, d.path);
+  for (auto& d : cfg.test_datasets) d.path = resolve(cfg, d.path);
+  return cfg;
+}
+
+TrainConfig load_train_config(const std::filesystem::path& path,
+                              const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw_input_error(kComponent, "cannot open config file {}", path.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_train_config(ss.str(), path, overrides);
+}
+
+void validate_train_config(const TrainConfig& c) {
+  const std::string src = c.config_path.empty() ? "config" : c.config_path.string();
+  auto fail = [&](const std::string& msg) { throw_input_error(kComponent, "{}: {}", src, msg); };
+  if (c.base_model.empty()) fail("key 'base_model' is required (a Hugging Face model directory)");
+  if (!std::filesystem::is_directory(c.base_model))
+    fail(fmt::format("base_model: '{}' is not a directory", c.base_model));
+  if (!std::filesystem::exists(std::filesystem::path(c.base_model) / "config.json"))
+    fail(fmt::format("base_model: '{}' has no config.json", c.base_model));
+  if (c.datasets.empty()) fail("key 'datasets' is required: [{path: FILE, type: alpaca}]");
+  for (const auto* list : {&c.datasets, &c.test_datasets})
+    for (const auto& d : *list)
+      if (!std::filesystem::is_regular_file(d.path))
+        fail(fmt::format("dataset file '{}' does not exist", d.path.string()));
+  if (!c.lora_model_dir.empty() &&
+      !std::filesystem::exists(std::filesystem::path(c.lora_model_dir) / "adapter_config.json"))
+    fail(fmt::format("lora_model_dir: '{}' has no adapter_config.json", c.lora_model_dir));
+  if (!c.lora_model_dir.empty() && c.adapter != AdapterKind::kLora)
+    fail("lora_model_dir needs adapter: lora");
+  if (c.sequence_len < 2) fail("sequence_len must be at least 2");
+  if (c.micro_batch_size < 1) fail("micro_batch_size must be at least 1");
+  if (c.gradient_accumulation_steps < 1) fail("gradient_accumulation_steps must be at least 1");
+  if (c.max_steps == 0 && !(c.num_epochs > 0)) fail("set num_epochs > 0 or max_steps > 0");
+  if (!(c.learning_rate > 0)) fail("learning_rate must be positive");
+  if (c.warmup_ratio < 0 || c.warmup_ratio >= 1) fail("warmup_ratio must be in [0, 1)");
+  if (c.val_set_size < 0 || c.val_set_size >= 1) fail("val_set_size must be in [0, 1)");
+  if (c.lora_r < 1) fail("lora_r must be at least 1");
+  if (c.lora_dropout < 0 || c.lora_dropout >= 1) fail("lora_dropout must be in [0, 1)");
+  if (c.max_grad_norm < 0) fail("max_grad_norm must be >= 0 (0 disables clipping)");
+  if (c.bf16 && c.fp16) fail("bf16 and fp16 are both true; choose one");
+  if (c.on_bad_row != "fail" && c.on_bad_row != "skip") fail("on_bad_row must be fail or skip");
+  // output_dir: create it and prove we can write there, before hours of training.
+  std::error_code ec;
+  std::filesystem::create_directories(c.output_dir, ec);
+  if (ec || !std::filesystem::is_directory(c.output_dir))
+    fail(fmt::format("output_dir '{}' cannot be created: {}", c.output_dir.string(),
+                     ec ? ec.message() : "not a directory"));
+  if (::access(c.output_dir.c_str(), W_OK) != 0)
+    fail(fmt::format("output_dir '{}' is not writable", c.output_dir.string()));
+}
+
+}  // namespace fitlm::train

@@ -1,0 +1,378 @@
+#include "fitlm/train/trainer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "fitlm/core/allocation_plan.h"
+#include "fitlm/core/error.h"
+#include "fitlm/core/log.h"
+#include "fitlm/io/hf_model.h"
+#include "fitlm/io/peft_adapter.h"
+#include "fitlm/text/chat_template.h"
+#include "fitlm/text/dataset_split.h"
+#include "fitlm/text/pack.h"
+#include "fitlm/text/tokenizer.h"
+#include "fitlm/train/checkpoint.h"
+#include "fitlm/train/model_output.h"
+#include "fitlm/train/optimizer.h"
+
+namespace fitlm::train {
+namespace {
+
+constexpr const char* kComponent = "train";
+// Independent random streams derived from the one `seed` of the config.
+constexpr uint64_t kLoraInitStream = 0x10A;
+constexpr uint64_t kDropoutStream = 0xD80;
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int) {
+  g_stop.store(true);
+}
+
+// Installs SIGINT/SIGTERM handlers for the life of a run; SA_RESETHAND makes a second signal
+// act as usual, so an impatient user can still kill the process.
+class SignalGuard {
+ public:
+  explicit SignalGuard(bool enable) : enabled_(enable) {
+    g_stop.store(false);
+    if (!enabled_) return;
+    struct sigaction sa = {};
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalGuard() {
+    if (!enabled_) return;
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  bool enabled_;
+  struct sigaction old_int_ = {}, old_term_ = {};
+};
+
+struct Data {
+  std::vector<Example> train, eval;
+  int32_t pad_id = 0;
+};
+
+bool has_chat_template(const std::filesystem::path& tokenizer_config) {
+  std::ifstream in(tokenizer_config);
+  if (!in) return false;
+  const auto j = nlohmann::json::parse(in, nullptr, false);
+  return j.is_object() && j.contains("chat_template") && !j["chat_template"].is_null();
+}
+
+Data load_data(const TrainConfig& c) {
+  const std::filesystem::path model_dir = c.base_model;
+  const Tokenizer tok = Tokenizer::from_dir(model_dir);
+  const TokenizerCodec codec(tok);
+  std::optional<ChatTemplate> tmpl;
+  if (has_chat_template(model_dir / "tokenizer_config.json"))
+    tmpl = ChatTemplate::from_tokenizer_config(model_dir / "tokenizer_config.json");
+  const ChatRenderFn render = tmpl ? chat_render_fn(*tmpl) : ChatRenderFn{};
+  auto load_all = [&](const std::vector<DatasetSource>& sources) {
+    std::vector<Example> out;
+    for (const DatasetSource& s : sources) {
+      DatasetOptions o;
+      o.type = s.type;
+      o.sequence_len = c.sequence_len;
+      o.train_on_inputs = c.train_on_inputs;
+      o.on_bad_row = parse_on_bad_row(c.on_bad_row);
+      o.file_format = s.file_format;
+      Dataset d = load_dataset(s.path, o, codec, render);
+      log::info("dataset {}: {}", s.path.string(), d.summary.to_string());
+      for (auto& e : d.examples) out.push_back(std::move(e));
+    }
+    return out;
+  };
+  Data data;
+  data.train = load_all(c.datasets);
+  if (!c.test_datasets.empty()) {
+    data.eval = load_all(c.test_datasets);
+  } else if (c.val_set_size > 0 && data.train.size() >= 2) {
+    const SplitIndices s =
+        split_by_fraction(static_cast<int64_t>(data.train.size()), c.val_set_size, c.seed);
+    data.eval = select_indices(data.train, s.eval);
+    data.train = select_indices(data.train, s.train);
+  }
+  if (data.train.empty())
+    throw_input_error(kComponent, "no training examples left after loading the datasets");
+  data.pad_id = codec.pad_id().value_or(codec.eos_id().value_or(0));
+  return data;
+}
+
+BatchOptions batch_options(const TrainConfig& c, int32_t pad_id, bool shuffle) {
+  BatchOptions o;
+  o.sequence_len = c.sequence_len;
+  o.micro_batch_size = c.micro_batch_size;
+  o.sample_packing = c.sample_packing;
+  o.pad_to_sequence_len = c.pad_to_sequence_len;
+  o.pad_id = pad_id;
+  o.shuffle = shuffle;
+  o.seed = c.seed;
+  return o;
+}
+
+LoraConfig lora_config_of(const TrainConfig& c) {
+  LoraConfig lc;
+  lc.r = c.lora_r;
+  lc.alpha = static_cast<float>(c.lora_alpha);
+  lc.dropout = static_cast<float>(c.lora_dropout);
+  lc.use_rslora = c.use_rslora;
+  lc.targets = parse_lora_targets(c.lora_target_modules);
+  return lc;
+}
+
+std::optional<std::filesystem::path> resume_dir_of(const TrainConfig& c) {
+  if (c.resume_from_checkpoint.empty()) return std::nullopt;
+  if (c.resume_from_checkpoint == "latest" || c.resume_from_checkpoint == "true") {
+    auto latest = latest_checkpoint(c.output_dir);
+    if (!latest)
+      log::warn("resume: no checkpoint in {}; starting from step 0", c.output_dir.string());
+    return latest;
+  }
+  const std::filesystem::path dir = c.resume_from_checkpoint;
+  if (!std::filesystem::exists(dir / "trainer_state.json"))
+    throw_input_error(kComponent,
+                      "resume: {} is not a checkpoint directory (no "
+                      "trainer_state.json)",
+                      dir.string());
+  return dir;
+}
+
+double mean_loss(Transformer& model, Batcher& batcher) {
+  batcher.seek({0, 0});
+  LossResult total;
+  const int64_t n = batcher.batches_in_epoch(0);
+  model.set_dropout_seed(0);
+  for (int64_t i = 0; i < n; ++i) {
+    const LossResult r = model.forward_loss(batcher.next());
+    total.loss_sum += r.loss_sum;
+    total.tokens += r.tokens;
+  }
+  return total.tokens ? total.loss_sum / static_cast<double>(total.tokens) : NAN;
+}
+
+}  // namespace
+
+void request_stop() {
+  g_stop.store(true);
+}
+
+TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
+  validate_train_config(c);
+  const auto t_start = std::chrono::steady_clock::now();
+  auto seconds_since = [](auto t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+
+  // Data first: bad rows should fail before the model takes memory.
+  Data data = load_data(c);
+  Batcher batcher(data.train, batch_options(c, data.pad_id, /*shuffle=*/true));
+  Batcher eval_batcher(data.eval, batch_options(c, data.pad_id, /*shuffle=*/false));
+  const int64_t k = c.gradient_accumulation_steps;
+  const int64_t per_epoch = batcher.batches_in_epoch(0);
+  const int64_t total_steps =
+      c.max_steps > 0
+          ? c.max_steps
+          : std::max<int64_t>(
+                1, static_cast<int64_t>(std::ceil(c.num_epochs * static_cast<double>(per_epoch) /
+                                                  static_cast<double>(k))));
+  const int64_t warmup = resolve_warmup_steps(c, total_steps);
+
+  std::unique_ptr<Backend> backend = make_backend(c.backend);
+  if ((c.bf16 || c.fp16) && backend->device().kind == DeviceKind::kCPU)
+    log::info("note: bf16/fp16 ignored on the CPU backend (it computes and stores fp32)");
+  const bool lora = c.adapter == AdapterKind::kLora;
+  LoraConfig lc = lora_config_of(c);
+  if (lora && !c.lora_model_dir.empty()) {
+    lc = read_peft_config(c.lora_model_dir);  // the adapter's shape wins over the config's
+    log::info("continuing training of the adapter in {} (r={}, alpha={})", c.lora_model_dir, lc.r,
+              lc.alpha);
+  }
+  RunShape shape;
+  shape.max_tokens = c.micro_batch_size * c.sequence_len;
+  shape.recompute = c.gradient_checkpointing ? RecomputePolicy::kFull : RecomputePolicy::kSave;
+  shape.with_optimizer = true;
+  Transformer model(*backend, read_model_config(c.base_model),
+                    lora ? TrainMode::kLora : TrainMode::kFull, lc, shape);
+  load_model_weights(model, c.base_model);
+  if (lora) {
+    if (c.lora_model_dir.empty()) {
+      model.init_lora(mix_seed(c.seed, kLoraInitStream));
+    } else {
+      load_peft_weights(model, c.lora_model_dir);
+    }
+  }
+  int64_t trainable = 0;
+  for (Param& p : model.params()) {
+    backend->fill(p.adam_m, 0.0f);
+    backend->fill(p.adam_v, 0.0f);
+    trainable += p.value.numel();
+  }
+
+  TrainerState state;
+  state.total_steps = total_steps;
+  state.seed = c.seed;
+  state.data_fingerprint = batcher.fingerprint();
+  state.adapter = lora ? "lora" : "full";
+  prune_checkpoints(c.output_dir, 0);  // removes temp dirs of a killed run
+  const auto resume = resume_dir_of(c);
+  if (resume) {
+    const TrainerState saved = load_checkpoint(model, *resume);
+    if (saved.total_steps != total_steps || saved.data_fingerprint != state.data_fingerprint ||
+        saved.adapter != state.adapter || saved.seed != c.seed)
+      throw_input_error(kComponent,
+                        "resume: {} was written by a run with a different config or dataset "
+                        "(steps {} vs {}, seed {} vs {}, adapter {} vs {}, data fingerprint "
+                        "{}match)",
+                        resume->string(), saved.total_steps, total_steps, saved.seed, c.seed,
+                        saved.adapter, state.adapter,
+                        saved.data_fingerprint == state.data_fingerprint ? "" : "mis");
+    state.global_step = saved.global_step;
+    batcher.seek(saved.data);
+    log::info("resumed from {} at step {}", resume->string(), state.global_step);
+  }
+
+  log::info(
+      "training {} on {}: {} trainable parameters ({}), {} train / {} eval examples, "
+      "{} steps of {} x {} micro-batches, memory plan {}",
+      c.base_model, backend->name(), trainable, lora ? "LoRA" : "full", data.train.size(),
+      data.eval.size(), total_steps, k, c.micro_batch_size, format_bytes(model.arena().bytes()));
+
+  SignalGuard signals(hooks.handle_signals);
+  MetricsLog metrics(c.output_dir / "metrics.jsonl",
+                     resume ? std::optional<int64_t>(state.global_step) : std::nullopt);
+  ProgressReporter progress(total_steps, state.global_step, c.logging_steps, model.arena().bytes(),
+                            hooks.show_progress && ::isatty(2));
+  TrainSummary summary;
+  summary.start_step = state.global_step;
+  summary.total_steps = total_steps;
+  summary.output_dir = c.output_dir;
+  const uint64_t dropout_seed = mix_seed(c.seed, kDropoutStream);
+  int64_t last_saved = resume ? state.global_step : -1;
+  auto checkpoint = [&] {
+    state.data = batcher.position();
+    const auto dir = save_checkpoint(model, state, c.output_dir, c.base_model, c.config_path);
+    prune_checkpoints(c.output_dir, c.save_total_limit);
+    last_saved = state.global_step;
+    return dir;
+  };
+
+  std::vector<TokenBatch> micro(static_cast<size_t>(k));
+  while (state.global_step < total_steps) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t step = state.global_step;
+    int64_t scored = 0, tokens = 0;
+    for (auto& b : micro) {
+      b = batcher.next();
+      scored += b.scored_tokens();
+      tokens += b.size();
+    }
+    model.zero_grads();
+    const float grad_scale = scored > 0 ? 1.0f / static_cast<float>(scored) : 0.0f;
+    double loss_sum = 0.0;
+    for (int64_t i = 0; i < k; ++i) {
+      model.set_dropout_seed(mix_seed(dropout_seed, static_cast<uint64_t>(step * k + i)));
+      loss_sum += model.forward_backward(micro[static_cast<size_t>(i)], grad_scale).loss_sum;
+    }
+    const double loss = scored > 0 ? loss_sum / static_cast<double>(scored) : 0.0;
+    const double lr = c.learning_rate * lr_multiplier(c.lr_scheduler, step, warmup, total_steps);
+    AdamWParams h;
+    h.lr = static_cast<float>(lr);
+    h.beta1 = static_cast<float>(c.adam_beta1);
+    h.beta2 = static_cast<float>(c.adam_beta2);
+    h.eps = static_cast<float>(c.adam_epsilon);
+    h.weight_decay = static_cast<float>(c.weight_decay);
+    h.step = step + 1;
+    if (!std::isfinite(loss))
+      throw Error(kComponent,
+                  fmt::format("loss is {} at step {}: training diverged. Nothing was saved "
+                              "for this step; the last checkpoint (if any) is intact. Try a "
+                              "lower learning_rate or max_grad_norm.",
+                              loss, step + 1),
+                  ExitCode::kDiverged);
+    const OptimizerStepResult o = adamw_update(*backend, model.params(), h, c.max_grad_norm);
+    if (!std::isfinite(o.grad_norm))
+      throw Error(kComponent,
+                  fmt::format("gradient norm is {} at step {}: training diverged; nothing was "
+                              "saved",
+                              o.grad_norm, step + 1),
+                  ExitCode::kDiverged);
+    state.global_step = step + 1;
+
+    StepMetrics m;
+    m.step = state.global_step;
+    m.total_steps = total_steps;
+    const StreamPosition pos = batcher.position();
+    m.epoch = static_cast<double>(pos.epoch) +
+              static_cast<double>(pos.index) /
+                  static_cast<double>(std::max<int64_t>(1, batcher.batches_in_epoch(pos.epoch)));
+    m.loss = loss;
+    m.lr = lr;
+    m.grad_norm = o.grad_norm;
+    m.tokens = tokens;
+    m.tokens_per_s = static_cast<double>(tokens) / std::max(1e-9, seconds_since(t0));
+    m.elapsed_s = seconds_since(t_start);
+    if (std::isnan(summary.first_loss)) summary.first_loss = loss;
+    summary.last_loss = loss;
+    metrics.step(m);
+    if (hooks.show_progress) progress.step(m);
+    if (hooks.on_step) hooks.on_step(m);
+
+    if (c.eval_steps > 0 && !data.eval.empty() && state.global_step % c.eval_steps == 0 &&
+        state.global_step < total_steps) {
+      const double el = mean_loss(model, eval_batcher);
+      metrics.eval(state.global_step, el);
+      if (hooks.show_progress) progress.eval(state.global_step, el);
+    }
+    if (c.save_steps > 0 && state.global_step % c.save_steps == 0 &&
+        state.global_step < total_steps) {
+      const auto dir = checkpoint();
+      log::debug("saved {}", dir.string());
+    }
+    if (g_stop.load()) {
+      const auto dir = last_saved == state.global_step ? c.output_dir : checkpoint();
+      progress.finish();
+      log::info(
+          "interrupted: stopped after step {}/{} and saved {}. Continue with "
+          "`fitlm train CONFIG --resume`.",
+          state.global_step, total_steps,
+          (last_saved == state.global_step ? latest_checkpoint(c.output_dir).value_or(dir) : dir)
+              .string());
+      summary.interrupted = true;
+      break;
+    }
+  }
+  progress.finish();
+  summary.steps_done = state.global_step;
+  if (!summary.interrupted) {
+    if (!data.eval.empty()) {
+      summary.eval_loss = mean_loss(model, eval_batcher);
+      metrics.eval(state.global_step, *summary.eval_loss);
+      log::info("eval_loss {:.4f}", *summary.eval_loss);
+    }
+    if (lora) {
+      save_peft_adapter(model, c.output_dir, c.base_model);
+      log::info("saved the LoRA adapter (PEFT format) to {}", c.output_dir.string());
+    } else {
+      save_hf_model(model, c.output_dir, c.base_model);
+      log::info("saved the fine-tuned model (HF format) to {}", c.output_dir.string());
+    }
+    if (write_loss_plot(metrics.path(), c.output_dir / "loss.svg"))
+      log::debug("wrote {}", (c.output_dir / "loss.svg").string());
+  }
+  summary.seconds = seconds_since(t_start);
+  return summary;
+}
+
+}  // namespace fitlm::train
