@@ -27,6 +27,7 @@ struct DemoOptions {
   int64_t lora_steps = 150;
   int eval_rows = 200;
   uint64_t seed = 1;
+  bool prepare_only = false;  // tests: write the random model and datasets, then exit
 };
 
 void write_yaml(const std::filesystem::path& path, const std::string& text) {
@@ -64,6 +65,13 @@ int run_demo(const DemoOptions& o) {
   fmt::print("fitlm demo: tiny Llama (2 layers, hidden 128, byte vocab 259) in {}\n",
              root.string());
   demo::write_tiny_llama(random_dir, demo::TinyModelShape{}, o.seed);
+  if (o.prepare_only) {
+    demo::write_rows_jsonl(root / "upper_train.jsonl",
+                           demo::make_rows(demo::Task::kUpper, 400, o.seed + 3));
+    demo::write_rows_jsonl(root / "upper_test.jsonl",
+                           demo::make_rows(demo::Task::kUpper, 64, o.seed + 4));
+    return 0;
+  }
 
   // Phase 1: "pretraining" = full fine-tuning from random weights on copy + lowercase.
   auto pre = demo::make_rows(demo::Task::kCopy, 3000, o.seed + 1);
@@ -167,6 +175,8 @@ RunFn setup(CLI::App& app) {
   app.add_option("--eval-rows", o->eval_rows, "Held-out rows scored before and after")
       ->capture_default_str();
   app.add_option("--seed", o->seed, "Seed of the model, data and training")->capture_default_str();
+  app.add_flag("--prepare-only", o->prepare_only,
+               "Only write the random tiny model and the uppercase datasets (for tests)");
   app.footer(R"(No downloads: builds a tiny Llama + byte tokenizer, pretrains it briefly, LoRA
 fine-tunes it on a new instruction and prints accuracy before and after.
 

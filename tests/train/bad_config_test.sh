@@ -1,0 +1,31 @@
+#!/bin/bash
+# Bad configs fail before training with exit code 2 and a message naming the problem.
+set -uo pipefail
+BIN=${FITLM_BIN:?}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+"$BIN" -q demo --dir "$T" --prepare-only || exit 1
+M=$T/tiny-llama-random
+D=$T/upper_train.jsonl
+fail=0
+expect() {  # expect "substring" -- args...
+  local want=$1; shift
+  out=$("$BIN" train "$@" 2>&1); rc=$?
+  if [ $rc -ne 2 ] || ! grep -qF -- "$want" <<<"$out"; then
+    echo "FAIL (rc=$rc, want '$want'): $*"; echo "$out"; fail=1
+  fi
+  if ls "$T"/out*/checkpoint-* >/dev/null 2>&1; then echo "FAIL: training started"; fail=1; fi
+}
+printf 'base_model: %s\ndatasets: [{path: %s, type: pretokenized}]\noutput_dir: %s/out\nmax_steps: 2\n' "$M" "$D" "$T" > "$T/ok.yaml"
+printf 'lerning_rate: 1e-4\n' | cat "$T/ok.yaml" - > "$T/typo.yaml"
+expect "unknown key 'lerning_rate' (did you mean 'learning_rate'?)" "$T/typo.yaml"
+expect "key 'lora_r': expected an integer, found 'big'" "$T/ok.yaml" --lora_r=big
+expect "dataset file '$T/missing.jsonl' does not exist" "$T/ok.yaml" "--datasets=[{path: $T/missing.jsonl, type: alpaca}]"
+touch "$T/afile"
+expect "output_dir '$T/afile/out' cannot be created" "$T/ok.yaml" --output_dir="$T/afile/out"
+expect "has no config.json" "$T/ok.yaml" --base_model="$T"
+expect "qlora is not implemented yet" "$T/ok.yaml" --adapter=qlora
+expect "unknown key 'micro_batch'" "$T/ok.yaml" --micro_batch=4
+"$BIN" train "$T/ok.yaml" --check >/dev/null || { echo "FAIL: --check on a good config"; fail=1; }
+[ $fail -eq 0 ] && echo "bad config test passed"
+exit $fail
