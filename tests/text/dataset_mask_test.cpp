@@ -54,6 +54,29 @@ TEST(DatasetMask, ChatScoresAssistantTurnsAndEndOfTurnOnly) {
   EXPECT_EQ(m.inexact_boundaries, 0);
 }
 
+TEST(DatasetMask, TemplateThatRendersTheLastAnswerDifferently) {
+  // Like Qwen3: the last assistant message gets a think block, earlier ones do not, so
+  // render(messages[0..i]) disagrees with the whole rendering right after the turn's start.
+  FakeCodec codec;
+  ChatRenderFn render = [](const std::vector<ChatMessage>& msgs, bool gen) {
+    std::string s;
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      const bool last = i + 1 == msgs.size();
+      s += "<|im_start|>" + msgs[i].role + "\n" +
+           (msgs[i].role == "assistant" && last ? "<think></think>" : "") + msgs[i].content +
+           "<|im_end|>\n";
+    }
+    if (gen) s += "<|im_start|>assistant\n";
+    return s;
+  };
+  const MaskedTokens m = tokenize_sample(
+      chat({{"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}, {"assistant", "Ciao"}}), codec,
+      render, {});
+  EXPECT_EQ(scored_runs(m, codec),
+            (std::vector<std::string>{"Hello<|im_end|>", "<think></think>Ciao<|im_end|>"}));
+  EXPECT_EQ(m.inexact_boundaries, 0);
+}
+
 TEST(DatasetMask, TrainOnInputsScoresEverything) {
   FakeCodec codec;
   MaskOptions opt;

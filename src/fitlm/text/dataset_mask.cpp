@@ -80,12 +80,37 @@ void score_span(const CharSpan& span, std::string_view text, std::span<const int
   if (span.end <= span.begin) return;
   const TokenBoundary b = token_boundary(text, span.begin, ids, codec, add_special_tokens);
   const TokenBoundary e = token_boundary(text, span.end, ids, codec, add_special_tokens);
-  inexact += !b.exact + !e.exact;
+  inexact += !b.exact;
   const size_t last = std::min(ids.size(), e.exact ? e.index : e.index + 1);
   for (size_t t = b.index; t < last; ++t) {
     labels[t] = ids[t];
-    if (stop_at_special && codec.is_special(ids[t])) break;
+    // The end boundary only matters when the scan reaches it.
+    if (stop_at_special && codec.is_special(ids[t])) return;
   }
+  inexact += !e.exact;
+}
+
+size_t common_prefix(std::string_view a, std::string_view b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+
+// Where assistant turn i may end in `full` (scoring also stops after its end-of-turn token).
+// 1. render(messages[0..i]) is a prefix of the whole: it ends there (ChatML, Gemma, Llama-2).
+// 2. else the renderings agree past the turn's start: up to where they part (Llama-3 templates
+//    that always append the next header).
+// 3. else the template renders a turn differently when it is the last message (Qwen3 adds an
+//    empty think block there): bound by the rendering that includes the next message.
+size_t turn_end(const std::vector<ChatMessage>& messages, size_t i, size_t start,
+                const std::string& full, const ChatRenderFn& render) {
+  const std::vector<ChatMessage> upto(messages.begin(), messages.begin() + i + 1);
+  const std::string after = render_or_row_error(render, upto, false);
+  const size_t agree = common_prefix(after, full);
+  if (agree == after.size() || agree > start) return agree;
+  if (i + 1 >= messages.size()) return full.size();
+  const std::vector<ChatMessage> next(messages.begin(), messages.begin() + i + 2);
+  return common_prefix(render_or_row_error(render, next, false), full);
 }
 
 MaskedTokens tokenize_chat(const std::vector<ChatMessage>& messages, const TextCodec& codec,
@@ -110,10 +135,7 @@ MaskedTokens tokenize_chat(const std::vector<ChatMessage>& messages, const TextC
                                  "prompt is not a prefix of the whole conversation, so the "
                                  "answer of turn {} cannot be located",
                                  i, i));
-    const std::vector<ChatMessage> upto(messages.begin(), messages.begin() + i + 1);
-    const std::string after = render_or_row_error(render, upto, false);
-    size_t end = 0;
-    while (end < after.size() && end < full.size() && after[end] == full[end]) ++end;
+    const size_t end = turn_end(messages, i, before.size(), full, render);
     score_span({before.size(), end}, full, out.input_ids, out.labels, codec, false, true,
                out.inexact_boundaries);
   }

@@ -8,9 +8,11 @@
 //   post-processor must not add a second one. input_ids are therefore exactly
 //   encode(render(messages), add_special_tokens=false).
 // - Assistant character spans come from prefix renderings: turn i starts where
-//   render(messages[0..i), add_generation_prompt=true) ends and runs to where
-//   render(messages[0..i]) stops agreeing with the full rendering. A row whose template is not
-//   prefix-stable this way is a bad row (reason "template").
+//   render(messages[0..i), add_generation_prompt=true) ends (a row where that is not a prefix
+//   of the whole rendering is a bad row, reason "template") and runs to where
+//   render(messages[0..i]) stops agreeing with the whole rendering; for templates that render
+//   the last message differently (Qwen3's think block), to where the rendering that includes
+//   message i+1 stops agreeing.
 // - Char spans map to tokens by tokenizing the text before each boundary: when that is a token
 //   prefix of the whole encoding the boundary is exact (the usual case: boundaries follow
 //   special tokens and newlines). Otherwise a token straddles it and is scored (it overlaps the
