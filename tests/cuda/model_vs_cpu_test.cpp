@@ -24,12 +24,12 @@ nlohmann::json tiny(const char* arch) {
   return j;
 }
 
-struct Run {
+struct RunResult {
   double loss;
   std::vector<std::vector<float>> grads;
 };
 
-Run run(Backend& be, const ModelConfig& c, TrainMode mode, RecomputePolicy rp,
+RunResult run_model(Backend& be, const ModelConfig& c, TrainMode mode, RecomputePolicy rp,
         const TokenBatch& batch) {
   RunShape shape;
   shape.max_tokens = batch.size();
@@ -55,7 +55,7 @@ Run run(Backend& be, const ModelConfig& c, TrainMode mode, RecomputePolicy rp,
   }
   m.zero_grads();
   const LossResult r = m.forward_backward(batch, 1.0f / static_cast<float>(batch.scored_tokens()));
-  Run out{r.loss_sum / static_cast<double>(r.tokens), {}};
+  RunResult out{r.loss_sum / static_cast<double>(r.tokens), {}};
   for (Param& p : m.params()) {
     out.grads.emplace_back(static_cast<size_t>(p.grad.numel()));
     be.download(p.grad, out.grads.back().data());
@@ -84,9 +84,9 @@ TEST_P(ModelVsCpu, LossAndGradients) {
   for (int i = 0; i < 10; ++i) batch.labels[i] = -100;
   auto cpu = make_backend("cpu");
   auto gpu = make_backend("cuda");
-  const Run ref = run(*cpu, c, mode, RecomputePolicy::kSave, batch);
+  const RunResult ref = run_model(*cpu, c, mode, RecomputePolicy::kSave, batch);
   for (RecomputePolicy rp : {RecomputePolicy::kSave, RecomputePolicy::kFull}) {
-    const Run got = run(*gpu, c, mode, rp, batch);
+    const RunResult got = run_model(*gpu, c, mode, rp, batch);
     EXPECT_NEAR(got.loss, ref.loss, 1e-2 * ref.loss) << arch;
     ASSERT_EQ(got.grads.size(), ref.grads.size());
     for (size_t i = 0; i < ref.grads.size(); ++i)
