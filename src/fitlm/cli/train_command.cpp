@@ -41,7 +41,10 @@ std::vector<std::string> overrides_from(const std::vector<std::string>& extras) 
 int run_train(const TrainOptions& o, const std::vector<std::string>& extras) {
   std::vector<std::string> overrides = overrides_from(extras);
   if (!o.resume.empty()) overrides.push_back("resume_from_checkpoint=" + o.resume);
-  if (!o.adapter.empty()) overrides.push_back("lora_model_dir=" + o.adapter);
+  // `--adapter` is both the config key (lora|qlora|full) and "continue this PEFT adapter".
+  const bool adapter_kind = o.adapter == "lora" || o.adapter == "qlora" || o.adapter == "full";
+  if (!o.adapter.empty())
+    overrides.push_back((adapter_kind ? "adapter=" : "lora_model_dir=") + o.adapter);
   if (!o.backend.empty()) overrides.push_back("backend=" + o.backend);
   const train::TrainConfig cfg = train::load_train_config(o.config, overrides);
   if (o.check_only) {
