@@ -6,4 +6,5 @@
 set -euo pipefail
 FITLM_BIN=${1:-build/fitlm}
 shift || true
-exec "$FITLM_BIN" demo --dir "${FITLM_DEMO_DIR:-fitlm-demo}" "$@"
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}  # OpenMP already parallelises; nested BLAS threads thrash
+exec "$FITLM_BIN" demo "$@"

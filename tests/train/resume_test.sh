@@ -16,9 +16,9 @@ lora_alpha: 8
 lora_dropout: 0.1
 sequence_len: 32
 sample_packing: true
-micro_batch_size: 4
+micro_batch_size: 8
 gradient_accumulation_steps: 2
-max_steps: 16
+max_steps: 24
 learning_rate: 3.0e-3
 warmup_steps: 2
 weight_decay: 0.01
@@ -32,8 +32,8 @@ YAML
 "$BIN" -q train "$T/cfg.yaml" --output_dir="$T/full"
 test -f "$T/full/adapter_model.safetensors"
 
-wait_for() {  # wait until directory $1 exists (max ~120 s)
-  for _ in $(seq 1 1200); do [ -d "$1" ] && return 0; sleep 0.1; done
+wait_for() {  # wait until path $1 exists (max ~120 s)
+  for _ in $(seq 1 12000); do [ -e "$1" ] && return 0; sleep 0.01; done
   echo "timed out waiting for $1"; return 1
 }
 
@@ -50,13 +50,14 @@ test "$(ls -d "$T"/killed/checkpoint-* | wc -l)" -le 2
 
 # SIGTERM: finish the step, checkpoint, exit 0 with a message; resume gives the same bytes.
 "$BIN" train "$T/cfg.yaml" --output_dir="$T/term" 2>"$T/term.log" & pid=$!
-wait_for "$T/term/checkpoint-4"
-kill -TERM $pid
+wait_for "$T/term/checkpoint-2"
+# Freeze it mid-run so the signal surely lands before the last step, then let it handle it.
+kill -STOP $pid; kill -TERM $pid; kill -CONT $pid
 wait $pid  # must exit 0
 grep -q "interrupted" "$T/term.log"
 "$BIN" -q train "$T/cfg.yaml" --output_dir="$T/term" --resume
 cmp "$T/full/adapter_model.safetensors" "$T/term/adapter_model.safetensors"
 # metrics.jsonl reads as one run: steps 1..16 once each.
-test "$(grep -c '"loss"' "$T/term/metrics.jsonl")" -eq 16
+test "$(grep -c '"loss"' "$T/term/metrics.jsonl")" -eq 24
 test -s "$T/term/loss.svg"
 echo "resume test passed"

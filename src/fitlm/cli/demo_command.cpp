@@ -1,8 +1,9 @@
 // `fitlm demo`: the README's first command. With no downloads it builds a tiny Llama model and a
-// byte-level tokenizer, pretrains the model briefly (full fine-tuning) on two synthetic tasks
-// (copy a word, lowercase a word), then LoRA fine-tunes it on a new instruction (uppercase a
-// word) and prints exact-match accuracy before and after, the saved adapter and a few
-// generations. Both phases go through the same trainer as `fitlm train`.
+// byte-level tokenizer, pretrains the model briefly (full fine-tuning) on three synthetic tasks
+// (copy, lowercase, uppercase a word), then LoRA fine-tunes it to follow a new instruction word
+// ("shout hello" -> "HELLO", which the base answers by copying) and prints exact-match accuracy
+// before and after, the saved adapter and a few generations. Both phases go through the same
+// trainer as `fitlm train`.
 #include <fmt/format.h>
 
 #include <chrono>
@@ -23,8 +24,8 @@ namespace {
 struct DemoOptions {
   std::string dir = "fitlm-demo";
   std::string backend = "cpu";
-  int64_t pretrain_steps = 300;
-  int64_t lora_steps = 150;
+  int64_t pretrain_steps = 2500;
+  int64_t lora_steps = 200;
   int eval_rows = 200;
   uint64_t seed = 1;
   bool prepare_only = false;  // tests: write the random model and datasets, then exit
@@ -61,7 +62,7 @@ int run_demo(const DemoOptions& o) {
   const fs::path root = o.dir;
   fs::create_directories(root);
   const fs::path random_dir = root / "tiny-llama-random", base_dir = root / "tiny-llama-base",
-                 adapter_dir = root / "upper-lora";
+                 adapter_dir = root / "shout-lora";
   fmt::print("fitlm demo: tiny Llama (2 layers, hidden 128, byte vocab 259) in {}\n",
              root.string());
   demo::write_tiny_llama(random_dir, demo::TinyModelShape{}, o.seed);
@@ -74,9 +75,11 @@ int run_demo(const DemoOptions& o) {
   }
 
   // Phase 1: "pretraining" = full fine-tuning from random weights on copy + lowercase.
-  auto pre = demo::make_rows(demo::Task::kCopy, 3000, o.seed + 1);
-  auto lower = demo::make_rows(demo::Task::kLower, 3000, o.seed + 2);
-  pre.insert(pre.end(), lower.begin(), lower.end());
+  auto pre = demo::make_rows(demo::Task::kCopy, 4000, o.seed + 1);
+  for (auto [task, salt] : {std::pair{demo::Task::kLower, 2}, std::pair{demo::Task::kUpper, 5}}) {
+    const auto more = demo::make_rows(task, 4000, o.seed + salt);
+    pre.insert(pre.end(), more.begin(), more.end());
+  }
   demo::write_rows_jsonl(root / "pretrain.jsonl", pre);
   write_yaml(root / "pretrain.yaml",
              fmt::format(R"(# Phase 1: full fine-tuning of the random model
@@ -85,7 +88,7 @@ datasets: [{{path: {}, type: pretokenized}}]
 adapter: full
 sequence_len: 32
 sample_packing: true
-micro_batch_size: 8
+micro_batch_size: 16
 max_steps: {}
 learning_rate: 3.0e-3
 lr_scheduler: cosine
@@ -98,20 +101,22 @@ backend: {}
 )",
                          random_dir.string(), (root / "pretrain.jsonl").string(), o.pretrain_steps,
                          o.seed, base_dir.string(), o.backend));
-  fmt::print("\n[1/3] pretraining the tiny model ({} steps, full fine-tuning: copy + lower)\n",
-             o.pretrain_steps);
+  fmt::print(
+      "\n[1/3] pretraining the tiny model ({} steps, full fine-tuning: copy, lower, upper)\n",
+      o.pretrain_steps);
   train::TrainHooks hooks;
   hooks.show_progress = true;
   auto s1 = train::run_training(train::load_train_config(root / "pretrain.yaml"), hooks);
   fmt::print("      loss {:.3f} -> {:.3f} in {:.1f}s\n", s1.first_loss, s1.last_loss, s1.seconds);
 
   // Phase 2: LoRA on a new instruction the base never saw.
-  const auto train_rows = demo::make_rows(demo::Task::kUpper, 2000, o.seed + 3);
-  const auto test_rows = demo::make_rows(demo::Task::kUpper, o.eval_rows, o.seed + 4);
+  const auto train_rows = demo::make_rows(demo::Task::kShout, 2000, o.seed + 3);
+  const auto test_rows = demo::make_rows(demo::Task::kShout, o.eval_rows, o.seed + 4);
   demo::write_rows_jsonl(root / "upper_train.jsonl", train_rows);
   demo::write_rows_jsonl(root / "upper_test.jsonl", test_rows);
   const auto before = score(o.backend, base_dir, {}, test_rows);
-  fmt::print("\n[2/3] LoRA fine-tuning on 'upper WORD' -> 'WORD' ({} steps)\n", o.lora_steps);
+  fmt::print("\n[2/3] LoRA fine-tuning on a new instruction: 'shout word' -> 'WORD' ({} steps)\n",
+             o.lora_steps);
   fmt::print("      accuracy before: {:.1f}% (exact match on {} held-out words)\n",
              100 * before.first, test_rows.size());
   write_yaml(root / "lora.yaml",
@@ -127,7 +132,7 @@ sequence_len: 32
 sample_packing: true
 micro_batch_size: 8
 max_steps: {}
-learning_rate: 5.0e-3
+learning_rate: 2.0e-3
 lr_scheduler: cosine
 warmup_steps: 10
 seed: {}

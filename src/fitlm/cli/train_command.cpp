@@ -75,7 +75,8 @@ RunFn setup(CLI::App& app) {
       ->expected(0, 1)
       ->default_str("latest");
   app.add_option("--adapter", o->adapter,
-                 "Existing PEFT LoRA adapter to continue training (= lora_model_dir)");
+                 "PEFT adapter DIR to continue training (= lora_model_dir); lora|qlora|full set "
+                 "the `adapter` key");
   app.add_option("--backend", o->backend, "cpu, cuda or cuda:N (= backend)");
   app.add_flag("--check", o->check_only, "Validate the config and files, then exit");
   app.allow_extras();

@@ -24,6 +24,7 @@ std::vector<TaskRow> make_rows(Task task, int n, uint64_t seed) {
       case Task::kCopy: rows.push_back({"copy " + w, w}); break;
       case Task::kLower: rows.push_back({"lower " + up, w}); break;
       case Task::kUpper: rows.push_back({"upper " + w, up}); break;
+      case Task::kShout: rows.push_back({"shout " + w, up}); break;
     }
   }
   return rows;

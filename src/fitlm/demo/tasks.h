@@ -15,7 +15,8 @@ namespace fitlm::demo {
 enum class Task {
   kCopy,   // "copy hello"  -> "hello"
   kLower,  // "lower HELLO" -> "hello"
-  kUpper,  // "upper hello" -> "HELLO"   (the demo's LoRA task)
+  kUpper,  // "upper hello" -> "HELLO"
+  kShout,  // "shout hello" -> "HELLO"   (the demo's LoRA task: a new word for a known skill)
 };
 
 struct TaskRow {
