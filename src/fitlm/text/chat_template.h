@@ -3,10 +3,9 @@
 // Mistral, Qwen2.5/3 and Gemma-3 templates; anything else is a clear error naming the construct.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -22,6 +21,9 @@ class ChatTemplate {
   // Reads `chat_template` (string, or list of {name, template}: the "default" one), bos_token and
   // eos_token from tokenizer_config.json. Error naming the file when there is none.
   static ChatTemplate from_tokenizer_config(const std::filesystem::path& path);
+  // A HF model directory: DIR/chat_template.jinja when present (newer transformers save the
+  // template there), else tokenizer_config.json's chat_template; special tokens from the latter.
+  static ChatTemplate from_model_dir(const std::filesystem::path& dir);
   ChatTemplate(std::string source, std::string bos_token, std::string eos_token);
   ~ChatTemplate();
   ChatTemplate(ChatTemplate&&) noexcept;
@@ -31,7 +33,15 @@ class ChatTemplate {
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                      const nlohmann::json& extra = nlohmann::json::object()) const;
 
+  // As render(), for messages as HF takes them: any JSON (tool_calls, list content, ...). extra
+  // may set `tools`, `documents`, `enable_thinking`, ...; it overrides the defaults.
+  std::string render_json(
+      const nlohmann::ordered_json& messages, bool add_generation_prompt,
+      const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) const;
+
   const std::string& source() const;
+  // The special-token variables HF passes (bos_token, eos_token, unk_token, pad_token, ...).
+  const nlohmann::ordered_json& special_tokens() const;
 
  private:
   struct Impl;
