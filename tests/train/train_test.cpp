@@ -118,7 +118,9 @@ std::vector<float> read_all(const fs::path& file) {
   return out;
 }
 
-// k micro-batches of m rows == one micro-batch of k·m rows (same examples, same order).
+// k micro-batches of m rows == one micro-batch of k·m rows (same examples, same order). A large
+// adam_epsilon makes the update ≈ lr·g, so fp32 rounding in tiny gradients is not amplified
+// by Adam's normalisation into sign flips.
 TEST(Trainer, GradientAccumulationEqualsBigBatch) {
   log::set_level(log::Level::kWarn);
   const fs::path d = temp_dir("accum");
@@ -128,8 +130,9 @@ TEST(Trainer, GradientAccumulationEqualsBigBatch) {
     const std::string yaml = "base_model: " + (d / "m").string() +
                              "\ndatasets: [{path: " + (d / "data.jsonl").string() +
                              ", type: pretokenized}]\nadapter: lora\nlora_r: 4\n"
-                             "sequence_len: 32\nmax_steps: 3\nlearning_rate: 1e-2\n"
-                             "max_grad_norm: 1.0\nlora_dropout: 0.0\nseed: 3\n";
+                             "sequence_len: 32\nmax_steps: 2\nlearning_rate: 1.0\n"
+                             "adam_epsilon: 1.0\nmax_grad_norm: 0\nlora_dropout: 0.0\n"
+                             "seed: 3\n";
     TrainConfig c = parse_train_config(
         yaml, d / "c.yaml",
         {"micro_batch_size=" + std::to_string(mbs),
@@ -149,7 +152,7 @@ TEST(Trainer, GradientAccumulationEqualsBigBatch) {
     max_abs = std::max(max_abs, static_cast<double>(std::abs(big[i])));
   }
   EXPECT_GT(max_abs, 0.0);
-  EXPECT_LT(max_diff, 1e-4 * std::max(1.0, max_abs)) << "max |Δ| " << max_diff;
+  EXPECT_LT(max_diff, 1e-5 * std::max(1.0, max_abs)) << "max |Δ| " << max_diff;
   fs::remove_all(d);
 }
 
