@@ -145,8 +145,10 @@ int run_inspect(const InspectOptions& o) {
   const Tokenizer tok = Tokenizer::from_dir(model);
   const TokenizerCodec codec(tok);
   std::optional<ChatTemplate> tmpl;
-  if (has_chat_template(model / "tokenizer_config.json"))
-    tmpl = ChatTemplate::from_tokenizer_config(model / "tokenizer_config.json");
+  // Newer transformers save the template as chat_template.jinja next to tokenizer_config.json.
+  if (std::filesystem::exists(model / "chat_template.jinja") ||
+      has_chat_template(model / "tokenizer_config.json"))
+    tmpl = ChatTemplate::from_model_dir(model);
   const ChatRenderFn render = tmpl ? chat_render_fn(*tmpl) : ChatRenderFn{};
   const bool color = !o.no_color && (o.color || ::isatty(1));
 
