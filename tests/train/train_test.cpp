@@ -121,9 +121,7 @@ std::vector<float> read_all(const fs::path& file) {
 // k micro-batches of m rows == one micro-batch of k·m rows (same examples, same order). A large
 // adam_epsilon makes the update ≈ lr·g, so fp32 rounding in tiny gradients is not amplified
 // by Adam's normalisation into sign flips.
-// Known failure (max |Δ| 2.2e-3 after one step): being investigated in issue 4; disabled so that the
-// rest of CI can land. Re-enable once accumulation matches.
-TEST(Trainer, DISABLED_GradientAccumulationEqualsBigBatch) {
+TEST(Trainer, GradientAccumulationEqualsBigBatch) {
   log::set_level(log::Level::kWarn);
   const fs::path d = temp_dir("accum");
   demo::write_tiny_llama(d / "m", {64, 128, 2, 4, 2, 64}, 3);
