@@ -5,6 +5,7 @@
 #include <chrono>
 #include <random>
 
+#include "fitlm/backend/profiling_backend.h"
 #include "fitlm/cli/command_registry.h"
 #include "fitlm/core/error.h"
 #include "fitlm/core/log.h"
@@ -20,6 +21,7 @@ struct BenchOptions {
   int warmup = 2, steps = 5;
   int64_t gemm_size = 8192;
   bool json = false;
+  bool profile = false;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -67,7 +69,14 @@ double measure_gemm_tflops(Backend& be, int64_t n) {
 }
 
 int run_bench(const BenchOptions& o) {
-  auto be = make_backend(o.backend);
+  auto device_backend = make_backend(o.backend);
+  // With --profile the model runs on a timing wrapper, switched off for the timed steps.
+  std::unique_ptr<ProfilingBackend> profiler;
+  if (o.profile) {
+    profiler = std::make_unique<ProfilingBackend>(*device_backend);
+    profiler->set_enabled(false);
+  }
+  Backend* be = profiler ? static_cast<Backend*>(profiler.get()) : device_backend.get();
   const ModelConfig c = preset_config(o.arch);
   const TrainMode mode = o.mode == "full" ? TrainMode::kFull : TrainMode::kLora;
   LoraConfig lora;
@@ -119,6 +128,13 @@ int run_bench(const BenchOptions& o) {
   be->synchronize();
   const double secs = seconds_since(t0) / o.steps;
   const size_t measured = be->memory_in_use() > mem_before ? be->memory_in_use() - mem_before : 0;
+  std::string profile;
+  if (profiler) {
+    profiler->set_enabled(true);
+    for (int i = 0; i < o.steps; ++i) step(o.warmup + o.steps + i + 1);
+    profiler->set_enabled(false);
+    profile = profiler->report(o.steps);
+  }
 
   const double tokens_per_s = static_cast<double>(batch.size()) / secs;
   // Model FLOPs per token: 2·P (every matmul weight incl. the LM head) + 4·L·S·D attention;
@@ -149,6 +165,7 @@ int run_bench(const BenchOptions& o) {
     fmt::print("  memory: planned {} , measured {}\n", format_bytes(planned),
                measured ? format_bytes(measured) : std::string("n/a on this backend"));
   }
+  if (!profile.empty()) fmt::print("profile (ops timed one by one; per step):\n{}", profile);
   return 0;
 }
 
@@ -175,6 +192,9 @@ RunFn setup(CLI::App& app) {
   app.add_option("--gemm-size", o->gemm_size, "n of the n³ GEMM whose rate is the yardstick")
       ->capture_default_str();
   app.add_flag("--json", o->json, "One JSON line");
+  app.add_flag("--profile", o->profile,
+               "After the timed steps, run as many again with every op timed on its own and print "
+               "the time per op family (GEMM, attention, norms, ...)");
   return [o] { return run_bench(*o); };
 }
 
