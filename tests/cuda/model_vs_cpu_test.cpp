@@ -7,6 +7,7 @@
 #include <random>
 
 #include "fitlm/backend/backend.h"
+#include "fitlm/backend/cuda/cuda_backend.h"
 #include "fitlm/model/presets.h"
 #include "fitlm/model/transformer.h"
 
@@ -83,14 +84,24 @@ TEST_P(ModelVsCpu, LossAndGradients) {
   batch.labels = batch.input_ids;
   for (int i = 0; i < 10; ++i) batch.labels[i] = -100;
   auto cpu = make_backend("cpu");
-  auto gpu = make_backend("cuda");
   const RunResult ref = run_model(*cpu, c, mode, RecomputePolicy::kSave, batch);
-  for (RecomputePolicy rp : {RecomputePolicy::kSave, RecomputePolicy::kFull}) {
-    const RunResult got = run_model(*gpu, c, mode, rp, batch);
-    EXPECT_NEAR(got.loss, ref.loss, 1e-2 * ref.loss) << arch;
-    ASSERT_EQ(got.grads.size(), ref.grads.size());
-    for (size_t i = 0; i < ref.grads.size(); ++i)
-      EXPECT_GT(cosine(got.grads[i], ref.grads[i]), 0.999) << arch << " param " << i;
+  for (DType dt : {DType::kBF16, DType::kF16}) {
+    auto gpu = make_cuda_backend(0, dt);
+    for (RecomputePolicy rp : {RecomputePolicy::kSave, RecomputePolicy::kFull}) {
+      const RunResult got = run_model(*gpu, c, mode, rp, batch);
+      EXPECT_NEAR(got.loss, ref.loss, 1e-2 * ref.loss) << arch;
+      ASSERT_EQ(got.grads.size(), ref.grads.size());
+      double worst = 1.0;
+      size_t worst_i = 0;
+      for (size_t i = 0; i < ref.grads.size(); ++i) {
+        const double cs = cosine(got.grads[i], ref.grads[i]);
+        if (cs < worst) worst = cs, worst_i = i;
+        EXPECT_GT(cs, 0.999) << arch << " " << dtype_name(dt) << " param " << i;
+      }
+      std::printf("%s %s %s recompute=%d: loss %.5f vs %.5f, worst grad cosine %.6f (param %zu)\n",
+                  arch, mode == TrainMode::kLora ? "lora" : "full", std::string(dtype_name(dt)).c_str(),
+                  int(rp), got.loss, ref.loss, worst, worst_i);
+    }
   }
 }
 
