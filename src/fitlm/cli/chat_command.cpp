@@ -6,22 +6,17 @@
 #include <iostream>
 
 #include "fitlm/cli/command_registry.h"
+#include "fitlm/cli/generation_options.h"
 #include "fitlm/core/error.h"
 #include "fitlm/infer/generation_session.h"
 
 namespace fitlm::cli {
-
-// Defined in generate_command.cpp.
-void add_sampling_options(CLI::App& app, GenerationOptions& g, int64_t& seed);
-void add_generation_setup(CLI::App& app, GenerationSetup& s);
-
 namespace {
 
 struct ChatOptions {
   GenerationSetup setup;
-  GenerationOptions gen;
+  GenerationCliOptions gen;
   std::string system;
-  int64_t seed = 0;
 };
 
 int run_chat(ChatOptions& o) {
@@ -42,9 +37,8 @@ int run_chat(ChatOptions& o) {
     }
     if (line.empty()) continue;
     messages.push_back({"user", line});
-    GenerationOptions g = o.gen;
-    g.seed = static_cast<uint64_t>(o.seed) + turn;  // a fresh draw each turn, still reproducible
-    const auto r = s.generate({s.encode_chat(messages)}, g);
+    // A fresh draw each turn, still reproducible: the seed is --seed + turn.
+    const auto r = s.generate({s.encode_chat(messages)}, to_generation_options(o.gen, turn));
     fmt::print("{}\n", r[0].text);
     std::fflush(stdout);
     messages.push_back({"assistant", r[0].text});
@@ -57,7 +51,7 @@ RunFn setup(CLI::App& app) {
   o->gen.max_new_tokens = 512;
   add_generation_setup(app, o->setup);
   app.add_option("--system", o->system, "System message");
-  add_sampling_options(app, o->gen, o->seed);
+  add_generation_options(app, o->gen);
   return [o] { return run_chat(*o); };
 }
 

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "fitlm/cli/command_registry.h"
+#include "fitlm/cli/generation_options.h"
 #include "fitlm/core/error.h"
 #include "fitlm/infer/generation_session.h"
 #include "fitlm/text/chat_template.h"
@@ -16,8 +17,7 @@ struct GenerateOptions {
   GenerationSetup setup;
   std::string prompt, prompts_file, prompt_ids, system;
   bool chat = false, json = false;
-  GenerationOptions gen;
-  int64_t seed = 0;
+  GenerationCliOptions gen;
 };
 
 // One prompt as the user gave it: text, chat messages, or raw token ids.
@@ -73,47 +73,10 @@ std::vector<PromptSpec> read_prompts(const std::string& path) {
   return out;
 }
 
-}  // namespace
-
-// Shared with chat_command.cpp and score_generations_command.cpp, which declare them (the CLI
-// has no header of its own for generation options yet).
-std::vector<int32_t> encode_prompt(const GenerationSession& s, const std::string& text,
-                                   std::vector<ChatMessage> messages, bool chat,
-                                   const std::string& system) {
-  if (!chat && messages.empty()) return s.encode(text, true);
-  if (messages.empty()) messages.push_back({"user", text});
-  return s.encode_chat(std::move(messages), system);
-}
-
-void add_sampling_options(CLI::App& app, GenerationOptions& g, int64_t& seed) {
-  app.add_option("--max-new-tokens", g.max_new_tokens, "Tokens to generate at most")
-      ->capture_default_str();
-  app.add_option("--temperature", g.sampling.temperature, "0 = greedy")->capture_default_str();
-  app.add_option("--top-k", g.sampling.top_k, "Keep the k most likely tokens (0 = off)");
-  app.add_option("--top-p", g.sampling.top_p, "Nucleus sampling mass (1 = off)");
-  app.add_option("--repetition-penalty", g.sampling.repetition_penalty,
-                 "HF repetition penalty (1 = off)");
-  app.add_option("--stop", g.stop, "Stop when the text contains this string (repeatable)");
-  app.add_option("--seed", seed, "Sampling seed")->capture_default_str();
-}
-
-void add_generation_setup(CLI::App& app, GenerationSetup& s) {
-  app.add_option("--model", s.model_dir, "Hugging Face model directory")->required();
-  app.add_option("--adapter", s.adapter_dirs,
-                 "PEFT LoRA adapter directory (repeatable; several are summed unless --ensemble)");
-  app.add_flag("--ensemble", s.ensemble,
-               "Average the next-token log-probs of the adapters (one decoder each)");
-  app.add_option("--backend", s.backend, "cpu, cuda or cuda:N")->capture_default_str();
-  app.add_option("--batch-size", s.max_batch, "Prompts decoded together")->capture_default_str();
-}
-
-namespace {
-
 int run_generate(GenerateOptions& o) {
   const int given = !o.prompt.empty() + !o.prompts_file.empty() + !o.prompt_ids.empty();
   if (given != 1)
     throw_input_error("generate", "give exactly one of --prompt, --prompts or --prompt-ids");
-  o.gen.seed = static_cast<uint64_t>(o.seed);
   GenerationSession s(o.setup);
   std::vector<PromptSpec> specs;
   if (!o.prompts_file.empty()) {
@@ -129,7 +92,7 @@ int run_generate(GenerateOptions& o) {
   for (const PromptSpec& p : specs)
     prompts.push_back(p.ids.empty() ? encode_prompt(s, p.text, p.messages, o.chat, o.system)
                                     : p.ids);
-  const auto results = s.generate(prompts, o.gen);
+  const auto results = s.generate(prompts, to_generation_options(o.gen));
   for (size_t i = 0; i < results.size(); ++i) {
     const GenerationResult& r = results[i];
     if (o.json) {
@@ -157,7 +120,7 @@ RunFn setup(CLI::App& app) {
   app.add_option("--prompt-ids", o->prompt_ids, "Prompt as comma-separated token ids");
   app.add_flag("--chat", o->chat, "Render prompts through the model's chat template");
   app.add_option("--system", o->system, "System message (with --chat)");
-  add_sampling_options(app, o->gen, o->seed);
+  add_generation_options(app, o->gen);
   app.add_flag("--json", o->json,
                "One JSON line per prompt {index, prompt, text, tokens, "
                "finish_reason}");

@@ -5,26 +5,18 @@
 #include <nlohmann/json.hpp>
 
 #include "fitlm/cli/command_registry.h"
+#include "fitlm/cli/generation_options.h"
 #include "fitlm/core/error.h"
 #include "fitlm/infer/generation_session.h"
 
 namespace fitlm::cli {
-
-// Defined in generate_command.cpp.
-void add_sampling_options(CLI::App& app, GenerationOptions& g, int64_t& seed);
-void add_generation_setup(CLI::App& app, GenerationSetup& s);
-std::vector<int32_t> encode_prompt(const GenerationSession& s, const std::string& text,
-                                   std::vector<ChatMessage> messages, bool chat,
-                                   const std::string& system);
-
 namespace {
 
 struct ScoreOptions {
   GenerationSetup setup;
-  GenerationOptions gen;
+  GenerationCliOptions gen;
   std::string data, match = "exact", system, predictions;
   bool chat = false;
-  int64_t seed = 0;
 };
 
 std::string trim(const std::string& s) {
@@ -55,7 +47,6 @@ namespace {
 int run_score(ScoreOptions& o) {
   std::ifstream in(o.data);
   if (!in) throw_input_error("score-generations", "cannot open {}", o.data);
-  o.gen.seed = static_cast<uint64_t>(o.seed);
   GenerationSession s(o.setup);
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::string> answers;
@@ -80,7 +71,7 @@ int run_score(ScoreOptions& o) {
     answers.push_back(j["answer"].is_string() ? j["answer"].get<std::string>()
                                               : j["answer"].dump());
   }
-  const auto results = s.generate(prompts, o.gen);
+  const auto results = s.generate(prompts, to_generation_options(o.gen));
   std::ofstream pred;
   if (!o.predictions.empty()) pred.open(o.predictions);
   int64_t correct = 0;
@@ -121,7 +112,7 @@ RunFn setup(CLI::App& app) {
   app.add_flag("--chat", o->chat, "Render prompts through the chat template (messages always are)");
   app.add_option("--system", o->system, "System message (chat prompts)");
   app.add_option("--predictions", o->predictions, "Write each output and verdict to this JSONL");
-  add_sampling_options(app, o->gen, o->seed);
+  add_generation_options(app, o->gen);
   return [o] { return run_score(*o); };
 }
 
