@@ -113,7 +113,7 @@ int run_bench(const BenchOptions& o) {
   auto step = [&](int64_t n) {
     const LossResult r = model.forward_backward(batch, 1.0f / static_cast<float>(batch.size()));
     hp.step = n;
-    for (Param& p : model.params()) {
+    for (Param& p : model.optimizer_params()) {
       be->adamw_step(p.master, p.grad, p.adam_m, p.adam_v, hp, 1.0f);
       if (p.master.data != p.value.data) be->copy(p.master, p.value);
       be->fill(p.grad, 0.0f);

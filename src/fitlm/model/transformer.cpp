@@ -71,15 +71,7 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
     }
   }
   if (config_.tie_word_embeddings) lm_head_ = embed_, d_lm_head_ = d_embed_;
-  if (mode_ == TrainMode::kLora)
-    for (int l = 0; l < config_.num_layers; ++l)
-      for (Projection p : lora_.targets) {
-        LinearWeights& lw = layers_[l][p];
-        lw.lora_a = a.get(peft_tensor_name(l, p, false));
-        lw.lora_b = a.get(peft_tensor_name(l, p, true));
-        lw.dlora_a = bind_param(peft_tensor_name(l, p, false), true);
-        lw.dlora_b = bind_param(peft_tensor_name(l, p, true), true);
-      }
+  if (mode_ == TrainMode::kLora) bind_lora(compute);
   impl_ = std::make_unique<Impl>(*this);
   const std::vector<float> inv = config_.rope_inv_freq();
   backend_.upload(a.get("input.inv_freq"), inv.data(), DType::kF32);
@@ -88,6 +80,46 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
 }
 
 Transformer::~Transformer() = default;
+
+void Transformer::bind_lora(DType compute) {
+  const Arena& a = *arena_;
+  auto get_or_empty = [&](const std::string& n) { return a.contains(n) ? a.get(n) : Tensor{}; };
+  Param flat;
+  flat.name = kLoraFlat;
+  flat.value = a.get(kLoraFlat);
+  flat.master = compute == DType::kF32 ? flat.value : a.get(std::string(kLoraFlat) + ".master");
+  flat.grad = a.get(std::string(kLoraFlat) + ".grad");
+  flat.adam_m = get_or_empty(std::string(kLoraFlat) + ".adam_m");
+  flat.adam_v = get_or_empty(std::string(kLoraFlat) + ".adam_v");
+  flat.decay = true;
+  // Padding must hold zeros (the optimizer and the norm run over it).
+  for (const Tensor& t : {flat.value, flat.master, flat.grad, flat.adam_m, flat.adam_v})
+    if (!t.empty()) backend_.fill(t, 0.0f);
+  flat_params_ = {flat};
+
+  auto view = [](const Tensor& buf, const LoraSlot& s) {
+    if (buf.empty()) return Tensor{};
+    return Tensor(static_cast<char*>(buf.data) + s.offset * dtype_size(buf.dtype), buf.dtype,
+                  s.shape, buf.device);
+  };
+  const LoraLayout layout = lora_layout(config_, lora_);
+  size_t i = 0;
+  for (int l = 0; l < config_.num_layers; ++l)
+    for (Projection p : lora_.targets)
+      for (bool is_b : {false, true}) {
+        const LoraSlot& s = layout.slots[i++];
+        FITLM_CHECK(s.name == peft_tensor_name(l, p, is_b), "lora", "slot order {}", s.name);
+        Param q;
+        q.name = s.name;
+        q.value = view(flat.value, s), q.master = view(flat.master, s);
+        q.grad = view(flat.grad, s), q.adam_m = view(flat.adam_m, s);
+        q.adam_v = view(flat.adam_v, s);
+        params_.push_back(q);
+        LinearWeights& lw = layers_[l][p];
+        (is_b ? lw.lora_b : lw.lora_a) = q.value;
+        (is_b ? lw.dlora_b : lw.dlora_a) = q.grad;
+      }
+}
 
 std::vector<std::pair<std::string, Tensor>> Transformer::named_weights() {
   std::vector<std::pair<std::string, Tensor>> out;
@@ -119,7 +151,7 @@ void Transformer::init_lora(uint64_t seed) {
 }
 
 void Transformer::zero_grads() {
-  for (Param& p : params_) backend_.fill(p.grad, 0.0f);
+  for (Param& p : optimizer_params()) backend_.fill(p.grad, 0.0f);
 }
 
 LossResult Transformer::forward_loss(const HostBatch& batch) {

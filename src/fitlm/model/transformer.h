@@ -80,7 +80,11 @@ class Transformer {
 
   // Base weights by HF tensor name ("model.layers.0.self_attn.q_proj.weight"), for loaders.
   std::vector<std::pair<std::string, Tensor>> named_weights();
+  // Every trainable tensor by its HF/PEFT name (checkpoints, adapters, tests).
   std::vector<Param>& params() { return params_; }
+  // The same parameters as the optimizer should see them: in LoRA mode one flat Param over all
+  // adapter tensors (one AdamW launch, one norm, one zeroing); in full mode params().
+  std::vector<Param>& optimizer_params() { return flat_params_.empty() ? params_ : flat_params_; }
 
   // PEFT init for every LoRA pair: A ~ U(−1/√in, 1/√in) from `seed`, B = 0.
   void init_lora(uint64_t seed);
@@ -105,6 +109,7 @@ class Transformer {
  private:
   struct Activations;
   struct Impl;
+  void bind_lora(DType compute);  // flat LoRA buffers → per-tensor views
   Backend& backend_;
   ModelConfig config_;
   TrainMode mode_;
@@ -114,6 +119,7 @@ class Transformer {
   std::vector<LayerWeights> layers_;
   Tensor embed_, final_norm_, lm_head_, d_embed_, d_final_norm_, d_lm_head_;
   std::vector<Param> params_;
+  std::vector<Param> flat_params_;  // LoRA: the single flat parameter
   uint64_t dropout_seed_ = 0;
   std::unique_ptr<Impl> impl_;
 };

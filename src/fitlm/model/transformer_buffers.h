@@ -29,6 +29,22 @@ std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p)
 bool projection_has_bias(const ModelConfig& c, Projection p);
 std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraConfig& lora,
                                              TrainMode mode, int64_t tokens);
+// Every LoRA tensor lives in one flat buffer per role (value, master, grad, adam m/v), so the
+// optimizer, gradient zeroing and norm are one op each instead of one per tensor (448 for an
+// 8B model with seven targets). Each tensor starts on a 64-element boundary (GEMM alignment);
+// the padding stays zero.
+struct LoraSlot {
+  std::string name;  // PEFT name
+  Shape shape;
+  int64_t offset;  // elements into the flat buffer
+};
+struct LoraLayout {
+  std::vector<LoraSlot> slots;  // (layer, target, A then B) order
+  int64_t total = 0;            // elements, padding included
+};
+LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora);
+inline constexpr const char* kLoraFlat = "lora.flat";
+
 // layer −1: the shared set used with RecomputePolicy::kFull.
 std::string activation_buffer_name(int layer, const std::string& name);
 

@@ -103,13 +103,7 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
     if (mode == TrainMode::kFull) add_trainable(w.name, w.shape, "weights");
     else plan.add(w.name, "weights", w.shape, compute);
   }
-  if (mode == TrainMode::kLora)
-    for (int l = 0; l < c.num_layers; ++l)
-      for (Projection p : lora.targets) {
-        const auto [out, in] = projection_shape(c, p);
-        add_trainable(peft_tensor_name(l, p, false), Shape{lora.r, in}, "lora");
-        add_trainable(peft_tensor_name(l, p, true), Shape{out, lora.r}, "lora");
-      }
+  if (mode == TrainMode::kLora) add_trainable(kLoraFlat, Shape{lora_layout(c, lora).total}, "lora");
 
   // Inputs of one micro-batch.
   plan.add("input.ids", "inputs", Shape{t}, DType::kI32);
@@ -159,6 +153,22 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
   }
   plan.finalize();
   return plan;
+}
+
+LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {
+  constexpr int64_t kAlign = 64;
+  LoraLayout out;
+  auto place = [&](std::string name, Shape shape) {
+    out.slots.push_back({std::move(name), shape, out.total});
+    out.total += (shape.numel() + kAlign - 1) / kAlign * kAlign;
+  };
+  for (int l = 0; l < c.num_layers; ++l)
+    for (Projection p : lora.targets) {
+      const auto [o, i] = projection_shape(c, p);
+      place(peft_tensor_name(l, p, false), Shape{lora.r, i});
+      place(peft_tensor_name(l, p, true), Shape{o, lora.r});
+    }
+  return out;
 }
 
 std::string activation_buffer_name(int layer, const std::string& name) {
