@@ -60,10 +60,12 @@ int run_train(const TrainOptions& o, const std::vector<std::string>& extras) {
                s.steps_done, s.total_steps, o.config);
     return 0;
   }
-  fmt::print(stderr, "done: {} steps in {:.1f}s, loss {:.4f} -> {:.4f}{}; outputs in {}\n",
-             s.steps_done - s.start_step, s.seconds, s.first_loss, s.last_loss,
-             s.eval_loss ? fmt::format(", eval_loss {:.4f}", *s.eval_loss) : "",
-             s.output_dir.string());
+  fmt::print(
+      stderr, "done: {} steps in {:.1f}s, loss {:.4f} -> {:.4f}{}{}; outputs in {}\n",
+      s.steps_done - s.start_step, s.seconds, s.first_loss, s.last_loss,
+      s.eval_loss ? fmt::format(", eval_loss {:.4f}", *s.eval_loss) : "",
+      s.skipped_steps ? fmt::format(", {} skipped (gradient overflow)", s.skipped_steps) : "",
+      s.output_dir.string());
   return 0;
 }
 
@@ -87,7 +89,8 @@ pretokenized}], test_datasets, val_set_size, sequence_len, sample_packing, train
 adapter (lora|full), lora_model_dir, lora_r, lora_alpha, lora_dropout, lora_target_modules,
 use_rslora, micro_batch_size, gradient_accumulation_steps, num_epochs, max_steps,
 learning_rate, lr_scheduler (cosine|linear|constant), warmup_steps, warmup_ratio,
-weight_decay, max_grad_norm, gradient_checkpointing, bf16, fp16, seed, backend, output_dir,
+weight_decay, max_grad_norm, gradient_checkpointing, bf16, fp16, loss_scale (dynamic|none|N),
+loss_scale_init, loss_scale_growth_interval, loss_scale_min, seed, backend, output_dir,
 save_steps, save_total_limit, eval_steps, logging_steps, resume_from_checkpoint.
 
 Outputs in output_dir: adapter_model.safetensors + adapter_config.json (PEFT; LoRA) or a HF

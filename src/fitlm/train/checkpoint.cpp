@@ -109,7 +109,7 @@ std::filesystem::path save_checkpoint(Transformer& model, const TrainerState& st
       std::ifstream in(config_file);
       return std::string(std::istreambuf_iterator<char>(in), {});
     }());
-  const nlohmann::json j = {
+  nlohmann::json j = {
       {"global_step", state.global_step},
       {"total_steps", state.total_steps},
       {"epoch", state.data.epoch},
@@ -118,7 +118,13 @@ std::filesystem::path save_checkpoint(Transformer& model, const TrainerState& st
       {"data_fingerprint", state.data_fingerprint},
       {"adapter", state.adapter},
       {"format", "fitlm-checkpoint-1"},
+      {"optimizer_steps", state.optimizer_steps},
+      {"skipped_steps", state.skipped_steps},
   };
+  // nlohmann writes doubles with round-trip precision, so the scale reads back bit-exact.
+  if (state.loss_scaler)
+    j["loss_scaler"] = {{"scale", state.loss_scaler->scale},
+                        {"growth_tracker", state.loss_scaler->growth_tracker}};
   io::write_file_atomic(tmp / "trainer_state.json", j.dump(2) + "\n");
   fsync_dir(tmp);
   if (fs::exists(final_dir)) fs::remove_all(final_dir);
@@ -142,6 +148,13 @@ TrainerState load_checkpoint(Transformer& model, const std::filesystem::path& di
     s.seed = j.at("seed").get<uint64_t>();
     s.data_fingerprint = j.at("data_fingerprint").get<uint64_t>();
     s.adapter = j.at("adapter").get<std::string>();
+    s.optimizer_steps = j.value("optimizer_steps", s.global_step);
+    s.skipped_steps = j.value("skipped_steps", int64_t{0});
+    if (j.contains("loss_scaler")) {
+      const nlohmann::json& ls = j.at("loss_scaler");
+      s.loss_scaler =
+          LossScalerState{ls.at("scale").get<double>(), ls.at("growth_tracker").get<int64_t>()};
+    }
   } catch (const nlohmann::json::exception& e) {
     throw_input_error(kComponent, "{}: {}", state_path.string(), e.what());
   }

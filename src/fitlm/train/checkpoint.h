@@ -1,6 +1,7 @@
 // Training checkpoints: output_dir/checkpoint-N holds everything a run needs to continue
 // bit-identically from step N — the f32 master of every trainable tensor, AdamW m and v, and
-// trainer_state.json (step, data-loader position, seed, dataset fingerprint). For LoRA runs
+// trainer_state.json (step, data-loader position, seed, dataset fingerprint, and the loss
+// scale and its growth tracker under fp16 loss scaling). For LoRA runs
 // the directory is also a PEFT adapter (adapter_config.json + adapter_model.safetensors), so a
 // checkpoint can be evaluated or shipped as is.
 //
@@ -16,6 +17,7 @@
 
 #include "fitlm/model/transformer.h"
 #include "fitlm/text/pack.h"
+#include "fitlm/train/loss_scaler.h"
 
 namespace fitlm::train {
 
@@ -26,6 +28,13 @@ struct TrainerState {
   uint64_t seed = 0;        // every random stream derives from (seed, step)
   uint64_t data_fingerprint = 0;
   std::string adapter;  // "lora" | "full"
+  // Loss scaling: a step whose gradients overflow is skipped. It counts as a global step, but
+  // neither the lr schedule nor AdamW's bias-correction count advance (as HF Trainer with
+  // torch's GradScaler), so those follow `optimizer_steps`. Checkpoints without these fields
+  // (older runs) read as optimizer_steps = global_step, no skips, no scaler.
+  int64_t optimizer_steps = 0;  // updates actually applied
+  int64_t skipped_steps = 0;
+  std::optional<LossScalerState> loss_scaler;  // when loss scaling is on
 };
 
 // Writes checkpoint-<state.global_step> atomically; `base_model` goes into adapter_config.json.

@@ -42,17 +42,25 @@ void ProgressReporter::step(const StepMetrics& m) {
     const int filled = static_cast<int>(kWidth * m.step / std::max<int64_t>(1, total_));
     std::string bar(filled, '#');
     bar.append(kWidth - filled, '.');
-    std::fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %s mem %s   ",
+    const std::string skips =
+        m.skipped_steps > 0 ? fmt::format(" skipped {}", m.skipped_steps) : std::string();
+    std::fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %s mem %s%s   ",
                  bar.c_str(), static_cast<long long>(m.step), static_cast<long long>(total_),
                  m.loss, m.lr, m.tokens_per_s, format_duration(eta).c_str(),
-                 format_bytes(memory_).c_str());
+                 format_bytes(memory_).c_str(), skips.c_str());
     std::fflush(stderr);
     bar_drawn_ = true;
     return;
   }
-  if (m.step % logging_steps_ == 0 || m.step == total_ || m.step == start_ + 1)
-    log::info("step {}/{}  loss {:.4f}  lr {:.3e}  grad_norm {:.3f}  {:.0f} tok/s  ETA {}", m.step,
-              total_, m.loss, m.lr, m.grad_norm, m.tokens_per_s, format_duration(eta));
+  if (m.step % logging_steps_ == 0 || m.step == total_ || m.step == start_ + 1) {
+    std::string scaling;
+    if (m.loss_scale > 0)
+      scaling = fmt::format("  loss_scale {:g}{}", m.loss_scale,
+                            m.skipped ? "  (skipped: gradient overflow)" : "");
+    log::info("step {}/{}  loss {:.4f}  lr {:.3e}  grad_norm {:.3f}  {:.0f} tok/s  ETA {}{}",
+              m.step, total_, m.loss, m.lr, m.grad_norm, m.tokens_per_s, format_duration(eta),
+              scaling);
+  }
 }
 
 void ProgressReporter::note(const std::string& line) {
@@ -89,14 +97,19 @@ void MetricsLog::append(const std::string& line) {
 }
 
 void MetricsLog::step(const StepMetrics& m) {
-  const nlohmann::json j = {{"step", m.step},
-                            {"epoch", m.epoch},
-                            {"loss", m.loss},
-                            {"lr", m.lr},
-                            {"grad_norm", m.grad_norm},
-                            {"tokens", m.tokens},
-                            {"tokens_per_s", m.tokens_per_s},
-                            {"elapsed_s", m.elapsed_s}};
+  nlohmann::json j = {{"step", m.step},
+                      {"epoch", m.epoch},
+                      {"loss", m.loss},
+                      {"lr", m.lr},
+                      {"grad_norm", m.grad_norm},
+                      {"tokens", m.tokens},
+                      {"tokens_per_s", m.tokens_per_s},
+                      {"elapsed_s", m.elapsed_s}};
+  if (!std::isfinite(m.grad_norm)) j["grad_norm"] = nullptr;  // JSON has no inf/NaN
+  if (m.loss_scale > 0) {  // only under loss scaling, so other runs' lines stay as they were
+    j["loss_scale"] = m.loss_scale;
+    j["skipped"] = m.skipped;
+  }
   append(j.dump());
 }
 
@@ -116,9 +129,11 @@ bool write_loss_plot(const std::filesystem::path& metrics_jsonl,
     const auto j = nlohmann::json::parse(line, nullptr, false);
     if (!j.is_object() || !j.contains("step")) continue;
     const double x = j["step"].get<double>();
-    if (j.contains("loss")) loss.push_back({x, j["loss"].get<double>()});
-    if (j.contains("lr")) lr.push_back({x, j["lr"].get<double>()});
-    if (j.contains("eval_loss")) eval.push_back({x, j["eval_loss"].get<double>()});
+    // A non-finite value is written as null (e.g. the loss of a step skipped under fp16).
+    auto num = [&](const char* k) { return j.contains(k) && j[k].is_number(); };
+    if (num("loss")) loss.push_back({x, j["loss"].get<double>()});
+    if (num("lr")) lr.push_back({x, j["lr"].get<double>()});
+    if (num("eval_loss")) eval.push_back({x, j["eval_loss"].get<double>()});
   }
   if (loss.empty()) return false;
   constexpr double kW = 720, kH = 240, kL = 70, kR = 20, kT = 30, kB = 40;

@@ -16,7 +16,12 @@ struct StepMetrics {
   double epoch = 0.0;  // fractional
   double loss = 0.0;   // mean over the step's scored tokens
   double lr = 0.0;
-  double grad_norm = 0.0;
+  double grad_norm = 0.0;  // inf/NaN on a skipped step (null in metrics.jsonl)
+  // Loss scaling (fp16): the scale this step's gradients were computed with (0 = no scaling),
+  // whether the update was skipped because they overflowed, and the skips so far in the run.
+  double loss_scale = 0.0;
+  bool skipped = false;
+  int64_t skipped_steps = 0;
   int64_t tokens = 0;  // tokens processed in this step
   double tokens_per_s = 0.0;
   double elapsed_s = 0.0;

@@ -29,18 +29,24 @@ int64_t resolve_warmup_steps(const TrainConfig& c, int64_t total_steps) {
 }
 
 OptimizerStepResult adamw_update(Backend& backend, std::vector<Param>& params,
-                                 const AdamWParams& hyper, double max_grad_norm) {
+                                 const AdamWParams& hyper, double max_grad_norm,
+                                 double loss_scale) {
   OptimizerStepResult r;
-  double sq = 0.0;
+  double sq = 0.0;  // f64: finite f32 grads never overflow it, so inf/NaN means a grad is
   for (const Param& p : params) sq += backend.sum_squares(p.grad);
-  r.grad_norm = std::sqrt(sq);
+  r.grad_norm = std::sqrt(sq) / loss_scale;
+  if (!std::isfinite(r.grad_norm)) return r;
   if (max_grad_norm > 0.0) r.clip_scale = std::min(1.0, max_grad_norm / (r.grad_norm + 1e-6));
+  // Without loss scaling this is exactly clip_scale (the historical, bit-tested path).
+  const float grad_scale = loss_scale == 1.0 ? static_cast<float>(r.clip_scale)
+                                             : static_cast<float>(r.clip_scale / loss_scale);
   for (Param& p : params) {
     AdamWParams h = hyper;
     if (!p.decay) h.weight_decay = 0.0f;
-    backend.adamw_step(p.master, p.grad, p.adam_m, p.adam_v, h, static_cast<float>(r.clip_scale));
+    backend.adamw_step(p.master, p.grad, p.adam_m, p.adam_v, h, grad_scale);
     if (p.master.data != p.value.data) backend.copy(p.master, p.value);
   }
+  r.applied = true;
   return r;
 }
 

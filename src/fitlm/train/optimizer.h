@@ -20,15 +20,20 @@ double lr_multiplier(SchedulerKind kind, int64_t step, int64_t warmup_steps, int
 int64_t resolve_warmup_steps(const TrainConfig& c, int64_t total_steps);
 
 struct OptimizerStepResult {
-  double grad_norm = 0.0;  // before clipping
+  double grad_norm = 0.0;  // of the unscaled grads, before clipping (inf/NaN: overflow)
   double clip_scale = 1.0;
+  bool applied = false;  // false when grad_norm is not finite: no param, m or v was touched
 };
 
 // Applies one AdamW step to every param of `params` (1-based `step` for bias correction): the
-// grads are first multiplied by min(1, max_grad_norm / (‖g‖ + 1e-6)) as torch's
-// clip_grad_norm_ does (max_grad_norm 0 = no clipping); decay only where Param.decay; after the
-// update the compute-dtype `value` is refreshed from the f32 `master` when they differ.
+// grads hold loss_scale · g (loss scaling, loss_scaler.h; 1 = none) and are multiplied by
+// min(1, max_grad_norm / (‖g‖ + 1e-6)) / loss_scale as torch's GradScaler.unscale_ +
+// clip_grad_norm_ do (max_grad_norm 0 = no clipping), folded into the AdamW kernel's grad
+// scale; decay only where Param.decay; after the update the compute-dtype `value` is refreshed
+// from the f32 `master` when they differ. When ‖g‖ is inf/NaN nothing is updated (the caller
+// skips the step or stops the run).
 OptimizerStepResult adamw_update(Backend& backend, std::vector<Param>& params,
-                                 const AdamWParams& hyper, double max_grad_norm);
+                                 const AdamWParams& hyper, double max_grad_norm,
+                                 double loss_scale = 1.0);
 
 }  // namespace fitlm::train

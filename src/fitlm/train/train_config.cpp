@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -112,6 +113,38 @@ std::vector<DatasetSource> get_datasets(const Context& ctx, const YAML::Node& n)
   return out;
 }
 
+// `loss_scale: dynamic | none | <number>` (a number is a fixed scale).
+void set_loss_scale(const Context& ctx, const YAML::Node& n, TrainConfig& t) {
+  if (!n.IsScalar()) type_error(ctx, "dynamic, none or a positive number", n);
+  const std::string v = n.Scalar();
+  if (v == "dynamic") {
+    t.loss_scale = LossScaleKind::kDynamic;
+    return;
+  }
+  if (v == "none" || v == "false" || v == "off") {
+    t.loss_scale = LossScaleKind::kNone;
+    return;
+  }
+  double x = 0.0;
+  try {
+    x = n.as<double>();
+  } catch (const YAML::Exception&) {
+    const std::string hint = closest_key(v, {"dynamic", "none"});
+    throw_input_error(kComponent,
+                      "{}: key '{}': expected dynamic, none or a positive number, "
+                      "found '{}'{}",
+                      ctx.source, ctx.key, v,
+                      hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint));
+  }
+  if (!(x > 0) || !std::isfinite(x))
+    throw_input_error(kComponent,
+                      "{}: key '{}': a fixed loss scale must be a positive number, "
+                      "found {}",
+                      ctx.source, ctx.key, v);
+  t.loss_scale = LossScaleKind::kFixed;
+  t.loss_scale_value = x;
+}
+
 using Setter = std::function<void(const Context&, const YAML::Node&, TrainConfig&)>;
 
 const std::vector<std::pair<std::string, Setter>>& setters() {
@@ -201,6 +234,11 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
          t.bf16 = n.IsScalar() && n.Scalar() == "auto" ? true : get_bool(c, n);
        }},
       {"fp16", [](C c, N n, T t) { t.fp16 = get_bool(c, n); }},
+      {"loss_scale", [](C c, N n, T t) { set_loss_scale(c, n, t); }},
+      {"loss_scale_init", [](C c, N n, T t) { t.loss_scale_init = get_double(c, n); }},
+      {"loss_scale_growth_interval",
+       [](C c, N n, T t) { t.loss_scale_growth_interval = get_int(c, n); }},
+      {"loss_scale_min", [](C c, N n, T t) { t.loss_scale_min = get_double(c, n); }},
       {"seed", [](C c, N n, T t) { t.seed = static_cast<uint64_t>(get_nonneg(c, n)); }},
       {"backend", [](C c, N n, T t) { t.backend = get_string(c, n); }},
       {"output_dir", [](C c, N n, T t) { t.output_dir = get_string(c, n); }},
@@ -341,6 +379,12 @@ void validate_train_config(const TrainConfig& c) {
   if (c.lora_dropout < 0 || c.lora_dropout >= 1) fail("lora_dropout must be in [0, 1)");
   if (c.max_grad_norm < 0) fail("max_grad_norm must be >= 0 (0 disables clipping)");
   if (c.bf16 && c.fp16) fail("bf16 and fp16 are both true; choose one");
+  if (!(c.loss_scale_init > 0) || !std::isfinite(c.loss_scale_init))
+    fail(fmt::format("loss_scale_init must be a positive number, found {}", c.loss_scale_init));
+  if (c.loss_scale_growth_interval < 1) fail("loss_scale_growth_interval must be at least 1");
+  if (!(c.loss_scale_min > 0) || c.loss_scale_min > c.loss_scale_init)
+    fail(fmt::format("loss_scale_min must be in (0, loss_scale_init = {}], found {}",
+                     c.loss_scale_init, c.loss_scale_min));
   if (c.on_bad_row != "fail" && c.on_bad_row != "skip") fail("on_bad_row must be fail or skip");
   // output_dir: create it and prove we can write there, before hours of training.
   std::error_code ec;

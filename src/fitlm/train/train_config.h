@@ -16,6 +16,8 @@ namespace fitlm::train {
 
 enum class AdapterKind { kLora, kFull };
 enum class SchedulerKind { kCosine, kLinear, kConstant };
+// `loss_scale`: auto (unset) = dynamic when fp16 is on, else none.
+enum class LossScaleKind { kAuto, kDynamic, kFixed, kNone };
 
 struct TrainConfig {
   std::filesystem::path config_path;  // where the YAML came from ("" for tests)
@@ -60,6 +62,13 @@ struct TrainConfig {
   bool gradient_checkpointing = false;
   bool bf16 = false;
   bool fp16 = false;
+  // Loss scaling (loss_scaler.h, GradScaler semantics): multiply the loss gradient by the scale,
+  // unscale before clipping/AdamW, skip steps whose gradients overflow.
+  LossScaleKind loss_scale = LossScaleKind::kAuto;
+  double loss_scale_value = 0.0;  // the scale when kFixed
+  double loss_scale_init = 65536.0;
+  int64_t loss_scale_growth_interval = 2000;
+  double loss_scale_min = 1.0;  // an overflow at this scale is divergence
   uint64_t seed = 42;
 
   // runtime and outputs

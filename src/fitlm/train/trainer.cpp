@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "fitlm/backend/registry/make_backend.h"
 #include "fitlm/core/allocation_plan.h"
 #include "fitlm/core/error.h"
 #include "fitlm/core/log.h"
@@ -18,6 +19,7 @@
 #include "fitlm/text/pack.h"
 #include "fitlm/text/tokenizer.h"
 #include "fitlm/train/checkpoint.h"
+#include "fitlm/train/loss_scaler.h"
 #include "fitlm/train/model_output.h"
 #include "fitlm/train/optimizer.h"
 
@@ -149,6 +151,50 @@ std::optional<std::filesystem::path> resume_dir_of(const TrainConfig& c) {
   return dir;
 }
 
+// The storage dtype the config asks for: bf16/fp16 select it on CUDA; neither keeps the
+// backend's default (bf16, or FITLM_CUDA_DTYPE). The CPU backend is f32 whatever is asked.
+std::unique_ptr<Backend> make_train_backend(const TrainConfig& c) {
+  std::unique_ptr<Backend> b = c.bf16   ? make_backend(c.backend, DType::kBF16)
+                               : c.fp16 ? make_backend(c.backend, DType::kF16)
+                                        : make_backend(c.backend);
+  if (b->device().kind == DeviceKind::kCPU) {
+    if (c.bf16) log::info("note: bf16 ignored on the CPU backend (it computes and stores fp32)");
+    if (c.fp16)
+      log::info(
+          "note: fp16 on the CPU backend: storage stays fp32, but loss scaling is on as it "
+          "would be on a GPU");
+  }
+  return b;
+}
+
+// Loss scaling is on with `loss_scale: dynamic | <number>`, or by default (`loss_scale` unset)
+// when fp16 is: the config's fp16, or an f16 CUDA backend chosen by FITLM_CUDA_DTYPE.
+std::optional<LossScalerOptions> loss_scaler_options(const TrainConfig& c, DType compute) {
+  const bool f16 = c.fp16 || compute == DType::kF16;
+  LossScaleKind kind = c.loss_scale;
+  if (kind == LossScaleKind::kAuto) kind = f16 ? LossScaleKind::kDynamic : LossScaleKind::kNone;
+  if (kind != LossScaleKind::kDynamic) {
+    const TrainConfig defaults;
+    if (c.loss_scale_init != defaults.loss_scale_init ||
+        c.loss_scale_growth_interval != defaults.loss_scale_growth_interval ||
+        c.loss_scale_min != defaults.loss_scale_min)
+      log::warn(
+          "loss_scale_init / loss_scale_growth_interval / loss_scale_min are ignored: they "
+          "apply to dynamic loss scaling (fp16: true or loss_scale: dynamic)");
+  }
+  if (kind == LossScaleKind::kNone) {
+    if (f16)
+      log::warn("fp16 without loss scaling (loss_scale: none): small gradients underflow to 0");
+    return std::nullopt;
+  }
+  LossScalerOptions o;
+  o.dynamic = kind == LossScaleKind::kDynamic;
+  o.init_scale = o.dynamic ? c.loss_scale_init : c.loss_scale_value;
+  o.growth_interval = c.loss_scale_growth_interval;
+  o.min_scale = o.dynamic ? c.loss_scale_min : c.loss_scale_value;
+  return o;
+}
+
 double mean_loss(Transformer& model, Batcher& batcher) {
   batcher.seek({0, 0});
   LossResult total;
@@ -189,9 +235,19 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
                                                   static_cast<double>(k))));
   const int64_t warmup = resolve_warmup_steps(c, total_steps);
 
-  std::unique_ptr<Backend> backend = make_backend(c.backend);
-  if ((c.bf16 || c.fp16) && backend->device().kind == DeviceKind::kCPU)
-    log::info("note: bf16/fp16 ignored on the CPU backend (it computes and stores fp32)");
+  std::unique_ptr<Backend> backend = make_train_backend(c);
+  std::optional<LossScaler> scaler;
+  if (const auto o = loss_scaler_options(c, backend->compute_dtype())) {
+    scaler.emplace(*o);
+    if (o->dynamic) {
+      log::info(
+          "dynamic loss scaling: initial scale {:g}, x{:g} every {} good steps, x{:g} on "
+          "overflow (minimum {:g})",
+          o->init_scale, o->growth_factor, o->growth_interval, o->backoff_factor, o->min_scale);
+    } else {
+      log::info("fixed loss scale {:g}", o->init_scale);
+    }
+  }
   const bool lora = c.adapter == AdapterKind::kLora;
   LoraConfig lc = lora_config_of(c);
   if (lora && !c.lora_model_dir.empty()) {
@@ -239,6 +295,16 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
                         saved.adapter, state.adapter,
                         saved.data_fingerprint == state.data_fingerprint ? "" : "mis");
     state.global_step = saved.global_step;
+    state.optimizer_steps = saved.optimizer_steps;
+    state.skipped_steps = saved.skipped_steps;
+    if (scaler && scaler->dynamic()) {
+      if (saved.loss_scaler) {
+        scaler->load_state(*saved.loss_scaler);
+      } else {
+        log::info("resume: {} has no loss-scaler state; starting at loss_scale_init",
+                  resume->string());
+      }
+    }
     batcher.seek(saved.data);
     log::info("resumed from {} at step {}", resume->string(), state.global_step);
   }
@@ -262,6 +328,7 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   int64_t last_saved = resume ? state.global_step : -1;
   auto checkpoint = [&] {
     state.data = batcher.position();
+    if (scaler) state.loss_scaler = scaler->state();
     const auto dir = save_checkpoint(model, state, c.output_dir, c.base_model, c.config_path);
     prune_checkpoints(c.output_dir, c.save_total_limit);
     last_saved = state.global_step;
@@ -279,35 +346,75 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
       tokens += b.size();
     }
     model.zero_grads();
-    const float grad_scale = scored > 0 ? 1.0f / static_cast<float>(scored) : 0.0f;
+    // Loss scaling multiplies the loss gradient by the scale (a power of two when dynamic, so
+    // exact in f32 unless something overflows); adamw_update divides it out again. Computed in
+    // f64 then rounded once: with scale 1 that is exactly 1.0f / scored (f64 has more than
+    // 2·24 + 2 bits, so the double rounding is innocuous), and a scale above the f32 maximum
+    // still gives a finite per-token scale.
+    const double loss_scale = scaler ? scaler->scale() : 1.0;
+    const float grad_scale =
+        scored > 0
+            ? static_cast<float>(loss_scale / static_cast<double>(static_cast<float>(scored)))
+            : 0.0f;
     double loss_sum = 0.0;
     for (int64_t i = 0; i < k; ++i) {
       model.set_dropout_seed(mix_seed(dropout_seed, static_cast<uint64_t>(step * k + i)));
       loss_sum += model.forward_backward(micro[static_cast<size_t>(i)], grad_scale).loss_sum;
     }
     const double loss = scored > 0 ? loss_sum / static_cast<double>(scored) : 0.0;
-    const double lr = c.learning_rate * lr_multiplier(c.lr_scheduler, step, warmup, total_steps);
+    // A skipped step advances global_step but neither the schedule nor AdamW's step count, as
+    // in HF Trainer (+ accelerate) with torch's GradScaler; without skips both equal `step`.
+    const int64_t opt_step = state.optimizer_steps;
+    const double lr =
+        c.learning_rate * lr_multiplier(c.lr_scheduler, opt_step, warmup, total_steps);
     AdamWParams h;
     h.lr = static_cast<float>(lr);
     h.beta1 = static_cast<float>(c.adam_beta1);
     h.beta2 = static_cast<float>(c.adam_beta2);
     h.eps = static_cast<float>(c.adam_epsilon);
     h.weight_decay = static_cast<float>(c.weight_decay);
-    h.step = step + 1;
-    if (!std::isfinite(loss))
+    h.step = opt_step + 1;
+    if (!std::isfinite(loss) && !scaler)
       throw Error(kComponent,
                   fmt::format("loss is {} at step {}: training diverged. Nothing was saved "
                               "for this step; the last checkpoint (if any) is intact. Try a "
                               "lower learning_rate or max_grad_norm.",
                               loss, step + 1),
                   ExitCode::kDiverged);
-    const OptimizerStepResult o = adamw_update(*backend, model.params(), h, c.max_grad_norm);
-    if (!std::isfinite(o.grad_norm))
+    OptimizerStepResult o;
+    o.grad_norm = loss;  // NaN/inf: an overflowed forward pass has no usable gradient either
+    if (std::isfinite(loss))
+      o = adamw_update(*backend, model.params(), h, c.max_grad_norm, loss_scale);
+    const bool overflow = !o.applied;
+    if (overflow && !scaler)
       throw Error(kComponent,
                   fmt::format("gradient norm is {} at step {}: training diverged; nothing was "
                               "saved",
                               o.grad_norm, step + 1),
                   ExitCode::kDiverged);
+    if (overflow && scaler->at_min())
+      throw Error(kComponent,
+                  fmt::format("{} is {} at step {} with loss scale {:g}, the {}: backing off "
+                              "cannot help, training diverged. Nothing was saved for this step; "
+                              "the last checkpoint (if any) is intact. Try a lower "
+                              "learning_rate{}.",
+                              std::isfinite(loss) ? "gradient norm" : "loss", o.grad_norm, step + 1,
+                              loss_scale,
+                              scaler->dynamic() ? "minimum (loss_scale_min)" : "fixed loss_scale",
+                              scaler->dynamic() ? " or loss_scale_min" : " or loss_scale: dynamic"),
+                  ExitCode::kDiverged);
+    if (scaler) scaler->update(overflow);
+    if (overflow) {
+      // The gradients are discarded (the next step zeroes them before use): no param, m or v
+      // changed, and the scale has backed off.
+      ++state.skipped_steps;
+      if (hooks.show_progress)
+        progress.note(fmt::format(
+            "step {}: gradient overflow at loss scale {:g}; update skipped, scale now {:g}",
+            step + 1, loss_scale, scaler->scale()));
+    } else {
+      ++state.optimizer_steps;
+    }
     state.global_step = step + 1;
 
     StepMetrics m;
@@ -320,11 +427,16 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
     m.loss = loss;
     m.lr = lr;
     m.grad_norm = o.grad_norm;
+    m.loss_scale = scaler ? loss_scale : 0.0;
+    m.skipped = overflow;
+    m.skipped_steps = state.skipped_steps;
     m.tokens = tokens;
     m.tokens_per_s = static_cast<double>(tokens) / std::max(1e-9, seconds_since(t0));
     m.elapsed_s = seconds_since(t_start);
-    if (std::isnan(summary.first_loss)) summary.first_loss = loss;
-    summary.last_loss = loss;
+    if (std::isfinite(loss)) {
+      if (std::isnan(summary.first_loss)) summary.first_loss = loss;
+      summary.last_loss = loss;
+    }
     metrics.step(m);
     if (hooks.show_progress) progress.step(m);
     if (hooks.on_step) hooks.on_step(m);
@@ -355,6 +467,11 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   }
   progress.finish();
   summary.steps_done = state.global_step;
+  summary.skipped_steps = state.skipped_steps;
+  summary.loss_scale = scaler ? scaler->scale() : 0.0;
+  if (state.skipped_steps > 0)
+    log::info("{} of {} steps skipped on gradient overflow (loss scale now {:g})",
+              state.skipped_steps, state.global_step, summary.loss_scale);
   if (!summary.interrupted) {
     if (!data.eval.empty()) {
       summary.eval_loss = mean_loss(model, eval_batcher);

@@ -9,6 +9,10 @@
 // Determinism: LoRA init, data order and dropout masks derive from `seed` and the step number
 // only, and a checkpoint stores f32 masters, AdamW state and the data-loader position, so a
 // run resumed from checkpoint-N produces bit-identical weights to one that never stopped.
+//
+// fp16 (or `loss_scale`): dynamic loss scaling as torch's GradScaler (loss_scaler.h). A step
+// whose gradients overflow is skipped — no update, the scale backs off — and still counts as a
+// step; the lr schedule and AdamW's step count follow the updates actually applied.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +33,8 @@ struct TrainSummary {
   double last_loss = NAN;
   std::optional<double> eval_loss;  // final
   bool interrupted = false;         // stopped by SIGINT/SIGTERM after checkpointing
+  int64_t skipped_steps = 0;        // of the whole run (resumed runs include earlier ones)
+  double loss_scale = 0.0;          // at the end; 0 without loss scaling
   double seconds = 0.0;
   std::filesystem::path output_dir;
 };
@@ -40,7 +46,8 @@ struct TrainHooks {
 };
 
 // Validates, trains, writes the outputs. Errors are fitlm::Error: input errors (exit 2)
-// before any step, ExitCode::kDiverged when the loss becomes NaN/inf (nothing is saved then).
+// before any step, ExitCode::kDiverged when the loss becomes NaN/inf (nothing is saved then);
+// under loss scaling, when gradients overflow even at the minimum scale.
 TrainSummary run_training(const TrainConfig& config, const TrainHooks& hooks = {});
 
 // Asks a running run_training to stop after the current step (what the signal handler does).
