@@ -50,9 +50,6 @@ TEST_P(CudaAttention, MatchesCpu) {
   check("out", from_device(*gpu, *out), want_out, 1e-2);
   check("lse", from_device(*gpu, *lse), want_lse, 1e-4);
 
-  auto gq = poisoned(*gpu, dt, {t, qc}), gk = poisoned(*gpu, dt, {t, kc});
-  auto gv = poisoned(*gpu, dt, {t, kc});
-  gpu->attention_backward(*ddout, *dq_in, *dk_in, *dv_in, *out, *lse, *dcu, sh, *gq, *gk, *gv);
   // The CPU backward runs on the CPU's own forward output, rounded as the GPU stores it.
   auto out_r = rounded(want_out, dt);
   std::vector<float> wq(t * qc), wk(t * kc), wv(t * kc);
@@ -60,10 +57,19 @@ TEST_P(CudaAttention, MatchesCpu) {
       host_tensor(dout, {t, qc}), host_tensor(q, {t, qc}), host_tensor(k, {t, kc}),
       host_tensor(v, {t, kc}), host_tensor(out_r, {t, qc}),
       host_tensor(want_lse, {int64_t{c.n_heads}, t}), host_i32(cu, {n_seg + 1}), sh,
-      host_tensor(wq, {t, qc}), host_tensor(wk, {t, kc}), host_tensor(wv, {t, kc}));
-  check("dq", from_device(*gpu, *gq), wq, 1e-2);
-  check("dk", from_device(*gpu, *gk), wk, 1e-2);
-  check("dv", from_device(*gpu, *gv), wv, 1e-2);
+      host_tensor(wq, {t, qc}), host_tensor(wk, {t, kc}), host_tensor(wv, {t, kc}), Tensor{});
+  // Both dK/dV paths: f32 accumulators in a (poisoned) workspace, and direct writes without.
+  auto ws = poisoned(*gpu, DType::kF32, {attention_workspace_elems(t, sh)});
+  for (bool with_ws : {true, false}) {
+    SCOPED_TRACE(with_ws ? "with workspace" : "without workspace");
+    auto gq = poisoned(*gpu, dt, {t, qc}), gk = poisoned(*gpu, dt, {t, kc});
+    auto gv = poisoned(*gpu, dt, {t, kc});
+    gpu->attention_backward(*ddout, *dq_in, *dk_in, *dv_in, *out, *lse, *dcu, sh, *gq, *gk, *gv,
+                            with_ws ? *ws : Tensor{});
+    check("dq", from_device(*gpu, *gq), wq, 1e-2);
+    check("dk", from_device(*gpu, *gk), wk, 1e-2);
+    check("dv", from_device(*gpu, *gv), wv, 1e-2);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

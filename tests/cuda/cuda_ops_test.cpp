@@ -256,24 +256,29 @@ TEST_P(CudaOps, Rope) {
 }
 
 TEST_P(CudaOps, SwiGlu) {
-  const int64_t t = 37, i = 1003, n = t * i;
-  auto gate = rounded(random_vec(n, 80, 2.0f), dt()), up = rounded(random_vec(n, 81), dt());
-  auto dgate_in = to_device(*gpu, gate, dt(), {t, i}), dup_in = to_device(*gpu, up, dt(), {t, i});
-  auto out = poisoned(*gpu, dt(), {t, i});
-  gpu->swiglu_forward(*dgate_in, *dup_in, *out);
-  std::vector<float> want(n);
-  cpu.swiglu_forward(host_tensor(gate, {t, i}), host_tensor(up, {t, i}), host_tensor(want, {t, i}));
-  check("swiglu_forward", from_device(*gpu, *out), want, 1e-2);
+  // 1003 columns: the scalar kernels; 1024: the 8-wide vector kernels.
+  for (const int64_t i : {int64_t{1003}, int64_t{1024}}) {
+    SCOPED_TRACE(i);
+    const int64_t t = 37, n = t * i;
+    auto gate = rounded(random_vec(n, 80, 2.0f), dt()), up = rounded(random_vec(n, 81), dt());
+    auto dgate_in = to_device(*gpu, gate, dt(), {t, i}), dup_in = to_device(*gpu, up, dt(), {t, i});
+    auto out = poisoned(*gpu, dt(), {t, i});
+    gpu->swiglu_forward(*dgate_in, *dup_in, *out);
+    std::vector<float> want(n);
+    cpu.swiglu_forward(host_tensor(gate, {t, i}), host_tensor(up, {t, i}),
+                       host_tensor(want, {t, i}));
+    check("swiglu_forward", from_device(*gpu, *out), want, 1e-2);
 
-  auto g = rounded(random_vec(n, 82), dt());
-  auto dg = to_device(*gpu, g, dt(), {t, i});
-  auto gg = poisoned(*gpu, dt(), {t, i}), gu = poisoned(*gpu, dt(), {t, i});
-  gpu->swiglu_backward(*dg, *dgate_in, *dup_in, *gg, *gu);
-  std::vector<float> want_g(n), want_u(n);
-  cpu.swiglu_backward(host_tensor(g, {t, i}), host_tensor(gate, {t, i}), host_tensor(up, {t, i}),
-                      host_tensor(want_g, {t, i}), host_tensor(want_u, {t, i}));
-  check("swiglu_backward dgate", from_device(*gpu, *gg), want_g, 1e-2);
-  check("swiglu_backward dup", from_device(*gpu, *gu), want_u, 1e-2);
+    auto g = rounded(random_vec(n, 82), dt());
+    auto dg = to_device(*gpu, g, dt(), {t, i});
+    auto gg = poisoned(*gpu, dt(), {t, i}), gu = poisoned(*gpu, dt(), {t, i});
+    gpu->swiglu_backward(*dg, *dgate_in, *dup_in, *gg, *gu);
+    std::vector<float> want_g(n), want_u(n);
+    cpu.swiglu_backward(host_tensor(g, {t, i}), host_tensor(gate, {t, i}), host_tensor(up, {t, i}),
+                        host_tensor(want_g, {t, i}), host_tensor(want_u, {t, i}));
+    check("swiglu_backward dgate", from_device(*gpu, *gg), want_g, 1e-2);
+    check("swiglu_backward dup", from_device(*gpu, *gu), want_u, 1e-2);
+  }
 }
 
 TEST_P(CudaOps, CrossEntropy) {

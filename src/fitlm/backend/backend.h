@@ -37,6 +37,11 @@ struct AttentionShape {
   float scale = 0.0f;  // usually 1/sqrt(head_dim)
 };
 
+// f32 elements of attention_backward's workspace for t tokens: dK and dV accumulators.
+inline int64_t attention_workspace_elems(int64_t t, const AttentionShape& s) {
+  return 2 * t * s.n_kv_heads * s.head_dim;
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -100,11 +105,12 @@ class Backend {
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& cu_seqlens, const AttentionShape& shape,
                                  Tensor out, Tensor lse) = 0;
-  // dq, dk, dv overwritten.
+  // dq, dk, dv overwritten. `workspace` is f32 scratch of attention_workspace_elems(T, shape)
+  // elements (or empty); a backend may use it (CUDA accumulates GQA dK/dV there).
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const Tensor& out, const Tensor& lse,
                                   const Tensor& cu_seqlens, const AttentionShape& shape,
-                                  Tensor dq, Tensor dk, Tensor dv) = 0;
+                                  Tensor dq, Tensor dk, Tensor dv, Tensor workspace) = 0;
 
   // One query per sequence against its KV cache (incremental decoding, infer/decoder.h).
   // q [B, nH·hd], k_cache/v_cache [B, max_len, nKV·hd], lengths i32 [B] (keys 0..len−1 of row b

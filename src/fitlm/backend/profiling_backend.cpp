@@ -150,10 +150,10 @@ void ProfilingBackend::attention_forward(const Tensor& q, const Tensor& k, const
 void ProfilingBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                           const Tensor& v, const Tensor& out, const Tensor& lse,
                                           const Tensor& cu_seqlens, const AttentionShape& shape,
-                                          Tensor dq, Tensor dk, Tensor dv) {
+                                          Tensor dq, Tensor dk, Tensor dv, Tensor workspace) {
   const double f = enabled_ ? 2.5 * attention_flops(cu_seqlens, q, inner_) : 0.0;
   timed("attention_backward", f, [&] {
-    inner_.attention_backward(dout, q, k, v, out, lse, cu_seqlens, shape, dq, dk, dv);
+    inner_.attention_backward(dout, q, k, v, out, lse, cu_seqlens, shape, dq, dk, dv, workspace);
   });
 }
 void ProfilingBackend::attention_decode(const Tensor& q, const Tensor& k_cache,

@@ -64,7 +64,8 @@ class ProfilingBackend final : public Backend {
                          Tensor lse) override;
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           const Tensor& out, const Tensor& lse, const Tensor& cu_seqlens,
-                          const AttentionShape& shape, Tensor dq, Tensor dk, Tensor dv) override;
+                          const AttentionShape& shape, Tensor dq, Tensor dk, Tensor dv,
+                          Tensor workspace) override;
   void attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                         const Tensor& lengths, const AttentionShape& shape, Tensor out) override;
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor out) override;

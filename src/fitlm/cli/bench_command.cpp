@@ -7,6 +7,8 @@
 
 #include "fitlm/backend/profiling_backend.h"
 #include "fitlm/cli/command_registry.h"
+#include "fitlm/cli/recompute_options.h"
+#include "fitlm/core/byte_size.h"
 #include "fitlm/core/error.h"
 #include "fitlm/core/log.h"
 #include "fitlm/model/presets.h"
@@ -16,7 +18,8 @@ namespace fitlm::cli {
 namespace {
 
 struct BenchOptions {
-  std::string arch = "llama-3.2-1b", backend = "cuda", mode = "lora", recompute = "none";
+  std::string arch = "llama-3.2-1b", backend = "cuda", mode = "lora", max_memory;
+  RecomputeChoice recompute;
   int64_t seq = 2048, micro_batch = 1, lora_r = 16, logits_chunk = 1024;
   int warmup = 2, steps = 5;
   int64_t gemm_size = 8192;
@@ -85,8 +88,10 @@ int run_bench(const BenchOptions& o) {
   RunShape shape;
   shape.max_tokens = o.seq * o.micro_batch;
   shape.logits_chunk = o.logits_chunk;
-  shape.recompute = o.recompute == "full" ? RecomputePolicy::kFull : RecomputePolicy::kSave;
   shape.with_optimizer = true;
+  shape.max_memory = o.max_memory.empty() ? 0 : parse_byte_size(o.max_memory);
+  shape = apply_recompute(o.recompute, shape, c, mode, lora, be->compute_dtype(), shape.max_memory);
+  const std::string recompute = describe_recompute(c, shape);
   const size_t mem_before = be->memory_in_use();
   Transformer model(*be, c, mode, lora, shape);
   const size_t planned = model.arena().bytes();
@@ -140,7 +145,8 @@ int run_bench(const BenchOptions& o) {
   // Model FLOPs per token: 2·P (every matmul weight incl. the LM head) + 4·L·S·D attention;
   // a LoRA step counts 2× that (forward + activation grads), a full step 3×.
   const int64_t matmul_params =
-      c.parameter_count() - int64_t{c.vocab_size} * c.hidden_size * (c.tie_word_embeddings ? 0 : 1) -
+      c.parameter_count() -
+      int64_t{c.vocab_size} * c.hidden_size * (c.tie_word_embeddings ? 0 : 1) -
       int64_t{c.hidden_size} * (2 * c.num_layers + 1) -
       (c.qk_norm ? int64_t{2} * c.head_dim * c.num_layers : 0);
   const double per_token = 2.0 * static_cast<double>(matmul_params) +
@@ -149,19 +155,21 @@ int run_bench(const BenchOptions& o) {
   const double gemm = measure_gemm_tflops(*be, o.gemm_size);
   if (o.json) {
     fmt::print(
-        "{{\"arch\": \"{}\", \"mode\": \"{}\", \"device\": \"{}\", \"seq\": {}, \"micro_batch\": {}, "
+        "{{\"arch\": \"{}\", \"mode\": \"{}\", \"device\": \"{}\", \"seq\": {}, \"micro_batch\": "
+        "{}, "
         "\"recompute\": \"{}\", \"tokens_per_s\": {:.1f}, \"model_tflops\": {:.2f}, "
         "\"gemm_tflops\": {:.2f}, \"gemm_fraction\": {:.3f}, \"planned_bytes\": {}, "
         "\"measured_bytes\": {}, \"loss\": {:.4f}}}\n",
-        o.arch, o.mode, be->device_description(), o.seq, o.micro_batch, o.recompute,
-        tokens_per_s, tflops, gemm, tflops / gemm, planned, measured,
+        o.arch, o.mode, be->device_description(), o.seq, o.micro_batch, recompute, tokens_per_s,
+        tflops, gemm, tflops / gemm, planned, measured,
         last.loss_sum / std::max<int64_t>(1, last.tokens));
   } else {
     fmt::print("{} {} seq {} × {} recompute {} on {}\n", o.arch, o.mode, o.seq, o.micro_batch,
-               o.recompute, be->device_description());
-    fmt::print("  {:.0f} tokens/s, {:.3f} s/step, model {:.3g} TFLOP/s = {:.1f}% of the measured "
-               "{:.3g} TFLOP/s GEMM rate\n",
-               tokens_per_s, secs, tflops, 100.0 * tflops / gemm, gemm);
+               recompute, be->device_description());
+    fmt::print(
+        "  {:.0f} tokens/s, {:.3f} s/step, model {:.3g} TFLOP/s = {:.1f}% of the measured "
+        "{:.3g} TFLOP/s GEMM rate\n",
+        tokens_per_s, secs, tflops, 100.0 * tflops / gemm, gemm);
     fmt::print("  memory: planned {} , measured {}\n", format_bytes(planned),
                measured ? format_bytes(measured) : std::string("n/a on this backend"));
   }
@@ -178,13 +186,13 @@ RunFn setup(CLI::App& app) {
   app.add_option("--mode", o->mode, "lora or full")
       ->check(CLI::IsMember({"lora", "full"}))
       ->capture_default_str();
-  app.add_option("--recompute", o->recompute, "none or full")
-      ->check(CLI::IsMember({"none", "full"}))
-      ->capture_default_str();
+  add_recompute_options(app, o->recompute);
+  app.add_option("--max-memory", o->max_memory,
+                 "Arena cap, e.g. 20GiB: a plan over it is refused (exit 3); with --recompute auto "
+                 "it picks how many layers to recompute");
   app.add_option("--seq", o->seq, "Sequence length")->capture_default_str();
   app.add_option("--micro-batch", o->micro_batch, "Sequences per step")->capture_default_str();
-  app.add_option("--lora-r", o->lora_r, "LoRA rank (all seven projections)")
-      ->capture_default_str();
+  app.add_option("--lora-r", o->lora_r, "LoRA rank (all seven projections)")->capture_default_str();
   app.add_option("--logits-chunk", o->logits_chunk, "Rows of logits per loss chunk")
       ->capture_default_str();
   app.add_option("--warmup", o->warmup, "Untimed steps")->capture_default_str();

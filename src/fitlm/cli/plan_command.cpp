@@ -1,6 +1,7 @@
 // `fitlm plan`: the allocation plan of a training job — the same plan the runtime allocates —
 // printed before a byte is allocated, and whether it fits a memory budget.
 #include "fitlm/cli/command_registry.h"
+#include "fitlm/cli/recompute_options.h"
 #include "fitlm/core/byte_size.h"
 #include "fitlm/core/error.h"
 #include "fitlm/io/hf_model.h"
@@ -11,7 +12,8 @@ namespace fitlm::cli {
 namespace {
 
 struct PlanOptions {
-  std::string model, arch, mode = "lora", recompute = "none", dtype = "bf16", max_memory;
+  std::string model, arch, mode = "lora", dtype = "bf16", max_memory;
+  RecomputeChoice recompute;
   int64_t seq = 2048, micro_batch = 1, lora_r = 16, logits_chunk = 1024;
   bool verbose = false;
 };
@@ -28,20 +30,22 @@ int run_plan(const PlanOptions& o) {
   RunShape shape;
   shape.max_tokens = o.seq * o.micro_batch;
   shape.logits_chunk = o.logits_chunk;
-  shape.recompute = o.recompute == "full" ? RecomputePolicy::kFull : RecomputePolicy::kSave;
   shape.with_optimizer = mode != TrainMode::kFrozen;
-  const DType dtype = o.dtype == "f32" ? DType::kF32 : o.dtype == "f16" ? DType::kF16 : DType::kBF16;
+  const DType dtype = o.dtype == "f32"   ? DType::kF32
+                      : o.dtype == "f16" ? DType::kF16
+                                         : DType::kBF16;
+  const size_t cap = o.max_memory.empty() ? 0 : parse_byte_size(o.max_memory);
+  shape = apply_recompute(o.recompute, shape, c, mode, lora, dtype, cap);
   const AllocationPlan plan = plan_transformer(c, mode, lora, shape, dtype);
   fmt::print("{} ({} parameters), {} {}, {} tokens per micro-batch, recompute {}\n",
              c.architecture_name, c.parameter_count(), o.mode, o.dtype, shape.max_tokens,
-             o.recompute);
+             describe_recompute(c, shape));
   fmt::print("{}", plan.summary());
   if (o.verbose)
     for (const BufferSpec& b : plan.buffers())
       fmt::print("  {:>12}  {:<10} {:<6} {:<16} {}\n", b.offset, b.group, dtype_name(b.dtype),
                  b.shape.str(), b.name);
   if (!o.max_memory.empty()) {
-    const size_t cap = parse_byte_size(o.max_memory);
     if (plan.total_bytes() > cap) {
       fmt::print("does NOT fit in {} (over by {})\n", format_bytes(cap),
                  format_bytes(plan.total_bytes() - cap));
@@ -60,9 +64,7 @@ RunFn setup(CLI::App& app) {
   app.add_option("--mode", o->mode, "lora, full or eval")
       ->check(CLI::IsMember({"lora", "full", "eval"}))
       ->capture_default_str();
-  app.add_option("--recompute", o->recompute, "none or full")
-      ->check(CLI::IsMember({"none", "full"}))
-      ->capture_default_str();
+  add_recompute_options(app, o->recompute);
   app.add_option("--dtype", o->dtype, "Storage dtype: bf16, f16 or f32")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}))
       ->capture_default_str();

@@ -52,20 +52,35 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
     const bool decay = w.kind != WeightKind::kNorm && w.kind != WeightKind::kBias;
     const Tensor g = full ? bind_param(w.name, decay) : Tensor{};
     const std::string& n = w.name;
-    auto ends_with = [&](const char* s) { return n.size() >= std::strlen(s) &&
-                                                 n.compare(n.size() - std::strlen(s), std::string::npos, s) == 0; };
+    auto ends_with = [&](const char* s) {
+      return n.size() >= std::strlen(s) &&
+             n.compare(n.size() - std::strlen(s), std::string::npos, s) == 0;
+    };
     switch (w.kind) {
       case WeightKind::kEmbed: embed_ = t, d_embed_ = g; break;
       case WeightKind::kLmHead: lm_head_ = t, d_lm_head_ = g; break;
-      case WeightKind::kLinear: layers_[w.layer][w.projection].w = t; layers_[w.layer][w.projection].dw = g; break;
-      case WeightKind::kBias: layers_[w.layer][w.projection].b = t; layers_[w.layer][w.projection].db = g; break;
+      case WeightKind::kLinear:
+        layers_[w.layer][w.projection].w = t;
+        layers_[w.layer][w.projection].dw = g;
+        break;
+      case WeightKind::kBias:
+        layers_[w.layer][w.projection].b = t;
+        layers_[w.layer][w.projection].db = g;
+        break;
       case WeightKind::kNorm: {
-        if (w.layer < 0) { final_norm_ = t, d_final_norm_ = g; break; }
+        if (w.layer < 0) {
+          final_norm_ = t, d_final_norm_ = g;
+          break;
+        }
         LayerWeights& L = layers_[w.layer];
-        if (ends_with("input_layernorm.weight")) L.input_norm = t, L.d_input_norm = g;
-        else if (ends_with("post_attention_layernorm.weight")) L.post_norm = t, L.d_post_norm = g;
-        else if (ends_with("q_norm.weight")) L.q_norm = t, L.d_q_norm = g;
-        else L.k_norm = t, L.d_k_norm = g;
+        if (ends_with("input_layernorm.weight"))
+          L.input_norm = t, L.d_input_norm = g;
+        else if (ends_with("post_attention_layernorm.weight"))
+          L.post_norm = t, L.d_post_norm = g;
+        else if (ends_with("q_norm.weight"))
+          L.q_norm = t, L.d_q_norm = g;
+        else
+          L.k_norm = t, L.d_k_norm = g;
         break;
       }
     }

@@ -20,15 +20,18 @@ namespace fitlm {
 
 enum class TrainMode { kFrozen, kLora, kFull };
 // save: keep every activation of every layer; full: keep only each layer's input and recompute
-// the layer during backward (gradients are bit-identical either way).
+// the layer during backward (gradients are bit-identical either way). With kFull,
+// RunShape::recompute_layers can limit recompute to the first n layers and keep the rest;
+// fit_recompute() picks the smallest n that fits a memory cap.
 enum class RecomputePolicy { kSave, kFull };
 
 struct RunShape {
-  int64_t max_tokens = 0;        // tokens of one micro-batch (all rows laid end to end)
-  int64_t logits_chunk = 1024;   // rows of logits materialised at once in the loss
+  int64_t max_tokens = 0;       // tokens of one micro-batch (all rows laid end to end)
+  int64_t logits_chunk = 1024;  // rows of logits materialised at once in the loss
   RecomputePolicy recompute = RecomputePolicy::kSave;
-  bool with_optimizer = false;   // AdamW m and v for every trainable parameter
-  size_t max_memory = 0;         // arena cap in bytes (0 = none): a plan over it is refused
+  int recompute_layers = -1;    // kFull: layers 0..n−1 are recomputed, the rest kept; −1 = all
+  bool with_optimizer = false;  // AdamW m and v for every trainable parameter
+  size_t max_memory = 0;        // arena cap in bytes (0 = none): a plan over it is refused
 };
 
 // One micro-batch on the host (text/batch.h): labels aligned with input_ids as in HF; the model
@@ -49,8 +52,8 @@ struct Param {
 };
 
 struct LinearWeights {
-  Tensor w, b;          // [out, in], [out] (b may be empty)
-  Tensor dw, db;        // full fine-tuning grads (f32), empty otherwise
+  Tensor w, b;                              // [out, in], [out] (b may be empty)
+  Tensor dw, db;                            // full fine-tuning grads (f32), empty otherwise
   Tensor lora_a, lora_b, dlora_a, dlora_b;  // empty when not a LoRA target
 };
 
@@ -62,8 +65,16 @@ struct LayerWeights {
   const LinearWeights& operator[](Projection p) const { return proj[static_cast<int>(p)]; }
 };
 
-AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode,
-                                const LoraConfig& lora, const RunShape& shape, DType compute);
+AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode, const LoraConfig& lora,
+                                const RunShape& shape, DType compute);
+// Whether layer l keeps its activations from forward to backward (false: recomputed).
+bool layer_saved(const ModelConfig& config, TrainMode mode, const RunShape& shape, int l);
+// `shape` with recompute = kFull and the fewest recomputed layers whose plan fits `cap` bytes
+// (recomputing costs one extra layer forward each). Returns nullopt when even recomputing every
+// layer does not fit.
+std::optional<RunShape> fit_recompute(const ModelConfig& config, TrainMode mode,
+                                      const LoraConfig& lora, RunShape shape, DType compute,
+                                      size_t cap);
 
 class Transformer {
  public:

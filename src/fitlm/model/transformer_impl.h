@@ -33,8 +33,8 @@ struct Transformer::Impl {
   void layer_backward(int l, const LayerActivations& a, const Tensor& x, Tensor dres, int64_t t);
   void linear_forward(int l, Projection p, const Tensor& x, Tensor y, const Tensor& lora_u,
                       int64_t t);
-  void linear_backward(int l, Projection p, const Tensor& dy, const Tensor& x,
-                       const Tensor& lora_u, Tensor dx, bool accumulate_dx, int64_t t);
+  void linear_backward(int l, Projection p, const Tensor& dy, const Tensor& x, const Tensor& lora_u,
+                       Tensor dx, bool accumulate_dx, int64_t t);
   uint64_t dropout_seed(int layer, Projection p) const;
   Tensor cu_seqlens() const;  // the current batch's [n_segments + 1] offsets
 
@@ -42,7 +42,7 @@ struct Transformer::Impl {
   Backend& be_;
   const ModelConfig& c_;
   AttentionShape attn_;
-  bool save_all_;
+  std::vector<bool> saved_;  // per layer: activations kept (true) or recomputed in backward
   std::vector<int32_t> host_targets_;  // shifted labels of the current batch
   int64_t n_segments_ = 0;
 };

@@ -16,12 +16,9 @@ Tensor cols_prefix(const Tensor& buf, int64_t t, int64_t cols) {
 }
 }  // namespace
 
-Transformer::Impl::Impl(Transformer& model)
-    : m_(model),
-      be_(model.backend_),
-      c_(model.config_),
-      save_all_(model.mode_ != TrainMode::kFrozen &&
-                model.shape_.recompute == RecomputePolicy::kSave) {
+Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_(model.config_) {
+  for (int l = 0; l < c_.num_layers; ++l)
+    saved_.push_back(layer_saved(c_, model.mode_, model.shape_, l));
   attn_.n_heads = c_.num_heads;
   attn_.n_kv_heads = c_.num_kv_heads;
   attn_.head_dim = c_.head_dim;
@@ -37,7 +34,7 @@ Tensor Transformer::Impl::rows(const std::string& name, int64_t t) const {
 }
 
 LayerActivations Transformer::Impl::activations(int layer, int64_t t) const {
-  const int l = save_all_ ? layer : -1;
+  const int l = saved_[static_cast<size_t>(layer)] ? layer : -1;
   auto get = [&](const char* n) { return rows(activation_buffer_name(l, n), t); };
   LayerActivations a;
   a.xn1 = get("xn1"), a.rstd1 = get("rstd1"), a.q = get("q"), a.k = get("k"), a.v = get("v");
@@ -51,8 +48,7 @@ LayerActivations Transformer::Impl::activations(int layer, int64_t t) const {
   }
   if (m_.mode_ == TrainMode::kLora)
     for (Projection p : m_.lora_.targets)
-      a.lora_u[static_cast<int>(p)] =
-          get((std::string("lora_u.") + projection_name(p)).c_str());
+      a.lora_u[static_cast<int>(p)] = get((std::string("lora_u.") + projection_name(p)).c_str());
   return a;
 }
 
@@ -64,16 +60,19 @@ uint64_t Transformer::Impl::dropout_seed(int layer, Projection p) const {
 void Transformer::Impl::linear_forward(int l, Projection p, const Tensor& x, Tensor y,
                                        const Tensor& lora_u, int64_t t) {
   const LinearWeights& lw = m_.layers_[l][p];
-  be_.gemm(x, false, lw.w, true, y);  // y = x Wᵀ
-  if (!lw.b.empty()) be_.add_bias(y, lw.b);
+  if (!y.empty()) {
+    be_.gemm(x, false, lw.w, true, y);  // y = x Wᵀ
+    if (!lw.b.empty()) be_.add_bias(y, lw.b);
+  }
   if (lw.lora_a.empty()) return;
   Tensor xin = x;
   if (m_.lora_.dropout > 0.0f) {
     xin = cols_prefix(m_.arena_->get("scratch.drop_x"), t, x.cols());
     be_.dropout(x, xin, m_.lora_.dropout, dropout_seed(l, p));
   }
-  be_.gemm(xin, false, lw.lora_a, true, lora_u);                        // u = x Aᵀ
-  be_.gemm(lora_u, false, lw.lora_b, true, y, m_.lora_.scale(), 1.0f);  // y += s·u Bᵀ
+  be_.gemm(xin, false, lw.lora_a, true, lora_u);  // u = x Aᵀ
+  if (!y.empty())
+    be_.gemm(lora_u, false, lw.lora_b, true, y, m_.lora_.scale(), 1.0f);  // y += s·u Bᵀ
 }
 
 void Transformer::Impl::linear_backward(int l, Projection p, const Tensor& dy, const Tensor& x,
@@ -81,7 +80,7 @@ void Transformer::Impl::linear_backward(int l, Projection p, const Tensor& dy, c
                                         int64_t t) {
   const LinearWeights& lw = m_.layers_[l][p];
   be_.gemm(dy, false, lw.w, false, dx, 1.0f, accumulate_dx ? 1.0f : 0.0f);  // dx = dy W
-  if (!lw.dw.empty()) be_.gemm(dy, true, x, false, lw.dw, 1.0f, 1.0f);     // dW += dyᵀ x
+  if (!lw.dw.empty()) be_.gemm(dy, true, x, false, lw.dw, 1.0f, 1.0f);      // dW += dyᵀ x
   if (!lw.db.empty()) be_.bias_backward(dy, lw.db);
   if (lw.lora_a.empty()) return;
   const float s = m_.lora_.scale();
@@ -91,7 +90,7 @@ void Transformer::Impl::linear_backward(int l, Projection p, const Tensor& dy, c
   if (m_.lora_.dropout > 0.0f) {
     Tensor xin = cols_prefix(m_.arena_->get("scratch.drop_x"), t, x.cols());
     be_.dropout(x, xin, m_.lora_.dropout, dropout_seed(l, p));  // same mask as forward
-    be_.gemm(du, true, xin, false, lw.dlora_a, 1.0f, 1.0f);    // dA += duᵀ drop(x)
+    be_.gemm(du, true, xin, false, lw.dlora_a, 1.0f, 1.0f);     // dA += duᵀ drop(x)
     Tensor dxin = cols_prefix(m_.arena_->get("scratch.drop_dx"), t, x.cols());
     be_.gemm(du, false, lw.lora_a, false, dxin);
     be_.dropout(dxin, dxin, m_.lora_.dropout, dropout_seed(l, p));
@@ -102,8 +101,8 @@ void Transformer::Impl::linear_backward(int l, Projection p, const Tensor& dy, c
   }
 }
 
-void Transformer::Impl::layer_forward(int l, const LayerActivations& a, const Tensor& x,
-                                      Tensor y, int64_t t) {
+void Transformer::Impl::layer_forward(int l, const LayerActivations& a, const Tensor& x, Tensor y,
+                                      int64_t t) {
   const LayerWeights& L = m_.layers_[l];
   const float eps = static_cast<float>(c_.rms_norm_eps);
   const Tensor positions = rows("input.positions", t);
@@ -130,8 +129,9 @@ void Transformer::Impl::layer_forward(int l, const LayerActivations& a, const Te
   linear_forward(l, Projection::kGate, a.xn2, a.gate, u(Projection::kGate), t);
   linear_forward(l, Projection::kUp, a.xn2, a.up, u(Projection::kUp), t);
   be_.swiglu_forward(a.gate, a.up, a.act);
-  // The down projection also runs on recompute: its LoRA intermediate is needed in backward.
-  linear_forward(l, Projection::kDown, a.act, proj, u(Projection::kDown), t);
+  // On recompute (y empty) the layer output is not needed, only the down projection's LoRA
+  // intermediate for backward: an empty output skips the base GEMM.
+  linear_forward(l, Projection::kDown, a.act, y.empty() ? Tensor{} : proj, u(Projection::kDown), t);
   if (!y.empty()) be_.add(a.x_mid, proj, y);
 }
 
@@ -157,8 +157,8 @@ void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const T
   Tensor datt = rows("scratch.datt", t), dq = rows("scratch.dq", t), dk = rows("scratch.dk", t),
          dv = rows("scratch.dv", t);
   linear_backward(l, Projection::kO, dres, a.att, u(Projection::kO), datt, false, t);
-  be_.attention_backward(datt, a.q, a.k, a.v, a.att, a.lse, cu_seqlens(), attn_, dq, dk,
-                         dv);
+  be_.attention_backward(datt, a.q, a.k, a.v, a.att, a.lse, cu_seqlens(), attn_, dq, dk, dv,
+                         rows("scratch.attn_ws", t));
   be_.rope(dq, c_.num_heads, c_.head_dim, positions, inv_freq, true);
   be_.rope(dk, c_.num_kv_heads, c_.head_dim, positions, inv_freq, true);
   if (c_.qk_norm) {

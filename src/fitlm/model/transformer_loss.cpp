@@ -61,9 +61,9 @@ void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
   Tensor x = rows("layers.0.x_in", t);
   be_.embedding_forward(rows("input.ids", t), m_.embed_, x);
   for (int l = 0; l < c_.num_layers; ++l) {
-    const Tensor y = rows(l + 1 < c_.num_layers ? fmt::format("layers.{}.x_in", l + 1)
-                                                : std::string("final.x_in"),
-                          t);
+    const Tensor y = rows(
+        l + 1 < c_.num_layers ? fmt::format("layers.{}.x_in", l + 1) : std::string("final.x_in"),
+        t);
     layer_forward(l, activations(l, t), rows(fmt::format("layers.{}.x_in", l), t), y, t);
   }
   be_.rmsnorm_forward(rows("final.x_in", t), m_.final_norm_, static_cast<float>(c_.rms_norm_eps),
@@ -110,7 +110,7 @@ void Transformer::Impl::backward(int64_t t) {
   for (int l = c_.num_layers - 1; l >= 0; --l) {
     const LayerActivations a = activations(l, t);
     const Tensor x = rows(fmt::format("layers.{}.x_in", l), t);
-    if (!save_all_) layer_forward(l, a, x, Tensor{}, t);  // recompute this layer
+    if (!saved_[static_cast<size_t>(l)]) layer_forward(l, a, x, Tensor{}, t);  // recompute
     layer_backward(l, a, x, dres, t);
   }
   if (!m_.d_embed_.empty()) be_.embedding_backward(rows("input.ids", t), dres, m_.d_embed_);

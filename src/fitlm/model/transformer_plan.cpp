@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "fitlm/model/transformer.h"
 #include "fitlm/model/transformer_buffers.h"
@@ -63,12 +64,12 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
                                              TrainMode mode, int64_t t) {
   const int64_t h = c.hidden_size, i = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   std::vector<ActivationSpec> a = {
-      {"xn1", Shape{t, h}, false},      {"rstd1", Shape{t}, true},
-      {"q", Shape{t, qd}, false},       {"k", Shape{t, kvd}, false},
-      {"v", Shape{t, kvd}, false},      {"att", Shape{t, qd}, false},
+      {"xn1", Shape{t, h}, false},          {"rstd1", Shape{t}, true},
+      {"q", Shape{t, qd}, false},           {"k", Shape{t, kvd}, false},
+      {"v", Shape{t, kvd}, false},          {"att", Shape{t, qd}, false},
       {"lse", Shape{c.num_heads, t}, true}, {"x_mid", Shape{t, h}, false},
-      {"xn2", Shape{t, h}, false},      {"rstd2", Shape{t}, true},
-      {"gate", Shape{t, i}, false},     {"up", Shape{t, i}, false},
+      {"xn2", Shape{t, h}, false},          {"rstd2", Shape{t}, true},
+      {"gate", Shape{t, i}, false},         {"up", Shape{t, i}, false},
       {"act", Shape{t, i}, false},
   };
   if (c.qk_norm) {
@@ -100,8 +101,10 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
   };
 
   for (const WeightSpec& w : weight_specs(c)) {
-    if (mode == TrainMode::kFull) add_trainable(w.name, w.shape, "weights");
-    else plan.add(w.name, "weights", w.shape, compute);
+    if (mode == TrainMode::kFull)
+      add_trainable(w.name, w.shape, "weights");
+    else
+      plan.add(w.name, "weights", w.shape, compute);
   }
   if (mode == TrainMode::kLora) add_trainable(kLoraFlat, Shape{lora_layout(c, lora).total}, "lora");
 
@@ -116,18 +119,21 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
   for (int l = 0; l <= c.num_layers; ++l)
     plan.add(l < c.num_layers ? fmt::format("layers.{}.x_in", l) : "final.x_in", "activations",
              Shape{t, h}, compute);
-  const bool save_all = training && shape.recompute == RecomputePolicy::kSave;
-  const int sets = save_all ? c.num_layers : 1;
-  for (int l = 0; l < sets; ++l)
+  // One activation set per kept layer, plus the set that recomputed layers (and inference)
+  // share.
+  bool any_recomputed = false;
+  for (int l = 0; l < c.num_layers; ++l) any_recomputed |= !layer_saved(c, mode, shape, l);
+  for (int l = -1; l < c.num_layers; ++l) {
+    if (l < 0 ? !any_recomputed : !layer_saved(c, mode, shape, l)) continue;
     for (const ActivationSpec& a : activation_specs(c, lora, mode, t))
-      plan.add(activation_buffer_name(save_all ? l : -1, a.name), "activations", a.shape,
+      plan.add(activation_buffer_name(l, a.name), "activations", a.shape,
                a.f32 ? DType::kF32 : compute);
+  }
 
   // Loss head.
   plan.add("final.xn", "activations", Shape{t, h}, compute);
   plan.add("final.rstd", "activations", Shape{t}, DType::kF32);
-  plan.add("loss.logits", "logits", Shape{std::min(t, shape.logits_chunk), c.vocab_size},
-           compute);
+  plan.add("loss.logits", "logits", Shape{std::min(t, shape.logits_chunk), c.vocab_size}, compute);
   plan.add("loss.losses", "logits", Shape{t}, DType::kF32);
 
   // Forward scratch (projection outputs before the residual add, dropout inputs).
@@ -138,18 +144,25 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
     plan.add("scratch.drop_dx", "scratch", Shape{t, widest}, compute);
   }
   if (training) {
-    for (const auto& [name, s] : std::vector<std::pair<const char*, Shape>>{
-             {"scratch.dres", Shape{t, h}},     {"scratch.dtmp", Shape{t, h}},
-             {"scratch.dxn", Shape{t, h}},      {"scratch.dq", Shape{t, qd}},
-             {"scratch.dk", Shape{t, kvd}},     {"scratch.dv", Shape{t, kvd}},
-             {"scratch.datt", Shape{t, qd}},    {"scratch.dgate", Shape{t, i}},
-             {"scratch.dup", Shape{t, i}},      {"scratch.dact", Shape{t, i}}})
+    for (const auto& [name, s] :
+         std::vector<std::pair<const char*, Shape>>{{"scratch.dres", Shape{t, h}},
+                                                    {"scratch.dtmp", Shape{t, h}},
+                                                    {"scratch.dxn", Shape{t, h}},
+                                                    {"scratch.dq", Shape{t, qd}},
+                                                    {"scratch.dk", Shape{t, kvd}},
+                                                    {"scratch.dv", Shape{t, kvd}},
+                                                    {"scratch.datt", Shape{t, qd}},
+                                                    {"scratch.dgate", Shape{t, i}},
+                                                    {"scratch.dup", Shape{t, i}},
+                                                    {"scratch.dact", Shape{t, i}}})
       plan.add(name, "scratch", s, compute);
     if (c.qk_norm) {
       plan.add("scratch.dq_raw", "scratch", Shape{t, qd}, compute);
       plan.add("scratch.dk_raw", "scratch", Shape{t, kvd}, compute);
     }
     if (mode == TrainMode::kLora) plan.add("scratch.du", "scratch", Shape{t, lora.r}, compute);
+    // f32 dK/dV accumulators of attention backward (see attention_workspace_elems).
+    plan.add("scratch.attn_ws", "scratch", Shape{t, 2 * kvd}, DType::kF32);
   }
   plan.finalize();
   return plan;
@@ -169,6 +182,33 @@ LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {
       place(peft_tensor_name(l, p, true), Shape{o, lora.r});
     }
   return out;
+}
+
+bool layer_saved(const ModelConfig& c, TrainMode mode, const RunShape& shape, int l) {
+  if (mode == TrainMode::kFrozen) return false;
+  if (shape.recompute == RecomputePolicy::kSave) return true;
+  const int n = shape.recompute_layers < 0 ? c.num_layers : shape.recompute_layers;
+  return l >= n;
+}
+
+std::optional<RunShape> fit_recompute(const ModelConfig& c, TrainMode mode, const LoraConfig& lora,
+                                      RunShape shape, DType compute, size_t cap) {
+  shape.recompute = RecomputePolicy::kFull;
+  auto fits = [&](int n) {
+    shape.recompute_layers = n;
+    return plan_transformer(c, mode, lora, shape, compute).total_bytes() <= cap;
+  };
+  if (!fits(c.num_layers)) return std::nullopt;
+  int lo = 0, hi = c.num_layers;  // fits(hi); find the smallest n that fits
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (fits(mid))
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  shape.recompute_layers = hi;
+  return shape;
 }
 
 std::string activation_buffer_name(int layer, const std::string& name) {

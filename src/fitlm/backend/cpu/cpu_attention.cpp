@@ -82,7 +82,7 @@ void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tenso
 void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                     const Tensor& v, const Tensor& out, const Tensor& lse,
                                     const Tensor& cu_seqlens, const AttentionShape& sh, Tensor dq,
-                                    Tensor dk, Tensor dv) {
+                                    Tensor dk, Tensor dv, Tensor /*workspace: not needed*/) {
   const int64_t t_count = q.rows();
   const Segments seg = read_segments(cu_seqlens, t_count);
   const int hd = sh.head_dim, group = sh.n_heads / sh.n_kv_heads;

@@ -12,7 +12,7 @@ template <typename T, int HD>
 void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* out,
                              const float* lse, const int32_t* cu, int n_seg, int t_count,
                              int n_heads, int n_kv, float scale, T* dq, T* dk, T* dv,
-                             cudaStream_t stream);
+                             float* workspace, cudaStream_t stream);
 
 namespace {
 
@@ -194,7 +194,8 @@ void launch_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
 void launch_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                const Tensor& v, const Tensor& out, const Tensor& lse,
                                const Tensor& cu_seqlens, const AttentionDims& sh, const Tensor& dq,
-                               const Tensor& dk, const Tensor& dv, cudaStream_t stream) {
+                               const Tensor& dk, const Tensor& dv, const Tensor& workspace,
+                               cudaStream_t stream) {
   const int t_count = static_cast<int>(q.rows());
   if (t_count == 0) return;
   const int n_seg = static_cast<int>(cu_seqlens.numel()) - 1;
@@ -205,7 +206,8 @@ void launch_attention_backward(const Tensor& dout, const Tensor& q, const Tensor
       attention_backward_impl<T, HD>(dout.as<T>(), q.as<T>(), k.as<T>(), v.as<T>(), out.as<T>(),
                                      lse.as<float>(), cu_seqlens.as<int32_t>(), n_seg, t_count,
                                      sh.n_heads, sh.n_kv_heads, sh.scale, dq.as<T>(), dk.as<T>(),
-                                     dv.as<T>(), stream);
+                                     dv.as<T>(), workspace.empty() ? nullptr : workspace.as<float>(),
+                                     stream);
     });
   });
 }

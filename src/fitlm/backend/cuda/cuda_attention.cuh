@@ -3,11 +3,14 @@
 //
 // Forward: one block per (64-query tile, head); 4 warps × 16 query rows; keys in tiles of 64
 // through shared memory; online softmax in registers (FlashAttention-2 layout on mma.sync).
-// Backward, three kernels, no scratch buffer:
+// Backward, three kernels:
 //   1. D_i = Σ_d dout·out per (row, head), parked in the first 4 bytes of dq[row, head] (dq is
 //      overwritten by kernel 3 anyway, and each block there reads only its own rows' D first);
-//   2. dK, dV: one block per (64-key tile, kv head), looping over the query tiles of every q
-//      head in its group, so GQA needs no atomics;
+//   2. dK, dV: one block per (64-key tile, q head) adding into f32 accumulators in the caller's
+//      workspace (GQA: `group` blocks share a kv head), then a cast into dk/dv; without GQA or
+//      without a workspace, one block per (64-key tile, kv head) looping over its group's
+//      heads and writing directly (fewer blocks: the causal imbalance between the first and
+//      last key tiles then costs up to 2×, measured in bench/NOTES.md);
 //   3. dQ: one block per (64-query tile, head), recomputing P and dP.
 // Kernel 3 recomputes QKᵀ and dO·Vᵀ (7 tile products instead of FA2's 5) in exchange for no
 // f32 dq accumulator and deterministic results.
@@ -32,6 +35,6 @@ void launch_attention_backward(const Tensor& dout, const Tensor& q, const Tensor
                                const Tensor& v, const Tensor& out, const Tensor& lse,
                                const Tensor& cu_seqlens, const AttentionDims& shape,
                                const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                               cudaStream_t stream);
+                               const Tensor& workspace, cudaStream_t stream);
 
 }  // namespace fitlm::cuda

@@ -34,13 +34,18 @@ __global__ void attention_backward_dot_kernel(const T* dout, const T* out, int t
   if ((threadIdx.x & 31) == 0) *d_slot(dq, row, q_stride, h, HD) = s;
 }
 
-template <typename T, int HD>
+// kAccumulate = false: one block per (key tile, kv head) loops over every q head of its GQA
+// group and writes dK/dV. kAccumulate = true: one block per (key tile, q head), adding its
+// share into f32 accumulators with atomics — `group` times more blocks, which fixes the causal
+// load imbalance (the first key tile sees every query, the last only 64) when heads are few.
+template <typename T, int HD, bool kAccumulate>
 __global__ void __launch_bounds__(kThreads)
     attention_backward_dkdv_kernel(const T* __restrict__ dout, const T* __restrict__ q,
                                    const T* __restrict__ k, const T* __restrict__ v,
                                    const float* __restrict__ lse, const int32_t* __restrict__ cu,
                                    int n_seg, int t_count, int n_heads, int n_kv, float scale,
-                                   T* dq_with_d, T* __restrict__ dk, T* __restrict__ dv) {
+                                   T* dq_with_d, T* __restrict__ dk, T* __restrict__ dv,
+                                   float* __restrict__ acc_dk, float* __restrict__ acc_dv) {
   constexpr int LD = HD + kPad;
   extern __shared__ __align__(16) unsigned char smem[];
   T* k_tile = reinterpret_cast<T*>(smem);
@@ -51,7 +56,10 @@ __global__ void __launch_bounds__(kThreads)
   float* d_s = lse_s + kTileQInner;
   int* seg_s = reinterpret_cast<int*>(d_s + kTileQInner);
 
-  const int k0 = blockIdx.x * kTileKV, kvh = blockIdx.y, group = n_heads / n_kv;
+  const int k0 = blockIdx.x * kTileKV, group = n_heads / n_kv;
+  const int kvh = kAccumulate ? static_cast<int>(blockIdx.y) / group : blockIdx.y;
+  const int h_begin = kAccumulate ? static_cast<int>(blockIdx.y) : kvh * group;
+  const int h_end = kAccumulate ? h_begin + 1 : h_begin + group;
   const int64_t q_stride = int64_t{n_heads} * HD, kv_stride = int64_t{n_kv} * HD;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const float scale_log2 = scale * kLog2e;
@@ -63,7 +71,7 @@ __global__ void __launch_bounds__(kThreads)
   const int q_end = cu[segment_of(cu, n_seg, min(k0 + kTileKV - 1, t_count - 1)) + 1];
 
   float dka[HD / 8][4] = {}, dva[HD / 8][4] = {};
-  for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+  for (int h = h_begin; h < h_end; ++h) {
     for (int q0 = k0; q0 < q_end; q0 += kTileQInner) {
       __syncthreads();  // the previous step is done with q_tile / do_tile
       load_tile<T, HD, kTileQInner, kThreads>(q_tile, q + h * HD, q_stride, q0, t_count);
@@ -149,18 +157,35 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
+  if constexpr (kAccumulate) {
 #pragma unroll
-  for (int nt = 0; nt < HD / 8; ++nt) {
-    const int col = kvh * HD + nt * 8 + 2 * tq;
-    if (key0 < t_count) {
-      *reinterpret_cast<uint32_t*>(dk + key0 * kv_stride + col) =
-          pack2<T>(dka[nt][0] * scale, dka[nt][1] * scale);
-      *reinterpret_cast<uint32_t*>(dv + key0 * kv_stride + col) = pack2<T>(dva[nt][0], dva[nt][1]);
+    for (int nt = 0; nt < HD / 8; ++nt) {
+      const int col = kvh * HD + nt * 8 + 2 * tq;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = e < 2 ? key0 : key1;
+        if (key >= t_count) continue;
+        const int64_t at = key * kv_stride + col + (e & 1);
+        atomicAdd(acc_dk + at, dka[nt][e] * scale);
+        atomicAdd(acc_dv + at, dva[nt][e]);
+      }
     }
-    if (key1 < t_count) {
-      *reinterpret_cast<uint32_t*>(dk + key1 * kv_stride + col) =
-          pack2<T>(dka[nt][2] * scale, dka[nt][3] * scale);
-      *reinterpret_cast<uint32_t*>(dv + key1 * kv_stride + col) = pack2<T>(dva[nt][2], dva[nt][3]);
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < HD / 8; ++nt) {
+      const int col = kvh * HD + nt * 8 + 2 * tq;
+      if (key0 < t_count) {
+        *reinterpret_cast<uint32_t*>(dk + key0 * kv_stride + col) =
+            pack2<T>(dka[nt][0] * scale, dka[nt][1] * scale);
+        *reinterpret_cast<uint32_t*>(dv + key0 * kv_stride + col) =
+            pack2<T>(dva[nt][0], dva[nt][1]);
+      }
+      if (key1 < t_count) {
+        *reinterpret_cast<uint32_t*>(dk + key1 * kv_stride + col) =
+            pack2<T>(dka[nt][2] * scale, dka[nt][3] * scale);
+        *reinterpret_cast<uint32_t*>(dv + key1 * kv_stride + col) =
+            pack2<T>(dva[nt][2], dva[nt][3]);
+      }
     }
   }
 }
@@ -259,13 +284,24 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// dK, dV (compute dtype) from their f32 accumulators.
+template <typename T>
+__global__ void attention_backward_store_kernel(const float* __restrict__ acc, int64_t n,
+                                                T* __restrict__ dk, T* __restrict__ dv) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    dk[i] = from_f32<T>(acc[i]);
+    dv[i] = from_f32<T>(acc[n + i]);
+  }
+}
+
 }  // namespace
 
 template <typename T, int HD>
 void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* out,
                              const float* lse, const int32_t* cu, int n_seg, int t_count,
                              int n_heads, int n_kv, float scale, T* dq, T* dk, T* dv,
-                             cudaStream_t stream) {
+                             float* workspace, cudaStream_t stream) {
   constexpr int LD = HD + kPad;
   const int64_t items = int64_t{t_count} * n_heads;
   attention_backward_dot_kernel<T, HD>
@@ -276,14 +312,33 @@ void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, 
   // Over 48 KB of shared memory at head_dim 128: the kernels must opt in.
   const size_t dkdv_smem =
       sizeof(T) * LD * (2 * kTileKV + 2 * kTileQInner) + 3 * sizeof(float) * kTileQInner;
-  FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<T, HD>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(dkdv_smem)));
-  const dim3 grid_kv(static_cast<unsigned>((t_count + kTileKV - 1) / kTileKV),
-                     static_cast<unsigned>(n_kv));
-  attention_backward_dkdv_kernel<T, HD><<<grid_kv, kThreads, dkdv_smem, stream>>>(
-      dout, q, k, v, lse, cu, n_seg, t_count, n_heads, n_kv, scale, dq, dk, dv);
-  FITLM_CUDA_CHECK_LAUNCH();
+  const unsigned k_tiles = static_cast<unsigned>((t_count + kTileKV - 1) / kTileKV);
+  const bool accumulate = workspace != nullptr && n_heads > n_kv;
+  if (accumulate) {
+    const int64_t n = int64_t{t_count} * n_kv * HD;
+    FITLM_CUDA_CHECK(cudaMemsetAsync(workspace, 0, 2 * n * sizeof(float), stream));
+    FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<T, HD, true>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(dkdv_smem)));
+    attention_backward_dkdv_kernel<T, HD, true>
+        <<<dim3(k_tiles, static_cast<unsigned>(n_heads)), kThreads, dkdv_smem, stream>>>(
+            dout, q, k, v, lse, cu, n_seg, t_count, n_heads, n_kv, scale, dq, dk, dv, workspace,
+            workspace + n);
+    FITLM_CUDA_CHECK_LAUNCH();
+    attention_backward_store_kernel<T>
+        <<<static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 132 * 16)), 256, 0, stream>>>(
+            workspace, n, dk, dv);
+    FITLM_CUDA_CHECK_LAUNCH();
+  } else {
+    FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<T, HD, false>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(dkdv_smem)));
+    attention_backward_dkdv_kernel<T, HD, false>
+        <<<dim3(k_tiles, static_cast<unsigned>(n_kv)), kThreads, dkdv_smem, stream>>>(
+            dout, q, k, v, lse, cu, n_seg, t_count, n_heads, n_kv, scale, dq, dk, dv, nullptr,
+            nullptr);
+    FITLM_CUDA_CHECK_LAUNCH();
+  }
 
   const size_t dq_smem = sizeof(T) * LD * (2 * kTileQ + 2 * kTileKInner);
   FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dq_kernel<T, HD>,
@@ -299,7 +354,7 @@ void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, 
 #define FITLM_INSTANTIATE(T, HD)                                                                 \
   template void attention_backward_impl<T, HD>(const T*, const T*, const T*, const T*, const T*, \
                                                const float*, const int32_t*, int, int, int, int, \
-                                               float, T*, T*, T*, cudaStream_t);
+                                               float, T*, T*, T*, float*, cudaStream_t);
 FITLM_INSTANTIATE(__nv_bfloat16, 64)
 FITLM_INSTANTIATE(__nv_bfloat16, 128)
 FITLM_INSTANTIATE(__half, 64)

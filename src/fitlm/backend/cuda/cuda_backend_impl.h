@@ -64,7 +64,8 @@ class CudaBackend final : public Backend {
                          Tensor lse) override;
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           const Tensor& out, const Tensor& lse, const Tensor& cu_seqlens,
-                          const AttentionShape& shape, Tensor dq, Tensor dk, Tensor dv) override;
+                          const AttentionShape& shape, Tensor dq, Tensor dk, Tensor dv,
+                          Tensor workspace) override;
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor out) override;
   void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor dgate,
                        Tensor dup) override;

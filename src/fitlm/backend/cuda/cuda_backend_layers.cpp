@@ -1,6 +1,7 @@
 // CudaBackend: layer ops, loss and optimizer — argument checks, then the family launchers.
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
 #include <initializer_list>
 
 #include "fitlm/backend/cuda/cuda_attention.cuh"
@@ -129,7 +130,7 @@ void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tens
 void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                      const Tensor& v, const Tensor& out, const Tensor& lse,
                                      const Tensor& cu_seqlens, const AttentionShape& sh, Tensor dq,
-                                     Tensor dk, Tensor dv) {
+                                     Tensor dk, Tensor dv, Tensor workspace) {
   check_attention(q, k, v, cu_seqlens, sh, lse);
   for (const Tensor* t : std::initializer_list<const Tensor*>{&dout, &out, &dq, &dk, &dv}) {
     check_same_dtype(q, *t, "attention backward");
@@ -139,8 +140,15 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const 
                   dk.numel() == k.numel() && dv.numel() == v.numel(),
               "cuda", "attention backward shapes dq {} dk {} dv {}", dq.shape.str(), dk.shape.str(),
               dv.shape.str());
+  if (!workspace.empty()) {
+    check_dtype(workspace, DType::kF32, "attention workspace");
+    FITLM_CHECK(workspace.numel() >= attention_workspace_elems(q.rows(), sh), "cuda",
+                "attention workspace {} for {} tokens", workspace.shape.str(), q.rows());
+  }
+  // FITLM_ATTENTION_NO_WORKSPACE=1 selects the direct-write dK/dV kernel (A/B in bench).
+  static const bool no_ws = std::getenv("FITLM_ATTENTION_NO_WORKSPACE") != nullptr;
   cuda::launch_attention_backward(dout, q, k, v, out, lse, cu_seqlens, dims_of(sh), dq, dk, dv,
-                                  stream_);
+                                  no_ws ? Tensor{} : workspace, stream_);
 }
 
 void CudaBackend::swiglu_forward(const Tensor& gate, const Tensor& up, Tensor out) {
