@@ -384,7 +384,7 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
     OptimizerStepResult o;
     o.grad_norm = loss;  // NaN/inf: an overflowed forward pass has no usable gradient either
     if (std::isfinite(loss))
-      o = adamw_update(*backend, model.params(), h, c.max_grad_norm, loss_scale);
+      o = adamw_update(*backend, model.optimizer_params(), h, c.max_grad_norm, loss_scale);
     const bool overflow = !o.applied;
     if (overflow && !scaler)
       throw Error(kComponent,
