@@ -62,6 +62,9 @@ class Backend {
   // planned vs measured peak; 0 where the backend cannot tell.
   virtual size_t memory_in_use() { return 0; }
   virtual std::string device_description() { return name(); }
+  // Device bytes the backend holds for itself outside every arena (CUDA: the cuBLASLt workspace
+  // and reduction scratch). A memory cap covers these too: arenas get the cap minus this.
+  virtual size_t reserved_bytes() { return 0; }
 
   // ---- elementwise --------------------------------------------------------------------------
   virtual void fill(Tensor x, float value) = 0;

@@ -40,6 +40,7 @@ class ProfilingBackend final : public Backend {
   void synchronize() override { inner_.synchronize(); }
   size_t memory_in_use() override { return inner_.memory_in_use(); }
   std::string device_description() override { return inner_.device_description(); }
+  size_t reserved_bytes() override { return inner_.reserved_bytes(); }
 
   void fill(Tensor x, float value) override;
   void copy(const Tensor& src, Tensor dst) override;

@@ -82,6 +82,8 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, DType compute_dtype
   return std::make_unique<CudaBackend>(device_index, compute_dtype);
 }
 
+size_t CudaBackend::reserved_bytes() { return cuda_fixed_workspace_bytes(); }
+
 size_t cuda_fixed_workspace_bytes() {
   return CudaBackend::kLtWorkspaceBytes + 256;
 }

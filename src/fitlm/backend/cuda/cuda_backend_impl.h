@@ -38,6 +38,7 @@ class CudaBackend final : public Backend {
   void synchronize() override;
   size_t memory_in_use() override;
   std::string device_description() override;
+  size_t reserved_bytes() override;
 
   void fill(Tensor x, float value) override;
   void copy(const Tensor& src, Tensor dst) override;
