@@ -11,7 +11,7 @@ namespace {
 using tokenizer_json::Json;
 using tokenizer_json::Loc;
 
-class ByteLevelDecoder final : public Decoder {
+class ByteLevelDecoder final : public TokenDecoder {
  public:
   explicit ByteLevelDecoder(std::unordered_set<std::string> added) : added_(std::move(added)) {}
   // Runs of ordinary tokens are byte-decoded together; added tokens are kept as they are.
@@ -41,7 +41,7 @@ class ByteLevelDecoder final : public Decoder {
   std::unordered_set<std::string> added_;
 };
 
-class ReplaceDecoder final : public Decoder {
+class ReplaceDecoder final : public TokenDecoder {
  public:
   explicit ReplaceDecoder(PatternReplacer r) : replacer_(std::move(r)) {}
   void decode_chain(std::vector<std::string>& tokens, RegexScratch& scratch) const override {
@@ -65,7 +65,7 @@ size_t utf16_length(std::string_view s) {
   return n;
 }
 
-class ByteFallbackDecoder final : public Decoder {
+class ByteFallbackDecoder final : public TokenDecoder {
  public:
   void decode_chain(std::vector<std::string>& tokens, RegexScratch&) const override {
     std::vector<std::string> out;
@@ -104,7 +104,7 @@ class ByteFallbackDecoder final : public Decoder {
   }
 };
 
-class FuseDecoder final : public Decoder {
+class FuseDecoder final : public TokenDecoder {
  public:
   void decode_chain(std::vector<std::string>& tokens, RegexScratch&) const override {
     std::string all;
@@ -114,7 +114,7 @@ class FuseDecoder final : public Decoder {
 };
 
 // Removes up to `start` leading and `stop` trailing copies of one character from each token.
-class StripDecoder final : public Decoder {
+class StripDecoder final : public TokenDecoder {
  public:
   StripDecoder(std::string content, size_t start, size_t stop)
       : content_(std::move(content)), start_(start), stop_(stop) {}
@@ -135,7 +135,7 @@ class StripDecoder final : public Decoder {
   size_t start_, stop_;
 };
 
-class MetaspaceDecoder final : public Decoder {
+class MetaspaceDecoder final : public TokenDecoder {
  public:
   MetaspaceDecoder(std::string replacement, bool add_prefix_space)
       : replacement_(std::move(replacement)), add_prefix_space_(add_prefix_space) {}
@@ -160,9 +160,9 @@ class MetaspaceDecoder final : public Decoder {
   bool add_prefix_space_;
 };
 
-class SequenceDecoder final : public Decoder {
+class SequenceDecoder final : public TokenDecoder {
  public:
-  explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> parts)
+  explicit SequenceDecoder(std::vector<std::unique_ptr<TokenDecoder>> parts)
       : parts_(std::move(parts)) {}
   void decode_chain(std::vector<std::string>& tokens, RegexScratch& scratch) const override {
     for (const auto& p : parts_)
@@ -170,7 +170,7 @@ class SequenceDecoder final : public Decoder {
   }
 
  private:
-  std::vector<std::unique_ptr<Decoder>> parts_;
+  std::vector<std::unique_ptr<TokenDecoder>> parts_;
 };
 
 size_t count_field(const Json& config, const char* key, const Loc& loc) {
@@ -182,7 +182,7 @@ size_t count_field(const Json& config, const char* key, const Loc& loc) {
 
 }  // namespace
 
-std::unique_ptr<Decoder> make_decoder(const Json& config, const Loc& loc,
+std::unique_ptr<TokenDecoder> make_decoder(const Json& config, const Loc& loc,
                                       const std::unordered_set<std::string>& added_contents) {
   if (config.is_null()) return nullptr;
   const std::string type = tokenizer_json::type_of(config, loc);
@@ -205,7 +205,7 @@ std::unique_ptr<Decoder> make_decoder(const Json& config, const Loc& loc,
         tokenizer_json::optional_bool(config, "add_prefix_space", loc, false));
   if (type == "Sequence") {
     const Json& list = tokenizer_json::require_array(config, "decoders", loc);
-    std::vector<std::unique_ptr<Decoder>> parts;
+    std::vector<std::unique_ptr<TokenDecoder>> parts;
     for (size_t i = 0; i < list.size(); ++i)
       parts.push_back(make_decoder(list[i], (loc / "decoders").at(i), added_contents));
     return std::make_unique<SequenceDecoder>(std::move(parts));

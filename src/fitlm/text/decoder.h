@@ -14,14 +14,14 @@ namespace fitlm {
 
 class RegexScratch;
 
-class Decoder {
+class TokenDecoder {
  public:
-  virtual ~Decoder() = default;
+  virtual ~TokenDecoder() = default;
   virtual void decode_chain(std::vector<std::string>& tokens, RegexScratch& scratch) const = 0;
 };
 
 // `added_contents`: added-token strings, which the ByteLevel decoder passes through verbatim.
-std::unique_ptr<Decoder> make_decoder(const tokenizer_json::Json& config,
+std::unique_ptr<TokenDecoder> make_decoder(const tokenizer_json::Json& config,
                                       const tokenizer_json::Loc& loc,
                                       const std::unordered_set<std::string>& added_contents);
 

@@ -80,7 +80,7 @@ struct Tokenizer::Impl {
   std::unique_ptr<Normalizer> normalizer;
   std::unique_ptr<PreTokenizer> pre_tokenizer;
   std::unique_ptr<PostProcessor> post_processor;
-  std::unique_ptr<Decoder> decoder;
+  std::unique_ptr<TokenDecoder> decoder;
   std::vector<AddedToken> added;
   std::unique_ptr<AddedTokenSplitter> raw_splitter, normalized_splitter;
   TokenMap added_by_content;                         // content -> index in `added` (last wins)
