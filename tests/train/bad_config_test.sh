@@ -26,6 +26,27 @@ expect "output_dir '$T/afile/out' cannot be created" "$T/ok.yaml" --output_dir="
 expect "has no config.json" "$T/ok.yaml" --base_model="$T"
 expect "qlora is not implemented yet" "$T/ok.yaml" --adapter=qlora
 expect "unknown key 'micro_batch'" "$T/ok.yaml" --micro_batch=4
+expect "gradient_checkpointing: auto needs max_memory" "$T/ok.yaml" --gradient_checkpointing=auto
+expect "key 'max_memory'" "$T/ok.yaml" --max_memory=lots
+# A cap below the plan: refused before training with the breakdown (exit 3, kNoFit).
+out=$("$BIN" train "$T/ok.yaml" --max_memory=100KiB --output_dir="$T/out_cap" 2>&1); rc=$?
+if [ $rc -ne 3 ] || ! grep -qF "the plan needs" <<<"$out" || ! grep -qF "weights" <<<"$out"; then
+  echo "FAIL (rc=$rc): max_memory below the plan"; echo "$out"; fail=1
+fi
+# auto under a cap between the full-recompute and the no-recompute plans recomputes layers.
+plan_mib() {  # the trainer's "memory plan N MiB" for the given overrides
+  "$BIN" train "$T/ok.yaml" --max_steps=1 --output_dir="$T/out_plan" "$@" 2>&1 |
+    sed -n 's/.*memory plan \([0-9.]*\) MiB.*/\1/p'
+}
+none=$(plan_mib --gradient_checkpointing=false); full=$(plan_mib --gradient_checkpointing=true)
+cap=$(awk -v a="$none" -v b="$full" 'BEGIN { printf "%dKiB", (a + b) / 2 * 1024 }')
+out=$("$BIN" train "$T/ok.yaml" --gradient_checkpointing=auto --max_memory="$cap" \
+  --output_dir="$T/out_auto" 2>&1); rc=$?
+if [ -z "$none" ] || [ -z "$full" ] || [ $rc -ne 0 ] ||
+  ! grep -qE "gradient_checkpointing auto: recomputing [1-9][0-9]* of [0-9]+ layers" <<<"$out"; then
+  echo "FAIL (rc=$rc, plans '$none' / '$full' MiB, cap $cap): gradient_checkpointing auto"
+  echo "$out"; fail=1
+fi
 "$BIN" train "$T/ok.yaml" --check >/dev/null || { echo "FAIL: --check on a good config"; fail=1; }
 [ $fail -eq 0 ] && echo "bad config test passed"
 exit $fail

@@ -89,7 +89,7 @@ pretokenized}], test_datasets, val_set_size, sequence_len, sample_packing, train
 adapter (lora|full), lora_model_dir, lora_r, lora_alpha, lora_dropout, lora_target_modules,
 use_rslora, micro_batch_size, gradient_accumulation_steps, num_epochs, max_steps,
 learning_rate, lr_scheduler (cosine|linear|constant), warmup_steps, warmup_ratio,
-weight_decay, max_grad_norm, gradient_checkpointing, bf16, fp16, loss_scale (dynamic|none|N),
+weight_decay, max_grad_norm, gradient_checkpointing (true|false|auto), max_memory, bf16, fp16, loss_scale (dynamic|none|N),
 loss_scale_init, loss_scale_growth_interval, loss_scale_min, seed, backend, output_dir,
 save_steps, save_total_limit, eval_steps, logging_steps, resume_from_checkpoint.
 

@@ -10,6 +10,7 @@
 #include <map>
 #include <sstream>
 
+#include "fitlm/core/byte_size.h"
 #include "fitlm/core/error.h"
 #include "fitlm/text/dataset.h"
 
@@ -228,7 +229,19 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
                              "found '{}'",
                              c.source, v);
        }},
-      {"gradient_checkpointing", [](C c, N n, T t) { t.gradient_checkpointing = get_bool(c, n); }},
+      {"gradient_checkpointing",
+       [](C c, N n, T t) {
+         t.gradient_checkpointing_auto = n.IsScalar() && n.Scalar() == "auto";
+         t.gradient_checkpointing = t.gradient_checkpointing_auto || get_bool(c, n);
+       }},
+      {"max_memory",
+       [](C c, N n, T t) {
+         try {
+           t.max_memory = parse_byte_size(get_string(c, n));
+         } catch (const Error& e) {
+           throw_input_error(kComponent, "{}: key 'max_memory': {}", c.source, e.what());
+         }
+       }},
       {"bf16",  // axolotl also writes `bf16: auto`
        [](C c, N n, T t) {
          t.bf16 = n.IsScalar() && n.Scalar() == "auto" ? true : get_bool(c, n);
@@ -379,6 +392,8 @@ void validate_train_config(const TrainConfig& c) {
   if (c.lora_dropout < 0 || c.lora_dropout >= 1) fail("lora_dropout must be in [0, 1)");
   if (c.max_grad_norm < 0) fail("max_grad_norm must be >= 0 (0 disables clipping)");
   if (c.bf16 && c.fp16) fail("bf16 and fp16 are both true; choose one");
+  if (c.gradient_checkpointing_auto && c.max_memory == 0)
+    fail("gradient_checkpointing: auto needs max_memory (e.g. max_memory: 15GiB)");
   if (!(c.loss_scale_init > 0) || !std::isfinite(c.loss_scale_init))
     fail(fmt::format("loss_scale_init must be a positive number, found {}", c.loss_scale_init));
   if (c.loss_scale_growth_interval < 1) fail("loss_scale_growth_interval must be at least 1");

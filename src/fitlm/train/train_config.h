@@ -60,6 +60,8 @@ struct TrainConfig {
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
   bool gradient_checkpointing = false;
+  bool gradient_checkpointing_auto = false;  // `auto`: recompute the fewest layers under max_memory
+  size_t max_memory = 0;                     // device bytes fitlm may use (0 = no cap)
   bool bf16 = false;
   bool fp16 = false;
   // Loss scaling (loss_scaler.h, GradScaler semantics): multiply the loss gradient by the scale,

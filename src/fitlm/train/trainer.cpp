@@ -208,6 +208,28 @@ double mean_loss(Transformer& model, Batcher& batcher) {
   return total.tokens ? total.loss_sum / static_cast<double>(total.tokens) : NAN;
 }
 
+// Applies max_memory: the arena gets the cap minus the backend's own workspace; with
+// gradient_checkpointing: auto, the fewest recomputed layers that fit. Over the cap, the
+// Transformer refuses the plan with its breakdown (exit 3) before allocating.
+RunShape fit_memory_cap(const TrainConfig& c, Backend& backend, const ModelConfig& mc,
+                        TrainMode mode, const LoraConfig& lc, RunShape shape) {
+  const size_t reserved = backend.reserved_bytes();
+  if (c.max_memory <= reserved)
+    throw_input_error("train", "max_memory {} is below the backend's own workspace ({})",
+                      format_bytes(c.max_memory), format_bytes(reserved));
+  shape.max_memory = c.max_memory - reserved;
+  if (!c.gradient_checkpointing_auto) return shape;
+  if (const auto fit =
+          fit_recompute(mc, mode, lc, shape, backend.compute_dtype(), shape.max_memory)) {
+    const int n = fit->recompute_layers;
+    log::info("gradient_checkpointing auto: recomputing {} of {} layers to fit {}", n,
+              mc.num_layers, format_bytes(c.max_memory));
+    return *fit;
+  }
+  shape.recompute = RecomputePolicy::kFull;  // let the Transformer report the smallest plan
+  return shape;
+}
+
 }  // namespace
 
 void request_stop() {
@@ -259,8 +281,10 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   shape.max_tokens = c.micro_batch_size * c.sequence_len;
   shape.recompute = c.gradient_checkpointing ? RecomputePolicy::kFull : RecomputePolicy::kSave;
   shape.with_optimizer = true;
-  Transformer model(*backend, read_model_config(c.base_model),
-                    lora ? TrainMode::kLora : TrainMode::kFull, lc, shape);
+  const ModelConfig model_config = read_model_config(c.base_model);
+  const TrainMode train_mode = lora ? TrainMode::kLora : TrainMode::kFull;
+  if (c.max_memory) shape = fit_memory_cap(c, *backend, model_config, train_mode, lc, shape);
+  Transformer model(*backend, model_config, train_mode, lc, shape);
   load_model_weights(model, c.base_model);
   if (lora) {
     if (c.lora_model_dir.empty()) {
