@@ -1,5 +1,7 @@
 // The reference backend: f32 everywhere, OpenBLAS for GEMM, OpenMP across rows/heads.
 // Simple and obviously right; every CUDA kernel is tested against it.
+// Threads: OpenMP only. OpenBLAS is pinned to one thread (its own pool would fight OpenMP's for
+// the cores); GEMM is parallelised by splitting C into blocks (cpu_gemm.cpp).
 #pragma once
 
 #include "fitlm/backend/backend.h"
@@ -8,6 +10,9 @@ namespace fitlm {
 
 class CpuBackend final : public Backend {
  public:
+  // Sets OpenBLAS to one thread, process-wide (openblas_set_num_threads(1)).
+  CpuBackend();
+
   std::string name() const override { return "cpu"; }
   Device device() const override { return Device{DeviceKind::kCPU, 0}; }
   DType compute_dtype() const override { return DType::kF32; }
