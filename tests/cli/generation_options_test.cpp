@@ -128,4 +128,18 @@ TEST_F(GenerationOptionsRun, ChatTurnDrawsWithSeedPlusTurn) {
   EXPECT_NE(turn0, turn2);
 }
 
+TEST_F(GenerationOptionsRun, ChatTemplateJinjaFileTakesPrecedence) {
+  // Newer transformers save the template as chat_template.jinja; when present it wins over
+  // tokenizer_config.json's, as in HF. Greedy decoding of a random model depends on the prompt.
+  const std::string greedy = "--temperature 0";
+  const std::string from_config = generate("--chat --prompt hello", greedy);
+  std::ofstream(dir_ / "model" / "chat_template.jinja")
+      << "{% for m in messages %}<<{{ m['content'] }}>>{% endfor %}";
+  EXPECT_NE(generate("--chat --prompt hello", greedy), from_config);
+  std::ofstream(dir_ / "model" / "chat_template.jinja")
+      << "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+         "{% if add_generation_prompt %}assistant: {% endif %}";
+  EXPECT_EQ(generate("--chat --prompt hello", greedy), from_config);
+}
+
 }  // namespace

@@ -66,7 +66,7 @@ std::vector<int32_t> GenerationSession::encode_chat(std::vector<ChatMessage> mes
     messages.insert(messages.begin(), ChatMessage{"system", system});
   if (!chat_template_)
     chat_template_ = std::make_unique<ChatTemplate>(
-        ChatTemplate::from_tokenizer_config(model_dir_ / "tokenizer_config.json"));
+        ChatTemplate::from_model_dir(model_dir_));
   // The rendered text carries the template's own BOS: HF's apply_chat_template(tokenize=True)
   // encodes it without adding special tokens again.
   return encode(chat_template_->render(messages, /*add_generation_prompt=*/true), false);

@@ -78,8 +78,9 @@ Data load_data(const TrainConfig& c) {
   const Tokenizer tok = Tokenizer::from_dir(model_dir);
   const TokenizerCodec codec(tok);
   std::optional<ChatTemplate> tmpl;
-  if (has_chat_template(model_dir / "tokenizer_config.json"))
-    tmpl = ChatTemplate::from_tokenizer_config(model_dir / "tokenizer_config.json");
+  if (std::filesystem::exists(model_dir / "chat_template.jinja") ||
+      has_chat_template(model_dir / "tokenizer_config.json"))
+    tmpl = ChatTemplate::from_model_dir(model_dir);
   const ChatRenderFn render = tmpl ? chat_render_fn(*tmpl) : ChatRenderFn{};
   auto load_all = [&](const std::vector<DatasetSource>& sources) {
     std::vector<Example> out;
