@@ -27,11 +27,12 @@ test-asan: deps
 	cmake --build $(BUILD)-asan -j $(JOBS) --target fitlm_tests
 	$(BUILD)-asan/tests/fitlm_tests --gtest_filter='Safetensors*:Sharded*:ModelConfig*:Tokenizer*:Dataset*:Csv*:Jinja*:ChatTemplate*'
 
-# The CUDA backend must compile and link warning-free even where no GPU can run it.
+# The CUDA backend must compile and link warning-free even where no GPU can run it (the CPU
+# test binary is already built and run by test-cpu).
 build-cuda: deps
 	@if [ "$(CUDA_AVAILABLE)" = ON ]; then \
 	  cmake -S . -B $(BUILD)-cuda -G Ninja -DFITLM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 && \
-	  cmake --build $(BUILD)-cuda -j $(JOBS); \
+	  cmake --build $(BUILD)-cuda -j $(JOBS) --target fitlm fitlm_cuda_tests; \
 	else echo "no CUDA toolkit at /usr/local/cuda: skipping the CUDA build"; fi
 
 test: test-cpu test-asan build-cuda
