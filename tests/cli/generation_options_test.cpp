@@ -3,6 +3,7 @@
 // its own --max-new-tokens default, and the options reaching the sampler — a seed reproduces a
 // sample, and chat's turn t draws with --seed + t, exactly as `generate --chat` with that seed.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -70,7 +71,11 @@ TEST(GenerationOptions, SameHelpInEveryCommandWithItsOwnDefault) {
 class GenerationOptionsRun : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / "fitlm_generation_options_test";
+    // One directory per test and process: ctest runs these tests in parallel.
+    dir_ = fs::temp_directory_path() /
+           ("fitlm_generation_options_test_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+            std::to_string(::getpid()));
     fs::remove_all(dir_);
     fitlm::demo::TinyModelShape shape;
     shape.hidden_size = 32, shape.intermediate_size = 48;
