@@ -285,6 +285,7 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   const ModelConfig model_config = read_model_config(c.base_model);
   const TrainMode train_mode = lora ? TrainMode::kLora : TrainMode::kFull;
   if (c.max_memory) shape = fit_memory_cap(c, *backend, model_config, train_mode, lc, shape);
+  const size_t device_in_use_before = backend->memory_in_use();  // 0 where it cannot tell
   Transformer model(*backend, model_config, train_mode, lc, shape);
   load_model_weights(model, c.base_model);
   if (lora) {
@@ -491,6 +492,12 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
     }
   }
   progress.finish();
+  // Planned vs measured: the arena is this run's only device allocation after the backend's own
+  // workspace, so the growth of device memory in use is its real peak.
+  if (const size_t now = backend->memory_in_use(); now > 0)
+    log::info("device memory: planned {} (+ {} backend workspace), measured {} in use by this run",
+              format_bytes(model.arena().bytes()), format_bytes(backend->reserved_bytes()),
+              format_bytes(now > device_in_use_before ? now - device_in_use_before : 0));
   summary.steps_done = state.global_step;
   summary.skipped_steps = state.skipped_steps;
   summary.loss_scale = scaler ? scaler->scale() : 0.0;
