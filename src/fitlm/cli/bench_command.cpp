@@ -89,15 +89,8 @@ int run_bench(const BenchOptions& o) {
   shape.max_tokens = o.seq * o.micro_batch;
   shape.logits_chunk = o.logits_chunk;
   shape.with_optimizer = true;
-  if (!o.max_memory.empty()) {
-    // The cap covers everything fitlm puts on the device: the arena gets what the backend's own
-    // workspace leaves.
-    const size_t cap = parse_byte_size(o.max_memory), reserved = be->reserved_bytes();
-    if (cap <= reserved)
-      throw_input_error("bench", "--max-memory {} is below the backend's own workspace ({})",
-                        o.max_memory, format_bytes(reserved));
-    shape.max_memory = cap - reserved;
-  }
+  if (!o.max_memory.empty())
+    shape.max_memory = arena_cap(parse_byte_size(o.max_memory), be->reserved_bytes());
   shape = apply_recompute(o.recompute, shape, c, mode, lora, be->compute_dtype(), shape.max_memory);
   const std::string recompute = describe_recompute(c, shape);
   const size_t mem_before = be->memory_in_use();

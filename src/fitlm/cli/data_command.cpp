@@ -33,13 +33,6 @@ struct InspectOptions {
   bool train_on_inputs = false, packing = false, color = false, no_color = false;
 };
 
-bool has_chat_template(const std::filesystem::path& tokenizer_config) {
-  std::ifstream in(tokenizer_config);
-  if (!in) return false;
-  const auto j = nlohmann::json::parse(in, nullptr, false);
-  return j.is_object() && j.contains("chat_template") && !j["chat_template"].is_null();
-}
-
 // Guesses the type from the first readable row's fields when --type is not given.
 DatasetType guess_type(const std::filesystem::path& path) {
   for (const RawRow& row : read_rows(path)) {
@@ -144,11 +137,7 @@ int run_inspect(const InspectOptions& o) {
 
   const Tokenizer tok = Tokenizer::from_dir(model);
   const TokenizerCodec codec(tok);
-  std::optional<ChatTemplate> tmpl;
-  // Newer transformers save the template as chat_template.jinja next to tokenizer_config.json.
-  if (std::filesystem::exists(model / "chat_template.jinja") ||
-      has_chat_template(model / "tokenizer_config.json"))
-    tmpl = ChatTemplate::from_model_dir(model);
+  const std::optional<ChatTemplate> tmpl = ChatTemplate::find_in_model_dir(model);
   const ChatRenderFn render = tmpl ? chat_render_fn(*tmpl) : ChatRenderFn{};
   const bool color = !o.no_color && (o.color || ::isatty(1));
 

@@ -27,17 +27,7 @@ RunShape apply_recompute(const RecomputeChoice& choice, RunShape shape, const Mo
   shape.recompute_layers = choice.layers;
   if (choice.policy != "auto") return shape;
   if (cap == 0) throw_input_error("recompute", "--recompute auto needs --max-memory");
-  const auto fit = fit_recompute(c, mode, lora, shape, compute, cap);
-  if (!fit) {
-    shape.recompute_layers = -1;
-    throw Error(
-        "plan",
-        fmt::format("even recomputing every layer needs {}, over the cap of {}:\n{}",
-                    format_bytes(plan_transformer(c, mode, lora, shape, compute).total_bytes()),
-                    format_bytes(cap), plan_transformer(c, mode, lora, shape, compute).summary()),
-        ExitCode::kNoFit);
-  }
-  return *fit;
+  return fit_recompute_or_refuse(c, mode, lora, shape, compute, cap);
 }
 
 std::string describe_recompute(const ModelConfig& c, const RunShape& shape) {

@@ -10,6 +10,23 @@
 #include "fitlm/model/transformer_impl.h"
 
 namespace fitlm {
+namespace {
+
+// A trainable tensor's buffers as plan_transformer's add_trainable names them.
+Param param_in_arena(const Arena& a, const std::string& name, DType compute, bool decay) {
+  auto get_or_empty = [&](const std::string& n) { return a.contains(n) ? a.get(n) : Tensor{}; };
+  Param p;
+  p.name = name;
+  p.value = a.get(name);
+  p.master = compute == DType::kF32 ? p.value : a.get(name + ".master");
+  p.grad = a.get(name + ".grad");
+  p.adam_m = get_or_empty(name + ".adam_m");
+  p.adam_v = get_or_empty(name + ".adam_v");
+  p.decay = decay;
+  return p;
+}
+
+}  // namespace
 
 Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, LoraConfig lora,
                          RunShape shape)
@@ -31,18 +48,9 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
                 ExitCode::kNoFit);
   arena_ = std::make_unique<Arena>(backend_, std::move(plan));
   const Arena& a = *arena_;
-  auto get_or_empty = [&](const std::string& n) { return a.contains(n) ? a.get(n) : Tensor{}; };
   auto bind_param = [&](const std::string& name, bool decay) {
-    Param p;
-    p.name = name;
-    p.value = a.get(name);
-    p.master = compute == DType::kF32 ? p.value : a.get(name + ".master");
-    p.grad = a.get(name + ".grad");
-    p.adam_m = get_or_empty(name + ".adam_m");
-    p.adam_v = get_or_empty(name + ".adam_v");
-    p.decay = decay;
-    params_.push_back(p);
-    return p.grad;
+    params_.push_back(param_in_arena(a, name, compute, decay));
+    return params_.back().grad;
   };
   const bool full = mode_ == TrainMode::kFull;
 
@@ -97,16 +105,7 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
 Transformer::~Transformer() = default;
 
 void Transformer::bind_lora(DType compute) {
-  const Arena& a = *arena_;
-  auto get_or_empty = [&](const std::string& n) { return a.contains(n) ? a.get(n) : Tensor{}; };
-  Param flat;
-  flat.name = kLoraFlat;
-  flat.value = a.get(kLoraFlat);
-  flat.master = compute == DType::kF32 ? flat.value : a.get(std::string(kLoraFlat) + ".master");
-  flat.grad = a.get(std::string(kLoraFlat) + ".grad");
-  flat.adam_m = get_or_empty(std::string(kLoraFlat) + ".adam_m");
-  flat.adam_v = get_or_empty(std::string(kLoraFlat) + ".adam_v");
-  flat.decay = true;
+  const Param flat = param_in_arena(*arena_, kLoraFlat, compute, /*decay=*/true);
   // Padding must hold zeros (the optimizer and the norm run over it).
   for (const Tensor& t : {flat.value, flat.master, flat.grad, flat.adam_m, flat.adam_v})
     if (!t.empty()) backend_.fill(t, 0.0f);

@@ -75,6 +75,13 @@ bool layer_saved(const ModelConfig& config, TrainMode mode, const RunShape& shap
 std::optional<RunShape> fit_recompute(const ModelConfig& config, TrainMode mode,
                                       const LoraConfig& lora, RunShape shape, DType compute,
                                       size_t cap);
+// As fit_recompute, but refuses (ExitCode::kNoFit, with the smallest plan's breakdown) when
+// nothing fits.
+RunShape fit_recompute_or_refuse(const ModelConfig& config, TrainMode mode,
+                                 const LoraConfig& lora, RunShape shape, DType compute, size_t cap);
+// The arena's share of a device memory cap: what the backend's own workspace leaves (input error
+// when it leaves nothing). Every cap the user gives covers both.
+size_t arena_cap(size_t device_cap, size_t backend_reserved);
 
 class Transformer {
  public:

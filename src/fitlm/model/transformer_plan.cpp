@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "fitlm/core/error.h"
 #include "fitlm/model/transformer.h"
 #include "fitlm/model/transformer_buffers.h"
 
@@ -209,6 +210,26 @@ std::optional<RunShape> fit_recompute(const ModelConfig& c, TrainMode mode, cons
   }
   shape.recompute_layers = hi;
   return shape;
+}
+
+RunShape fit_recompute_or_refuse(const ModelConfig& c, TrainMode mode, const LoraConfig& lora,
+                                 RunShape shape, DType compute, size_t cap) {
+  if (auto fit = fit_recompute(c, mode, lora, shape, compute, cap)) return *fit;
+  shape.recompute = RecomputePolicy::kFull;
+  shape.recompute_layers = -1;
+  const AllocationPlan smallest = plan_transformer(c, mode, lora, shape, compute);
+  throw Error(
+      "plan",
+      fmt::format("even recomputing every layer needs {}, over the cap of {}:\n{}",
+                  format_bytes(smallest.total_bytes()), format_bytes(cap), smallest.summary()),
+      ExitCode::kNoFit);
+}
+
+size_t arena_cap(size_t device_cap, size_t backend_reserved) {
+  if (device_cap <= backend_reserved)
+    throw_input_error("plan", "memory cap {} is below the backend's own workspace ({})",
+                      format_bytes(device_cap), format_bytes(backend_reserved));
+  return device_cap - backend_reserved;
 }
 
 std::string activation_buffer_name(int layer, const std::string& name) {

@@ -122,6 +122,16 @@ ChatTemplate ChatTemplate::from_model_dir(const std::filesystem::path& dir) {
   return t;
 }
 
+std::optional<ChatTemplate> ChatTemplate::find_in_model_dir(const std::filesystem::path& dir) {
+  if (std::filesystem::exists(dir / "chat_template.jinja")) return from_model_dir(dir);
+  std::ifstream in(dir / "tokenizer_config.json");
+  if (!in) return std::nullopt;
+  const auto j = nlohmann::json::parse(in, nullptr, false);
+  if (!j.is_object() || !j.contains("chat_template") || j["chat_template"].is_null())
+    return std::nullopt;
+  return from_model_dir(dir);
+}
+
 ChatTemplate::~ChatTemplate() = default;
 ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
 ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,9 @@ class ChatTemplate {
   // A HF model directory: DIR/chat_template.jinja when present (newer transformers save the
   // template there), else tokenizer_config.json's chat_template; special tokens from the latter.
   static ChatTemplate from_model_dir(const std::filesystem::path& dir);
+  // As from_model_dir, or nullopt when the model has no template at all (datasets without chat
+  // rows need none); a template that is there but broken is still an error.
+  static std::optional<ChatTemplate> find_in_model_dir(const std::filesystem::path& dir);
   ChatTemplate(std::string source, std::string bos_token, std::string eos_token);
   ~ChatTemplate();
   ChatTemplate(ChatTemplate&&) noexcept;

@@ -66,21 +66,11 @@ struct Data {
   int32_t pad_id = 0;
 };
 
-bool has_chat_template(const std::filesystem::path& tokenizer_config) {
-  std::ifstream in(tokenizer_config);
-  if (!in) return false;
-  const auto j = nlohmann::json::parse(in, nullptr, false);
-  return j.is_object() && j.contains("chat_template") && !j["chat_template"].is_null();
-}
-
 Data load_data(const TrainConfig& c) {
   const std::filesystem::path model_dir = c.base_model;
   const Tokenizer tok = Tokenizer::from_dir(model_dir);
   const TokenizerCodec codec(tok);
-  std::optional<ChatTemplate> tmpl;
-  if (std::filesystem::exists(model_dir / "chat_template.jinja") ||
-      has_chat_template(model_dir / "tokenizer_config.json"))
-    tmpl = ChatTemplate::from_model_dir(model_dir);
+  const std::optional<ChatTemplate> tmpl = ChatTemplate::find_in_model_dir(model_dir);
   const ChatRenderFn render = tmpl ? chat_render_fn(*tmpl) : ChatRenderFn{};
   auto load_all = [&](const std::vector<DatasetSource>& sources) {
     std::vector<Example> out;
@@ -210,24 +200,15 @@ double mean_loss(Transformer& model, Batcher& batcher) {
 }
 
 // Applies max_memory: the arena gets the cap minus the backend's own workspace; with
-// gradient_checkpointing: auto, the fewest recomputed layers that fit. Over the cap, the
-// Transformer refuses the plan with its breakdown (exit 3) before allocating.
+// gradient_checkpointing: auto, the fewest recomputed layers that fit. Over the cap, the plan is
+// refused with its breakdown (exit 3) before anything is allocated.
 RunShape fit_memory_cap(const TrainConfig& c, Backend& backend, const ModelConfig& mc,
                         TrainMode mode, const LoraConfig& lc, RunShape shape) {
-  const size_t reserved = backend.reserved_bytes();
-  if (c.max_memory <= reserved)
-    throw_input_error("train", "max_memory {} is below the backend's own workspace ({})",
-                      format_bytes(c.max_memory), format_bytes(reserved));
-  shape.max_memory = c.max_memory - reserved;
+  shape.max_memory = arena_cap(c.max_memory, backend.reserved_bytes());
   if (!c.gradient_checkpointing_auto) return shape;
-  if (const auto fit =
-          fit_recompute(mc, mode, lc, shape, backend.compute_dtype(), shape.max_memory)) {
-    const int n = fit->recompute_layers;
-    log::info("gradient_checkpointing auto: recomputing {} of {} layers to fit {}", n,
-              mc.num_layers, format_bytes(c.max_memory));
-    return *fit;
-  }
-  shape.recompute = RecomputePolicy::kFull;  // let the Transformer report the smallest plan
+  shape = fit_recompute_or_refuse(mc, mode, lc, shape, backend.compute_dtype(), shape.max_memory);
+  log::info("gradient_checkpointing auto: recomputing {} of {} layers to fit {}",
+            shape.recompute_layers, mc.num_layers, format_bytes(c.max_memory));
   return shape;
 }
 

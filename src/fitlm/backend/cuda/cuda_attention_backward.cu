@@ -1,4 +1,6 @@
 // Attention backward: D prepass, dK/dV kernel, dQ kernel (design in cuda_attention.cuh).
+#include <type_traits>
+
 #include "fitlm/backend/cuda/cuda_attention.cuh"
 #include "fitlm/backend/cuda/cuda_common.cuh"
 #include "fitlm/backend/cuda/cuda_mma.cuh"
@@ -314,30 +316,25 @@ void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, 
       sizeof(T) * LD * (2 * kTileKV + 2 * kTileQInner) + 3 * sizeof(float) * kTileQInner;
   const unsigned k_tiles = static_cast<unsigned>((t_count + kTileKV - 1) / kTileKV);
   const bool accumulate = workspace != nullptr && n_heads > n_kv;
-  if (accumulate) {
-    const int64_t n = int64_t{t_count} * n_kv * HD;
-    FITLM_CUDA_CHECK(cudaMemsetAsync(workspace, 0, 2 * n * sizeof(float), stream));
-    FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<T, HD, true>,
+  const int64_t n = int64_t{t_count} * n_kv * HD;  // elements of dK (and of dV)
+  auto launch_dkdv = [&](auto accumulate_tag, unsigned heads, float* acc_dk, float* acc_dv) {
+    constexpr bool kAccumulate = decltype(accumulate_tag)::value;
+    FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<T, HD, kAccumulate>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(dkdv_smem)));
-    attention_backward_dkdv_kernel<T, HD, true>
-        <<<dim3(k_tiles, static_cast<unsigned>(n_heads)), kThreads, dkdv_smem, stream>>>(
-            dout, q, k, v, lse, cu, n_seg, t_count, n_heads, n_kv, scale, dq, dk, dv, workspace,
-            workspace + n);
+    attention_backward_dkdv_kernel<T, HD, kAccumulate>
+        <<<dim3(k_tiles, heads), kThreads, dkdv_smem, stream>>>(dout, q, k, v, lse, cu, n_seg,
+                                                                t_count, n_heads, n_kv, scale, dq,
+                                                                dk, dv, acc_dk, acc_dv);
     FITLM_CUDA_CHECK_LAUNCH();
-    attention_backward_store_kernel<T>
-        <<<static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 132 * 16)), 256, 0, stream>>>(
-            workspace, n, dk, dv);
+  };
+  if (accumulate) {
+    FITLM_CUDA_CHECK(cudaMemsetAsync(workspace, 0, 2 * n * sizeof(float), stream));
+    launch_dkdv(std::true_type{}, static_cast<unsigned>(n_heads), workspace, workspace + n);
+    attention_backward_store_kernel<T><<<grid_for(n, 256), 256, 0, stream>>>(workspace, n, dk, dv);
     FITLM_CUDA_CHECK_LAUNCH();
   } else {
-    FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<T, HD, false>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(dkdv_smem)));
-    attention_backward_dkdv_kernel<T, HD, false>
-        <<<dim3(k_tiles, static_cast<unsigned>(n_kv)), kThreads, dkdv_smem, stream>>>(
-            dout, q, k, v, lse, cu, n_seg, t_count, n_heads, n_kv, scale, dq, dk, dv, nullptr,
-            nullptr);
-    FITLM_CUDA_CHECK_LAUNCH();
+    launch_dkdv(std::false_type{}, static_cast<unsigned>(n_kv), nullptr, nullptr);
   }
 
   const size_t dq_smem = sizeof(T) * LD * (2 * kTileQ + 2 * kTileKInner);

@@ -83,14 +83,6 @@ bool vec8_ok(std::initializer_list<const Tensor*> ts) {
   return true;
 }
 
-template <typename F>
-void dispatch_half16(DType t, F&& f) {
-  if (t == DType::kBF16)
-    f(__nv_bfloat16{});
-  else
-    f(__half{});
-}
-
 }  // namespace
 
 void launch_swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out,
@@ -98,7 +90,7 @@ void launch_swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& o
   const int64_t n = out.numel();
   if (n == 0) return;
   if (vec8_ok({&gate, &up, &out})) {
-    dispatch_half16(out.dtype, [&](auto tag) {
+    dispatch_half(out.dtype, [&](auto tag) {
       using T = decltype(tag);
       swiglu_forward_vec8_kernel<T><<<grid_for(n / 8, 256), 256, 0, stream>>>(
           gate.as<uint4>(), up.as<uint4>(), out.as<uint4>(), n / 8);
@@ -121,7 +113,7 @@ void launch_swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor
   if (n == 0) return;
   const DType t = gate.dtype;
   if (vec8_ok({&gate, &dout, &up, &dgate, &dup})) {
-    dispatch_half16(t, [&](auto tag) {
+    dispatch_half(t, [&](auto tag) {
       using T = decltype(tag);
       swiglu_backward_vec8_kernel<T><<<grid_for(n / 8, 256), 256, 0, stream>>>(
           dout.as<uint4>(), gate.as<uint4>(), up.as<uint4>(), dgate.as<uint4>(), dup.as<uint4>(),
