@@ -11,8 +11,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // A GEMM's family: the frozen/full-size products, the rank-r LoRA products, the LM head.
-std::string gemm_family(int64_t m, int64_t n, int64_t k) {
-  if (std::min({m, n, k}) <= 256) return "gemm lora (rank r)";
+// LoRA products are listed per shape (m×n×k and transposes): they differ by 10× in speed.
+std::string gemm_family(int64_t m, int64_t n, int64_t k, bool trans_a, bool trans_b) {
+  if (std::min({m, n, k}) <= 256)
+    return fmt::format("lora {}x{}x{} {}{}", m, n, k, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N');
   if (std::max({m, n, k}) >= 32000) return "gemm lm head";
   return "gemm projections";
 }
@@ -72,16 +74,16 @@ std::string ProfilingBackend::report(int steps) const {
   double total = 0.0;
   for (const auto& [op, t] : rows) total += t.seconds;
   const double n = std::max(1, steps);
-  std::string out = fmt::format("  {:<28} {:>8} {:>10} {:>7} {:>9}\n", "op", "calls/step",
+  std::string out = fmt::format("  {:<32} {:>8} {:>10} {:>7} {:>9}\n", "op", "calls/step",
                                 "ms/step", "share", "TFLOP/s");
   for (const auto& [op, t] : rows) {
     const std::string rate = t.flops > 0 && t.seconds > 0
                                  ? fmt::format("{:.0f}", t.flops / t.seconds / 1e12)
                                  : std::string("-");
-    out += fmt::format("  {:<28} {:>8.0f} {:>10.2f} {:>6.1f}% {:>9}\n", op, t.calls / n,
+    out += fmt::format("  {:<32} {:>8.0f} {:>10.2f} {:>6.1f}% {:>9}\n", op, t.calls / n,
                        1e3 * t.seconds / n, 100.0 * t.seconds / std::max(total, 1e-12), rate);
   }
-  out += fmt::format("  {:<28} {:>8} {:>10.2f}   (sync overhead {:.1f} us/op subtracted)\n",
+  out += fmt::format("  {:<32} {:>8} {:>10.2f}   (sync overhead {:.1f} us/op subtracted)\n",
                      "total", "", 1e3 * total / n, 1e6 * overhead_s_);
   return out;
 }
@@ -119,7 +121,7 @@ void ProfilingBackend::dropout(const Tensor& x, Tensor out, float p, uint64_t se
 void ProfilingBackend::gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c,
                             float alpha, float beta) {
   const int64_t m = c.rows(), n = c.cols(), k = trans_a ? a.rows() : a.cols();
-  timed(gemm_family(m, n, k), 2.0 * m * n * k,
+  timed(gemm_family(m, n, k, trans_a, trans_b), 2.0 * m * n * k,
         [&] { inner_.gemm(a, trans_a, b, trans_b, c, alpha, beta); });
 }
 void ProfilingBackend::embedding_forward(const Tensor& ids, const Tensor& table, Tensor out) {
