@@ -78,10 +78,6 @@ class CudaBackend final : public Backend {
                   float grad_scale) override;
 
   static constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;  // Hopper's recommended size
-  // FITLM_GEMM_AUTOTUNE=1 (experiment): time up to this many cuBLASLt candidates per problem
-  // whose output fits the tuning scratch, and keep the fastest (=2 also prints each choice).
-  static constexpr int kMaxGemmCandidates = 8;
-  static constexpr size_t kTuneScratchBytes = size_t{64} << 20;
 
  private:
   void check_on_device(const Tensor& t, const char* what) const;
@@ -91,12 +87,10 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   void* lt_workspace_ = nullptr;
-  bool autotune_ = false, autotune_verbose_ = false;
-  void* tune_scratch_ = nullptr;  // only with autotune_
-  double* d_sum_ = nullptr;       // sum_squares accumulator (device)
-  double* h_sum_ = nullptr;       // pinned
-  int* d_flags_ = nullptr;        // CudaErrorFlag slots (device)
-  int* h_flags_ = nullptr;        // pinned
+  double* d_sum_ = nullptr;  // sum_squares accumulator (device)
+  double* h_sum_ = nullptr;  // pinned
+  int* d_flags_ = nullptr;   // CudaErrorFlag slots (device)
+  int* h_flags_ = nullptr;   // pinned
   // cuBLASLt heuristic result per problem (m, n, k, ops, dtypes, alignment): the heuristic
   // query costs tens of microseconds, more than a small GEMM itself.
   using GemmKey = std::tuple<int64_t, int64_t, int64_t, int, int, int, int, int, int>;

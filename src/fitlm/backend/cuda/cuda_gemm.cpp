@@ -5,10 +5,8 @@
 // fitlm is row-major, cuBLASLt column-major: a row-major X[r, c] is a column-major Xᵀ with
 // ld = c, so C = op(A)·op(B) is computed as Cᵀ = op(B)ᵀ·op(A)ᵀ with B passed first.
 #include <cuda_runtime_api.h>
-#include <fmt/format.h>
 
 #include <algorithm>
-#include <vector>
 
 #include "fitlm/backend/cuda/cuda_backend_impl.h"
 #include "fitlm/backend/cuda/cuda_check.h"
@@ -102,49 +100,15 @@ void CudaBackend::gemm(const Tensor& a, bool trans_a, const Tensor& b, bool tran
          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
           CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       cublasLtMatmulPreferenceSetAttribute(pref, attr, &al, sizeof(al));
-    cublasLtMatmulHeuristicResult_t results[kMaxGemmCandidates]{};
+    cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const int want = autotune_ ? kMaxGemmCandidates : 1;
     const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(lt_, d.op, d.a, d.b, d.c, d.c, pref, want, results, &found);
+        cublasLtMatmulAlgoGetHeuristic(lt_, d.op, d.a, d.b, d.c, d.c, pref, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0)
       throw_internal_error("cuda", "cuBLASLt has no algorithm for gemm m={} n={} k={} {}→{}", m, n,
                            k, dtype_name(a.dtype), dtype_name(c.dtype));
-    int best = 0;
-    if (found > 1 && c.bytes() <= kTuneScratchBytes) {
-      // Time each candidate writing to scratch (D ≠ C keeps C intact when beta ≠ 0).
-      std::vector<float> ms(static_cast<size_t>(found), 0.0f);
-      cudaEvent_t e0, e1;
-      FITLM_CUDA_CHECK(cudaEventCreate(&e0));
-      FITLM_CUDA_CHECK(cudaEventCreate(&e1));
-      for (int i = 0; i < found; ++i) {
-        auto run = [&] {
-          return cublasLtMatmul(lt_, d.op, &alpha, b.data, d.a, a.data, d.b, &beta, c.data, d.c,
-                                tune_scratch_, d.c, &results[i].algo, lt_workspace_,
-                                kLtWorkspaceBytes, stream_);
-        };
-        if (run() != CUBLAS_STATUS_SUCCESS) {
-          ms[static_cast<size_t>(i)] = 1e30f;
-          continue;
-        }
-        FITLM_CUDA_CHECK(cudaEventRecord(e0, stream_));
-        for (int rep = 0; rep < 5; ++rep) run();
-        FITLM_CUDA_CHECK(cudaEventRecord(e1, stream_));
-        FITLM_CUDA_CHECK(cudaEventSynchronize(e1));
-        FITLM_CUDA_CHECK(cudaEventElapsedTime(&ms[static_cast<size_t>(i)], e0, e1));
-        if (ms[static_cast<size_t>(i)] < ms[static_cast<size_t>(best)]) best = i;
-      }
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1);
-      if (autotune_verbose_)
-        fmt::print(stderr,
-                   "gemm tune m={} n={} k={} {}{} beta={}: heuristic {:.1f} us, best #{} "
-                   "{:.1f} us of {}\n",
-                   m, n, k, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', beta, ms[0] * 200.0f, best,
-                   ms[static_cast<size_t>(best)] * 200.0f, found);
-    }
-    it = algo_cache_.emplace(key, results[best].algo).first;
+    it = algo_cache_.emplace(key, result.algo).first;
   }
   FITLM_CUBLAS_CHECK(cublasLtMatmul(lt_, d.op, &alpha, b.data, d.a, a.data, d.b, &beta, c.data, d.c,
                                     c.data, d.c, &it->second, lt_workspace_, kLtWorkspaceBytes,
