@@ -26,38 +26,60 @@ __global__ void __launch_bounds__(kThreads)
                              int t_count, int n_heads, int n_kv, float scale_log2,
                              T* __restrict__ out, float* __restrict__ lse) {
   constexpr int LD = HD + kPad;
-  __shared__ __align__(16) T k_tile[kBlockK * LD];  // also stages the Q tile
-  __shared__ __align__(16) T v_tile[kBlockK * LD];
+  // Two stages of (K, V) tiles: tile i + 1 streams in while tile i is multiplied. Stage 1's K
+  // slot first carries the Q tile into registers.
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* k_stage = reinterpret_cast<T*>(smem);  // [2][kBlockK * LD]
+  T* v_stage = k_stage + 2 * kBlockK * LD;  // [2][kBlockK * LD]
   // Heavier (later) causal tiles first, so the tail of the grid is short.
   const int q0 = (gridDim.x - 1 - blockIdx.x) * kBlockQ;
   const int h = blockIdx.y, kvh = h / (n_heads / n_kv);
   const int64_t q_stride = int64_t{n_heads} * HD, kv_stride = int64_t{n_kv} * HD;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const int k_begin = cu[segment_of(cu, n_seg, q0)];
+  const int k_end = min(q0 + kBlockQ, t_count);
+  const int steps = (k_end - k_begin + kBlockK - 1) / kBlockK;
+  auto issue_step = [&](int step) {
+    const int st = step & 1, k0 = k_begin + step * kBlockK;
+    load_tile_async<T, HD, kBlockK, kThreads>(k_stage + st * kBlockK * LD, k + kvh * HD, kv_stride,
+                                              k0, t_count);
+    load_tile_async<T, HD, kBlockK, kThreads>(v_stage + st * kBlockK * LD, v + kvh * HD, kv_stride,
+                                              k0, t_count);
+    cp_async_commit();
+  };
 
   // Q fragments for this warp's 16 rows stay in registers for the whole key loop.
-  load_tile<T, HD, kBlockQ, kThreads>(k_tile, q + int64_t{q0} * q_stride + h * HD, q_stride, 0,
-                                      t_count - q0);
+  load_tile_async<T, HD, kBlockQ, kThreads>(
+      k_stage + kBlockK * LD, q + int64_t{q0} * q_stride + h * HD, q_stride, 0, t_count - q0);
+  issue_step(0);  // commits the Q copies with step 0's
+  cp_async_wait<0>();
   __syncthreads();
   uint32_t qf[HD / 16][4];
 #pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk) load_a<T, LD>(qf[kk], k_tile, warp * 16, kk * 16, lane);
-  __syncthreads();
+  for (int kk = 0; kk < HD / 16; ++kk)
+    load_a<T, LD>(qf[kk], k_stage + kBlockK * LD, warp * 16, kk * 16, lane);
+  __syncthreads();  // stage 1 is free for step 1
 
   const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;  // the two rows this thread owns
   const int seg0 = cu[segment_of(cu, n_seg, min(row0, t_count - 1))];
   const int seg1 = cu[segment_of(cu, n_seg, min(row1, t_count - 1))];
   const int warp_first = q0 + warp * 16;
   const int warp_seg_last = cu[segment_of(cu, n_seg, min(warp_first + 15, t_count - 1))];
-  const int k_begin = cu[segment_of(cu, n_seg, q0)];
-  const int k_end = min(q0 + kBlockQ, t_count);
 
   float o[HD / 8][4] = {};
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
-  for (int k0 = k_begin; k0 < k_end; k0 += kBlockK) {
-    load_tile<T, HD, kBlockK, kThreads>(k_tile, k + kvh * HD, kv_stride, k0, t_count);
-    load_tile<T, HD, kBlockK, kThreads>(v_tile, v + kvh * HD, kv_stride, k0, t_count);
+  for (int step = 0; step < steps; ++step) {
+    if (step + 1 < steps) {
+      issue_step(step + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
+    const int k0 = k_begin + step * kBlockK;
+    const T* k_tile = k_stage + (step & 1) * kBlockK * LD;
+    const T* v_tile = v_stage + (step & 1) * kBlockK * LD;
 
     float s[kBlockK / 8][4] = {};
 #pragma unroll
@@ -183,7 +205,11 @@ void launch_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
       constexpr int HD = decltype(hd)::value;
       const dim3 grid(static_cast<unsigned>((t_count + kBlockQ - 1) / kBlockQ),
                       static_cast<unsigned>(sh.n_heads));
-      attention_forward_kernel<T, HD><<<grid, kThreads, 0, stream>>>(
+      const size_t smem = sizeof(T) * (HD + kPad) * 4 * kBlockK;  // over 48 KB: opt in
+      FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel<T, HD>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(smem)));
+      attention_forward_kernel<T, HD><<<grid, kThreads, smem, stream>>>(
           q.as<T>(), k.as<T>(), v.as<T>(), cu_seqlens.as<int32_t>(), n_seg, t_count, sh.n_heads,
           sh.n_kv_heads, scale_log2, out.as<T>(), lse.as<float>());
     });
@@ -203,11 +229,10 @@ void launch_attention_backward(const Tensor& dout, const Tensor& q, const Tensor
     using T = decltype(tag);
     dispatch_head_dim(sh.head_dim, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
-      attention_backward_impl<T, HD>(dout.as<T>(), q.as<T>(), k.as<T>(), v.as<T>(), out.as<T>(),
-                                     lse.as<float>(), cu_seqlens.as<int32_t>(), n_seg, t_count,
-                                     sh.n_heads, sh.n_kv_heads, sh.scale, dq.as<T>(), dk.as<T>(),
-                                     dv.as<T>(), workspace.empty() ? nullptr : workspace.as<float>(),
-                                     stream);
+      attention_backward_impl<T, HD>(
+          dout.as<T>(), q.as<T>(), k.as<T>(), v.as<T>(), out.as<T>(), lse.as<float>(),
+          cu_seqlens.as<int32_t>(), n_seg, t_count, sh.n_heads, sh.n_kv_heads, sh.scale, dq.as<T>(),
+          dk.as<T>(), dv.as<T>(), workspace.empty() ? nullptr : workspace.as<float>(), stream);
     });
   });
 }

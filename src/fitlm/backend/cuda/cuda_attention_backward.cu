@@ -49,14 +49,16 @@ __global__ void __launch_bounds__(kThreads)
                                    T* dq_with_d, T* __restrict__ dk, T* __restrict__ dv,
                                    float* __restrict__ acc_dk, float* __restrict__ acc_dv) {
   constexpr int LD = HD + kPad;
+  // Shared memory: the block's K and V tiles, then two stages of (Q, dO, lse, D, segment start)
+  // for the 32-query steps: step i + 1 streams in while step i is multiplied.
   extern __shared__ __align__(16) unsigned char smem[];
   T* k_tile = reinterpret_cast<T*>(smem);
   T* v_tile = k_tile + kTileKV * LD;
-  T* q_tile = v_tile + kTileKV * LD;
-  T* do_tile = q_tile + kTileQInner * LD;
-  float* lse_s = reinterpret_cast<float*>(do_tile + kTileQInner * LD);
-  float* d_s = lse_s + kTileQInner;
-  int* seg_s = reinterpret_cast<int*>(d_s + kTileQInner);
+  T* q_stage = v_tile + kTileKV * LD;            // [2][kTileQInner * LD]
+  T* do_stage = q_stage + 2 * kTileQInner * LD;  // [2][kTileQInner * LD]
+  float* lse_stage = reinterpret_cast<float*>(do_stage + 2 * kTileQInner * LD);  // [2][32]
+  float* d_stage = lse_stage + 2 * kTileQInner;                                  // [2][32]
+  int* seg_stage = reinterpret_cast<int*>(d_stage + 2 * kTileQInner);            // [2][32]
 
   const int k0 = blockIdx.x * kTileKV, group = n_heads / n_kv;
   const int kvh = kAccumulate ? static_cast<int>(blockIdx.y) / group : blockIdx.y;
@@ -65,99 +67,122 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t q_stride = int64_t{n_heads} * HD, kv_stride = int64_t{n_kv} * HD;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const float scale_log2 = scale * kLog2e;
-
-  load_tile<T, HD, kTileKV, kThreads>(k_tile, k + kvh * HD, kv_stride, k0, t_count);
-  load_tile<T, HD, kTileKV, kThreads>(v_tile, v + kvh * HD, kv_stride, k0, t_count);
   const int key0 = k0 + warp * 16 + g, key1 = key0 + 8;
   // Queries that can see this tile's keys end with the last key's segment.
   const int q_end = cu[segment_of(cu, n_seg, min(k0 + kTileKV - 1, t_count - 1)) + 1];
+  // Steps: (head, 32-query tile) pairs, heads outermost.
+  const int q_tiles = (q_end - k0 + kTileQInner - 1) / kTileQInner;
+  const int steps = (h_end - h_begin) * q_tiles;
+  auto issue_step = [&](int step) {
+    const int st = step & 1, h = h_begin + step / q_tiles;
+    const int q0 = k0 + (step % q_tiles) * kTileQInner;
+    load_tile_async<T, HD, kTileQInner, kThreads>(q_stage + st * kTileQInner * LD, q + h * HD,
+                                                  q_stride, q0, t_count);
+    load_tile_async<T, HD, kTileQInner, kThreads>(do_stage + st * kTileQInner * LD, dout + h * HD,
+                                                  q_stride, q0, t_count);
+    if (threadIdx.x < kTileQInner) {
+      const int r = q0 + threadIdx.x;
+      const bool ok = r < t_count;
+      const int rr = ok ? r : 0;
+      cp_async4(lse_stage + st * kTileQInner + threadIdx.x, lse + int64_t{h} * t_count + rr, ok);
+      cp_async4(d_stage + st * kTileQInner + threadIdx.x, d_slot(dq_with_d, rr, q_stride, h, HD),
+                ok);
+      seg_stage[st * kTileQInner + threadIdx.x] = ok ? cu[segment_of(cu, n_seg, r)] : 0;
+    }
+    cp_async_commit();
+  };
+
+  load_tile_async<T, HD, kTileKV, kThreads>(k_tile, k + kvh * HD, kv_stride, k0, t_count);
+  load_tile_async<T, HD, kTileKV, kThreads>(v_tile, v + kvh * HD, kv_stride, k0, t_count);
+  if (steps > 0) issue_step(0);  // commits the K/V copies with step 0's
 
   float dka[HD / 8][4] = {}, dva[HD / 8][4] = {};
-  for (int h = h_begin; h < h_end; ++h) {
-    for (int q0 = k0; q0 < q_end; q0 += kTileQInner) {
-      __syncthreads();  // the previous step is done with q_tile / do_tile
-      load_tile<T, HD, kTileQInner, kThreads>(q_tile, q + h * HD, q_stride, q0, t_count);
-      load_tile<T, HD, kTileQInner, kThreads>(do_tile, dout + h * HD, q_stride, q0, t_count);
-      if (threadIdx.x < kTileQInner) {
-        const int r = q0 + threadIdx.x;
-        const bool ok = r < t_count;
-        lse_s[threadIdx.x] = ok ? lse[int64_t{h} * t_count + r] * kLog2e : 0.0f;
-        d_s[threadIdx.x] = ok ? *d_slot(dq_with_d, r, q_stride, h, HD) : 0.0f;
-        seg_s[threadIdx.x] = ok ? cu[segment_of(cu, n_seg, r)] : 0;
-      }
-      __syncthreads();
+  for (int step = 0; step < steps; ++step) {
+    if (step + 1 < steps) {
+      issue_step(step + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // step's tiles (and K/V) are visible to every warp
+    const int st = step & 1, q0 = k0 + (step % q_tiles) * kTileQInner;
+    const T* q_tile = q_stage + st * kTileQInner * LD;
+    const T* do_tile = do_stage + st * kTileQInner * LD;
+    const float* lse_s = lse_stage + st * kTileQInner;
+    const float* d_s = d_stage + st * kTileQInner;
+    const int* seg_s = seg_stage + st * kTileQInner;
 
-      // Sᵀ [16 keys × 32 queries] = K_w · Qᵀ, then Pᵀ.
-      float p[kTileQInner / 8][4] = {};
+    // Sᵀ [16 keys × 32 queries] = K_w · Qᵀ, then Pᵀ.
+    float p[kTileQInner / 8][4] = {};
 #pragma unroll
-      for (int kk = 0; kk < HD / 16; ++kk) {
-        uint32_t a[4];
-        load_a<T, LD>(a, k_tile, warp * 16, kk * 16, lane);
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      uint32_t a[4];
+      load_a<T, LD>(a, k_tile, warp * 16, kk * 16, lane);
 #pragma unroll
-        for (int nt = 0; nt < kTileQInner / 8; nt += 2) {
-          uint32_t b[2][2];
-          load_b_rows_x2<T, LD>(b, q_tile, nt * 8, kk * 16, lane);
-          mma16816<T>(p[nt], a, b[0]);
-          mma16816<T>(p[nt + 1], a, b[1]);
-        }
-      }
-#pragma unroll
-      for (int nt = 0; nt < kTileQInner / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int c = nt * 8 + 2 * tq + (e & 1), qi = q0 + c, key = e < 2 ? key0 : key1;
-          const bool valid = qi < t_count && key <= qi && seg_s[c] <= key;
-          p[nt][e] = valid ? exp2f(p[nt][e] * scale_log2 - lse_s[c]) : 0.0f;
-        }
-        // dV += Pᵀ · dO.
-#pragma unroll
-      for (int kk = 0; kk < kTileQInner / 16; ++kk) {
-        uint32_t a[4] = {pack2<T>(p[2 * kk][0], p[2 * kk][1]), pack2<T>(p[2 * kk][2], p[2 * kk][3]),
-                         pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]),
-                         pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
-#pragma unroll
-        for (int nt = 0; nt < HD / 8; nt += 2) {
-          uint32_t b[2][2];
-          load_b_cols_x2<T, LD>(b, do_tile, kk * 16, nt * 8, lane);
-          mma16816<T>(dva[nt], a, b[0]);
-          mma16816<T>(dva[nt + 1], a, b[1]);
-        }
-      }
-      // dPᵀ = V_w · dOᵀ, then dSᵀ = Pᵀ ⊙ (dPᵀ − D).
-      float ds[kTileQInner / 8][4] = {};
-#pragma unroll
-      for (int kk = 0; kk < HD / 16; ++kk) {
-        uint32_t a[4];
-        load_a<T, LD>(a, v_tile, warp * 16, kk * 16, lane);
-#pragma unroll
-        for (int nt = 0; nt < kTileQInner / 8; nt += 2) {
-          uint32_t b[2][2];
-          load_b_rows_x2<T, LD>(b, do_tile, nt * 8, kk * 16, lane);
-          mma16816<T>(ds[nt], a, b[0]);
-          mma16816<T>(ds[nt + 1], a, b[1]);
-        }
-      }
-#pragma unroll
-      for (int nt = 0; nt < kTileQInner / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          ds[nt][e] = p[nt][e] * (ds[nt][e] - d_s[nt * 8 + 2 * tq + (e & 1)]);
-          // dK += dSᵀ · Q (the softmax scale is applied once at the end).
-#pragma unroll
-      for (int kk = 0; kk < kTileQInner / 16; ++kk) {
-        uint32_t a[4] = {pack2<T>(ds[2 * kk][0], ds[2 * kk][1]),
-                         pack2<T>(ds[2 * kk][2], ds[2 * kk][3]),
-                         pack2<T>(ds[2 * kk + 1][0], ds[2 * kk + 1][1]),
-                         pack2<T>(ds[2 * kk + 1][2], ds[2 * kk + 1][3])};
-#pragma unroll
-        for (int nt = 0; nt < HD / 8; nt += 2) {
-          uint32_t b[2][2];
-          load_b_cols_x2<T, LD>(b, q_tile, kk * 16, nt * 8, lane);
-          mma16816<T>(dka[nt], a, b[0]);
-          mma16816<T>(dka[nt + 1], a, b[1]);
-        }
+      for (int nt = 0; nt < kTileQInner / 8; nt += 2) {
+        uint32_t b[2][2];
+        load_b_rows_x2<T, LD>(b, q_tile, nt * 8, kk * 16, lane);
+        mma16816<T>(p[nt], a, b[0]);
+        mma16816<T>(p[nt + 1], a, b[1]);
       }
     }
+#pragma unroll
+    for (int nt = 0; nt < kTileQInner / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = nt * 8 + 2 * tq + (e & 1), qi = q0 + c, key = e < 2 ? key0 : key1;
+        const bool valid = qi < t_count && key <= qi && seg_s[c] <= key;
+        p[nt][e] = valid ? exp2f(p[nt][e] * scale_log2 - lse_s[c] * kLog2e) : 0.0f;
+      }
+      // dV += Pᵀ · dO.
+#pragma unroll
+    for (int kk = 0; kk < kTileQInner / 16; ++kk) {
+      uint32_t a[4] = {pack2<T>(p[2 * kk][0], p[2 * kk][1]), pack2<T>(p[2 * kk][2], p[2 * kk][3]),
+                       pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                       pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+      for (int nt = 0; nt < HD / 8; nt += 2) {
+        uint32_t b[2][2];
+        load_b_cols_x2<T, LD>(b, do_tile, kk * 16, nt * 8, lane);
+        mma16816<T>(dva[nt], a, b[0]);
+        mma16816<T>(dva[nt + 1], a, b[1]);
+      }
+    }
+    // dPᵀ = V_w · dOᵀ, then dSᵀ = Pᵀ ⊙ (dPᵀ − D).
+    float ds[kTileQInner / 8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      uint32_t a[4];
+      load_a<T, LD>(a, v_tile, warp * 16, kk * 16, lane);
+#pragma unroll
+      for (int nt = 0; nt < kTileQInner / 8; nt += 2) {
+        uint32_t b[2][2];
+        load_b_rows_x2<T, LD>(b, do_tile, nt * 8, kk * 16, lane);
+        mma16816<T>(ds[nt], a, b[0]);
+        mma16816<T>(ds[nt + 1], a, b[1]);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < kTileQInner / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        ds[nt][e] = p[nt][e] * (ds[nt][e] - d_s[nt * 8 + 2 * tq + (e & 1)]);
+        // dK += dSᵀ · Q (the softmax scale is applied once at the end).
+#pragma unroll
+    for (int kk = 0; kk < kTileQInner / 16; ++kk) {
+      uint32_t a[4] = {pack2<T>(ds[2 * kk][0], ds[2 * kk][1]),
+                       pack2<T>(ds[2 * kk][2], ds[2 * kk][3]),
+                       pack2<T>(ds[2 * kk + 1][0], ds[2 * kk + 1][1]),
+                       pack2<T>(ds[2 * kk + 1][2], ds[2 * kk + 1][3])};
+#pragma unroll
+      for (int nt = 0; nt < HD / 8; nt += 2) {
+        uint32_t b[2][2];
+        load_b_cols_x2<T, LD>(b, q_tile, kk * 16, nt * 8, lane);
+        mma16816<T>(dka[nt], a, b[0]);
+        mma16816<T>(dka[nt + 1], a, b[1]);
+      }
+    }
+    __syncthreads();  // every warp is done with this stage before step + 2 refills it
   }
   if constexpr (kAccumulate) {
 #pragma unroll
@@ -201,19 +226,32 @@ __global__ void __launch_bounds__(kThreads)
                                  T* dq) {
   constexpr int LD = HD + kPad;
   extern __shared__ __align__(16) unsigned char smem[];
+  // Shared memory: the block's Q and dO tiles, then two stages of 32-key K/V tiles.
   T* q_tile = reinterpret_cast<T*>(smem);
   T* do_tile = q_tile + kTileQ * LD;
-  T* k_tile = do_tile + kTileQ * LD;
-  T* v_tile = k_tile + kTileKInner * LD;
+  T* k_stage = do_tile + kTileQ * LD;           // [2][kTileKInner * LD]
+  T* v_stage = k_stage + 2 * kTileKInner * LD;  // [2][kTileKInner * LD]
 
   const int q0 = (gridDim.x - 1 - blockIdx.x) * kTileQ;
   const int h = blockIdx.y, kvh = h / (n_heads / n_kv);
   const int64_t q_stride = int64_t{n_heads} * HD, kv_stride = int64_t{n_kv} * HD;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const float scale_log2 = scale * kLog2e;
+  const int k_begin = cu[segment_of(cu, n_seg, q0)];
+  const int k_end = min(q0 + kTileQ, t_count);
+  const int steps = (k_end - k_begin + kTileKInner - 1) / kTileKInner;
+  auto issue_step = [&](int step) {
+    const int st = step & 1, k0 = k_begin + step * kTileKInner;
+    load_tile_async<T, HD, kTileKInner, kThreads>(k_stage + st * kTileKInner * LD, k + kvh * HD,
+                                                  kv_stride, k0, t_count);
+    load_tile_async<T, HD, kTileKInner, kThreads>(v_stage + st * kTileKInner * LD, v + kvh * HD,
+                                                  kv_stride, k0, t_count);
+    cp_async_commit();
+  };
 
-  load_tile<T, HD, kTileQ, kThreads>(q_tile, q + h * HD, q_stride, q0, t_count);
-  load_tile<T, HD, kTileQ, kThreads>(do_tile, dout + h * HD, q_stride, q0, t_count);
+  load_tile_async<T, HD, kTileQ, kThreads>(q_tile, q + h * HD, q_stride, q0, t_count);
+  load_tile_async<T, HD, kTileQ, kThreads>(do_tile, dout + h * HD, q_stride, q0, t_count);
+  if (steps > 0) issue_step(0);  // commits the Q/dO copies with step 0's
   const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
   const bool ok0 = row0 < t_count, ok1 = row1 < t_count;
   const int seg0 = cu[segment_of(cu, n_seg, min(row0, t_count - 1))];
@@ -224,14 +262,18 @@ __global__ void __launch_bounds__(kThreads)
   const float d1 = ok1 ? *d_slot(dq, row1, q_stride, h, HD) : 0.0f;
   __syncthreads();  // every D is read before any thread of the block overwrites dq rows
 
-  const int k_begin = cu[segment_of(cu, n_seg, q0)];
-  const int k_end = min(q0 + kTileQ, t_count);
   float dqa[HD / 8][4] = {};
-  for (int k0 = k_begin; k0 < k_end; k0 += kTileKInner) {
+  for (int step = 0; step < steps; ++step) {
+    if (step + 1 < steps) {
+      issue_step(step + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
-    load_tile<T, HD, kTileKInner, kThreads>(k_tile, k + kvh * HD, kv_stride, k0, t_count);
-    load_tile<T, HD, kTileKInner, kThreads>(v_tile, v + kvh * HD, kv_stride, k0, t_count);
-    __syncthreads();
+    const int st = step & 1, k0 = k_begin + step * kTileKInner;
+    const T* k_tile = k_stage + st * kTileKInner * LD;
+    const T* v_tile = v_stage + st * kTileKInner * LD;
     float p[kTileKInner / 8][4] = {}, ds[kTileKInner / 8][4] = {};
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk) {
@@ -273,6 +315,7 @@ __global__ void __launch_bounds__(kThreads)
         mma16816<T>(dqa[nt + 1], a, b[1]);
       }
     }
+    __syncthreads();  // every warp is done with this stage before step + 2 refills it
   }
 #pragma unroll
   for (int nt = 0; nt < HD / 8; ++nt) {
@@ -313,7 +356,7 @@ void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, 
 
   // Over 48 KB of shared memory at head_dim 128: the kernels must opt in.
   const size_t dkdv_smem =
-      sizeof(T) * LD * (2 * kTileKV + 2 * kTileQInner) + 3 * sizeof(float) * kTileQInner;
+      sizeof(T) * LD * (2 * kTileKV + 4 * kTileQInner) + 2 * 3 * sizeof(float) * kTileQInner;
   const unsigned k_tiles = static_cast<unsigned>((t_count + kTileKV - 1) / kTileKV);
   const bool accumulate = workspace != nullptr && n_heads > n_kv;
   const int64_t n = int64_t{t_count} * n_kv * HD;  // elements of dK (and of dV)
@@ -337,7 +380,7 @@ void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, 
     launch_dkdv(std::false_type{}, static_cast<unsigned>(n_kv), nullptr, nullptr);
   }
 
-  const size_t dq_smem = sizeof(T) * LD * (2 * kTileQ + 2 * kTileKInner);
+  const size_t dq_smem = sizeof(T) * LD * (2 * kTileQ + 4 * kTileKInner);
   FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dq_kernel<T, HD>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(dq_smem)));

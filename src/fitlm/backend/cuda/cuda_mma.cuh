@@ -138,6 +138,55 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t stride,
   }
 }
 
+// Asynchronous global→shared copies (cp.async, sm_80+), so that the next tile streams in while
+// the current one is multiplied; a block then needs no second resident block to hide its load
+// latency. `valid == false` zero-fills the 16 bytes (src-size 0) without reading `gmem`. Older
+// GPUs (T4, V100) copy synchronously; the commit/wait calls are then no-ops.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0));
+#else
+  *reinterpret_cast<uint4*>(smem) =
+      valid ? *reinterpret_cast<const uint4*>(gmem) : make_uint4(0, 0, 0, 0);
+#endif
+}
+// 4-byte variant (per-row statistics), zero-filled when invalid.
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
+               "r"(valid ? 4 : 0));
+#else
+  *reinterpret_cast<uint32_t*>(smem) = valid ? *reinterpret_cast<const uint32_t*>(gmem) : 0u;
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+// Waits until at most N committed groups are still in flight (this thread's copies only: a
+// __syncthreads() must follow before other threads read the tile).
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// load_tile through cp.async: the caller commits and waits.
+template <typename T, int HD, int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile_async(T* tile, const T* src, int64_t stride, int row0,
+                                                int n_rows) {
+  constexpr int kChunks = HD / 8;
+  for (int idx = threadIdx.x; idx < ROWS * kChunks; idx += THREADS) {
+    const int r = idx / kChunks, c = idx % kChunks;
+    const bool ok = row0 + r < n_rows;
+    // An invalid row reads nothing, but the address must still be a mapped one: use row 0.
+    cp_async16(tile + r * (HD + kPad) + c * 8, src + (ok ? row0 + r : 0) * stride + c * 8, ok);
+  }
+}
+
 // Index of the segment holding token i: the last s with cu[s] <= i (cu has n_seg + 1 entries).
 __device__ __forceinline__ int segment_of(const int32_t* cu, int n_seg, int i) {
   int lo = 0, hi = n_seg - 1;
