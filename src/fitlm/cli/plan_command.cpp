@@ -43,8 +43,8 @@ int run_plan(const PlanOptions& o) {
   fmt::print("{}", plan.summary());
   if (o.verbose)
     for (const BufferSpec& b : plan.buffers())
-      fmt::print("  {:>12}  {:<10} {:<6} {:<16} {}\n", b.offset, b.group, dtype_name(b.dtype),
-                 b.shape.str(), b.name);
+      fmt::print("  {:>12}  {:<10} {:<6} {:<16} {:<12} {}\n", b.offset, b.group,
+                 dtype_name(b.dtype), b.shape.str(), plan.describe(b.lifetime), b.name);
   if (!o.max_memory.empty()) {
     if (plan.total_bytes() > cap) {
       fmt::print("does NOT fit in {} (over by {})\n", format_bytes(cap),
@@ -75,7 +75,8 @@ RunFn setup(CLI::App& app) {
   app.add_option("--logits-chunk", o->logits_chunk, "Rows of logits per loss chunk")
       ->capture_default_str();
   app.add_option("--max-memory", o->max_memory, "Budget, e.g. 15GiB: exit 3 when over it");
-  app.add_flag("--buffers", o->verbose, "List every buffer with its offset");
+  app.add_flag("--buffers", o->verbose,
+               "List every buffer with its offset and the phases it lives in");
   return [o] { return run_plan(*o); };
 }
 

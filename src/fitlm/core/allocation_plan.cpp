@@ -23,7 +23,7 @@ size_t AllocationPlan::add(std::string name, std::string group, Shape shape, DTy
   return buffers_.size() - 1;
 }
 
-void AllocationPlan::finalize() {
+void AllocationPlan::finalize(bool share_bytes) {
   auto align = [&](size_t v) { return (v + alignment_ - 1) / alignment_ * alignment_; };
   std::vector<size_t> order(buffers_.size());
   std::iota(order.begin(), order.end(), 0);
@@ -37,7 +37,7 @@ void AllocationPlan::finalize() {
     std::vector<std::pair<size_t, size_t>> busy;
     for (size_t j : placed) {
       const BufferSpec& o = buffers_[j];
-      if (o.lifetime.begin < b.lifetime.end && b.lifetime.begin < o.lifetime.end)
+      if (!share_bytes || o.lifetime.overlaps(b.lifetime))
         busy.emplace_back(o.offset, o.offset + align(o.bytes));
     }
     std::sort(busy.begin(), busy.end());
@@ -51,6 +51,17 @@ void AllocationPlan::finalize() {
     placed.push_back(i);
   }
   finalized_ = true;
+}
+
+std::string AllocationPlan::describe(const Lifetime& lifetime) const {
+  if (lifetime.is_whole_job()) return "all";
+  std::string s;
+  for (int k = 0; k < 64; ++k) {
+    if (!lifetime.contains(k)) continue;
+    if (!s.empty()) s += ' ';
+    s += k < static_cast<int>(phase_names_.size()) ? phase_names_[k] : fmt::format("#{}", k);
+  }
+  return s.empty() ? "never" : s;
 }
 
 bool AllocationPlan::contains(const std::string& name) const {

@@ -1,9 +1,11 @@
 // The allocation plan (DESIGN.md §1): every device buffer of a job, named, with its size and
-// lifetime, placed at an offset in one arena before anything is allocated. The planner prints
+// lifetime, placed at an offset in one arena before anything is allocated; buffers whose
+// lifetimes are disjoint share bytes. The planner prints
 // it, the runtime allocates exactly `total_bytes()`, so the predicted peak is the real peak.
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -11,12 +13,30 @@
 
 namespace fitlm {
 
-// When a buffer is live, in the planner's phase counter (e.g. one phase per layer of forward
-// and backward). Buffers whose intervals do not overlap may share bytes.
+// When a buffer must hold its contents, as a set of *phase kinds*: a bitmask over up to 64 kinds
+// whose meaning the planner that adds the buffers defines (e.g. "forward", "loss head", "MLP
+// backward"; plan_transformer documents its own). A kind may occur many times in a job (once per
+// layer, once per step): a set names kinds, not occurrences. Two buffers may share bytes iff
+// their sets are disjoint: no phase ever needs both.
+//
+// The planner's rule for a buffer's set: every kind in which the buffer is written or read, plus
+// every kind that occurs anywhere between a write and a later read of the same value. A value that
+// lives across layers therefore needs every kind that recurs per layer, and a value that lives
+// across steps (weights, grads, optimizer state) needs every kind: whole_job().
 struct Lifetime {
-  int begin = 0;
-  int end = 1 << 30;  // exclusive; the default means "the whole job"
-  static Lifetime whole_job() { return {}; }
+  uint64_t phases = ~uint64_t{0};  // bit k: live during phase kind k
+
+  static constexpr Lifetime whole_job() { return {}; }
+  // The set of the given kinds (0..63).
+  static constexpr Lifetime of(std::initializer_list<int> kinds) {
+    Lifetime l{0};
+    for (int k : kinds) l.phases |= uint64_t{1} << k;
+    return l;
+  }
+  constexpr bool is_whole_job() const { return phases == ~uint64_t{0}; }
+  constexpr bool contains(int kind) const { return (phases >> kind) & 1u; }
+  constexpr bool overlaps(const Lifetime& o) const { return (phases & o.phases) != 0; }
+  constexpr bool operator==(const Lifetime&) const = default;
 };
 
 struct BufferSpec {
@@ -37,9 +57,13 @@ class AllocationPlan {
   size_t add(std::string name, std::string group, Shape shape, DType dtype,
              Lifetime lifetime = Lifetime::whole_job());
   // Assigns offsets: buffers are placed largest first at the lowest offset that does not collide
-  // with any already-placed buffer whose lifetime overlaps (greedy interval packing).
-  void finalize();
-
+  // with any already-placed buffer whose lifetime overlaps (greedy packing). share_bytes = false
+  // gives every buffer its own bytes whatever its lifetime (tests that check lifetimes).
+  void finalize(bool share_bytes = true);
+  // Names of the phase kinds, bit 0 first, for describe(); the planner sets them.
+  void set_phase_names(std::vector<std::string> names) { phase_names_ = std::move(names); }
+  // "all", or the names of the kinds in the set ("F R M"; "#k" for a kind without a name).
+  std::string describe(const Lifetime& lifetime) const;
   bool finalized() const { return finalized_; }
   size_t total_bytes() const { return total_bytes_; }
   const std::vector<BufferSpec>& buffers() const { return buffers_; }
@@ -54,6 +78,7 @@ class AllocationPlan {
   bool finalized_ = false;
   size_t total_bytes_ = 0;
   std::vector<BufferSpec> buffers_;
+  std::vector<std::string> phase_names_;
 };
 
 std::string format_bytes(size_t bytes);  // "1.50 GiB"
