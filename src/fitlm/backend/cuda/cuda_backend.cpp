@@ -82,12 +82,10 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, DType compute_dtype
   return std::make_unique<CudaBackend>(device_index, compute_dtype);
 }
 
-size_t CudaBackend::reserved_bytes() {
-  return cuda_fixed_workspace_bytes();
-}
+size_t CudaBackend::reserved_bytes() { return cuda_fixed_workspace_bytes(); }
 
 size_t cuda_fixed_workspace_bytes() {
-  return CudaBackend::kLtWorkspaceBytes + CudaBackend::kTuneScratchBytes + 256;
+  return CudaBackend::kLtWorkspaceBytes + 256;
 }
 
 CudaBackend::CudaBackend(int device_index, DType compute_dtype)
@@ -101,11 +99,6 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   FITLM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   FITLM_CUBLAS_CHECK(cublasLtCreate(&lt_));
   FITLM_CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
-  const char* tune = std::getenv("FITLM_GEMM_TUNE");
-  if (!tune || std::string(tune) != "0") {
-    FITLM_CUDA_CHECK(cudaMalloc(&tune_scratch_, kTuneScratchBytes));
-    tune_verbose_ = tune && std::string(tune) == "2";
-  }
   FITLM_CUDA_CHECK(
       cudaMalloc(reinterpret_cast<void**>(&d_sum_), sizeof(double) + kNumFlags * sizeof(int)));
   d_flags_ = reinterpret_cast<int*>(d_sum_ + 1);
@@ -121,7 +114,6 @@ CudaBackend::~CudaBackend() {
   if (h_sum_) cudaFreeHost(h_sum_);
   if (d_sum_) cudaFree(d_sum_);
   if (lt_workspace_) cudaFree(lt_workspace_);
-  if (tune_scratch_) cudaFree(tune_scratch_);
   if (lt_) cublasLtDestroy(lt_);
   if (stream_) cudaStreamDestroy(stream_);
 }

@@ -78,11 +78,6 @@ class CudaBackend final : public Backend {
                   float grad_scale) override;
 
   static constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;  // Hopper's recommended size
-  // GEMMs whose output fits this scratch (the skinny LoRA products) get their algorithm by
-  // timing (cuda_gemm_tune.h) the first time their shape is seen; FITLM_GEMM_TUNE=0 turns that
-  // off, =2 prints each choice.
-  static constexpr size_t kTuneScratchBytes = size_t{4} << 20;
-  static constexpr int kMaxGemmCandidates = 8;
 
  private:
   void check_on_device(const Tensor& t, const char* what) const;
@@ -92,8 +87,6 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   void* lt_workspace_ = nullptr;
-  void* tune_scratch_ = nullptr;  // null when tuning is off
-  bool tune_verbose_ = false;
   double* d_sum_ = nullptr;  // sum_squares accumulator (device)
   double* h_sum_ = nullptr;  // pinned
   int* d_flags_ = nullptr;   // CudaErrorFlag slots (device)

@@ -5,13 +5,11 @@
 // fitlm is row-major, cuBLASLt column-major: a row-major X[r, c] is a column-major Xᵀ with
 // ld = c, so C = op(A)·op(B) is computed as Cᵀ = op(B)ᵀ·op(A)ᵀ with B passed first.
 #include <cuda_runtime_api.h>
-#include <fmt/format.h>
 
 #include <algorithm>
 
 #include "fitlm/backend/cuda/cuda_backend_impl.h"
 #include "fitlm/backend/cuda/cuda_check.h"
-#include "fitlm/backend/cuda/cuda_gemm_tune.h"
 #include "fitlm/core/error.h"
 
 namespace fitlm {
@@ -102,36 +100,15 @@ void CudaBackend::gemm(const Tensor& a, bool trans_a, const Tensor& b, bool tran
          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
           CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       cublasLtMatmulPreferenceSetAttribute(pref, attr, &al, sizeof(al));
-    cublasLtMatmulHeuristicResult_t results[kMaxGemmCandidates]{};
+    cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const bool tune = tune_scratch_ != nullptr && c.bytes() <= kTuneScratchBytes;
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
-        lt_, d.op, d.a, d.b, d.c, d.c, pref, tune ? kMaxGemmCandidates : 1, results, &found);
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(lt_, d.op, d.a, d.b, d.c, d.c, pref, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0)
       throw_internal_error("cuda", "cuBLASLt has no algorithm for gemm m={} n={} k={} {}→{}", m, n,
                            k, dtype_name(a.dtype), dtype_name(c.dtype));
-    cublasLtMatmulAlgo_t algo = results[0].algo;
-    if (tune) {
-      const LtProblem problem{lt_,
-                              d.op,
-                              d.a,
-                              d.b,
-                              d.c,
-                              b.data,
-                              a.data,
-                              c.data,
-                              &alpha,
-                              &beta,
-                              tune_scratch_,
-                              lt_workspace_,
-                              kLtWorkspaceBytes,
-                              stream_};
-      algo = fastest_lt_algo(problem, results, found, tune_verbose_,
-                             fmt::format("m={} n={} k={} {}{} beta={}", m, n, k,
-                                         trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', beta));
-    }
-    it = algo_cache_.emplace(key, algo).first;
+    it = algo_cache_.emplace(key, result.algo).first;
   }
   FITLM_CUBLAS_CHECK(cublasLtMatmul(lt_, d.op, &alpha, b.data, d.a, a.data, d.b, &beta, c.data, d.c,
                                     c.data, d.c, &it->second, lt_workspace_, kLtWorkspaceBytes,
