@@ -18,9 +18,12 @@ namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kBlockQ = 64, kBlockK = 64, kWarps = 4, kThreads = kWarps * 32;
+// Three resident blocks (12 warps) per SM instead of the two that 172 registers allow: more
+// warps to hide the latency of each warp's dependent ldmatrix → mma chain.
+constexpr int kMinBlocks = 3;
 
 template <typename T, int HD>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     attention_forward_kernel(const T* __restrict__ q, const T* __restrict__ k,
                              const T* __restrict__ v, const int32_t* __restrict__ cu, int n_seg,
                              int t_count, int n_heads, int n_kv, float scale_log2,

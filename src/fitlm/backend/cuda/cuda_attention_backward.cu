@@ -218,7 +218,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T, int HD>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 3)
     attention_backward_dq_kernel(const T* __restrict__ dout, const T* __restrict__ q,
                                  const T* __restrict__ k, const T* __restrict__ v,
                                  const float* __restrict__ lse, const int32_t* __restrict__ cu,
