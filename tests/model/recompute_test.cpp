@@ -91,9 +91,10 @@ TEST(Recompute, FitPicksTheFewestRecomputedLayersUnderTheCap) {
     s.recompute = RecomputePolicy::kFull;
     s.recompute_layers = n;
     bytes.push_back(plan_transformer(c, TrainMode::kLora, lora, s, DType::kF32).total_bytes());
-    // Recomputing one layer saves nothing (it needs the shared set, as big as its own);
-    // every further recomputed layer saves one set.
-    if (n == 1) EXPECT_EQ(bytes[n], bytes[n - 1]);
+    // Recomputing one layer saves little (it needs the shared set, as big as its own, which
+    // only shares bytes with the loss head and backward scratch); every further recomputed
+    // layer saves one set.
+    if (n == 1) EXPECT_LE(bytes[n], bytes[n - 1]);
     if (n > 1) EXPECT_LT(bytes[n], bytes[n - 1]) << n;
   }
   // A cap between the plans for 2 and 1 recomputed layers → 2.

@@ -171,7 +171,9 @@ void Transformer::zero_grads() {
 LossResult Transformer::forward_loss(const HostBatch& batch) {
   const int64_t t = impl_->upload_batch(batch);
   impl_->forward(t, /*keep_for_backward=*/false);
-  return impl_->loss(t, 0.0f, /*backward=*/false);
+  const LossResult r = impl_->loss(t, 0.0f, /*backward=*/false);
+  impl_->enter_phase(std::nullopt);
+  return r;
 }
 
 LossResult Transformer::forward_backward(const HostBatch& batch, float grad_scale) {
@@ -181,13 +183,16 @@ LossResult Transformer::forward_backward(const HostBatch& batch, float grad_scal
   impl_->forward(t, /*keep_for_backward=*/true);
   LossResult r = impl_->loss(t, grad_scale, /*backward=*/true);
   impl_->backward(t);
+  impl_->enter_phase(std::nullopt);
   return r;
 }
 
 std::vector<float> Transformer::logits(const HostBatch& batch) {
   const int64_t t = impl_->upload_batch(batch);
   impl_->forward(t, false);
-  return impl_->full_logits(t);
+  std::vector<float> out = impl_->full_logits(t);
+  impl_->enter_phase(std::nullopt);
+  return out;
 }
 
 }  // namespace fitlm

@@ -32,6 +32,10 @@ struct RunShape {
   int recompute_layers = -1;    // kFull: layers 0..n−1 are recomputed, the rest kept; −1 = all
   bool with_optimizer = false;  // AdamW m and v for every trainable parameter
   size_t max_memory = 0;        // arena cap in bytes (0 = none): a plan over it is refused
+  // Tests: give every buffer its own bytes, and on entering each phase fill every float buffer
+  // that is not live in it with NaN, and check that those of the phase just left still hold NaN.
+  // A lifetime declared too short then corrupts the results or throws, wherever buffers sit.
+  bool check_lifetimes = false;
 };
 
 // One micro-batch on the host (text/batch.h): labels aligned with input_ids as in HF; the model
@@ -77,8 +81,8 @@ std::optional<RunShape> fit_recompute(const ModelConfig& config, TrainMode mode,
                                       size_t cap);
 // As fit_recompute, but refuses (ExitCode::kNoFit, with the smallest plan's breakdown) when
 // nothing fits.
-RunShape fit_recompute_or_refuse(const ModelConfig& config, TrainMode mode,
-                                 const LoraConfig& lora, RunShape shape, DType compute, size_t cap);
+RunShape fit_recompute_or_refuse(const ModelConfig& config, TrainMode mode, const LoraConfig& lora,
+                                 RunShape shape, DType compute, size_t cap);
 // The arena's share of a device memory cap: what the backend's own workspace leaves (input error
 // when it leaves nothing). Every cap the user gives covers both.
 size_t arena_cap(size_t device_cap, size_t backend_reserved);

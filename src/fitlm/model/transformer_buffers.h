@@ -1,12 +1,28 @@
 // Internal to the model: the named weight and activation buffers of a Transformer.
 #pragma once
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
 #include "fitlm/model/transformer.h"
 
 namespace fitlm {
+
+// The phase kinds of a Transformer job, in execution order. The lifetimes plan_transformer gives
+// its buffers are sets of these (Lifetime, core/allocation_plan.h); its comment says which buffer
+// lives where and why. The runtime marks each phase (Transformer::Impl::enter_phase).
+enum class Phase : int {
+  kForward,       // F: embedding, then every layer's forward
+  kLoss,          // L: final norm, LM-head GEMMs, cross-entropy, dlogits -> dxn (row chunks)
+  kNormBackward,  // N: the final norm's backward, dxn -> dres
+  kRecompute,     // R: per layer l = N-1..0, the forward of layer l again when it is not saved
+  kMlpBackward,   // M: per layer, down / SwiGLU / gate / up / post-attention norm backward
+  kAttnBackward,  // A: per layer, o-proj / attention / RoPE / q-k norm / q-k-v / input norm
+                  //    backward; the embedding backward closes the last one
+};
+Lifetime live_in(std::initializer_list<Phase> phases);
+std::vector<std::string> phase_names();  // one letter each, in Phase order
 
 enum class WeightKind { kEmbed, kNorm, kLinear, kBias, kLmHead };
 
@@ -21,7 +37,8 @@ struct WeightSpec {
 struct ActivationSpec {
   std::string name;
   Shape shape;
-  bool f32;  // statistics (rstd, lse) are f32 on every backend
+  bool f32;                  // statistics (rstd, lse) are f32 on every backend
+  Lifetime shared_lifetime;  // in the shared recompute set (saved layers keep theirs throughout)
 };
 
 std::vector<WeightSpec> weight_specs(const ModelConfig& c);

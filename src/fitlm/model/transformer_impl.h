@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <optional>
 #include <vector>
 
 #include "fitlm/model/transformer.h"
@@ -25,6 +26,10 @@ struct Transformer::Impl {
   LossResult loss(int64_t t, float grad_scale, bool backward);
   void backward(int64_t t);
   std::vector<float> full_logits(int64_t t);
+  // Marks the start of a phase (nullopt: the end of a pass). Only RunShape::check_lifetimes acts
+  // on it: it checks that the buffers dead in the phase that ends were not written, and poisons
+  // (NaN) those dead in the next.
+  void enter_phase(std::optional<Phase> next);
 
  private:
   LayerActivations activations(int layer, int64_t t) const;
@@ -45,6 +50,7 @@ struct Transformer::Impl {
   std::vector<bool> saved_;  // per layer: activations kept (true) or recomputed in backward
   std::vector<int32_t> host_targets_;  // shifted labels of the current batch
   int64_t n_segments_ = 0;
+  std::optional<Phase> phase_;  // check_lifetimes only
 };
 
 }  // namespace fitlm

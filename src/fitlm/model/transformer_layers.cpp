@@ -146,6 +146,7 @@ void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const T
          dup = rows("scratch.dup", t);
 
   // MLP block: dres holds ∂L/∂(layer output).
+  enter_phase(Phase::kMlpBackward);
   linear_backward(l, Projection::kDown, dres, a.act, u(Projection::kDown), dact, false, t);
   be_.swiglu_backward(dact, a.gate, a.up, dgate, dup);
   linear_backward(l, Projection::kGate, dgate, a.xn2, u(Projection::kGate), dxn, false, t);
@@ -154,6 +155,7 @@ void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const T
   be_.add(dres, dtmp, dres);  // now ∂L/∂x_mid
 
   // Attention block.
+  enter_phase(Phase::kAttnBackward);
   Tensor datt = rows("scratch.datt", t), dq = rows("scratch.dq", t), dk = rows("scratch.dk", t),
          dv = rows("scratch.dv", t);
   linear_backward(l, Projection::kO, dres, a.att, u(Projection::kO), datt, false, t);

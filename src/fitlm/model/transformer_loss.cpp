@@ -1,5 +1,7 @@
 // Batch upload, the forward/backward drivers over layers, and the chunked LM-head + loss.
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "fitlm/core/error.h"
 #include "fitlm/model/transformer_impl.h"
@@ -56,8 +58,31 @@ int64_t Transformer::Impl::upload_batch(const HostBatch& b) {
   return t;
 }
 
+void Transformer::Impl::enter_phase(std::optional<Phase> next) {
+  if (!m_.shape_.check_lifetimes) return;
+  const Arena& arena = *m_.arena_;
+  const std::vector<std::string> names = phase_names();
+  std::vector<float> host;
+  for (const BufferSpec& b : arena.plan().buffers()) {
+    if (b.lifetime.is_whole_job() || b.dtype == DType::kI32) continue;
+    const Tensor buf = arena.get(b.name);
+    if (phase_ && !b.lifetime.contains(static_cast<int>(*phase_))) {
+      host.resize(static_cast<size_t>(buf.numel()));
+      be_.download(buf, host.data());
+      if (!std::all_of(host.begin(), host.end(), [](float v) { return std::isnan(v); }))
+        throw_internal_error("plan", "{} was written in phase {}, outside its lifetime ({})",
+                             b.name, names[static_cast<size_t>(*phase_)],
+                             arena.plan().describe(b.lifetime));
+    }
+    if (next && !b.lifetime.contains(static_cast<int>(*next)))
+      be_.fill(buf, std::numeric_limits<float>::quiet_NaN());
+  }
+  phase_ = next;
+}
+
 void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
   (void)keep_for_backward;  // the plan decides what is kept; recompute re-runs layers
+  enter_phase(Phase::kForward);
   Tensor x = rows("layers.0.x_in", t);
   be_.embedding_forward(rows("input.ids", t), m_.embed_, x);
   for (int l = 0; l < c_.num_layers; ++l) {
@@ -66,6 +91,8 @@ void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
         t);
     layer_forward(l, activations(l, t), rows(fmt::format("layers.{}.x_in", l), t), y, t);
   }
+  // The final norm starts the loss head's phase: its output is read there only.
+  enter_phase(Phase::kLoss);
   be_.rmsnorm_forward(rows("final.x_in", t), m_.final_norm_, static_cast<float>(c_.rms_norm_eps),
                       rows("final.xn", t), rows("final.rstd", t));
 }
@@ -105,14 +132,19 @@ LossResult Transformer::Impl::loss(int64_t t, float grad_scale, bool backward) {
 
 void Transformer::Impl::backward(int64_t t) {
   Tensor dres = rows("scratch.dres", t);
+  enter_phase(Phase::kNormBackward);
   be_.rmsnorm_backward(rows("scratch.dxn", t), rows("final.x_in", t), m_.final_norm_,
                        rows("final.rstd", t), dres, m_.d_final_norm_);
   for (int l = c_.num_layers - 1; l >= 0; --l) {
     const LayerActivations a = activations(l, t);
     const Tensor x = rows(fmt::format("layers.{}.x_in", l), t);
-    if (!saved_[static_cast<size_t>(l)]) layer_forward(l, a, x, Tensor{}, t);  // recompute
-    layer_backward(l, a, x, dres, t);
+    if (!saved_[static_cast<size_t>(l)]) {
+      enter_phase(Phase::kRecompute);
+      layer_forward(l, a, x, Tensor{}, t);
+    }
+    layer_backward(l, a, x, dres, t);  // enters M, then A
   }
+  // Still in the last A phase.
   if (!m_.d_embed_.empty()) be_.embedding_backward(rows("input.ids", t), dres, m_.d_embed_);
 }
 

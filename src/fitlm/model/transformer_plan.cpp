@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <tuple>
 
 #include "fitlm/core/error.h"
 #include "fitlm/model/transformer.h"
@@ -61,30 +62,77 @@ bool projection_has_bias(const ModelConfig& c, Projection p) {
   }
 }
 
+Lifetime live_in(std::initializer_list<Phase> phases) {
+  Lifetime l{0};
+  for (Phase p : phases) l.phases |= Lifetime::of({static_cast<int>(p)}).phases;
+  return l;
+}
+
+std::vector<std::string> phase_names() {
+  return {"F", "L", "N", "R", "M", "A"};
+}
+
+namespace {
+constexpr Phase F = Phase::kForward, L = Phase::kLoss, N = Phase::kNormBackward,
+                R = Phase::kRecompute, M = Phase::kMlpBackward, A = Phase::kAttnBackward;
+// The shared recompute set: written by the forward (F, or R when a layer is recomputed), then read
+// by the MLP block's backward only, or by the attention block's too (M runs between R and A).
+const Lifetime kReadInMlp = live_in({F, R, M});
+const Lifetime kReadInAttn = live_in({F, R, M, A});
+bool in_mlp(Projection p) {
+  return p == Projection::kGate || p == Projection::kUp || p == Projection::kDown;
+}
+}  // namespace
+
 std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraConfig& lora,
                                              TrainMode mode, int64_t t) {
   const int64_t h = c.hidden_size, i = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
+  const Lifetime at = kReadInAttn, mlp = kReadInMlp;
   std::vector<ActivationSpec> a = {
-      {"xn1", Shape{t, h}, false},          {"rstd1", Shape{t}, true},
-      {"q", Shape{t, qd}, false},           {"k", Shape{t, kvd}, false},
-      {"v", Shape{t, kvd}, false},          {"att", Shape{t, qd}, false},
-      {"lse", Shape{c.num_heads, t}, true}, {"x_mid", Shape{t, h}, false},
-      {"xn2", Shape{t, h}, false},          {"rstd2", Shape{t}, true},
-      {"gate", Shape{t, i}, false},         {"up", Shape{t, i}, false},
-      {"act", Shape{t, i}, false},
+      {"xn1", Shape{t, h}, false, at},          {"rstd1", Shape{t}, true, at},
+      {"q", Shape{t, qd}, false, at},           {"k", Shape{t, kvd}, false, at},
+      {"v", Shape{t, kvd}, false, at},          {"att", Shape{t, qd}, false, at},
+      {"lse", Shape{c.num_heads, t}, true, at}, {"x_mid", Shape{t, h}, false, mlp},
+      {"xn2", Shape{t, h}, false, mlp},         {"rstd2", Shape{t}, true, mlp},
+      {"gate", Shape{t, i}, false, mlp},        {"up", Shape{t, i}, false, mlp},
+      {"act", Shape{t, i}, false, mlp},
   };
   if (c.qk_norm) {
-    a.push_back({"q_raw", Shape{t, qd}, false});
-    a.push_back({"k_raw", Shape{t, kvd}, false});
-    a.push_back({"rstd_q", Shape{t * c.num_heads}, true});
-    a.push_back({"rstd_k", Shape{t * c.num_kv_heads}, true});
+    a.push_back({"q_raw", Shape{t, qd}, false, at});
+    a.push_back({"k_raw", Shape{t, kvd}, false, at});
+    a.push_back({"rstd_q", Shape{t * c.num_heads}, true, at});
+    a.push_back({"rstd_k", Shape{t * c.num_kv_heads}, true, at});
   }
   if (mode == TrainMode::kLora)
     for (Projection p : lora.targets)
-      a.push_back({fmt::format("lora_u.{}", projection_name(p)), Shape{t, lora.r}, false});
+      a.push_back({fmt::format("lora_u.{}", projection_name(p)), Shape{t, lora.r}, false,
+                   in_mlp(p) ? mlp : at});
   return a;
 }
 
+// Lifetimes. A job runs these phases (Phase, transformer_buffers.h):
+//
+//   F  L  N  (R M A)(R M A) ... (R M A)      R only for recomputed layers; eval runs F L
+//   forward, loss head, final-norm backward, then per layer l = N-1..0 its backward
+//
+// A buffer's set holds every phase in which it is written or read and every phase that runs
+// between a write and a later read of the same value. R, M and A recur once per layer, so a value
+// that crosses layers needs all three. Hence:
+// - whole job: weights, trainable values/masters/grads/optimizer state, inputs, every layer's
+//   input x_in (written in F, read by R and A of its layer), and the activations of saved layers
+//   (written in F, read in M/A of their layer, after L, N and the other layers' phases);
+// - the shared recompute set act.* (recomputed layers): its contents from F are never read
+//   after F (R recomputes them), so it lives in F and from R to its last read, M or A;
+// - final.x_in {F L N}: written by the last layer, read by the final norm and its backward;
+// - final.xn, loss.* {L}; final.rstd {L N};
+// - scratch.dxn {L N M A}: dlogits -> dxn in L, read in N; then each layer's M and A reuse it;
+// - scratch.dres {N R M A}: dL/d(residual), carried from N through every layer (the embedding
+//   backward reads it at the end of the last A);
+// - per-block scratch: {M} (MLP backward), {A} (attention backward), {M A} (used by both blocks
+//   but never carried from one to the next), {F R} (forward only), {F R M A} (LoRA dropout input,
+//   rebuilt in forward and backward).
+// Buffers with disjoint sets share bytes: loss.logits with the recompute set and the backward
+// scratch, the MLP backward's scratch with the attention backward's.
 AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const LoraConfig& lora,
                                 const RunShape& shape, DType compute) {
   AllocationPlan plan;
@@ -117,9 +165,9 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
   plan.add("input.inv_freq", "inputs", Shape{c.head_dim / 2}, DType::kF32);
 
   // Residual stream: the input of every layer and of the final norm is kept for backward.
-  for (int l = 0; l <= c.num_layers; ++l)
-    plan.add(l < c.num_layers ? fmt::format("layers.{}.x_in", l) : "final.x_in", "activations",
-             Shape{t, h}, compute);
+  for (int l = 0; l < c.num_layers; ++l)
+    plan.add(fmt::format("layers.{}.x_in", l), "activations", Shape{t, h}, compute);
+  plan.add("final.x_in", "activations", Shape{t, h}, compute, live_in({F, L, N}));
   // One activation set per kept layer, plus the set that recomputed layers (and inference)
   // share.
   bool any_recomputed = false;
@@ -128,44 +176,48 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
     if (l < 0 ? !any_recomputed : !layer_saved(c, mode, shape, l)) continue;
     for (const ActivationSpec& a : activation_specs(c, lora, mode, t))
       plan.add(activation_buffer_name(l, a.name), "activations", a.shape,
-               a.f32 ? DType::kF32 : compute);
+               a.f32 ? DType::kF32 : compute, l < 0 ? a.shared_lifetime : Lifetime::whole_job());
   }
 
   // Loss head.
-  plan.add("final.xn", "activations", Shape{t, h}, compute);
-  plan.add("final.rstd", "activations", Shape{t}, DType::kF32);
-  plan.add("loss.logits", "logits", Shape{std::min(t, shape.logits_chunk), c.vocab_size}, compute);
-  plan.add("loss.losses", "logits", Shape{t}, DType::kF32);
+  plan.add("final.xn", "activations", Shape{t, h}, compute, live_in({L}));
+  plan.add("final.rstd", "activations", Shape{t}, DType::kF32, live_in({L, N}));
+  plan.add("loss.logits", "logits", Shape{std::min(t, shape.logits_chunk), c.vocab_size}, compute,
+           live_in({L}));
+  plan.add("loss.losses", "logits", Shape{t}, DType::kF32, live_in({L}));
 
   // Forward scratch (projection outputs before the residual add, dropout inputs).
   const int64_t widest = std::max({h, i, qd});
-  plan.add("scratch.proj_out", "scratch", Shape{t, h}, compute);
+  plan.add("scratch.proj_out", "scratch", Shape{t, h}, compute, live_in({F, R}));
   if (mode == TrainMode::kLora && lora.dropout > 0.0f) {
-    plan.add("scratch.drop_x", "scratch", Shape{t, widest}, compute);
-    plan.add("scratch.drop_dx", "scratch", Shape{t, widest}, compute);
+    plan.add("scratch.drop_x", "scratch", Shape{t, widest}, compute, live_in({F, R, M, A}));
+    plan.add("scratch.drop_dx", "scratch", Shape{t, widest}, compute, live_in({M, A}));
   }
   if (training) {
-    for (const auto& [name, s] :
-         std::vector<std::pair<const char*, Shape>>{{"scratch.dres", Shape{t, h}},
-                                                    {"scratch.dtmp", Shape{t, h}},
-                                                    {"scratch.dxn", Shape{t, h}},
-                                                    {"scratch.dq", Shape{t, qd}},
-                                                    {"scratch.dk", Shape{t, kvd}},
-                                                    {"scratch.dv", Shape{t, kvd}},
-                                                    {"scratch.datt", Shape{t, qd}},
-                                                    {"scratch.dgate", Shape{t, i}},
-                                                    {"scratch.dup", Shape{t, i}},
-                                                    {"scratch.dact", Shape{t, i}}})
-      plan.add(name, "scratch", s, compute);
+    const Lifetime mlp = live_in({M}), attn = live_in({A}), both = live_in({M, A});
+    for (const auto& [name, s, life] : std::vector<std::tuple<const char*, Shape, Lifetime>>{
+             {"scratch.dres", Shape{t, h}, live_in({N, R, M, A})},
+             {"scratch.dtmp", Shape{t, h}, both},
+             {"scratch.dxn", Shape{t, h}, live_in({L, N, M, A})},
+             {"scratch.dq", Shape{t, qd}, attn},
+             {"scratch.dk", Shape{t, kvd}, attn},
+             {"scratch.dv", Shape{t, kvd}, attn},
+             {"scratch.datt", Shape{t, qd}, attn},
+             {"scratch.dgate", Shape{t, i}, mlp},
+             {"scratch.dup", Shape{t, i}, mlp},
+             {"scratch.dact", Shape{t, i}, mlp}})
+      plan.add(name, "scratch", s, compute, life);
     if (c.qk_norm) {
-      plan.add("scratch.dq_raw", "scratch", Shape{t, qd}, compute);
-      plan.add("scratch.dk_raw", "scratch", Shape{t, kvd}, compute);
+      plan.add("scratch.dq_raw", "scratch", Shape{t, qd}, compute, attn);
+      plan.add("scratch.dk_raw", "scratch", Shape{t, kvd}, compute, attn);
     }
-    if (mode == TrainMode::kLora) plan.add("scratch.du", "scratch", Shape{t, lora.r}, compute);
+    if (mode == TrainMode::kLora)
+      plan.add("scratch.du", "scratch", Shape{t, lora.r}, compute, both);
     // f32 dK/dV accumulators of attention backward (see attention_workspace_elems).
-    plan.add("scratch.attn_ws", "scratch", Shape{t, 2 * kvd}, DType::kF32);
+    plan.add("scratch.attn_ws", "scratch", Shape{t, 2 * kvd}, DType::kF32, attn);
   }
-  plan.finalize();
+  plan.set_phase_names(phase_names());
+  plan.finalize(/*share_bytes=*/!shape.check_lifetimes);
   return plan;
 }
 

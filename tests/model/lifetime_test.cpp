@@ -1,0 +1,155 @@
+// Buffer lifetimes (plan_transformer): buffers whose phase sets are disjoint share bytes, so a set
+// declared too short would let one buffer clobber another. RunShape::check_lifetimes gives every
+// buffer its own bytes and fills each buffer with NaN while it is dead (and throws when a dead
+// buffer is written): a too-short lifetime then shows up wherever the buffers happen to sit.
+// Every configuration below must give bit-identical losses, gradients and logits with the
+// checker and with the shared arena the runtime uses.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "fitlm/model/transformer.h"
+
+namespace fitlm {
+namespace {
+
+nlohmann::json config_json(const std::string& arch, bool tied) {
+  nlohmann::json j = {{"architectures", {arch}},  {"vocab_size", 211},
+                      {"hidden_size", 64},        {"intermediate_size", 96},
+                      {"num_hidden_layers", 4},   {"num_attention_heads", 4},
+                      {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},
+                      {"rope_theta", 10000.0},    {"tie_word_embeddings", tied}};
+  if (arch == "Qwen3ForCausalLM") j["head_dim"] = 16;
+  return j;
+}
+
+struct Case {
+  std::string arch = "LlamaForCausalLM";
+  bool tied = false;
+  TrainMode mode = TrainMode::kLora;
+  int recompute_layers = -1;  // -2: save every layer
+  float dropout = 0.0f;
+};
+
+std::string describe(const Case& c) {
+  return fmt::format("{} tied={} mode={} recompute={} dropout={}", c.arch, c.tied,
+                     static_cast<int>(c.mode), c.recompute_layers, c.dropout);
+}
+
+struct Outputs {
+  std::vector<double> losses;
+  std::vector<std::vector<float>> grads;
+  std::vector<float> logits;
+};
+
+TokenBatch make_batch(std::mt19937& rng, std::vector<int32_t> cu) {
+  TokenBatch b;
+  b.cu_seqlens = cu;
+  for (int i = 0; i < cu.back(); ++i) b.input_ids.push_back(static_cast<int32_t>(rng() % 211));
+  b.labels = b.input_ids;
+  // Rows 16..31 score nothing: the loss skips that logits chunk.
+  for (int i = 17; i <= 32 && i < cu.back(); ++i) b.labels[i] = -100;
+  return b;
+}
+
+Outputs run(const Case& k, bool check) {
+  auto be = make_backend("cpu");
+  LoraConfig lora;
+  lora.r = 4;
+  lora.alpha = 8;
+  lora.dropout = k.dropout;
+  RunShape shape;
+  shape.max_tokens = 40;
+  shape.logits_chunk = 16;
+  shape.with_optimizer = k.mode != TrainMode::kFrozen;
+  shape.check_lifetimes = check;
+  if (k.recompute_layers >= -1) {
+    shape.recompute = RecomputePolicy::kFull;
+    shape.recompute_layers = k.recompute_layers;
+  }
+  Transformer m(*be, ModelConfig::from_json(config_json(k.arch, k.tied), "test"), k.mode, lora,
+                shape);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> n(0.0f, 0.1f);
+  for (auto& [name, t] : m.named_weights()) {
+    std::vector<float> h(static_cast<size_t>(t.numel()));
+    for (float& v : h) v = name.find("norm") != std::string::npos ? 1.0f + n(rng) : n(rng);
+    be->upload(t, h.data(), DType::kF32);
+  }
+  for (Param& p : m.params()) {  // non-zero LoRA B so that every gradient is non-zero
+    std::vector<float> h(static_cast<size_t>(p.master.numel()));
+    for (float& v : h) v = n(rng);
+    be->upload(p.master, h.data(), DType::kF32);
+  }
+  const TokenBatch b1 = make_batch(rng, {0, 13, 40}), b2 = make_batch(rng, {0, 29});
+  Outputs out;
+  if (k.mode != TrainMode::kFrozen) {
+    m.zero_grads();
+    m.set_dropout_seed(1);
+    out.losses.push_back(m.forward_backward(b1, 1.0f / 40).loss_sum);
+    m.set_dropout_seed(2);
+    out.losses.push_back(m.forward_backward(b2, 0.5f / 29).loss_sum);
+    for (Param& p : m.params()) {
+      out.grads.emplace_back(static_cast<size_t>(p.grad.numel()));
+      be->download(p.grad, out.grads.back().data());
+    }
+  }
+  out.losses.push_back(m.forward_loss(b1).loss_sum);
+  out.logits = m.logits(b2);
+  return out;
+}
+
+TEST(Lifetimes, SharedArenaIsBitIdenticalToCheckedLifetimes) {
+  const std::vector<Case> cases = {
+      {.recompute_layers = -2},
+      {.recompute_layers = -1},
+      {.recompute_layers = 2},
+      {.recompute_layers = -1, .dropout = 0.1f},
+      {.recompute_layers = -2, .dropout = 0.1f},
+      {.mode = TrainMode::kFull, .recompute_layers = -2},
+      {.mode = TrainMode::kFull, .recompute_layers = -1},
+      {.arch = "Qwen2ForCausalLM", .tied = true, .mode = TrainMode::kFull},
+      {.arch = "Qwen2ForCausalLM", .tied = true, .recompute_layers = 3},
+      {.arch = "Qwen3ForCausalLM", .recompute_layers = -1},
+      {.arch = "Qwen3ForCausalLM", .recompute_layers = -2, .dropout = 0.1f},
+      {.arch = "Qwen3ForCausalLM", .mode = TrainMode::kFull, .recompute_layers = 2},
+      {.mode = TrainMode::kFrozen},
+      {.arch = "Qwen3ForCausalLM", .mode = TrainMode::kFrozen},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(describe(k));
+    const Outputs checked = run(k, /*check=*/true);
+    const Outputs shared = run(k, /*check=*/false);
+    EXPECT_EQ(shared.losses, checked.losses);
+    ASSERT_EQ(shared.grads.size(), checked.grads.size());
+    for (size_t i = 0; i < checked.grads.size(); ++i) EXPECT_EQ(shared.grads[i], checked.grads[i]);
+    EXPECT_EQ(shared.logits, checked.logits);
+    for (double l : checked.losses) EXPECT_TRUE(std::isfinite(l));
+  }
+}
+
+TEST(Lifetimes, RecomputeSetAndBackwardScratchShareTheLogitsBytes) {
+  const ModelConfig c = ModelConfig::from_json(config_json("LlamaForCausalLM", false), "test");
+  LoraConfig lora;
+  RunShape shape;
+  shape.max_tokens = 512;
+  shape.recompute = RecomputePolicy::kFull;
+  const AllocationPlan plan = plan_transformer(c, TrainMode::kLora, lora, shape, DType::kF32);
+  auto overlap = [&](const char* a, const char* b) {
+    const BufferSpec &x = plan.at(a), &y = plan.at(b);
+    return x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
+  };
+  // The logits chunk overlaps the per-layer buffers it never lives with.
+  EXPECT_TRUE(overlap("loss.logits", "act.gate") || overlap("loss.logits", "scratch.dgate") ||
+              overlap("loss.logits", "scratch.datt"));
+  // What the loss head needs it keeps apart.
+  for (const char* live : {"final.xn", "scratch.dxn", "final.x_in", "loss.losses", "final.rstd"})
+    EXPECT_FALSE(overlap("loss.logits", live)) << live;
+  RunShape apart = shape;
+  apart.check_lifetimes = true;
+  EXPECT_LT(plan.total_bytes(),
+            plan_transformer(c, TrainMode::kLora, lora, apart, DType::kF32).total_bytes());
+}
+
+}  // namespace
+}  // namespace fitlm
