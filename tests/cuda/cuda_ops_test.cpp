@@ -278,6 +278,10 @@ TEST_P(CudaOps, SwiGlu) {
                         host_tensor(want_g, {t, i}), host_tensor(want_u, {t, i}));
     check("swiglu_backward dgate", from_device(*gpu, *gg), want_g, 1e-2);
     check("swiglu_backward dup", from_device(*gpu, *gu), want_u, 1e-2);
+    // In place, as the model runs it (dgate into gate, dup into up): the same bits.
+    gpu->swiglu_backward(*dg, *dgate_in, *dup_in, *dgate_in, *dup_in);
+    EXPECT_EQ(from_device(*gpu, *dgate_in), from_device(*gpu, *gg)) << "in-place dgate";
+    EXPECT_EQ(from_device(*gpu, *dup_in), from_device(*gpu, *gu)) << "in-place dup";
   }
 }
 

@@ -68,11 +68,11 @@ class Backend {
 
   // ---- elementwise --------------------------------------------------------------------------
   virtual void fill(Tensor x, float value) = 0;
-  virtual void copy(const Tensor& src, Tensor dst) = 0;        // casts between dtypes
+  virtual void copy(const Tensor& src, Tensor dst) = 0;                // casts between dtypes
   virtual void add(const Tensor& a, const Tensor& b, Tensor out) = 0;  // out = a + b; may alias
   virtual void axpy(float alpha, const Tensor& x, Tensor y) = 0;       // y += alpha * x
   virtual void scale(Tensor x, float alpha) = 0;                       // x *= alpha
-  virtual void add_bias(Tensor x, const Tensor& bias) = 0;  // x [T,N] += bias [N] per row
+  virtual void add_bias(Tensor x, const Tensor& bias) = 0;           // x [T,N] += bias [N] per row
   virtual void bias_backward(const Tensor& dout, Tensor dbias) = 0;  // dbias [N] += Σ_rows dout
   // Inverted dropout with a counter-based mask: element i is kept iff hash(seed, i) >= p, so
   // calling it again with the same seed (recompute, backward) reproduces the mask exactly.
@@ -106,14 +106,14 @@ class Backend {
   // Causal attention within each segment of cu_seqlens. q [T, nH·hd], k/v [T, nKV·hd],
   // out [T, nH·hd], lse f32 [nH, T] (log-sum-exp of the scaled scores, saved for backward).
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
-                                 const Tensor& cu_seqlens, const AttentionShape& shape,
-                                 Tensor out, Tensor lse) = 0;
+                                 const Tensor& cu_seqlens, const AttentionShape& shape, Tensor out,
+                                 Tensor lse) = 0;
   // dq, dk, dv overwritten. `workspace` is f32 scratch of attention_workspace_elems(T, shape)
   // elements (or empty); a backend may use it (CUDA accumulates GQA dK/dV there).
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const Tensor& out, const Tensor& lse,
-                                  const Tensor& cu_seqlens, const AttentionShape& shape,
-                                  Tensor dq, Tensor dk, Tensor dv, Tensor workspace) = 0;
+                                  const Tensor& cu_seqlens, const AttentionShape& shape, Tensor dq,
+                                  Tensor dk, Tensor dv, Tensor workspace) = 0;
 
   // One query per sequence against its KV cache (incremental decoding, infer/decoder.h).
   // q [B, nH·hd], k_cache/v_cache [B, max_len, nKV·hd], lengths i32 [B] (keys 0..len−1 of row b
@@ -123,7 +123,10 @@ class Backend {
 
   // out = silu(gate) · up, all [T, I].
   virtual void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor out) = 0;
-  // dgate, dup overwritten.
+  // dgate, dup overwritten. In place is allowed: each output may alias an input exactly (same
+  // data, same shape; the model writes dgate into gate and dup into up), because every backend
+  // reads all inputs at an index before writing the outputs at that index. dgate and dup must not
+  // alias each other.
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                                Tensor dgate, Tensor dup) = 0;
 
@@ -131,8 +134,8 @@ class Backend {
   // losses f32 [T] gets −log softmax(logits)[label] (0 where ignored). When compute_grad, the
   // logits are overwritten with grad_scale · (softmax − onehot) (0 rows where ignored), so the
   // caller never holds a second [T, V] buffer.
-  virtual void cross_entropy(Tensor logits, const Tensor& labels, Tensor losses,
-                             float grad_scale, bool compute_grad) = 0;
+  virtual void cross_entropy(Tensor logits, const Tensor& labels, Tensor losses, float grad_scale,
+                             bool compute_grad) = 0;
 
   // ---- optimizer ----------------------------------------------------------------------------
   // Σ x² in f64 (global-norm clipping sums this over every gradient).

@@ -142,12 +142,13 @@ void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const T
   const Tensor inv_freq = m_.arena_->get("input.inv_freq");
   auto u = [&](Projection p) { return a.lora_u[static_cast<int>(p)]; };
   Tensor dtmp = rows("scratch.dtmp", t), dxn = rows("scratch.dxn", t);
-  Tensor dact = rows("scratch.dact", t), dgate = rows("scratch.dgate", t),
-         dup = rows("scratch.dup", t);
+  Tensor dact = rows("scratch.dact", t);
 
   // MLP block: dres holds ∂L/∂(layer output).
   enter_phase(Phase::kMlpBackward);
   linear_backward(l, Projection::kDown, dres, a.act, u(Projection::kDown), dact, false, t);
+  // In place (backend.h): gate and up are not read after this, so they take their gradients.
+  Tensor dgate = a.gate, dup = a.up;
   be_.swiglu_backward(dact, a.gate, a.up, dgate, dup);
   linear_backward(l, Projection::kGate, dgate, a.xn2, u(Projection::kGate), dxn, false, t);
   linear_backward(l, Projection::kUp, dup, a.xn2, u(Projection::kUp), dxn, true, t);

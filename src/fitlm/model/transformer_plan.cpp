@@ -203,8 +203,6 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
              {"scratch.dk", Shape{t, kvd}, attn},
              {"scratch.dv", Shape{t, kvd}, attn},
              {"scratch.datt", Shape{t, qd}, attn},
-             {"scratch.dgate", Shape{t, i}, mlp},
-             {"scratch.dup", Shape{t, i}, mlp},
              {"scratch.dact", Shape{t, i}, mlp}})
       plan.add(name, "scratch", s, compute, life);
     if (c.qk_norm) {

@@ -46,10 +46,12 @@ void CpuBackend::swiglu_backward(const Tensor& dout, const Tensor& gate, const T
   float *dg = dgate.as<float>(), *du = dup.as<float>();
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
-    const float sig = 1.0f / (1.0f + std::exp(-g[i]));
-    const float silu = g[i] * sig;
-    du[i] = d[i] * silu;
-    dg[i] = d[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+    // Every input at i is read before an output at i is written: outputs may alias inputs.
+    const float gi = g[i], ui = u[i], di = d[i];
+    const float sig = 1.0f / (1.0f + std::exp(-gi));
+    const float silu = gi * sig;
+    du[i] = di * silu;
+    dg[i] = di * ui * sig * (1.0f + gi * (1.0f - sig));
   }
 }
 

@@ -1,5 +1,7 @@
 // SwiGLU kernels: one pass, f32 math, no intermediate buffers (silu and sigmoid recomputed in
-// the backward from gate, which the layer keeps anyway).
+// the backward from gate, which the layer keeps anyway). The backward may run in place (dgate =
+// gate, dup = up, backend.h): each thread loads dout, gate and up at its indices before storing
+// dgate and dup at the same indices, and no thread touches another's indices.
 #include <initializer_list>
 
 #include "fitlm/backend/cuda/cuda_common.cuh"
