@@ -75,28 +75,39 @@ void Transformer::Impl::linear_forward(int l, Projection p, const Tensor& x, Ten
     be_.gemm(lora_u, false, lw.lora_b, true, y, m_.lora_.scale(), 1.0f);  // y += s·u Bᵀ
 }
 
+// Aliasing: dx may be x itself (the down projection writes dact over act, which nothing reads
+// afterwards): every read of x — dW, the LoRA dA and the dropout mask applied to x — comes
+// before the first write of dx. dy and lora_u must not alias dx.
 void Transformer::Impl::linear_backward(int l, Projection p, const Tensor& dy, const Tensor& x,
                                         const Tensor& lora_u, Tensor dx, bool accumulate_dx,
                                         int64_t t) {
   const LinearWeights& lw = m_.layers_[l][p];
-  be_.gemm(dy, false, lw.w, false, dx, 1.0f, accumulate_dx ? 1.0f : 0.0f);  // dx = dy W
-  if (!lw.dw.empty()) be_.gemm(dy, true, x, false, lw.dw, 1.0f, 1.0f);      // dW += dyᵀ x
-  if (!lw.db.empty()) be_.bias_backward(dy, lw.db);
-  if (lw.lora_a.empty()) return;
+  const bool lora = !lw.lora_a.empty(), dropout = lora && m_.lora_.dropout > 0.0f;
   const float s = m_.lora_.scale();
-  be_.gemm(dy, true, lora_u, false, lw.dlora_b, s, 1.0f);  // dB += s·dyᵀ u
-  Tensor du = rows("scratch.du", t);
-  be_.gemm(dy, false, lw.lora_b, false, du, s, 0.0f);  // du = s·dy B
-  if (m_.lora_.dropout > 0.0f) {
-    Tensor xin = cols_prefix(m_.arena_->get("scratch.drop_x"), t, x.cols());
-    be_.dropout(x, xin, m_.lora_.dropout, dropout_seed(l, p));  // same mask as forward
-    be_.gemm(du, true, xin, false, lw.dlora_a, 1.0f, 1.0f);     // dA += duᵀ drop(x)
+  // Everything that reads x.
+  if (!lw.dw.empty()) be_.gemm(dy, true, x, false, lw.dw, 1.0f, 1.0f);  // dW += dyᵀ x
+  if (!lw.db.empty()) be_.bias_backward(dy, lw.db);
+  Tensor du;
+  if (lora) {
+    be_.gemm(dy, true, lora_u, false, lw.dlora_b, s, 1.0f);  // dB += s·dyᵀ u
+    du = rows("scratch.du", t);
+    be_.gemm(dy, false, lw.lora_b, false, du, s, 0.0f);  // du = s·dy B
+    Tensor xin = x;
+    if (dropout) {
+      xin = cols_prefix(m_.arena_->get("scratch.drop_x"), t, x.cols());
+      be_.dropout(x, xin, m_.lora_.dropout, dropout_seed(l, p));  // same mask as forward
+    }
+    be_.gemm(du, true, xin, false, lw.dlora_a, 1.0f, 1.0f);  // dA += duᵀ drop(x)
+  }
+  // Then dx.
+  be_.gemm(dy, false, lw.w, false, dx, 1.0f, accumulate_dx ? 1.0f : 0.0f);  // dx = dy W
+  if (!lora) return;
+  if (dropout) {
     Tensor dxin = cols_prefix(m_.arena_->get("scratch.drop_dx"), t, x.cols());
     be_.gemm(du, false, lw.lora_a, false, dxin);
     be_.dropout(dxin, dxin, m_.lora_.dropout, dropout_seed(l, p));
     be_.axpy(1.0f, dxin, dx);
   } else {
-    be_.gemm(du, true, x, false, lw.dlora_a, 1.0f, 1.0f);   // dA += duᵀ x
     be_.gemm(du, false, lw.lora_a, false, dx, 1.0f, 1.0f);  // dx += du A
   }
 }
@@ -142,13 +153,13 @@ void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const T
   const Tensor inv_freq = m_.arena_->get("input.inv_freq");
   auto u = [&](Projection p) { return a.lora_u[static_cast<int>(p)]; };
   Tensor dtmp = rows("scratch.dtmp", t), dxn = rows("scratch.dxn", t);
-  Tensor dact = rows("scratch.dact", t);
 
-  // MLP block: dres holds ∂L/∂(layer output).
+  // MLP block: dres holds ∂L/∂(layer output). Gradients overwrite the activations they belong
+  // to once nothing reads those any more: dact over act (linear_backward reads x before writing
+  // dx), dgate over gate and dup over up (swiglu_backward runs in place, backend.h).
   enter_phase(Phase::kMlpBackward);
+  Tensor dact = a.act, dgate = a.gate, dup = a.up;
   linear_backward(l, Projection::kDown, dres, a.act, u(Projection::kDown), dact, false, t);
-  // In place (backend.h): gate and up are not read after this, so they take their gradients.
-  Tensor dgate = a.gate, dup = a.up;
   be_.swiglu_backward(dact, a.gate, a.up, dgate, dup);
   linear_backward(l, Projection::kGate, dgate, a.xn2, u(Projection::kGate), dxn, false, t);
   linear_backward(l, Projection::kUp, dup, a.xn2, u(Projection::kUp), dxn, true, t);

@@ -194,7 +194,7 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
     plan.add("scratch.drop_dx", "scratch", Shape{t, widest}, compute, live_in({M, A}));
   }
   if (training) {
-    const Lifetime mlp = live_in({M}), attn = live_in({A}), both = live_in({M, A});
+    const Lifetime attn = live_in({A}), both = live_in({M, A});
     for (const auto& [name, s, life] : std::vector<std::tuple<const char*, Shape, Lifetime>>{
              {"scratch.dres", Shape{t, h}, live_in({N, R, M, A})},
              {"scratch.dtmp", Shape{t, h}, both},
@@ -202,8 +202,7 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
              {"scratch.dq", Shape{t, qd}, attn},
              {"scratch.dk", Shape{t, kvd}, attn},
              {"scratch.dv", Shape{t, kvd}, attn},
-             {"scratch.datt", Shape{t, qd}, attn},
-             {"scratch.dact", Shape{t, i}, mlp}})
+             {"scratch.datt", Shape{t, qd}, attn}})
       plan.add(name, "scratch", s, compute, life);
     if (c.qk_norm) {
       plan.add("scratch.dq_raw", "scratch", Shape{t, qd}, compute, attn);
