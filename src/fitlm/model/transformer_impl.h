@@ -37,7 +37,7 @@ struct Transformer::Impl {
   void layer_forward(int l, const LayerActivations& a, const Tensor& x, Tensor y, int64_t t);
   void layer_backward(int l, const LayerActivations& a, const Tensor& x, Tensor dres, int64_t t);
   void linear_forward(int l, Projection p, const Tensor& x, Tensor y, const Tensor& lora_u,
-                      int64_t t);
+                      int64_t t, bool accumulate_y = false);
   void linear_backward(int l, Projection p, const Tensor& dy, const Tensor& x, const Tensor& lora_u,
                        Tensor dx, bool accumulate_dx, int64_t t);
   uint64_t dropout_seed(int layer, Projection p) const;

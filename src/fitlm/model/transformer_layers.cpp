@@ -57,11 +57,13 @@ uint64_t Transformer::Impl::dropout_seed(int layer, Projection p) const {
          static_cast<uint64_t>(p);
 }
 
+// y = x Wᵀ (+ b) (+ s·(x Aᵀ) Bᵀ), or y += that with accumulate_y (the residual add). An empty y
+// skips the base GEMM and computes only the LoRA intermediate u.
 void Transformer::Impl::linear_forward(int l, Projection p, const Tensor& x, Tensor y,
-                                       const Tensor& lora_u, int64_t t) {
+                                       const Tensor& lora_u, int64_t t, bool accumulate_y) {
   const LinearWeights& lw = m_.layers_[l][p];
   if (!y.empty()) {
-    be_.gemm(x, false, lw.w, true, y);  // y = x Wᵀ
+    be_.gemm(x, false, lw.w, true, y, 1.0f, accumulate_y ? 1.0f : 0.0f);  // y (+)= x Wᵀ
     if (!lw.b.empty()) be_.add_bias(y, lw.b);
   }
   if (lw.lora_a.empty()) return;
@@ -133,17 +135,17 @@ void Transformer::Impl::layer_forward(int l, const LayerActivations& a, const Te
   be_.rope(a.q, c_.num_heads, c_.head_dim, positions, inv_freq, false);
   be_.rope(a.k, c_.num_kv_heads, c_.head_dim, positions, inv_freq, false);
   be_.attention_forward(a.q, a.k, a.v, cu_seqlens(), attn_, a.att, a.lse);
-  Tensor proj = rows("scratch.proj_out", t);
-  linear_forward(l, Projection::kO, a.att, proj, u(Projection::kO), t);
-  be_.add(x, proj, a.x_mid);
+  // The o and down projections add straight into the residual stream (GEMM with beta = 1).
+  be_.copy(x, a.x_mid);
+  linear_forward(l, Projection::kO, a.att, a.x_mid, u(Projection::kO), t, true);
   be_.rmsnorm_forward(a.x_mid, L.post_norm, eps, a.xn2, a.rstd2);
   linear_forward(l, Projection::kGate, a.xn2, a.gate, u(Projection::kGate), t);
   linear_forward(l, Projection::kUp, a.xn2, a.up, u(Projection::kUp), t);
   be_.swiglu_forward(a.gate, a.up, a.act);
   // On recompute (y empty) the layer output is not needed, only the down projection's LoRA
   // intermediate for backward: an empty output skips the base GEMM.
-  linear_forward(l, Projection::kDown, a.act, y.empty() ? Tensor{} : proj, u(Projection::kDown), t);
-  if (!y.empty()) be_.add(a.x_mid, proj, y);
+  if (!y.empty()) be_.copy(a.x_mid, y);
+  linear_forward(l, Projection::kDown, a.act, y, u(Projection::kDown), t, true);
 }
 
 void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const Tensor& x,

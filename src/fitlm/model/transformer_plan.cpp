@@ -122,17 +122,17 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
 //   input x_in (written in F, read by R and A of its layer), and the activations of saved layers
 //   (written in F, read in M/A of their layer, after L, N and the other layers' phases);
 // - the shared recompute set act.* (recomputed layers): its contents from F are never read
-//   after F (R recomputes them), so it lives in F and from R to its last read, M or A;
+//   after F (R recomputes them), so it lives in F and from R to its last read, M or A (in M,
+//   act.act, act.gate and act.up take dact, dgate and dup: layer_backward);
 // - final.x_in {F L N}: written by the last layer, read by the final norm and its backward;
 // - final.xn, loss.* {L}; final.rstd {L N};
 // - scratch.dxn {L N M A}: dlogits -> dxn in L, read in N; then each layer's M and A reuse it;
 // - scratch.dres {N R M A}: dL/d(residual), carried from N through every layer (the embedding
 //   backward reads it at the end of the last A);
-// - per-block scratch: {M} (MLP backward), {A} (attention backward), {M A} (used by both blocks
-//   but never carried from one to the next), {F R} (forward only), {F R M A} (LoRA dropout input,
-//   rebuilt in forward and backward).
-// Buffers with disjoint sets share bytes: loss.logits with the recompute set and the backward
-// scratch, the MLP backward's scratch with the attention backward's.
+// - per-block scratch: {A} (attention backward), {M A} (used by both blocks but never carried
+//   from one to the next), {F R M A} (LoRA dropout input, rebuilt in forward and backward).
+// Buffers with disjoint sets share bytes: loss.logits with the recompute set and the attention
+// backward's scratch, final.x_in / final.xn with the recompute set.
 AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const LoraConfig& lora,
                                 const RunShape& shape, DType compute) {
   AllocationPlan plan;
@@ -186,9 +186,8 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
            live_in({L}));
   plan.add("loss.losses", "logits", Shape{t}, DType::kF32, live_in({L}));
 
-  // Forward scratch (projection outputs before the residual add, dropout inputs).
+  // LoRA dropout scratch: the input and, in backward, the gradient of the dropped-out input.
   const int64_t widest = std::max({h, i, qd});
-  plan.add("scratch.proj_out", "scratch", Shape{t, h}, compute, live_in({F, R}));
   if (mode == TrainMode::kLora && lora.dropout > 0.0f) {
     plan.add("scratch.drop_x", "scratch", Shape{t, widest}, compute, live_in({F, R, M, A}));
     plan.add("scratch.drop_dx", "scratch", Shape{t, widest}, compute, live_in({M, A}));
