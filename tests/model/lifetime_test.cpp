@@ -9,6 +9,7 @@
 #include <random>
 
 #include "fitlm/model/transformer.h"
+#include "fitlm/model/transformer_buffers.h"
 
 namespace fitlm {
 namespace {
@@ -52,7 +53,7 @@ TokenBatch make_batch(std::mt19937& rng, std::vector<int32_t> cu) {
   return b;
 }
 
-Outputs run(const Case& k, bool check) {
+Outputs run(const Case& k, bool check, bool cast_lora_per_layer = false) {
   auto be = make_backend("cpu");
   LoraConfig lora;
   lora.r = 4;
@@ -63,6 +64,7 @@ Outputs run(const Case& k, bool check) {
   shape.logits_chunk = 16;
   shape.with_optimizer = k.mode != TrainMode::kFrozen;
   shape.check_lifetimes = check;
+  shape.cast_lora_per_layer_on_f32 = cast_lora_per_layer;
   if (k.recompute_layers >= -1) {
     shape.recompute = RecomputePolicy::kFull;
     shape.recompute_layers = k.recompute_layers;
@@ -125,7 +127,40 @@ TEST(Lifetimes, SharedArenaIsBitIdenticalToCheckedLifetimes) {
     for (size_t i = 0; i < checked.grads.size(); ++i) EXPECT_EQ(shared.grads[i], checked.grads[i]);
     EXPECT_EQ(shared.logits, checked.logits);
     for (double l : checked.losses) EXPECT_TRUE(std::isfinite(l));
+    if (k.mode != TrainMode::kLora) continue;
+    // LoRA adapters cast per layer (what 16-bit backends do) give the same bits on f32.
+    for (bool check : {true, false}) {
+      const Outputs per_layer = run(k, check, /*cast_lora_per_layer=*/true);
+      EXPECT_EQ(per_layer.losses, checked.losses) << check;
+      ASSERT_EQ(per_layer.grads.size(), checked.grads.size());
+      for (size_t i = 0; i < checked.grads.size(); ++i)
+        EXPECT_EQ(per_layer.grads[i], checked.grads[i]) << check;
+      EXPECT_EQ(per_layer.logits, checked.logits) << check;
+    }
   }
+}
+
+TEST(Lifetimes, LoraOn16BitKeepsOneLayerOfValues) {
+  const ModelConfig c = ModelConfig::from_json(config_json("LlamaForCausalLM", false), "test");
+  LoraConfig lora;
+  RunShape shape;
+  shape.max_tokens = 64;
+  shape.with_optimizer = true;
+  const int64_t total = lora_layout(c, lora).total;
+  const AllocationPlan bf16 = plan_transformer(c, TrainMode::kLora, lora, shape, DType::kBF16);
+  EXPECT_FALSE(bf16.contains(kLoraFlat));
+  EXPECT_EQ(bf16.at(std::string(kLoraFlat) + ".master").shape.numel(), total);
+  EXPECT_EQ(bf16.at(kLoraLayer).shape.numel() * c.num_layers, total);
+  EXPECT_EQ(bf16.at(kLoraLayer).dtype, DType::kBF16);
+  // f32 keeps its one copy (value = master) unless told otherwise.
+  const AllocationPlan f32 = plan_transformer(c, TrainMode::kLora, lora, shape, DType::kF32);
+  EXPECT_TRUE(f32.contains(kLoraFlat));
+  EXPECT_FALSE(f32.contains(kLoraLayer));
+  shape.cast_lora_per_layer_on_f32 = true;
+  EXPECT_TRUE(plan_transformer(c, TrainMode::kLora, lora, shape, DType::kF32).contains(kLoraLayer));
+  // Full fine-tuning and eval are unaffected.
+  EXPECT_FALSE(
+      plan_transformer(c, TrainMode::kFull, lora, shape, DType::kBF16).contains(kLoraLayer));
 }
 
 TEST(Lifetimes, RecomputeSetAndBackwardScratchShareTheLogitsBytes) {

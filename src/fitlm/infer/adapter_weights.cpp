@@ -15,6 +15,11 @@ AdapterWeights AdapterWeights::from_model(const Transformer& model) {
   const int n = model.config().num_layers;
   w.layers.resize(static_cast<size_t>(n));
   if (model.mode() != TrainMode::kLora) return w;
+  // Adapters cast per layer have no value that outlives their layer's turn.
+  if (model.arena().contains(kLoraLayer))
+    throw_internal_error("adapter",
+                         "adapters cast per layer (16-bit LoRA training) cannot serve a decoder; "
+                         "load the saved adapter instead");
   for (int l = 0; l < n; ++l)
     for (Projection p : kAllProjections) {
       const LinearWeights& lw = model.layer(l)[p];

@@ -23,7 +23,8 @@ struct AdapterWeights {
   int r = 0;
   std::vector<std::array<LoraPair, 7>> layers;  // [layer][Projection]
 
-  // Views of the adapter a kLora Transformer holds (tests, a model loaded with --adapter).
+  // Views of the adapter a kLora Transformer holds (tests, a model loaded with --adapter). Not
+  // for adapters cast per layer (16-bit LoRA, lora_cast_per_layer): throws.
   static AdapterWeights from_model(const Transformer& model);
 };
 

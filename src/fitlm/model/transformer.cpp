@@ -17,8 +17,9 @@ Param param_in_arena(const Arena& a, const std::string& name, DType compute, boo
   auto get_or_empty = [&](const std::string& n) { return a.contains(n) ? a.get(n) : Tensor{}; };
   Param p;
   p.name = name;
-  p.value = a.get(name);
-  p.master = compute == DType::kF32 ? p.value : a.get(name + ".master");
+  p.master = a.get(compute == DType::kF32 ? name : name + ".master");
+  // Without a compute-dtype copy (LoRA cast per layer) the master is the value.
+  p.value = a.contains(name) ? a.get(name) : p.master;
   p.grad = a.get(name + ".grad");
   p.adam_m = get_or_empty(name + ".adam_m");
   p.adam_v = get_or_empty(name + ".adam_v");
@@ -117,6 +118,10 @@ void Transformer::bind_lora(DType compute) {
                   s.shape, buf.device);
   };
   const LoraLayout layout = lora_layout(config_, lora_);
+  // Cast per layer: every layer's views of its adapters point into the one layer-sized buffer,
+  // at the slot's offset within its layer (Impl::cast_lora fills it before the layer runs).
+  const Tensor layer_buf = arena_->contains(kLoraLayer) ? arena_->get(kLoraLayer) : Tensor{};
+  const int64_t per_layer = layout.total / config_.num_layers;
   size_t i = 0;
   for (int l = 0; l < config_.num_layers; ++l)
     for (Projection p : lora_.targets)
@@ -130,7 +135,15 @@ void Transformer::bind_lora(DType compute) {
         q.adam_v = view(flat.adam_v, s);
         params_.push_back(q);
         LinearWeights& lw = layers_[l][p];
-        (is_b ? lw.lora_b : lw.lora_a) = q.value;
+        Tensor value = q.value;
+        if (!layer_buf.empty()) {
+          LoraSlot in_layer = s;
+          in_layer.offset -= l * per_layer;
+          FITLM_CHECK(in_layer.offset >= 0 && in_layer.offset + s.shape.numel() <= per_layer,
+                      "lora", "slot {} outside its layer", s.name);
+          value = view(layer_buf, in_layer);
+        }
+        (is_b ? lw.lora_b : lw.lora_a) = value;
         (is_b ? lw.dlora_b : lw.dlora_a) = q.grad;
       }
 }

@@ -36,6 +36,8 @@ struct RunShape {
   // that is not live in it with NaN, and check that those of the phase just left still hold NaN.
   // A lifetime declared too short then corrupts the results or throws, wherever buffers sit.
   bool check_lifetimes = false;
+  // Tests: cast LoRA adapters per layer (lora_cast_per_layer) on an f32 backend too.
+  bool cast_lora_per_layer_on_f32 = false;
 };
 
 // One micro-batch on the host (text/batch.h): labels aligned with input_ids as in HF; the model
@@ -48,7 +50,8 @@ struct LossResult {
 };
 
 // A trainable tensor: `value` is what forward reads (compute dtype), `master` the f32 copy the
-// optimizer updates (the same memory when the compute dtype is f32).
+// optimizer updates (the same memory when the compute dtype is f32, and for LoRA adapters cast
+// per layer, lora_cast_per_layer: forward then reads a per-layer cast of the master).
 struct Param {
   std::string name;  // HF name (full) or PEFT name (LoRA)
   Tensor value, master, grad, adam_m, adam_v;
@@ -58,7 +61,9 @@ struct Param {
 struct LinearWeights {
   Tensor w, b;                              // [out, in], [out] (b may be empty)
   Tensor dw, db;                            // full fine-tuning grads (f32), empty otherwise
-  Tensor lora_a, lora_b, dlora_a, dlora_b;  // empty when not a LoRA target
+  Tensor lora_a, lora_b, dlora_a, dlora_b;  // empty when not a LoRA target; with
+                                            // lora_cast_per_layer, lora_a/b are valid only
+                                            // while their layer runs
 };
 
 struct LayerWeights {
@@ -71,6 +76,11 @@ struct LayerWeights {
 
 AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode, const LoraConfig& lora,
                                 const RunShape& shape, DType compute);
+// LoRA on a 16-bit compute dtype keeps no 16-bit copy of every adapter: before each layer runs
+// (forward, recompute or backward), that layer's adapters are cast from the f32 masters into one
+// layer-sized buffer, so the LoRA values take one layer's bytes instead of all layers'. Same
+// values as a cast after each optimizer step, since the masters only change there.
+bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute);
 // Whether layer l keeps its activations from forward to backward (false: recomputed).
 bool layer_saved(const ModelConfig& config, TrainMode mode, const RunShape& shape, int l);
 // `shape` with recompute = kFull and the fewest recomputed layers whose plan fits `cap` bytes

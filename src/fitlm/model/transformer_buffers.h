@@ -61,6 +61,9 @@ struct LoraLayout {
 };
 LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora);
 inline constexpr const char* kLoraFlat = "lora.flat";
+// With lora_cast_per_layer: one layer's slice of the flat layout (every layer's is the same
+// size), in the compute dtype, cast from the masters before the layer runs.
+inline constexpr const char* kLoraLayer = "lora.layer";
 
 // layer −1: the shared set used with RecomputePolicy::kFull.
 std::string activation_buffer_name(int layer, const std::string& name);

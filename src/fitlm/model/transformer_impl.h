@@ -41,6 +41,9 @@ struct Transformer::Impl {
   void linear_backward(int l, Projection p, const Tensor& dy, const Tensor& x, const Tensor& lora_u,
                        Tensor dx, bool accumulate_dx, int64_t t);
   uint64_t dropout_seed(int layer, Projection p) const;
+  // With lora_cast_per_layer: layer l's adapters, cast from the f32 masters into lora.layer
+  // (which every layer's LinearWeights::lora_a/b view). Otherwise nothing.
+  void cast_lora(int l);
   Tensor cu_seqlens() const;  // the current batch's [n_segments + 1] offsets
 
   Transformer& m_;
@@ -51,6 +54,7 @@ struct Transformer::Impl {
   std::vector<int32_t> host_targets_;  // shifted labels of the current batch
   int64_t n_segments_ = 0;
   std::optional<Phase> phase_;  // check_lifetimes only
+  Tensor lora_layer_;           // lora.layer, or empty when the LoRA values are kept whole
 };
 
 }  // namespace fitlm

@@ -23,6 +23,16 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
   attn_.n_kv_heads = c_.num_kv_heads;
   attn_.head_dim = c_.head_dim;
   attn_.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
+  if (m_.arena_->contains(kLoraLayer)) lora_layer_ = m_.arena_->get(kLoraLayer);
+}
+
+void Transformer::Impl::cast_lora(int l) {
+  if (lora_layer_.empty()) return;
+  const Tensor& master = m_.flat_params_.front().master;  // f32, every layer's slice alike
+  const int64_t n = lora_layer_.numel();
+  be_.copy(Tensor(static_cast<char*>(master.data) + l * n * dtype_size(master.dtype), master.dtype,
+                  Shape{n}, master.device),
+           lora_layer_);
 }
 
 Tensor Transformer::Impl::rows(const std::string& name, int64_t t) const {

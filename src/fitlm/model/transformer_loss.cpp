@@ -89,6 +89,7 @@ void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
     const Tensor y = rows(
         l + 1 < c_.num_layers ? fmt::format("layers.{}.x_in", l + 1) : std::string("final.x_in"),
         t);
+    cast_lora(l);
     layer_forward(l, activations(l, t), rows(fmt::format("layers.{}.x_in", l), t), y, t);
   }
   // The final norm starts the loss head's phase: its output is read there only.
@@ -138,6 +139,7 @@ void Transformer::Impl::backward(int64_t t) {
   for (int l = c_.num_layers - 1; l >= 0; --l) {
     const LayerActivations a = activations(l, t);
     const Tensor x = rows(fmt::format("layers.{}.x_in", l), t);
+    cast_lora(l);  // in N or the previous layer's A: lora.layer lives there too
     if (!saved_[static_cast<size_t>(l)]) {
       enter_phase(Phase::kRecompute);
       layer_forward(l, a, x, Tensor{}, t);

@@ -124,6 +124,9 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
 // - the shared recompute set act.* (recomputed layers): its contents from F are never read
 //   after F (R recomputes them), so it lives in F and from R to its last read, M or A (in M,
 //   act.act, act.gate and act.up take dact, dgate and dup: layer_backward);
+// - lora.layer {F N R M A} (LoRA cast per layer): each layer casts its adapters before it runs,
+//   in forward and in backward; the backward of layer l casts while N, or the A of layer l+1,
+//   is still the current phase;
 // - final.x_in {F L N}: written by the last layer, read by the final norm and its backward;
 // - final.xn, loss.* {L}; final.rstd {L N};
 // - scratch.dxn {L N M A}: dlogits -> dxn in L, read in N; then each layer's M and A reuse it;
@@ -139,9 +142,15 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
   const int64_t t = shape.max_tokens;
   const int64_t h = c.hidden_size, i = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   const bool training = mode != TrainMode::kFrozen;
-  auto add_trainable = [&](const std::string& name, Shape s, const char* value_group) {
-    plan.add(name, value_group, s, compute);
-    if (compute != DType::kF32) plan.add(name + ".master", "master", s, DType::kF32);
+  // compute_copy = false: no compute-dtype value beside the f32 master (LoRA cast per layer).
+  auto add_trainable = [&](const std::string& name, Shape s, const char* value_group,
+                           bool compute_copy = true) {
+    if (compute == DType::kF32) {
+      plan.add(name, value_group, s, compute);  // the value is the master
+    } else {
+      if (compute_copy) plan.add(name, value_group, s, compute);
+      plan.add(name + ".master", "master", s, DType::kF32);
+    }
     plan.add(name + ".grad", "grads", s, DType::kF32);
     if (shape.with_optimizer) {
       plan.add(name + ".adam_m", "optimizer", s, DType::kF32);
@@ -155,7 +164,13 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
     else
       plan.add(w.name, "weights", w.shape, compute);
   }
-  if (mode == TrainMode::kLora) add_trainable(kLoraFlat, Shape{lora_layout(c, lora).total}, "lora");
+  if (mode == TrainMode::kLora) {
+    const int64_t total = lora_layout(c, lora).total;
+    const bool per_layer = lora_cast_per_layer(mode, shape, compute);
+    add_trainable(kLoraFlat, Shape{total}, "lora", /*compute_copy=*/!per_layer);
+    if (per_layer)
+      plan.add(kLoraLayer, "lora", Shape{total / c.num_layers}, compute, live_in({F, N, R, M, A}));
+  }
 
   // Inputs of one micro-batch.
   plan.add("input.ids", "inputs", Shape{t}, DType::kI32);
@@ -231,6 +246,10 @@ LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {
       place(peft_tensor_name(l, p, true), Shape{o, lora.r});
     }
   return out;
+}
+
+bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute) {
+  return mode == TrainMode::kLora && (compute != DType::kF32 || shape.cast_lora_per_layer_on_f32);
 }
 
 bool layer_saved(const ModelConfig& c, TrainMode mode, const RunShape& shape, int l) {
