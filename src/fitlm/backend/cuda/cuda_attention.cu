@@ -73,13 +73,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
   for (int step = 0; step < steps; ++step) {
-    if (step + 1 < steps) {
-      issue_step(step + 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+    pipeline_advance(step, steps, issue_step);
     const int k0 = k_begin + step * kBlockK;
     const T* k_tile = k_stage + (step & 1) * kBlockK * LD;
     const T* v_tile = v_stage + (step & 1) * kBlockK * LD;
@@ -144,21 +138,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       o[nt][2] *= corr1;
       o[nt][3] *= corr1;
     }
-#pragma unroll
-    for (int kk = 0; kk < kBlockK / 16; ++kk) {
-      uint32_t a[4];
-      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-      for (int nt = 0; nt < HD / 8; nt += 2) {
-        uint32_t b[2][2];
-        load_b_cols_x2<T, LD>(b, v_tile, kk * 16, nt * 8, lane);
-        mma16816<T>(o[nt], a, b[0]);
-        mma16816<T>(o[nt + 1], a, b[1]);
-      }
-    }
+    mma_fragments_by_tile<T, LD, HD>(o, s, v_tile, lane);
     __syncthreads();
   }
 

@@ -98,13 +98,7 @@ __global__ void __launch_bounds__(kThreads)
 
   float dka[HD / 8][4] = {}, dva[HD / 8][4] = {};
   for (int step = 0; step < steps; ++step) {
-    if (step + 1 < steps) {
-      issue_step(step + 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // step's tiles (and K/V) are visible to every warp
+    pipeline_advance(step, steps, issue_step);  // step's tiles (and K/V) are visible to every warp
     const int st = step & 1, q0 = k0 + (step % q_tiles) * kTileQInner;
     const T* q_tile = q_stage + st * kTileQInner * LD;
     const T* do_tile = do_stage + st * kTileQInner * LD;
@@ -134,20 +128,8 @@ __global__ void __launch_bounds__(kThreads)
         const bool valid = qi < t_count && key <= qi && seg_s[c] <= key;
         p[nt][e] = valid ? exp2f(p[nt][e] * scale_log2 - lse_s[c] * kLog2e) : 0.0f;
       }
-      // dV += Pᵀ · dO.
-#pragma unroll
-    for (int kk = 0; kk < kTileQInner / 16; ++kk) {
-      uint32_t a[4] = {pack2<T>(p[2 * kk][0], p[2 * kk][1]), pack2<T>(p[2 * kk][2], p[2 * kk][3]),
-                       pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]),
-                       pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
-#pragma unroll
-      for (int nt = 0; nt < HD / 8; nt += 2) {
-        uint32_t b[2][2];
-        load_b_cols_x2<T, LD>(b, do_tile, kk * 16, nt * 8, lane);
-        mma16816<T>(dva[nt], a, b[0]);
-        mma16816<T>(dva[nt + 1], a, b[1]);
-      }
-    }
+    // dV += Pᵀ · dO.
+    mma_fragments_by_tile<T, LD, HD>(dva, p, do_tile, lane);
     // dPᵀ = V_w · dOᵀ, then dSᵀ = Pᵀ ⊙ (dPᵀ − D).
     float ds[kTileQInner / 8][4] = {};
 #pragma unroll
@@ -167,21 +149,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
         ds[nt][e] = p[nt][e] * (ds[nt][e] - d_s[nt * 8 + 2 * tq + (e & 1)]);
-        // dK += dSᵀ · Q (the softmax scale is applied once at the end).
-#pragma unroll
-    for (int kk = 0; kk < kTileQInner / 16; ++kk) {
-      uint32_t a[4] = {pack2<T>(ds[2 * kk][0], ds[2 * kk][1]),
-                       pack2<T>(ds[2 * kk][2], ds[2 * kk][3]),
-                       pack2<T>(ds[2 * kk + 1][0], ds[2 * kk + 1][1]),
-                       pack2<T>(ds[2 * kk + 1][2], ds[2 * kk + 1][3])};
-#pragma unroll
-      for (int nt = 0; nt < HD / 8; nt += 2) {
-        uint32_t b[2][2];
-        load_b_cols_x2<T, LD>(b, q_tile, kk * 16, nt * 8, lane);
-        mma16816<T>(dka[nt], a, b[0]);
-        mma16816<T>(dka[nt + 1], a, b[1]);
-      }
-    }
+    // dK += dSᵀ · Q (the softmax scale is applied once at the end).
+    mma_fragments_by_tile<T, LD, HD>(dka, ds, q_tile, lane);
     __syncthreads();  // every warp is done with this stage before step + 2 refills it
   }
   if constexpr (kAccumulate) {
@@ -264,13 +233,7 @@ __global__ void __launch_bounds__(kThreads, 3)
 
   float dqa[HD / 8][4] = {};
   for (int step = 0; step < steps; ++step) {
-    if (step + 1 < steps) {
-      issue_step(step + 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+    pipeline_advance(step, steps, issue_step);
     const int st = step & 1, k0 = k_begin + step * kTileKInner;
     const T* k_tile = k_stage + st * kTileKInner * LD;
     const T* v_tile = v_stage + st * kTileKInner * LD;
@@ -301,20 +264,7 @@ __global__ void __launch_bounds__(kThreads, 3)
         const float pe = valid ? exp2f(p[nt][e] * scale_log2 - (e < 2 ? lse0 : lse1)) : 0.0f;
         ds[nt][e] = pe * (ds[nt][e] - (e < 2 ? d0 : d1));
       }
-#pragma unroll
-    for (int kk = 0; kk < kTileKInner / 16; ++kk) {
-      uint32_t a[4] = {pack2<T>(ds[2 * kk][0], ds[2 * kk][1]),
-                       pack2<T>(ds[2 * kk][2], ds[2 * kk][3]),
-                       pack2<T>(ds[2 * kk + 1][0], ds[2 * kk + 1][1]),
-                       pack2<T>(ds[2 * kk + 1][2], ds[2 * kk + 1][3])};
-#pragma unroll
-      for (int nt = 0; nt < HD / 8; nt += 2) {
-        uint32_t b[2][2];
-        load_b_cols_x2<T, LD>(b, k_tile, kk * 16, nt * 8, lane);
-        mma16816<T>(dqa[nt], a, b[0]);
-        mma16816<T>(dqa[nt + 1], a, b[1]);
-      }
-    }
+    mma_fragments_by_tile<T, LD, HD>(dqa, ds, k_tile, lane);
     __syncthreads();  // every warp is done with this stage before step + 2 refills it
   }
 #pragma unroll

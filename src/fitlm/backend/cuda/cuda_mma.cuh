@@ -187,6 +187,41 @@ __device__ __forceinline__ void load_tile_async(T* tile, const T* src, int64_t s
   }
 }
 
+// acc[16 × HD] += S · tile, for a warp whose S [16 × 8·N] is held as f32 C fragments (which
+// are the A fragments of the next product, see the top) and a [8·N × HD] shared tile: P·V, Pᵀ·dO,
+// dSᵀ·Q, dS·K.
+template <typename T, int LD, int HD, int N>
+__device__ __forceinline__ void mma_fragments_by_tile(float (&acc)[HD / 8][4],
+                                                      const float (&s)[N][4], const T* tile,
+                                                      int lane) {
+#pragma unroll
+  for (int kk = 0; kk < N / 2; ++kk) {
+    const uint32_t a[4] = {
+        pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+        pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+    for (int nt = 0; nt < HD / 8; nt += 2) {
+      uint32_t b[2][2];
+      load_b_cols_x2<T, LD>(b, tile, kk * 16, nt * 8, lane);
+      mma16816<T>(acc[nt], a, b[0]);
+      mma16816<T>(acc[nt + 1], a, b[1]);
+    }
+  }
+}
+
+// One step of a double-buffered loop: start step + 1's copies (if any), wait for step's, and make
+// them visible to the whole block.
+template <typename Issue>
+__device__ __forceinline__ void pipeline_advance(int step, int steps, Issue&& issue_step) {
+  if (step + 1 < steps) {
+    issue_step(step + 1);
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
+  __syncthreads();
+}
+
 // Index of the segment holding token i: the last s with cu[s] <= i (cu has n_seg + 1 entries).
 __device__ __forceinline__ int segment_of(const int32_t* cu, int n_seg, int i) {
   int lo = 0, hi = n_seg - 1;
