@@ -94,8 +94,12 @@ TEST(Recompute, FitPicksTheFewestRecomputedLayersUnderTheCap) {
     // Recomputing one layer saves little (it needs the shared set, as big as its own, which
     // only shares bytes with the loss head and backward scratch); every further recomputed
     // layer saves one set.
-    if (n == 1) EXPECT_LE(bytes[n], bytes[n - 1]);
-    if (n > 1) EXPECT_LT(bytes[n], bytes[n - 1]) << n;
+    if (n == 1) {
+      EXPECT_LE(bytes[n], bytes[n - 1]);
+    }
+    if (n > 1) {
+      EXPECT_LT(bytes[n], bytes[n - 1]) << n;
+    }
   }
   // A cap between the plans for 2 and 1 recomputed layers → 2.
   const auto fit =
