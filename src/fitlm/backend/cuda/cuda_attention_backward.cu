@@ -108,18 +108,7 @@ __global__ void __launch_bounds__(kThreads)
 
     // Sᵀ [16 keys × 32 queries] = K_w · Qᵀ, then Pᵀ.
     float p[kTileQInner / 8][4] = {};
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      uint32_t a[4];
-      load_a<T, LD>(a, k_tile, warp * 16, kk * 16, lane);
-#pragma unroll
-      for (int nt = 0; nt < kTileQInner / 8; nt += 2) {
-        uint32_t b[2][2];
-        load_b_rows_x2<T, LD>(b, q_tile, nt * 8, kk * 16, lane);
-        mma16816<T>(p[nt], a, b[0]);
-        mma16816<T>(p[nt + 1], a, b[1]);
-      }
-    }
+    mma_rows_by_rows<T, LD, HD>(p, k_tile, warp * 16, q_tile, lane);
 #pragma unroll
     for (int nt = 0; nt < kTileQInner / 8; ++nt)
 #pragma unroll
@@ -132,18 +121,7 @@ __global__ void __launch_bounds__(kThreads)
     mma_fragments_by_tile<T, LD, HD>(dva, p, do_tile, lane);
     // dPᵀ = V_w · dOᵀ, then dSᵀ = Pᵀ ⊙ (dPᵀ − D).
     float ds[kTileQInner / 8][4] = {};
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      uint32_t a[4];
-      load_a<T, LD>(a, v_tile, warp * 16, kk * 16, lane);
-#pragma unroll
-      for (int nt = 0; nt < kTileQInner / 8; nt += 2) {
-        uint32_t b[2][2];
-        load_b_rows_x2<T, LD>(b, do_tile, nt * 8, kk * 16, lane);
-        mma16816<T>(ds[nt], a, b[0]);
-        mma16816<T>(ds[nt + 1], a, b[1]);
-      }
-    }
+    mma_rows_by_rows<T, LD, HD>(ds, v_tile, warp * 16, do_tile, lane);
 #pragma unroll
     for (int nt = 0; nt < kTileQInner / 8; ++nt)
 #pragma unroll

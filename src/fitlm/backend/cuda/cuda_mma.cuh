@@ -124,20 +124,6 @@ __device__ __forceinline__ void load_b_cols_x2(uint32_t b[2][2], const T* tile, 
   b[1][1] = r[3];
 }
 
-// rows × HD halves from global (row stride `stride` elements, rows ≥ n_rows zero-filled) into a
-// padded tile, 16 bytes per access.
-template <typename T, int HD, int ROWS, int THREADS>
-__device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t stride, int row0,
-                                          int n_rows) {
-  constexpr int kChunks = HD / 8;
-  for (int idx = threadIdx.x; idx < ROWS * kChunks; idx += THREADS) {
-    const int r = idx / kChunks, c = idx % kChunks;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (row0 + r < n_rows) v = *reinterpret_cast<const uint4*>(src + (row0 + r) * stride + c * 8);
-    *reinterpret_cast<uint4*>(tile + r * (HD + kPad) + c * 8) = v;
-  }
-}
-
 // Asynchronous global→shared copies (cp.async, sm_80+), so that the next tile streams in while
 // the current one is multiplied; a block then needs no second resident block to hide its load
 // latency. `valid == false` zero-fills the 16 bytes (src-size 0) without reading `gmem`. Older
@@ -174,7 +160,8 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-// load_tile through cp.async: the caller commits and waits.
+// rows × HD halves from global (row stride `stride` elements, rows ≥ n_rows zero-filled) into a
+// padded tile, 16 bytes per cp.async: the caller commits and waits.
 template <typename T, int HD, int ROWS, int THREADS>
 __device__ __forceinline__ void load_tile_async(T* tile, const T* src, int64_t stride, int row0,
                                                 int n_rows) {
@@ -203,6 +190,25 @@ __device__ __forceinline__ void mma_fragments_by_tile(float (&acc)[HD / 8][4],
     for (int nt = 0; nt < HD / 8; nt += 2) {
       uint32_t b[2][2];
       load_b_cols_x2<T, LD>(b, tile, kk * 16, nt * 8, lane);
+      mma16816<T>(acc[nt], a, b[0]);
+      mma16816<T>(acc[nt + 1], a, b[1]);
+    }
+  }
+}
+
+// acc[16 × 8·N] = rows r0..r0+15 of tile a · (first 8·N rows of tile b)ᵀ, both [.][HD] tiles:
+// Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ.
+template <typename T, int LD, int HD, int N>
+__device__ __forceinline__ void mma_rows_by_rows(float (&acc)[N][4], const T* a_tile, int r0,
+                                                 const T* b_tile, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    uint32_t a[4];
+    load_a<T, LD>(a, a_tile, r0, kk * 16, lane);
+#pragma unroll
+    for (int nt = 0; nt < N; nt += 2) {
+      uint32_t b[2][2];
+      load_b_rows_x2<T, LD>(b, b_tile, nt * 8, kk * 16, lane);
       mma16816<T>(acc[nt], a, b[0]);
       mma16816<T>(acc[nt + 1], a, b[1]);
     }
