@@ -122,12 +122,22 @@ void Transformer::bind_lora(DType compute) {
   // at the slot's offset within its layer (Impl::cast_lora fills it before the layer runs).
   const Tensor layer_buf = arena_->contains(kLoraLayer) ? arena_->get(kLoraLayer) : Tensor{};
   const int64_t per_layer = layout.total / config_.num_layers;
-  size_t i = 0;
+  // params() lists the adapters in (layer, target, A then B) order (init_lora draws in it),
+  // whatever order the flat layout gives them (a group's As back to back, lora_layout).
+  auto key = [](int l, Projection p, bool is_b) {
+    return (static_cast<size_t>(l) * kAllProjections.size() + static_cast<size_t>(p)) * 2 + is_b;
+  };
+  std::vector<const LoraSlot*> slot_of(key(config_.num_layers, Projection::kQ, false), nullptr);
+  for (const LoraSlot& s : layout.slots) slot_of[key(s.layer, s.projection, s.is_b)] = &s;
+  FITLM_CHECK(layout.slots.size() == 2 * config_.num_layers * lora_.targets.size(), "lora",
+              "{} slots for {} targets", layout.slots.size(), lora_.targets.size());
   for (int l = 0; l < config_.num_layers; ++l)
     for (Projection p : lora_.targets)
       for (bool is_b : {false, true}) {
-        const LoraSlot& s = layout.slots[i++];
-        FITLM_CHECK(s.name == peft_tensor_name(l, p, is_b), "lora", "slot order {}", s.name);
+        const LoraSlot* slot = slot_of[key(l, p, is_b)];
+        FITLM_CHECK(slot && slot->name == peft_tensor_name(l, p, is_b), "lora", "no slot for {}",
+                    peft_tensor_name(l, p, is_b));
+        const LoraSlot& s = *slot;
         Param q;
         q.name = s.name;
         q.value = view(flat.value, s), q.master = view(flat.master, s);

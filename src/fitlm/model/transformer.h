@@ -38,6 +38,9 @@ struct RunShape {
   bool check_lifetimes = false;
   // Tests: cast LoRA adapters per layer (lora_cast_per_layer) on an f32 backend too.
   bool cast_lora_per_layer_on_f32 = false;
+  // Tests: run the LoRA products of every target on its own, as for a group that is not fully
+  // targeted or with dropout (lora_groups), instead of once per group of targets sharing an input.
+  bool lora_per_projection = false;
 };
 
 // One micro-batch on the host (text/batch.h): labels aligned with input_ids as in HF; the model

@@ -46,17 +46,34 @@ std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p)
 bool projection_has_bias(const ModelConfig& c, Projection p);
 std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraConfig& lora,
                                              TrainMode mode, int64_t tokens);
+// LoRA targets that read the same input form a group when all of them are targets: q, k, v
+// (the input norm's output) and gate, up (the post-attention norm's). Every other target (o,
+// down, or q and v without k) is a group of one. A group's A matrices lie back to back in the
+// flat layout, one [g·r, in] matrix, and its intermediates are one transposed buffer
+// lora_u.<name> [g·r, T] (row block i: uᵀ = A_i·xᵀ of member i; backward overwrites it with
+// duᵀ), so the rank-r products that read x or accumulate into dx run once per group: uᵀ = A·xᵀ,
+// dA += duᵀ·x and dx += (duᵀ)ᵀ·A. Only the B products stay per member. With dropout (a mask per
+// member) or RunShape::lora_per_projection, the members run one by one over the same buffers.
+struct LoraGroup {
+  std::string name;                 // "qkv", "gate_up", or the one member's "o_proj", ...
+  std::vector<Projection> members;  // in Projection order
+};
+std::vector<LoraGroup> lora_groups(const LoraConfig& lora);  // in Projection order
 // Every LoRA tensor lives in one flat buffer per role (value, master, grad, adam m/v), so the
 // optimizer, gradient zeroing and norm are one op each instead of one per tensor (448 for an
-// 8B model with seven targets). Each tensor starts on a 64-element boundary (GEMM alignment);
-// the padding stays zero.
+// 8B model with seven targets). Each group's A block and each B starts on a 64-element boundary
+// (GEMM alignment); the padding stays zero. Checkpoints and adapters go by tensor name
+// (Transformer::params()), so they do not depend on this order.
 struct LoraSlot {
   std::string name;  // PEFT name
   Shape shape;
   int64_t offset;  // elements into the flat buffer
+  int layer;
+  Projection projection;
+  bool is_b;
 };
 struct LoraLayout {
-  std::vector<LoraSlot> slots;  // (layer, target, A then B) order
+  std::vector<LoraSlot> slots;  // per layer, per group (lora_groups): its As, then its Bs
   int64_t total = 0;            // elements, padding included
 };
 LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <initializer_list>
 #include <optional>
 #include <vector>
 
@@ -15,7 +16,14 @@ namespace fitlm {
 struct LayerActivations {
   Tensor xn1, rstd1, q, k, v, att, lse, x_mid, xn2, rstd2, gate, up, act;
   Tensor q_raw, k_raw, rstd_q, rstd_k;  // Qwen3 q/k norm only
-  std::array<Tensor, 7> lora_u;         // [T, r] per LoRA target
+  std::array<Tensor, 7> lora_u;         // uᵀ [g·r, T] per LoRA group, in lora_groups order
+};
+
+// One projection of a layer in linear_forward / linear_backward: its output y (forward; empty
+// skips the base GEMM) or the gradient dy of that output (backward).
+struct ProjectionIO {
+  Projection p;
+  Tensor y;
 };
 
 struct Transformer::Impl {
@@ -34,12 +42,27 @@ struct Transformer::Impl {
  private:
   LayerActivations activations(int layer, int64_t t) const;
   Tensor rows(const std::string& name, int64_t t) const;  // first t rows of a [T_max, C] buffer
+  // A transposed [R, T_max] buffer (one column per token) for t tokens: its first R·t elements
+  // as [R, t] (a contiguous view, not the first t columns).
+  Tensor token_columns(const std::string& name, int64_t t) const;
   void layer_forward(int l, const LayerActivations& a, const Tensor& x, Tensor y, int64_t t);
   void layer_backward(int l, const LayerActivations& a, const Tensor& x, Tensor dres, int64_t t);
-  void linear_forward(int l, Projection p, const Tensor& x, Tensor y, const Tensor& lora_u,
-                      int64_t t, bool accumulate_y = false);
-  void linear_backward(int l, Projection p, const Tensor& dy, const Tensor& x, const Tensor& lora_u,
-                       Tensor dx, bool accumulate_dx, int64_t t);
+  // The projections `io` that read x (q, k, v; o; gate, up; down), base and LoRA.
+  void linear_forward(int l, const LayerActivations& a, const Tensor& x,
+                      std::initializer_list<ProjectionIO> io, int64_t t, bool accumulate_y = false);
+  void linear_backward(int l, const LayerActivations& a, const Tensor& x,
+                       std::initializer_list<ProjectionIO> io, Tensor dx, bool accumulate_dx,
+                       int64_t t);
+  // LoRA products that share their input and run as one: a whole group (lora_groups), or one
+  // member when groups do not batch (dropout, RunShape::lora_per_projection).
+  struct LoraRun {
+    Tensor a, da, u;               // the members' A [n·r, in] as one matrix, dA, uᵀ [n·r, T]
+    std::vector<ProjectionIO> io;  // the members, in order
+  };
+  std::vector<LoraRun> lora_runs(int l, const LayerActivations& a,
+                                 std::initializer_list<ProjectionIO> io) const;
+  // x, or x with run r's dropout mask applied (in scratch.drop_x): the input of its A product.
+  Tensor lora_input(int l, const LoraRun& r, const Tensor& x, int64_t t);
   uint64_t dropout_seed(int layer, Projection p) const;
   // With lora_cast_per_layer: layer l's adapters, cast from the f32 masters into lora.layer
   // (which every layer's LinearWeights::lora_a/b view). Otherwise nothing.
@@ -53,8 +76,10 @@ struct Transformer::Impl {
   std::vector<bool> saved_;  // per layer: activations kept (true) or recomputed in backward
   std::vector<int32_t> host_targets_;  // shifted labels of the current batch
   int64_t n_segments_ = 0;
-  std::optional<Phase> phase_;  // check_lifetimes only
-  Tensor lora_layer_;           // lora.layer, or empty when the LoRA values are kept whole
+  std::optional<Phase> phase_;          // check_lifetimes only
+  Tensor lora_layer_;                   // lora.layer, or empty when the LoRA values are kept whole
+  std::vector<LoraGroup> lora_groups_;  // LoRA mode only
+  bool batch_lora_ = false;             // a group's products run as one (else member by member)
 };
 
 }  // namespace fitlm

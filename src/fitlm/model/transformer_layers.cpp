@@ -1,5 +1,6 @@
 // Decoder layer forward and backward, written out op by op.
 // Gradient rule (backend.h): parameter grads +=, activation grads =.
+#include <algorithm>
 #include <cmath>
 
 #include "fitlm/core/error.h"
@@ -11,8 +12,18 @@ namespace {
 Tensor per_head(const Tensor& x, int head_dim) {
   return x.reshape(Shape{x.numel() / head_dim, head_dim});
 }
-Tensor cols_prefix(const Tensor& buf, int64_t t, int64_t cols) {
-  return Tensor(buf.data, buf.dtype, Shape{t, cols}, buf.device);
+// The first shape.numel() elements of buf, as `shape`.
+Tensor prefix(const Tensor& buf, Shape shape) {
+  return Tensor(buf.data, buf.dtype, shape, buf.device);
+}
+// `rows` rows starting at `first`'s, which the caller knows to be contiguous with it.
+Tensor stacked(const Tensor& first, int64_t rows) {
+  return prefix(first, Shape{rows, first.cols()});
+}
+// Block i of a matrix cut into blocks of `rows` rows.
+Tensor row_block(const Tensor& m, size_t i, int64_t rows) {
+  const int64_t begin = static_cast<int64_t>(i) * rows;
+  return m.slice_rows(begin, begin + rows);
 }
 }  // namespace
 
@@ -24,6 +35,10 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
   attn_.head_dim = c_.head_dim;
   attn_.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
   if (m_.arena_->contains(kLoraLayer)) lora_layer_ = m_.arena_->get(kLoraLayer);
+  if (m_.mode_ == TrainMode::kLora) {
+    lora_groups_ = lora_groups(m_.lora_);
+    batch_lora_ = m_.lora_.dropout == 0.0f && !m_.shape_.lora_per_projection;
+  }
 }
 
 void Transformer::Impl::cast_lora(int l) {
@@ -43,6 +58,11 @@ Tensor Transformer::Impl::rows(const std::string& name, int64_t t) const {
   return buf.slice_rows(0, t);
 }
 
+Tensor Transformer::Impl::token_columns(const std::string& name, int64_t t) const {
+  const Tensor buf = m_.arena_->get(name);
+  return prefix(buf, Shape{buf.dim(0), t});
+}
+
 LayerActivations Transformer::Impl::activations(int layer, int64_t t) const {
   const int l = saved_[static_cast<size_t>(layer)] ? layer : -1;
   auto get = [&](const char* n) { return rows(activation_buffer_name(l, n), t); };
@@ -56,9 +76,8 @@ LayerActivations Transformer::Impl::activations(int layer, int64_t t) const {
     a.q_raw = get("q_raw"), a.k_raw = get("k_raw"), a.rstd_q = get("rstd_q"),
     a.rstd_k = get("rstd_k");
   }
-  if (m_.mode_ == TrainMode::kLora)
-    for (Projection p : m_.lora_.targets)
-      a.lora_u[static_cast<int>(p)] = get((std::string("lora_u.") + projection_name(p)).c_str());
+  for (size_t g = 0; g < lora_groups_.size(); ++g)
+    a.lora_u[g] = token_columns(activation_buffer_name(l, "lora_u." + lora_groups_[g].name), t);
   return a;
 }
 
@@ -67,60 +86,121 @@ uint64_t Transformer::Impl::dropout_seed(int layer, Projection p) const {
          static_cast<uint64_t>(p);
 }
 
-// y = x Wᵀ (+ b) (+ s·(x Aᵀ) Bᵀ), or y += that with accumulate_y (the residual add). An empty y
-// skips the base GEMM and computes only the LoRA intermediate u.
-void Transformer::Impl::linear_forward(int l, Projection p, const Tensor& x, Tensor y,
-                                       const Tensor& lora_u, int64_t t, bool accumulate_y) {
-  const LinearWeights& lw = m_.layers_[l][p];
-  if (!y.empty()) {
-    be_.gemm(x, false, lw.w, true, y, 1.0f, accumulate_y ? 1.0f : 0.0f);  // y (+)= x Wᵀ
-    if (!lw.b.empty()) be_.add_bias(y, lw.b);
+std::vector<Transformer::Impl::LoraRun> Transformer::Impl::lora_runs(
+    int l, const LayerActivations& a, std::initializer_list<ProjectionIO> io) const {
+  const LayerWeights& L = m_.layers_[l];
+  const int64_t r = m_.lora_.r;
+  std::vector<LoraRun> runs;
+  size_t members = 0;
+  for (size_t g = 0; g < lora_groups_.size(); ++g) {
+    const std::vector<Projection>& group = lora_groups_[g].members;
+    const auto* first = std::find_if(io.begin(), io.end(),
+                                     [&](const ProjectionIO& o) { return o.p == group.front(); });
+    if (first == io.end()) continue;
+    // A group's members read one input: the caller lists them together, in order.
+    FITLM_CHECK(static_cast<size_t>(io.end() - first) >= group.size() &&
+                    std::equal(group.begin(), group.end(), first,
+                               [](Projection p, const ProjectionIO& o) { return p == o.p; }),
+                "model", "LoRA group {} needs all its members", lora_groups_[g].name);
+    members += group.size();
+    const size_t n = batch_lora_ ? group.size() : 1;
+    for (size_t i = 0; i < group.size(); i += n) {
+      const LinearWeights& lw = L[group[i]];
+      for (size_t k = 1; k < n; ++k)  // lora_layout puts a group's As back to back
+        FITLM_CHECK(L[group[i + k]].lora_a.data ==
+                            static_cast<char*>(lw.lora_a.data) + k * lw.lora_a.bytes() &&
+                        L[group[i + k]].dlora_a.data ==
+                            static_cast<char*>(lw.dlora_a.data) + k * lw.dlora_a.bytes(),
+                    "model", "LoRA group {}: A matrices not adjacent", lora_groups_[g].name);
+      const int64_t rows = static_cast<int64_t>(n) * r;
+      runs.push_back({stacked(lw.lora_a, rows), stacked(lw.dlora_a, rows),
+                      row_block(a.lora_u[g], i / n, rows),
+                      std::vector<ProjectionIO>(first + i, first + i + n)});
+    }
   }
-  if (lw.lora_a.empty()) return;
-  Tensor xin = x;
-  if (m_.lora_.dropout > 0.0f) {
-    xin = cols_prefix(m_.arena_->get("scratch.drop_x"), t, x.cols());
-    be_.dropout(x, xin, m_.lora_.dropout, dropout_seed(l, p));
-  }
-  be_.gemm(xin, false, lw.lora_a, true, lora_u);  // u = x Aᵀ
-  if (!y.empty())
-    be_.gemm(lora_u, false, lw.lora_b, true, y, m_.lora_.scale(), 1.0f);  // y += s·u Bᵀ
+  FITLM_CHECK(members == static_cast<size_t>(std::count_if(
+                             io.begin(), io.end(),
+                             [&](const ProjectionIO& o) { return !L[o.p].lora_a.empty(); })),
+              "model", "a LoRA target outside every group");
+  return runs;
 }
 
-// Aliasing: dx may be x itself (the down projection writes dact over act, which nothing reads
-// afterwards): every read of x — dW, the LoRA dA and the dropout mask applied to x — comes
-// before the first write of dx. dy and lora_u must not alias dx.
-void Transformer::Impl::linear_backward(int l, Projection p, const Tensor& dy, const Tensor& x,
-                                        const Tensor& lora_u, Tensor dx, bool accumulate_dx,
-                                        int64_t t) {
-  const LinearWeights& lw = m_.layers_[l][p];
-  const bool lora = !lw.lora_a.empty(), dropout = lora && m_.lora_.dropout > 0.0f;
+Tensor Transformer::Impl::lora_input(int l, const LoraRun& r, const Tensor& x, int64_t t) {
+  if (m_.lora_.dropout <= 0.0f) return x;
+  // With dropout every run is one member (batch_lora_ is false): one mask per projection.
+  FITLM_CHECK(r.io.size() == 1, "model", "LoRA dropout on a batched group");
+  Tensor xin = prefix(m_.arena_->get("scratch.drop_x"), Shape{t, x.cols()});
+  be_.dropout(x, xin, m_.lora_.dropout, dropout_seed(l, r.io.front().p));
+  return xin;
+}
+
+// For each projection p of io: y = x Wᵀ (+ b) (+ s·(x Aᵀ) Bᵀ), or y += that with accumulate_y
+// (the residual add). An empty y skips the base GEMM and the B product: only the LoRA
+// intermediate is computed. The intermediates are kept transposed, uᵀ = A·xᵀ, so that those of
+// a group come from one GEMM over its stacked As and read x once.
+void Transformer::Impl::linear_forward(int l, const LayerActivations& a, const Tensor& x,
+                                       std::initializer_list<ProjectionIO> io, int64_t t,
+                                       bool accumulate_y) {
+  for (const ProjectionIO& o : io) {
+    if (o.y.empty()) continue;
+    const LinearWeights& lw = m_.layers_[l][o.p];
+    be_.gemm(x, false, lw.w, true, o.y, 1.0f, accumulate_y ? 1.0f : 0.0f);  // y (+)= x Wᵀ
+    if (!lw.b.empty()) be_.add_bias(o.y, lw.b);
+  }
   const float s = m_.lora_.scale();
-  // Everything that reads x.
-  if (!lw.dw.empty()) be_.gemm(dy, true, x, false, lw.dw, 1.0f, 1.0f);  // dW += dyᵀ x
-  if (!lw.db.empty()) be_.bias_backward(dy, lw.db);
-  Tensor du;
-  if (lora) {
-    be_.gemm(dy, true, lora_u, false, lw.dlora_b, s, 1.0f);  // dB += s·dyᵀ u
-    du = rows("scratch.du", t);
-    be_.gemm(dy, false, lw.lora_b, false, du, s, 0.0f);  // du = s·dy B
-    Tensor xin = x;
-    if (dropout) {
-      xin = cols_prefix(m_.arena_->get("scratch.drop_x"), t, x.cols());
-      be_.dropout(x, xin, m_.lora_.dropout, dropout_seed(l, p));  // same mask as forward
+  const int64_t r = m_.lora_.r;
+  for (const LoraRun& run : lora_runs(l, a, io)) {
+    be_.gemm(run.a, false, lora_input(l, run, x, t), true, run.u);  // uᵀ = A drop(x)ᵀ
+    for (size_t i = 0; i < run.io.size(); ++i) {
+      const ProjectionIO& o = run.io[i];
+      if (o.y.empty()) continue;
+      const Tensor u = row_block(run.u, i, r);
+      be_.gemm(u, true, m_.layers_[l][o.p].lora_b, true, o.y, s, 1.0f);  // y += s·u Bᵀ
     }
-    be_.gemm(du, true, xin, false, lw.dlora_a, 1.0f, 1.0f);  // dA += duᵀ drop(x)
+  }
+}
+
+// io holds each projection's dy. Aliasing: dx may be x itself (the down projection writes dact
+// over act, which nothing reads afterwards): every read of x — dW, the LoRA dA and the dropout
+// mask applied to x — comes before the first write of dx. No dy may alias dx. The LoRA
+// gradients duᵀ overwrite the intermediates uᵀ, once dB has read them.
+void Transformer::Impl::linear_backward(int l, const LayerActivations& a, const Tensor& x,
+                                        std::initializer_list<ProjectionIO> io, Tensor dx,
+                                        bool accumulate_dx, int64_t t) {
+  const float s = m_.lora_.scale();
+  const int64_t r = m_.lora_.r;
+  const std::vector<LoraRun> runs = lora_runs(l, a, io);
+  // Everything that reads x.
+  for (const ProjectionIO& o : io) {
+    const LinearWeights& lw = m_.layers_[l][o.p];
+    if (!lw.dw.empty()) be_.gemm(o.y, true, x, false, lw.dw, 1.0f, 1.0f);  // dW += dyᵀ x
+    if (!lw.db.empty()) be_.bias_backward(o.y, lw.db);
+  }
+  for (const LoraRun& run : runs) {
+    for (size_t i = 0; i < run.io.size(); ++i) {
+      const ProjectionIO& o = run.io[i];
+      const LinearWeights& lw = m_.layers_[l][o.p];
+      const Tensor u = row_block(run.u, i, r);
+      be_.gemm(o.y, true, u, true, lw.dlora_b, s, 1.0f);  // dB += s·dyᵀ u
+      be_.gemm(lw.lora_b, true, o.y, true, u, s, 0.0f);   // duᵀ = s·Bᵀ dyᵀ, over uᵀ
+    }
+    be_.gemm(run.u, false, lora_input(l, run, x, t), false, run.da, 1.0f, 1.0f);  // dA += duᵀ x
   }
   // Then dx.
-  be_.gemm(dy, false, lw.w, false, dx, 1.0f, accumulate_dx ? 1.0f : 0.0f);  // dx = dy W
-  if (!lora) return;
-  if (dropout) {
-    Tensor dxin = cols_prefix(m_.arena_->get("scratch.drop_dx"), t, x.cols());
-    be_.gemm(du, false, lw.lora_a, false, dxin);
-    be_.dropout(dxin, dxin, m_.lora_.dropout, dropout_seed(l, p));
-    be_.axpy(1.0f, dxin, dx);
-  } else {
-    be_.gemm(du, false, lw.lora_a, false, dx, 1.0f, 1.0f);  // dx += du A
+  for (const ProjectionIO& o : io) {
+    be_.gemm(o.y, false, m_.layers_[l][o.p].w, false, dx, 1.0f,
+             accumulate_dx ? 1.0f : 0.0f);  // dx (+)= dy W
+    accumulate_dx = true;
+  }
+  for (const LoraRun& run : runs) {
+    if (m_.lora_.dropout > 0.0f) {
+      Tensor dxin = prefix(m_.arena_->get("scratch.drop_dx"), Shape{t, x.cols()});
+      be_.gemm(run.u, true, run.a, false, dxin);
+      be_.dropout(dxin, dxin, m_.lora_.dropout, dropout_seed(l, run.io.front().p));
+      be_.axpy(1.0f, dxin, dx);
+    } else {
+      be_.gemm(run.u, true, run.a, false, dx, 1.0f, 1.0f);  // dx += (duᵀ)ᵀ A
+    }
   }
 }
 
@@ -130,12 +210,12 @@ void Transformer::Impl::layer_forward(int l, const LayerActivations& a, const Te
   const float eps = static_cast<float>(c_.rms_norm_eps);
   const Tensor positions = rows("input.positions", t);
   const Tensor inv_freq = m_.arena_->get("input.inv_freq");
-  auto u = [&](Projection p) { return a.lora_u[static_cast<int>(p)]; };
+  using P = Projection;
 
   be_.rmsnorm_forward(x, L.input_norm, eps, a.xn1, a.rstd1);
-  linear_forward(l, Projection::kQ, a.xn1, c_.qk_norm ? a.q_raw : a.q, u(Projection::kQ), t);
-  linear_forward(l, Projection::kK, a.xn1, c_.qk_norm ? a.k_raw : a.k, u(Projection::kK), t);
-  linear_forward(l, Projection::kV, a.xn1, a.v, u(Projection::kV), t);
+  linear_forward(
+      l, a, a.xn1,
+      {{P::kQ, c_.qk_norm ? a.q_raw : a.q}, {P::kK, c_.qk_norm ? a.k_raw : a.k}, {P::kV, a.v}}, t);
   if (c_.qk_norm) {
     be_.rmsnorm_forward(per_head(a.q_raw, c_.head_dim), L.q_norm, eps, per_head(a.q, c_.head_dim),
                         a.rstd_q);
@@ -147,15 +227,14 @@ void Transformer::Impl::layer_forward(int l, const LayerActivations& a, const Te
   be_.attention_forward(a.q, a.k, a.v, cu_seqlens(), attn_, a.att, a.lse);
   // The o and down projections add straight into the residual stream (GEMM with beta = 1).
   be_.copy(x, a.x_mid);
-  linear_forward(l, Projection::kO, a.att, a.x_mid, u(Projection::kO), t, true);
+  linear_forward(l, a, a.att, {{P::kO, a.x_mid}}, t, /*accumulate_y=*/true);
   be_.rmsnorm_forward(a.x_mid, L.post_norm, eps, a.xn2, a.rstd2);
-  linear_forward(l, Projection::kGate, a.xn2, a.gate, u(Projection::kGate), t);
-  linear_forward(l, Projection::kUp, a.xn2, a.up, u(Projection::kUp), t);
+  linear_forward(l, a, a.xn2, {{P::kGate, a.gate}, {P::kUp, a.up}}, t);
   be_.swiglu_forward(a.gate, a.up, a.act);
   // On recompute (y empty) the layer output is not needed, only the down projection's LoRA
   // intermediate for backward: an empty output skips the base GEMM.
   if (!y.empty()) be_.copy(a.x_mid, y);
-  linear_forward(l, Projection::kDown, a.act, y, u(Projection::kDown), t, true);
+  linear_forward(l, a, a.act, {{P::kDown, y}}, t, /*accumulate_y=*/true);
 }
 
 void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const Tensor& x,
@@ -163,18 +242,18 @@ void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const T
   const LayerWeights& L = m_.layers_[l];
   const Tensor positions = rows("input.positions", t);
   const Tensor inv_freq = m_.arena_->get("input.inv_freq");
-  auto u = [&](Projection p) { return a.lora_u[static_cast<int>(p)]; };
+  using P = Projection;
   Tensor dtmp = rows("scratch.dtmp", t), dxn = rows("scratch.dxn", t);
 
   // MLP block: dres holds ∂L/∂(layer output). Gradients overwrite the activations they belong
   // to once nothing reads those any more: dact over act (linear_backward reads x before writing
-  // dx), dgate over gate and dup over up (swiglu_backward runs in place, backend.h).
+  // dx), dgate over gate and dup over up (swiglu_backward runs in place, backend.h), and the
+  // LoRA duᵀ over uᵀ (linear_backward).
   enter_phase(Phase::kMlpBackward);
   Tensor dact = a.act, dgate = a.gate, dup = a.up;
-  linear_backward(l, Projection::kDown, dres, a.act, u(Projection::kDown), dact, false, t);
+  linear_backward(l, a, a.act, {{P::kDown, dres}}, dact, false, t);
   be_.swiglu_backward(dact, a.gate, a.up, dgate, dup);
-  linear_backward(l, Projection::kGate, dgate, a.xn2, u(Projection::kGate), dxn, false, t);
-  linear_backward(l, Projection::kUp, dup, a.xn2, u(Projection::kUp), dxn, true, t);
+  linear_backward(l, a, a.xn2, {{P::kGate, dgate}, {P::kUp, dup}}, dxn, false, t);
   be_.rmsnorm_backward(dxn, a.x_mid, L.post_norm, a.rstd2, dtmp, L.d_post_norm);
   be_.add(dres, dtmp, dres);  // now ∂L/∂x_mid
 
@@ -182,7 +261,7 @@ void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const T
   enter_phase(Phase::kAttnBackward);
   Tensor datt = rows("scratch.datt", t), dq = rows("scratch.dq", t), dk = rows("scratch.dk", t),
          dv = rows("scratch.dv", t);
-  linear_backward(l, Projection::kO, dres, a.att, u(Projection::kO), datt, false, t);
+  linear_backward(l, a, a.att, {{P::kO, dres}}, datt, false, t);
   be_.attention_backward(datt, a.q, a.k, a.v, a.att, a.lse, cu_seqlens(), attn_, dq, dk, dv,
                          rows("scratch.attn_ws", t));
   be_.rope(dq, c_.num_heads, c_.head_dim, positions, inv_freq, true);
@@ -195,9 +274,7 @@ void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const T
                          a.rstd_k, per_head(dk_raw, c_.head_dim), L.d_k_norm);
     dq = dq_raw, dk = dk_raw;
   }
-  linear_backward(l, Projection::kQ, dq, a.xn1, u(Projection::kQ), dxn, false, t);
-  linear_backward(l, Projection::kK, dk, a.xn1, u(Projection::kK), dxn, true, t);
-  linear_backward(l, Projection::kV, dv, a.xn1, u(Projection::kV), dxn, true, t);
+  linear_backward(l, a, a.xn1, {{P::kQ, dq}, {P::kK, dk}, {P::kV, dv}}, dxn, false, t);
   be_.rmsnorm_backward(dxn, x, L.input_norm, a.rstd1, dtmp, L.d_input_norm);
   be_.add(dres, dtmp, dres);  // now ∂L/∂x (the layer input)
 }

@@ -103,10 +103,12 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
     a.push_back({"rstd_q", Shape{t * c.num_heads}, true, at});
     a.push_back({"rstd_k", Shape{t * c.num_kv_heads}, true, at});
   }
+  // LoRA intermediates, transposed: uᵀ [g·r, T] per group (lora_groups); backward overwrites
+  // them with duᵀ.
   if (mode == TrainMode::kLora)
-    for (Projection p : lora.targets)
-      a.push_back({fmt::format("lora_u.{}", projection_name(p)), Shape{t, lora.r}, false,
-                   in_mlp(p) ? mlp : at});
+    for (const LoraGroup& g : lora_groups(lora))
+      a.push_back({"lora_u." + g.name, Shape{static_cast<int64_t>(g.members.size()) * lora.r, t},
+                   false, in_mlp(g.members.front()) ? mlp : at});
   return a;
 }
 
@@ -123,7 +125,8 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
 //   (written in F, read in M/A of their layer, after L, N and the other layers' phases);
 // - the shared recompute set act.* (recomputed layers): its contents from F are never read
 //   after F (R recomputes them), so it lives in F and from R to its last read, M or A (in M,
-//   act.act, act.gate and act.up take dact, dgate and dup: layer_backward);
+//   act.act, act.gate and act.up take dact, dgate and dup, and in M and A act.lora_u.* take
+//   the LoRA gradients duᵀ: layer_backward);
 // - lora.layer {F N R M A} (LoRA cast per layer): each layer casts its adapters before it runs,
 //   in forward and in backward; the backward of layer l casts while N, or the A of layer l+1,
 //   is still the current phase;
@@ -222,8 +225,6 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
       plan.add("scratch.dq_raw", "scratch", Shape{t, qd}, compute, attn);
       plan.add("scratch.dk_raw", "scratch", Shape{t, kvd}, compute, attn);
     }
-    if (mode == TrainMode::kLora)
-      plan.add("scratch.du", "scratch", Shape{t, lora.r}, compute, both);
     // f32 dK/dV accumulators of attention backward (see attention_workspace_elems).
     plan.add("scratch.attn_ws", "scratch", Shape{t, 2 * kvd}, DType::kF32, attn);
   }
@@ -232,18 +233,45 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
   return plan;
 }
 
+std::vector<LoraGroup> lora_groups(const LoraConfig& lora) {
+  using P = Projection;
+  const std::vector<std::pair<const char*, std::vector<P>>> by_input = {
+      {"qkv", {P::kQ, P::kK, P::kV}},
+      {nullptr, {P::kO}},
+      {"gate_up", {P::kGate, P::kUp}},
+      {nullptr, {P::kDown}}};
+  std::vector<LoraGroup> out;
+  for (const auto& [name, members] : by_input) {
+    if (name && std::all_of(members.begin(), members.end(),
+                            [&](P p) { return lora.targets_projection(p); })) {
+      out.push_back({name, members});
+      continue;
+    }
+    for (P p : members)
+      if (lora.targets_projection(p)) out.push_back({projection_name(p), {p}});
+  }
+  return out;
+}
+
 LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {
   constexpr int64_t kAlign = 64;
   LoraLayout out;
-  auto place = [&](std::string name, Shape shape) {
-    out.slots.push_back({std::move(name), shape, out.total});
-    out.total += (shape.numel() + kAlign - 1) / kAlign * kAlign;
+  auto place = [&](int l, Projection p, bool is_b, Shape shape) {
+    out.slots.push_back({peft_tensor_name(l, p, is_b), shape, out.total, l, p, is_b});
+    out.total += shape.numel();
   };
+  auto align = [&] { out.total = (out.total + kAlign - 1) / kAlign * kAlign; };
+  const std::vector<LoraGroup> groups = lora_groups(lora);
   for (int l = 0; l < c.num_layers; ++l)
-    for (Projection p : lora.targets) {
-      const auto [o, i] = projection_shape(c, p);
-      place(peft_tensor_name(l, p, false), Shape{lora.r, i});
-      place(peft_tensor_name(l, p, true), Shape{o, lora.r});
+    for (const LoraGroup& g : groups) {
+      // The As back to back, one [g·r, in] matrix (the members share their input); then the Bs.
+      for (Projection p : g.members)
+        place(l, p, false, Shape{lora.r, projection_shape(c, p).second});
+      align();
+      for (Projection p : g.members) {
+        place(l, p, true, Shape{projection_shape(c, p).first, lora.r});
+        align();
+      }
     }
   return out;
 }
