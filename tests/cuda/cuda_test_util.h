@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <vector>
@@ -104,5 +105,13 @@ inline double tol_for(DType dtype) {
 
 // Records the worst error per op so the test log ends with one table.
 void record(const std::string& op, double err);
+
+// FITLM_ATTENTION for the lifetime of one test: cuDNN required, or fitlm's kernels only.
+struct ScopedAttentionMode {
+  explicit ScopedAttentionMode(bool cudnn) {
+    setenv("FITLM_ATTENTION", cudnn ? "cudnn" : "kernels", 1);
+  }
+  ~ScopedAttentionMode() { unsetenv("FITLM_ATTENTION"); }
+};
 
 }  // namespace fitlm::cuda_test

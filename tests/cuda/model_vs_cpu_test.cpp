@@ -13,6 +13,7 @@
 #include <cmath>
 #include <random>
 
+#include "cuda_test_util.h"
 #include "fitlm/backend/backend.h"
 #include "fitlm/backend/cuda/cuda_backend.h"
 #include "fitlm/model/presets.h"
@@ -79,15 +80,19 @@ double cosine(const std::vector<float>& a, const std::vector<float>& b) {
   return ab / std::sqrt(aa * bb + 1e-300);
 }
 
-class ModelVsCpu : public ::testing::TestWithParam<std::tuple<const char*, TrainMode>> {};
+// equal_segments: three segments of 48 tokens, which the CUDA backend runs through cuDNN's fused
+// attention (required here); else 37 + 64 + 19 tokens through fitlm's kernels.
+class ModelVsCpu : public ::testing::TestWithParam<std::tuple<const char*, TrainMode, bool>> {};
 
 TEST_P(ModelVsCpu, LossAndGradients) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  const auto [arch, mode] = GetParam();
+  const auto [arch, mode, equal_segments] = GetParam();
+  cuda_test::ScopedAttentionMode attention(equal_segments);
   const ModelConfig c = ModelConfig::from_json(tiny(arch), "test");
   TokenBatch batch;
   std::mt19937 rng(7);
-  batch.cu_seqlens = {0, 37, 37 + 64, 37 + 64 + 19};
+  batch.cu_seqlens = equal_segments ? std::vector<int32_t>{0, 48, 96, 144}
+                                    : std::vector<int32_t>{0, 37, 37 + 64, 37 + 64 + 19};
   for (int i = 0; i < batch.cu_seqlens.back(); ++i) batch.input_ids.push_back(rng() % 1003);
   batch.labels = batch.input_ids;
   for (int i = 0; i < 10; ++i) batch.labels[i] = -100;
@@ -106,9 +111,10 @@ TEST_P(ModelVsCpu, LossAndGradients) {
         if (cs < worst) worst = cs, worst_i = i;
         EXPECT_GT(cs, 0.999) << arch << " " << dtype_name(dt) << " param " << i;
       }
-      std::printf("%s %s %s recompute=%d: loss %.5f vs %.5f, worst grad cosine %.6f (param %zu)\n",
-                  arch, mode == TrainMode::kLora ? "lora" : "full",
-                  std::string(dtype_name(dt)).c_str(), int(rp), got.loss, ref.loss, worst, worst_i);
+      std::printf(
+          "%s %s %s%s recompute=%d: loss %.5f vs %.5f, worst grad cosine %.6f (param %zu)\n", arch,
+          mode == TrainMode::kLora ? "lora" : "full", equal_segments ? "cudnn " : "",
+          std::string(dtype_name(dt)).c_str(), int(rp), got.loss, ref.loss, worst, worst_i);
     }
   }
 }
@@ -117,6 +123,6 @@ INSTANTIATE_TEST_SUITE_P(
     Archs, ModelVsCpu,
     ::testing::Combine(::testing::Values("LlamaForCausalLM", "MistralForCausalLM",
                                          "Qwen2ForCausalLM", "Qwen3ForCausalLM"),
-                       ::testing::Values(TrainMode::kLora, TrainMode::kFull)));
+                       ::testing::Values(TrainMode::kLora, TrainMode::kFull), ::testing::Bool()));
 
 }  // namespace

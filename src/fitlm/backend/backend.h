@@ -12,6 +12,7 @@
 // - All calls are ordered on the backend's stream; `synchronize()` waits for them.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,11 +36,20 @@ struct AttentionShape {
   int n_kv_heads = 0;  // n_heads % n_kv_heads == 0 (GQA)
   int head_dim = 0;
   float scale = 0.0f;  // usually 1/sqrt(head_dim)
+  // A promise about this call's cu_seqlens: every segment has this many tokens (0: no promise).
+  // Lets a backend treat the batch as dense [T/segment_len, segment_len] (CUDA: cuDNN SDPA).
+  int64_t segment_len = 0;
 };
 
-// f32 elements of attention_backward's workspace for t tokens: dK and dV accumulators.
+// f32 workspace of attention_backward per token: CUDA's GQA dK/dV accumulators (2·kv·hd) or,
+// on the cuDNN path, the dQ accumulator and the dO·O row sums (heads·(hd + 1)) plus cuDNN's
+// engine scratch (measured: heads·hd f32 per token and 256 bytes; 64 f32 per token of slack).
+inline int64_t attention_workspace_cols(const AttentionShape& s) {
+  return std::max(int64_t{2} * s.n_kv_heads * s.head_dim,
+                  int64_t{s.n_heads} * (2 * s.head_dim + 1) + 64);
+}
 inline int64_t attention_workspace_elems(int64_t t, const AttentionShape& s) {
-  return 2 * t * s.n_kv_heads * s.head_dim;
+  return t * attention_workspace_cols(s);
 }
 
 class Backend {
@@ -104,12 +114,15 @@ class Backend {
                     const Tensor& inv_freq, bool inverse) = 0;
 
   // Causal attention within each segment of cu_seqlens. q [T, nH·hd], k/v [T, nKV·hd],
-  // out [T, nH·hd], lse f32 [nH, T] (log-sum-exp of the scaled scores, saved for backward).
+  // out [T, nH·hd], lse f32 [nH·T]: log-sum-exp of the scaled scores, saved for this backend's
+  // backward. Its order is [nH, T] on the CPU and with one segment; a backend may order it
+  // otherwise for several segments (CUDA's cuDNN path: [segment, nH, segment_len]).
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& cu_seqlens, const AttentionShape& shape, Tensor out,
                                  Tensor lse) = 0;
   // dq, dk, dv overwritten. `workspace` is f32 scratch of attention_workspace_elems(T, shape)
-  // elements (or empty); a backend may use it (CUDA accumulates GQA dK/dV there).
+  // elements (or empty); a backend may use it (CUDA: GQA dK/dV accumulators, or cuDNN's dQ
+  // accumulator, which the cuDNN path needs when there are several segments).
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const Tensor& out, const Tensor& lse,
                                   const Tensor& cu_seqlens, const AttentionShape& shape, Tensor dq,

@@ -49,6 +49,10 @@ int64_t Transformer::Impl::upload_batch(const HostBatch& b) {
       for (int32_t i = cu[s]; i + 1 < cu[s + 1]; ++i) host_targets_[i] = b.labels[i + 1];
   }
   n_segments_ = static_cast<int64_t>(cu.size()) - 1;
+  // Segments of one length let a backend run attention as a dense batch (cuDNN on CUDA).
+  bool uniform = true;
+  for (size_t s = 1; s + 1 < cu.size(); ++s) uniform = uniform && cu[s + 1] - cu[s] == cu[1];
+  attn_.segment_len = uniform ? cu[1] : 0;
   const Arena& a = *m_.arena_;
   be_.upload(rows("input.ids", t), b.input_ids.data(), DType::kI32);
   be_.upload(rows("input.positions", t), pos.data(), DType::kI32);

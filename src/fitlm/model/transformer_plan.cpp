@@ -225,8 +225,10 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
       plan.add("scratch.dq_raw", "scratch", Shape{t, qd}, compute, attn);
       plan.add("scratch.dk_raw", "scratch", Shape{t, kvd}, compute, attn);
     }
-    // f32 dK/dV accumulators of attention backward (see attention_workspace_elems).
-    plan.add("scratch.attn_ws", "scratch", Shape{t, 2 * kvd}, DType::kF32, attn);
+    // attention_backward's f32 workspace (see attention_workspace_cols).
+    const AttentionShape attn_shape{c.num_heads, c.num_kv_heads, c.head_dim};
+    plan.add("scratch.attn_ws", "scratch", Shape{t, attention_workspace_cols(attn_shape)},
+             DType::kF32, attn);
   }
   plan.set_phase_names(phase_names());
   plan.finalize(/*share_bytes=*/!shape.check_lifetimes);

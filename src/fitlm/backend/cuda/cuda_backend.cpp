@@ -13,6 +13,7 @@
 #include "fitlm/backend/cuda/cuda_check.h"
 #include "fitlm/backend/cuda/cuda_elementwise.cuh"
 #include "fitlm/backend/cuda/cuda_memory.cuh"
+#include "fitlm/backend/cuda/cudnn_attention.h"
 #include "fitlm/core/allocation_plan.h"
 #include "fitlm/core/error.h"
 
@@ -82,7 +83,9 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, DType compute_dtype
   return std::make_unique<CudaBackend>(device_index, compute_dtype);
 }
 
-size_t CudaBackend::reserved_bytes() { return cuda_fixed_workspace_bytes(); }
+size_t CudaBackend::reserved_bytes() {
+  return cuda_fixed_workspace_bytes();
+}
 
 size_t cuda_fixed_workspace_bytes() {
   return CudaBackend::kLtWorkspaceBytes + 256;
@@ -111,6 +114,7 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
 CudaBackend::~CudaBackend() {
   // Destructors must not throw: errors here are ignored (the context may already be torn down).
   if (stream_) cudaStreamSynchronize(stream_);
+  cudnn_attention_.reset();
   if (h_sum_) cudaFreeHost(h_sum_);
   if (d_sum_) cudaFree(d_sum_);
   if (lt_workspace_) cudaFree(lt_workspace_);

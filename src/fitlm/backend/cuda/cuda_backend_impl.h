@@ -10,11 +10,18 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <optional>
 #include <tuple>
 
 #include "fitlm/backend/backend.h"
 
 namespace fitlm {
+
+namespace cuda {
+class CudnnAttention;
+struct SdpaShape;
+}  // namespace cuda
 
 // Device-side error flags that kernels raise instead of faulting; synchronize() reports them.
 enum CudaErrorFlag : int { kFlagBadTokenId = 0, kFlagBadLabel = 1, kNumFlags = 4 };
@@ -81,6 +88,9 @@ class CudaBackend final : public Backend {
 
  private:
   void check_on_device(const Tensor& t, const char* what) const;
+  // The cuDNN attention shape for this call, when the caller promised equal segments and cuDNN
+  // can run it (FITLM_ATTENTION=kernels turns the cuDNN path off, for A/B runs).
+  std::optional<cuda::SdpaShape> cudnn_attention_shape(const Tensor& q, const AttentionShape& sh);
 
   int device_;
   DType compute_;
@@ -95,6 +105,8 @@ class CudaBackend final : public Backend {
   // query costs tens of microseconds, more than a small GEMM itself.
   using GemmKey = std::tuple<int64_t, int64_t, int64_t, int, int, int, int, int, int>;
   std::map<GemmKey, cublasLtMatmulAlgo_t> algo_cache_;
+  std::unique_ptr<cuda::CudnnAttention> cudnn_attention_;  // made on first use
+  bool cudnn_attention_off_ = false;
 };
 
 }  // namespace fitlm

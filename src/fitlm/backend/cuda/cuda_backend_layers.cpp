@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <initializer_list>
+#include <string>
 
 #include "fitlm/backend/cuda/cuda_attention.cuh"
 #include "fitlm/backend/cuda/cuda_backend_impl.h"
@@ -13,7 +14,10 @@
 #include "fitlm/backend/cuda/cuda_rmsnorm.cuh"
 #include "fitlm/backend/cuda/cuda_rope.cuh"
 #include "fitlm/backend/cuda/cuda_swiglu.cuh"
+#include "fitlm/backend/cuda/cudnn_attention.h"
+#include "fitlm/backend/cuda/cudnn_graph.h"
 #include "fitlm/core/error.h"
+#include "fitlm/core/log.h"
 
 namespace fitlm {
 namespace {
@@ -124,7 +128,38 @@ void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tens
   check_same_dtype(q, out, "attention q/out");
   FITLM_CHECK(out.numel() == q.numel() && aligned16(out), "cuda", "attention out {}",
               out.shape.str());
+  if (auto s = cudnn_attention_shape(q, sh))
+    return cudnn_attention_->forward(*s, q, k, v, sh.scale, out, lse);
   cuda::launch_attention_forward(q, k, v, cu_seqlens, dims_of(sh), out, lse, stream_);
+}
+
+std::optional<cuda::SdpaShape> CudaBackend::cudnn_attention_shape(const Tensor& q,
+                                                                  const AttentionShape& sh) {
+  if (sh.segment_len <= 0 || cudnn_attention_off_) return std::nullopt;
+  const int64_t t = q.rows();
+  FITLM_CHECK(t % sh.segment_len == 0, "cuda", "{} tokens in segments of {}", t, sh.segment_len);
+  // FITLM_ATTENTION=kernels: never cuDNN (A/B runs); =cudnn: cuDNN or an error (tests).
+  const char* env = std::getenv("FITLM_ATTENTION");
+  const std::string mode = env ? env : "";
+  const bool required = mode == "cudnn";
+  if (!cudnn_attention_) {
+    cudnn_attention_off_ = mode == "kernels";
+    if (cudnn_attention_off_) return std::nullopt;
+    try {
+      cudnn_attention_ =
+          std::make_unique<cuda::CudnnAttention>(stream_, lt_workspace_, kLtWorkspaceBytes);
+    } catch (const cuda::cudnn::CudnnUnsupported& e) {
+      if (required) throw_internal_error("cuda", "FITLM_ATTENTION=cudnn: {}", e.what());
+      log::warn("attention: {}; using fitlm's kernels", e.what());
+      cudnn_attention_off_ = true;
+      return std::nullopt;
+    }
+  }
+  cuda::SdpaShape s{t / sh.segment_len, sh.segment_len, sh.n_heads,
+                    sh.n_kv_heads,      sh.head_dim,    q.dtype == DType::kF16};
+  if (cudnn_attention_->supports(s)) return s;
+  FITLM_CHECK(!required, "cuda", "FITLM_ATTENTION=cudnn but cuDNN cannot run this shape");
+  return std::nullopt;
 }
 
 void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
@@ -144,6 +179,14 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const 
     check_dtype(workspace, DType::kF32, "attention workspace");
     FITLM_CHECK(workspace.numel() >= attention_workspace_elems(q.rows(), sh), "cuda",
                 "attention workspace {} for {} tokens", workspace.shape.str(), q.rows());
+  }
+  if (auto s = cudnn_attention_shape(q, sh)) {
+    if (!workspace.empty())
+      return cudnn_attention_->backward(*s, dout, q, k, v, out, lse, sh.scale, dq, dk, dv,
+                                        workspace);
+    // Without its workspace cuDNN cannot run; fitlm's kernels can, if lse has their layout.
+    FITLM_CHECK(s->batch == 1, "cuda",
+                "attention backward over {} cuDNN segments needs its workspace", s->batch);
   }
   // FITLM_ATTENTION_NO_WORKSPACE=1 selects the direct-write dK/dV kernel (A/B in bench).
   static const bool no_ws = std::getenv("FITLM_ATTENTION_NO_WORKSPACE") != nullptr;
