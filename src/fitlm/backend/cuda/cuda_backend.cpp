@@ -88,7 +88,7 @@ size_t CudaBackend::reserved_bytes() {
 }
 
 size_t cuda_fixed_workspace_bytes() {
-  return CudaBackend::kLtWorkspaceBytes + 256;
+  return CudaBackend::kLtWorkspaceBytes + 256 + CudaBackend::kCudnnReserveBytes;
 }
 
 CudaBackend::CudaBackend(int device_index, DType compute_dtype)

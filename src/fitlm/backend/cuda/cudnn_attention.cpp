@@ -89,15 +89,21 @@ void matmul_into_kv_heads(GraphBuilder& g, const SdpaShape& s, int64_t a, int64_
   g.reduction(CUDNN_REDUCE_TENSOR_ADD, full, c);
 }
 
-void build_forward(GraphBuilder& g, const SdpaShape& s) {
+// The tensors both passes bind: q, kᵀ, v (transposed for the backward's dO·Vᵀ), out, lse and
+// the by-value scale and −inf.
+void declare_common(GraphBuilder& g, const SdpaShape& s, bool v_transposed) {
   const cudnnDataType_t io = io_type(s);
   g.tensor(kQ, io, tokens(s, s.heads));
   g.tensor(kK, io, tokens_t(s, s.kv_heads));
-  g.tensor(kV, io, tokens(s, s.kv_heads));
+  g.tensor(kV, io, v_transposed ? tokens_t(s, s.kv_heads) : tokens(s, s.kv_heads));
   g.tensor(kO, io, tokens(s, s.heads));
   g.tensor(kStats, CUDNN_DATA_FLOAT, rows(s));
   g.tensor(kScale, CUDNN_DATA_FLOAT, kScalar, true);
   g.tensor(kNegInf, CUDNN_DATA_FLOAT, kScalar, true);
+}
+
+void build_forward(GraphBuilder& g, const SdpaShape& s) {
+  declare_common(g, s, /*v_transposed=*/false);
 
   const int64_t qk = g.virtual_tensor(CUDNN_DATA_FLOAT, scores(s));
   g.matmul(kQ, kK, qk);
@@ -111,23 +117,17 @@ void build_forward(GraphBuilder& g, const SdpaShape& s) {
   g.reduction(CUDNN_REDUCE_TENSOR_ADD, e, sum);
   const int64_t log_sum = pointwise_to_virtual(g, CUDNN_POINTWISE_LOG, rows(s), sum);
   g.pointwise(CUDNN_POINTWISE_ADD, max, kStats, log_sum);  // lse = max + log Σ exp
-  const int64_t p = pointwise_to_virtual(g, CUDNN_POINTWISE_DIV, scores(s), e, sum, io);
+  const int64_t p = pointwise_to_virtual(g, CUDNN_POINTWISE_DIV, scores(s), e, sum, io_type(s));
   g.matmul(p, kV, kO);
 }
 
 void build_backward(GraphBuilder& g, const SdpaShape& s) {
   const cudnnDataType_t io = io_type(s);
-  g.tensor(kQ, io, tokens(s, s.heads));
-  g.tensor(kK, io, tokens_t(s, s.kv_heads));
-  g.tensor(kV, io, tokens_t(s, s.kv_heads));
-  g.tensor(kO, io, tokens(s, s.heads));
+  declare_common(g, s, /*v_transposed=*/true);
   g.tensor(kDO, io, tokens(s, s.heads));
-  g.tensor(kStats, CUDNN_DATA_FLOAT, rows(s));
   g.tensor(kDQ, io, tokens(s, s.heads));
   g.tensor(kDK, io, tokens(s, s.kv_heads));
   g.tensor(kDV, io, tokens(s, s.kv_heads));
-  g.tensor(kScale, CUDNN_DATA_FLOAT, kScalar, true);
-  g.tensor(kNegInf, CUDNN_DATA_FLOAT, kScalar, true);
   g.tensor(kOne, CUDNN_DATA_FLOAT, kScalar, true);
   g.tensor(kSoftmaxSum, CUDNN_DATA_FLOAT, rows(s));
   g.tensor(kDQAccum, CUDNN_DATA_FLOAT, packed(s, s.heads, s.head_dim));
