@@ -10,6 +10,7 @@
 
 #include "fitlm/model/transformer.h"
 #include "fitlm/model/transformer_buffers.h"
+#include "model_test_util.h"
 
 namespace fitlm {
 namespace {
@@ -72,17 +73,7 @@ Outputs run(const Case& k, bool check, bool cast_lora_per_layer = false) {
   Transformer m(*be, ModelConfig::from_json(config_json(k.arch, k.tied), "test"), k.mode, lora,
                 shape);
   std::mt19937 rng(3);
-  std::normal_distribution<float> n(0.0f, 0.1f);
-  for (auto& [name, t] : m.named_weights()) {
-    std::vector<float> h(static_cast<size_t>(t.numel()));
-    for (float& v : h) v = name.find("norm") != std::string::npos ? 1.0f + n(rng) : n(rng);
-    be->upload(t, h.data(), DType::kF32);
-  }
-  for (Param& p : m.params()) {  // non-zero LoRA B so that every gradient is non-zero
-    std::vector<float> h(static_cast<size_t>(p.master.numel()));
-    for (float& v : h) v = n(rng);
-    be->upload(p.master, h.data(), DType::kF32);
-  }
+  model_test::randomize_weights(*be, m, rng);
   const TokenBatch b1 = make_batch(rng, {0, 13, 40}), b2 = make_batch(rng, {0, 29});
   Outputs out;
   if (k.mode != TrainMode::kFrozen) {

@@ -11,6 +11,7 @@
 
 #include "fitlm/model/transformer.h"
 #include "fitlm/model/transformer_buffers.h"
+#include "model_test_util.h"
 
 namespace fitlm {
 namespace {
@@ -70,17 +71,7 @@ Outputs run(const Case& k, bool per_projection) {
   auto be = make_backend("cpu");
   Transformer m(*be, config(k.arch), TrainMode::kLora, lora_of(k), shape_of(k, per_projection));
   std::mt19937 rng(7);
-  std::normal_distribution<float> n(0.0f, 0.1f);
-  for (auto& [name, t] : m.named_weights()) {
-    std::vector<float> h(static_cast<size_t>(t.numel()));
-    for (float& v : h) v = name.find("norm") != std::string::npos ? 1.0f + n(rng) : n(rng);
-    be->upload(t, h.data(), DType::kF32);
-  }
-  for (Param& p : m.params()) {  // non-zero B so that every LoRA gradient is non-zero
-    std::vector<float> h(static_cast<size_t>(p.master.numel()));
-    for (float& v : h) v = n(rng);
-    be->upload(p.master, h.data(), DType::kF32);
-  }
+  model_test::randomize_weights(*be, m, rng);
   // Two micro-batches, the second shorter than max_tokens (views of t < T_max tokens).
   Outputs out;
   m.zero_grads();

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "fitlm/model/transformer.h"
+#include "model_test_util.h"
 
 namespace fitlm {
 namespace {
@@ -32,17 +33,7 @@ std::vector<std::vector<float>> grads_of(Backend& be, const RunShape& shape, Tra
   lora.alpha = 8;
   Transformer m(be, c, mode, lora, shape);
   std::mt19937 rng(3);
-  std::normal_distribution<float> n(0.0f, 0.1f);
-  for (auto& [name, t] : m.named_weights()) {
-    std::vector<float> h(static_cast<size_t>(t.numel()));
-    for (float& v : h) v = name.find("norm") != std::string::npos ? 1.0f + n(rng) : n(rng);
-    be.upload(t, h.data(), DType::kF32);
-  }
-  for (Param& p : m.params()) {  // non-zero B so every LoRA gradient is non-zero
-    std::vector<float> h(static_cast<size_t>(p.value.numel()));
-    for (float& v : h) v = n(rng);
-    be.upload(p.master, h.data(), DType::kF32);
-  }
+  model_test::randomize_weights(be, m, rng);
   TokenBatch b;
   b.cu_seqlens = {0, 13, 40};
   for (int i = 0; i < 40; ++i) b.input_ids.push_back(static_cast<int32_t>(rng() % 211));
