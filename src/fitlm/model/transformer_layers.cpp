@@ -38,6 +38,20 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
   if (m_.mode_ == TrainMode::kLora) {
     lora_groups_ = lora_groups(m_.lora_);
     batch_lora_ = m_.lora_.dropout == 0.0f && !m_.shape_.lora_per_projection;
+    // A batched run reads a group's As (and dAs) as one matrix: lora_layout puts them back to
+    // back. Checked once here rather than on every call.
+    for (int l = 0; batch_lora_ && l < c_.num_layers; ++l)
+      for (const LoraGroup& g : lora_groups_) {
+        const LinearWeights& first = m_.layers_[l][g.members.front()];
+        for (size_t k = 1; k < g.members.size(); ++k) {
+          const LinearWeights& lw = m_.layers_[l][g.members[k]];
+          FITLM_CHECK(
+              lw.lora_a.data == static_cast<char*>(first.lora_a.data) + k * first.lora_a.bytes() &&
+                  lw.dlora_a.data ==
+                      static_cast<char*>(first.dlora_a.data) + k * first.dlora_a.bytes(),
+              "model", "LoRA group {}: A matrices not adjacent", g.name);
+        }
+      }
   }
 }
 
@@ -105,13 +119,7 @@ std::vector<Transformer::Impl::LoraRun> Transformer::Impl::lora_runs(
     members += group.size();
     const size_t n = batch_lora_ ? group.size() : 1;
     for (size_t i = 0; i < group.size(); i += n) {
-      const LinearWeights& lw = L[group[i]];
-      for (size_t k = 1; k < n; ++k)  // lora_layout puts a group's As back to back
-        FITLM_CHECK(L[group[i + k]].lora_a.data ==
-                            static_cast<char*>(lw.lora_a.data) + k * lw.lora_a.bytes() &&
-                        L[group[i + k]].dlora_a.data ==
-                            static_cast<char*>(lw.dlora_a.data) + k * lw.dlora_a.bytes(),
-                    "model", "LoRA group {}: A matrices not adjacent", lora_groups_[g].name);
+      const LinearWeights& lw = L[group[i]];  // the constructor checked the As are adjacent
       const int64_t rows = static_cast<int64_t>(n) * r;
       runs.push_back({stacked(lw.lora_a, rows), stacked(lw.dlora_a, rows),
                       row_block(a.lora_u[g], i / n, rows),
