@@ -109,7 +109,7 @@ class CudaBackend final : public Backend {
   using GemmKey = std::tuple<int64_t, int64_t, int64_t, int, int, int, int, int, int>;
   std::map<GemmKey, cublasLtMatmulAlgo_t> algo_cache_;
   std::unique_ptr<cuda::CudnnAttention> cudnn_attention_;  // made on first use
-  bool cudnn_attention_off_ = false;
+  bool cudnn_attention_off_ = false, cudnn_attention_required_ = false;
 };
 
 }  // namespace fitlm

@@ -138,18 +138,20 @@ std::optional<cuda::SdpaShape> CudaBackend::cudnn_attention_shape(const Tensor& 
   if (sh.segment_len <= 0 || cudnn_attention_off_) return std::nullopt;
   const int64_t t = q.rows();
   FITLM_CHECK(t % sh.segment_len == 0, "cuda", "{} tokens in segments of {}", t, sh.segment_len);
-  // FITLM_ATTENTION=kernels: never cuDNN (A/B runs); =cudnn: cuDNN or an error (tests).
-  const char* env = std::getenv("FITLM_ATTENTION");
-  const std::string mode = env ? env : "";
-  const bool required = mode == "cudnn";
   if (!cudnn_attention_) {
+    // FITLM_ATTENTION=kernels: never cuDNN (A/B runs); =cudnn: cuDNN or an error (tests). Read
+    // once per backend, on its first promise of equal segments.
+    const char* env = std::getenv("FITLM_ATTENTION");
+    const std::string mode = env ? env : "";
     cudnn_attention_off_ = mode == "kernels";
+    cudnn_attention_required_ = mode == "cudnn";
     if (cudnn_attention_off_) return std::nullopt;
     try {
       cudnn_attention_ =
           std::make_unique<cuda::CudnnAttention>(stream_, lt_workspace_, kLtWorkspaceBytes);
     } catch (const cuda::cudnn::CudnnUnsupported& e) {
-      if (required) throw_internal_error("cuda", "FITLM_ATTENTION=cudnn: {}", e.what());
+      if (cudnn_attention_required_)
+        throw_internal_error("cuda", "FITLM_ATTENTION=cudnn: {}", e.what());
       log::warn("attention: {}; using fitlm's kernels", e.what());
       cudnn_attention_off_ = true;
       return std::nullopt;
@@ -158,7 +160,8 @@ std::optional<cuda::SdpaShape> CudaBackend::cudnn_attention_shape(const Tensor& 
   cuda::SdpaShape s{t / sh.segment_len, sh.segment_len, sh.n_heads,
                     sh.n_kv_heads,      sh.head_dim,    q.dtype == DType::kF16};
   if (cudnn_attention_->supports(s)) return s;
-  FITLM_CHECK(!required, "cuda", "FITLM_ATTENTION=cudnn but cuDNN cannot run this shape");
+  FITLM_CHECK(!cudnn_attention_required_, "cuda",
+              "FITLM_ATTENTION=cudnn but cuDNN cannot run this shape");
   return std::nullopt;
 }
 

@@ -242,8 +242,10 @@ bool CudnnAttention::supports(const SdpaShape& s) {
 }
 
 CudnnAttention::Plans& CudnnAttention::plans(const SdpaShape& s) {
-  FITLM_CHECK(supports(s), "cuda", "cuDNN attention used for an unsupported shape");
-  return *plans_.at(s);
+  const auto it = plans_.find(s);  // supports(s) built it
+  FITLM_CHECK(it != plans_.end() && it->second, "cuda",
+              "cuDNN attention used for an unsupported shape");
+  return *it->second;
 }
 
 void CudnnAttention::forward(const SdpaShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
