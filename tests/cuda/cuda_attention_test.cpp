@@ -1,5 +1,6 @@
 // Flash attention forward/backward on the GPU against the CPU reference: causal, GQA 4:1 and 1:1,
-// head_dim 64 and 128, packed segments of unequal length (cu_seqlens), bf16 and fp16 storage.
+// every supported head_dim (32, 64, 80, 96, 128, 256), packed segments of unequal length
+// (cu_seqlens), bf16 and fp16 storage. Each backward runs twice and must give the same bytes.
 // Cases that promise equal segments (AttentionShape::segment_len) run cuDNN's fused attention,
 // required by FITLM_ATTENTION=cudnn so that a shape cuDNN refuses fails instead of silently
 // testing fitlm's kernels again.
@@ -86,22 +87,40 @@ TEST_P(CudaAttention, MatchesCpu) {
     auto gv = poisoned(*gpu, dt, {t, kc});
     gpu->attention_backward(*ddout, *dq_in, *dk_in, *dv_in, *out, *lse, *dcu, sh, *gq, *gk, *gv,
                             with_ws ? *ws : Tensor{});
-    check("dq", from_device(*gpu, *gq), wq, 1e-2);
-    check("dk", from_device(*gpu, *gk), wk, 1e-2);
-    check("dv", from_device(*gpu, *gv), wv, 1e-2);
+    const auto got_q = from_device(*gpu, *gq), got_k = from_device(*gpu, *gk),
+               got_v = from_device(*gpu, *gv);
+    check("dq", got_q, wq, 1e-2);
+    check("dk", got_k, wk, 1e-2);
+    check("dv", got_v, wv, 1e-2);
+    // Deterministic: a second run over re-poisoned outputs and workspace gives the same bits.
+    auto gq2 = poisoned(*gpu, dt, {t, qc}), gk2 = poisoned(*gpu, dt, {t, kc});
+    auto gv2 = poisoned(*gpu, dt, {t, kc});
+    auto ws2 = poisoned(*gpu, DType::kF32, {attention_workspace_elems(t, sh)});
+    gpu->attention_backward(*ddout, *dq_in, *dk_in, *dv_in, *out, *lse, *dcu, sh, *gq2, *gk2, *gv2,
+                            with_ws ? *ws2 : Tensor{});
+    EXPECT_TRUE(from_device(*gpu, *gq2) == got_q) << "dq differs between two runs" << name;
+    EXPECT_TRUE(from_device(*gpu, *gk2) == got_k) << "dk differs between two runs" << name;
+    EXPECT_TRUE(from_device(*gpu, *gv2) == got_v) << "dv differs between two runs" << name;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaAttention,
-    ::testing::Combine(::testing::Values(DType::kBF16, DType::kF16),
-                       ::testing::Values(AttnCase{{37}, 4, 1, 64},             // GQA 4:1, T=37
-                                         AttnCase{{100, 37, 163}, 8, 2, 128},  // 3 packed segs
-                                         AttnCase{{129, 64, 70}, 4, 4, 64},    // 1:1, 3 segs
-                                         AttnCase{{200}, 4, 1, 128},
-                                         AttnCase{{200}, 4, 1, 128, true},          // cuDNN
-                                         AttnCase{{37}, 4, 1, 64, true},            // cuDNN, odd
-                                         AttnCase{{96, 96, 96}, 4, 4, 64, true},    // 1:1
-                                         AttnCase{{256, 256}, 8, 2, 128, true})));  // GQA
+    ::testing::Combine(
+        ::testing::Values(DType::kBF16, DType::kF16),
+        ::testing::Values(AttnCase{{37}, 4, 1, 64},             // GQA 4:1, T=37
+                          AttnCase{{100, 37, 163}, 8, 2, 128},  // 3 packed segs
+                          AttnCase{{129, 64, 70}, 4, 4, 64},    // 1:1, 3 segs
+                          AttnCase{{200}, 4, 1, 128}, AttnCase{{200}, 4, 1, 128, true},  // cuDNN
+                          AttnCase{{37}, 4, 1, 64, true},          // cuDNN, odd
+                          AttnCase{{96, 96, 96}, 4, 4, 64, true},  // 1:1
+                          AttnCase{{256, 256}, 8, 2, 128, true},   // GQA
+                          // The other head sizes of real models, packed (fitlm's
+                          // kernels) and equal-length (cuDNN).
+                          AttnCase{{70, 1, 123}, 8, 2, 32}, AttnCase{{97, 64, 30}, 4, 1, 80},
+                          AttnCase{{33, 150}, 6, 3, 96}, AttnCase{{130, 5, 64}, 4, 2, 256},
+                          AttnCase{{128, 128}, 4, 1, 32, true}, AttnCase{{100}, 4, 4, 80, true},
+                          AttnCase{{96, 96}, 6, 2, 96, true},
+                          AttnCase{{128, 128}, 4, 2, 256, true})));
 
 }  // namespace fitlm::cuda_test

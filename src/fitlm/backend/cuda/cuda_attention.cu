@@ -12,18 +12,14 @@ template <typename T, int HD>
 void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* out,
                              const float* lse, const int32_t* cu, int n_seg, int t_count,
                              int n_heads, int n_kv, float scale, T* dq, T* dk, T* dv,
-                             float* workspace, cudaStream_t stream);
+                             float* workspace, int64_t workspace_elems, cudaStream_t stream);
 
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kBlockQ = 64, kBlockK = 64, kWarps = 4, kThreads = kWarps * 32;
-// Three resident blocks (12 warps) per SM instead of the two that 172 registers allow: more
-// warps to hide the latency of each warp's dependent ldmatrix → mma chain.
-constexpr int kMinBlocks = 3;
-
 template <typename T, int HD>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
+__global__ void __launch_bounds__(kThreads, min_blocks_for(HD))
     attention_forward_kernel(const T* __restrict__ q, const T* __restrict__ k,
                              const T* __restrict__ v, const int32_t* __restrict__ cu, int n_seg,
                              int t_count, int n_heads, int n_kv, float scale_log2,
@@ -164,12 +160,20 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
+// The head sizes of the models users bring: 32/64 (small models), 80 and 96 (Qwen-VL's vision
+// tower, Phi), 128 (Llama, Qwen, Mistral), 256 (Gemma-class). The kernels need a multiple of 16.
 template <typename F>
 void dispatch_head_dim(int head_dim, F&& f) {
   switch (head_dim) {
+    case 32: f(std::integral_constant<int, 32>{}); return;
     case 64: f(std::integral_constant<int, 64>{}); return;
+    case 80: f(std::integral_constant<int, 80>{}); return;
+    case 96: f(std::integral_constant<int, 96>{}); return;
     case 128: f(std::integral_constant<int, 128>{}); return;
-    default: throw_arg_error("attention supports head_dim 64 and 128", __FILE__, __LINE__);
+    case 256: f(std::integral_constant<int, 256>{}); return;
+    default:
+      throw_arg_error("attention kernels support head_dim 32, 64, 80, 96, 128 and 256", __FILE__,
+                      __LINE__);
   }
 }
 
@@ -215,7 +219,8 @@ void launch_attention_backward(const Tensor& dout, const Tensor& q, const Tensor
       attention_backward_impl<T, HD>(
           dout.as<T>(), q.as<T>(), k.as<T>(), v.as<T>(), out.as<T>(), lse.as<float>(),
           cu_seqlens.as<int32_t>(), n_seg, t_count, sh.n_heads, sh.n_kv_heads, sh.scale, dq.as<T>(),
-          dk.as<T>(), dv.as<T>(), workspace.empty() ? nullptr : workspace.as<float>(), stream);
+          dk.as<T>(), dv.as<T>(), workspace.empty() ? nullptr : workspace.as<float>(),
+          workspace.numel(), stream);
     });
   });
 }

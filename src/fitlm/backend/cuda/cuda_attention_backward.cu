@@ -36,18 +36,20 @@ __global__ void attention_backward_dot_kernel(const T* dout, const T* out, int t
   if ((threadIdx.x & 31) == 0) *d_slot(dq, row, q_stride, h, HD) = s;
 }
 
-// kAccumulate = false: one block per (key tile, kv head) loops over every q head of its GQA
-// group and writes dK/dV. kAccumulate = true: one block per (key tile, q head), adding its
-// share into f32 accumulators with atomics — `group` times more blocks, which fixes the causal
-// load imbalance (the first key tile sees every query, the last only 64) when heads are few.
-template <typename T, int HD, bool kAccumulate>
+// kPartials = false: one block per (key tile, kv head) loops over every q head of its GQA
+// group and writes dK/dV. kPartials = true: one block per (key tile, q head) writes its head's
+// share as an f32 partial (slot h % group of the caller's workspace) — `group` times more
+// blocks, which fixes the causal load imbalance (the first key tile sees every query, the last
+// only 64) when heads are few; a second kernel sums the partials in head order. Atomics here
+// (version 1) made dK/dV depend on the blocks' timing, so two runs differed in the last bits.
+template <typename T, int HD, bool kPartials>
 __global__ void __launch_bounds__(kThreads)
     attention_backward_dkdv_kernel(const T* __restrict__ dout, const T* __restrict__ q,
                                    const T* __restrict__ k, const T* __restrict__ v,
                                    const float* __restrict__ lse, const int32_t* __restrict__ cu,
                                    int n_seg, int t_count, int n_heads, int n_kv, float scale,
                                    T* dq_with_d, T* __restrict__ dk, T* __restrict__ dv,
-                                   float* __restrict__ acc_dk, float* __restrict__ acc_dv) {
+                                   float* __restrict__ part_dk, float* __restrict__ part_dv) {
   constexpr int LD = HD + kPad;
   // Shared memory: the block's K and V tiles, then two stages of (Q, dO, lse, D, segment start)
   // for the 32-query steps: step i + 1 streams in while step i is multiplied.
@@ -61,9 +63,9 @@ __global__ void __launch_bounds__(kThreads)
   int* seg_stage = reinterpret_cast<int*>(d_stage + 2 * kTileQInner);            // [2][32]
 
   const int k0 = blockIdx.x * kTileKV, group = n_heads / n_kv;
-  const int kvh = kAccumulate ? static_cast<int>(blockIdx.y) / group : blockIdx.y;
-  const int h_begin = kAccumulate ? static_cast<int>(blockIdx.y) : kvh * group;
-  const int h_end = kAccumulate ? h_begin + 1 : h_begin + group;
+  const int kvh = kPartials ? static_cast<int>(blockIdx.y) / group : blockIdx.y;
+  const int h_begin = kPartials ? static_cast<int>(blockIdx.y) : kvh * group;
+  const int h_end = kPartials ? h_begin + 1 : h_begin + group;
   const int64_t q_stride = int64_t{n_heads} * HD, kv_stride = int64_t{n_kv} * HD;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const float scale_log2 = scale * kLog2e;
@@ -131,17 +133,23 @@ __global__ void __launch_bounds__(kThreads)
     mma_fragments_by_tile<T, LD, HD>(dka, ds, q_tile, lane);
     __syncthreads();  // every warp is done with this stage before step + 2 refills it
   }
-  if constexpr (kAccumulate) {
+  if constexpr (kPartials) {
+    // This head's slot: every (key, column) of it is written by exactly one block.
+    const int64_t slot = int64_t{h_begin % group} * t_count * kv_stride;
 #pragma unroll
     for (int nt = 0; nt < HD / 8; ++nt) {
       const int col = kvh * HD + nt * 8 + 2 * tq;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = e < 2 ? key0 : key1;
-        if (key >= t_count) continue;
-        const int64_t at = key * kv_stride + col + (e & 1);
-        atomicAdd(acc_dk + at, dka[nt][e] * scale);
-        atomicAdd(acc_dv + at, dva[nt][e]);
+      if (key0 < t_count) {
+        const int64_t at = slot + key0 * kv_stride + col;
+        *reinterpret_cast<float2*>(part_dk + at) =
+            make_float2(dka[nt][0] * scale, dka[nt][1] * scale);
+        *reinterpret_cast<float2*>(part_dv + at) = make_float2(dva[nt][0], dva[nt][1]);
+      }
+      if (key1 < t_count) {
+        const int64_t at = slot + key1 * kv_stride + col;
+        *reinterpret_cast<float2*>(part_dk + at) =
+            make_float2(dka[nt][2] * scale, dka[nt][3] * scale);
+        *reinterpret_cast<float2*>(part_dv + at) = make_float2(dva[nt][2], dva[nt][3]);
       }
     }
   } else {
@@ -165,7 +173,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T, int HD>
-__global__ void __launch_bounds__(kThreads, 3)
+__global__ void __launch_bounds__(kThreads, min_blocks_for(HD))
     attention_backward_dq_kernel(const T* __restrict__ dout, const T* __restrict__ q,
                                  const T* __restrict__ k, const T* __restrict__ v,
                                  const float* __restrict__ lse, const int32_t* __restrict__ cu,
@@ -257,14 +265,21 @@ __global__ void __launch_bounds__(kThreads, 3)
   }
 }
 
-// dK, dV (compute dtype) from their f32 accumulators.
+// dK, dV (compute dtype) = Σ over the `group` f32 partials, always in head order.
 template <typename T>
-__global__ void attention_backward_store_kernel(const float* __restrict__ acc, int64_t n,
-                                                T* __restrict__ dk, T* __restrict__ dv) {
+__global__ void attention_backward_sum_partials_kernel(const float* __restrict__ part_dk,
+                                                       const float* __restrict__ part_dv, int64_t n,
+                                                       int group, T* __restrict__ dk,
+                                                       T* __restrict__ dv) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    dk[i] = from_f32<T>(acc[i]);
-    dv[i] = from_f32<T>(acc[n + i]);
+    float sk = 0.0f, sv = 0.0f;
+    for (int j = 0; j < group; ++j) {
+      sk += part_dk[j * n + i];
+      sv += part_dv[j * n + i];
+    }
+    dk[i] = from_f32<T>(sk);
+    dv[i] = from_f32<T>(sv);
   }
 }
 
@@ -274,7 +289,7 @@ template <typename T, int HD>
 void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* out,
                              const float* lse, const int32_t* cu, int n_seg, int t_count,
                              int n_heads, int n_kv, float scale, T* dq, T* dk, T* dv,
-                             float* workspace, cudaStream_t stream) {
+                             float* workspace, int64_t workspace_elems, cudaStream_t stream) {
   constexpr int LD = HD + kPad;
   const int64_t items = int64_t{t_count} * n_heads;
   attention_backward_dot_kernel<T, HD>
@@ -286,23 +301,27 @@ void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, 
   const size_t dkdv_smem =
       sizeof(T) * LD * (2 * kTileKV + 4 * kTileQInner) + 2 * 3 * sizeof(float) * kTileQInner;
   const unsigned k_tiles = static_cast<unsigned>((t_count + kTileKV - 1) / kTileKV);
-  const bool accumulate = workspace != nullptr && n_heads > n_kv;
+  const int group = n_heads / n_kv;
   const int64_t n = int64_t{t_count} * n_kv * HD;  // elements of dK (and of dV)
-  auto launch_dkdv = [&](auto accumulate_tag, unsigned heads, float* acc_dk, float* acc_dv) {
-    constexpr bool kAccumulate = decltype(accumulate_tag)::value;
-    FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<T, HD, kAccumulate>,
+  // The partials need 2·group·n f32 (2·heads·hd per token: attention_workspace_cols has room).
+  const bool partials = workspace != nullptr && group > 1 && workspace_elems >= 2 * group * n;
+  auto launch_dkdv = [&](auto partials_tag, unsigned heads, float* part_dk, float* part_dv) {
+    constexpr bool kPartials = decltype(partials_tag)::value;
+    FITLM_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<T, HD, kPartials>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(dkdv_smem)));
-    attention_backward_dkdv_kernel<T, HD, kAccumulate>
+    attention_backward_dkdv_kernel<T, HD, kPartials>
         <<<dim3(k_tiles, heads), kThreads, dkdv_smem, stream>>>(dout, q, k, v, lse, cu, n_seg,
                                                                 t_count, n_heads, n_kv, scale, dq,
-                                                                dk, dv, acc_dk, acc_dv);
+                                                                dk, dv, part_dk, part_dv);
     FITLM_CUDA_CHECK_LAUNCH();
   };
-  if (accumulate) {
-    FITLM_CUDA_CHECK(cudaMemsetAsync(workspace, 0, 2 * n * sizeof(float), stream));
-    launch_dkdv(std::true_type{}, static_cast<unsigned>(n_heads), workspace, workspace + n);
-    attention_backward_store_kernel<T><<<grid_for(n, 256), 256, 0, stream>>>(workspace, n, dk, dv);
+  if (partials) {
+    float* part_dk = workspace;
+    float* part_dv = workspace + group * n;
+    launch_dkdv(std::true_type{}, static_cast<unsigned>(n_heads), part_dk, part_dv);
+    attention_backward_sum_partials_kernel<T>
+        <<<grid_for(n, 256), 256, 0, stream>>>(part_dk, part_dv, n, group, dk, dv);
     FITLM_CUDA_CHECK_LAUNCH();
   } else {
     launch_dkdv(std::false_type{}, static_cast<unsigned>(n_kv), nullptr, nullptr);
@@ -322,11 +341,17 @@ void attention_backward_impl(const T* dout, const T* q, const T* k, const T* v, 
 #define FITLM_INSTANTIATE(T, HD)                                                                 \
   template void attention_backward_impl<T, HD>(const T*, const T*, const T*, const T*, const T*, \
                                                const float*, const int32_t*, int, int, int, int, \
-                                               float, T*, T*, T*, float*, cudaStream_t);
-FITLM_INSTANTIATE(__nv_bfloat16, 64)
-FITLM_INSTANTIATE(__nv_bfloat16, 128)
-FITLM_INSTANTIATE(__half, 64)
-FITLM_INSTANTIATE(__half, 128)
+                                               float, T*, T*, T*, float*, int64_t, cudaStream_t);
+#define FITLM_INSTANTIATE_HEAD_DIMS(T) \
+  FITLM_INSTANTIATE(T, 32)             \
+  FITLM_INSTANTIATE(T, 64)             \
+  FITLM_INSTANTIATE(T, 80)             \
+  FITLM_INSTANTIATE(T, 96)             \
+  FITLM_INSTANTIATE(T, 128)            \
+  FITLM_INSTANTIATE(T, 256)
+FITLM_INSTANTIATE_HEAD_DIMS(__nv_bfloat16)
+FITLM_INSTANTIATE_HEAD_DIMS(__half)
+#undef FITLM_INSTANTIATE_HEAD_DIMS
 #undef FITLM_INSTANTIATE
 
 }  // namespace fitlm::cuda

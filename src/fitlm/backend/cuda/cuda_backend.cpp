@@ -13,6 +13,7 @@
 #include "fitlm/backend/cuda/cuda_check.h"
 #include "fitlm/backend/cuda/cuda_elementwise.cuh"
 #include "fitlm/backend/cuda/cuda_memory.cuh"
+#include "fitlm/backend/cuda/cuda_optim.cuh"
 #include "fitlm/backend/cuda/cudnn_attention.h"
 #include "fitlm/core/allocation_plan.h"
 #include "fitlm/core/error.h"
@@ -102,10 +103,12 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   FITLM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   FITLM_CUBLAS_CHECK(cublasLtCreate(&lt_));
   FITLM_CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
+  // [Σx² result][its per-block partials][error flags]
+  constexpr size_t sum_bytes = sizeof(double) * (1 + cuda::kSumSquaresBlocks);
   FITLM_CUDA_CHECK(
-      cudaMalloc(reinterpret_cast<void**>(&d_sum_), sizeof(double) + kNumFlags * sizeof(int)));
-  d_flags_ = reinterpret_cast<int*>(d_sum_ + 1);
-  FITLM_CUDA_CHECK(cudaMemset(d_sum_, 0, sizeof(double) + kNumFlags * sizeof(int)));
+      cudaMalloc(reinterpret_cast<void**>(&d_sum_), sum_bytes + kNumFlags * sizeof(int)));
+  d_flags_ = reinterpret_cast<int*>(d_sum_ + 1 + cuda::kSumSquaresBlocks);
+  FITLM_CUDA_CHECK(cudaMemset(d_sum_, 0, sum_bytes + kNumFlags * sizeof(int)));
   FITLM_CUDA_CHECK(
       cudaMallocHost(reinterpret_cast<void**>(&h_sum_), sizeof(double) + kNumFlags * sizeof(int)));
   h_flags_ = reinterpret_cast<int*>(h_sum_ + 1);

@@ -97,8 +97,9 @@ void check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
                      const AttentionShape& sh, const Tensor& lse) {
   FITLM_CHECK(sh.n_heads > 0 && sh.n_kv_heads > 0 && sh.n_heads % sh.n_kv_heads == 0, "cuda",
               "attention heads {} / kv heads {}", sh.n_heads, sh.n_kv_heads);
-  FITLM_CHECK(sh.head_dim == 64 || sh.head_dim == 128, "cuda",
-              "attention head_dim {}: the CUDA kernels support 64 and 128", sh.head_dim);
+  FITLM_CHECK(cuda::attention_kernels_support_head_dim(sh.head_dim), "cuda",
+              "attention head_dim {}: the CUDA kernels support 32, 64, 80, 96, 128 and 256",
+              sh.head_dim);
   FITLM_CHECK(q.dtype == DType::kBF16 || q.dtype == DType::kF16, "cuda",
               "attention runs on bf16/f16, got {}", dtype_name(q.dtype));
   check_same_dtype(q, k, "attention q/k");
@@ -223,8 +224,7 @@ void CudaBackend::cross_entropy(Tensor logits, const Tensor& labels, Tensor loss
 }
 
 double CudaBackend::sum_squares(const Tensor& x) {
-  FITLM_CUDA_CHECK(cudaMemsetAsync(d_sum_, 0, sizeof(double), stream_));
-  cuda::launch_sum_squares(x, d_sum_, stream_);
+  cuda::launch_sum_squares(x, d_sum_ + 1, d_sum_, stream_);
   FITLM_CUDA_CHECK(
       cudaMemcpyAsync(h_sum_, d_sum_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
   FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));

@@ -21,6 +21,13 @@ namespace fitlm::cuda {
 // the 8 rows × 4 words a fragment load touches hit 32 different banks.
 constexpr int kPad = 8;
 
+// Resident blocks per SM the attention kernels ask registers for: three (12 warps, to hide the
+// latency of each warp's dependent ldmatrix → mma chain) up to head_dim 128; at 256 the f32
+// accumulators alone take 128+ registers per thread, so one.
+constexpr int min_blocks_for(int head_dim) {
+  return head_dim <= 128 ? 3 : 1;
+}
+
 template <typename T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi);
 template <>

@@ -1,5 +1,7 @@
 // Optimizer kernels. Σx² accumulates in f64 per thread and per block (gradients of billions of
-// elements lose digits in f32), then one f64 atomic per block.
+// elements lose digits in f32); each block writes its partial and one block sums them in block
+// order. (One f64 atomic per block, version 1, made the norm — and through clipping the update —
+// depend on which block finished first.)
 #include <cmath>
 
 #include "fitlm/backend/cuda/cuda_common.cuh"
@@ -8,24 +10,38 @@
 namespace fitlm::cuda {
 namespace {
 
-template <typename X>
-__global__ void sum_squares_kernel(X x, int64_t n, double* accum) {
+// Σ of one value per thread over the block, in a fixed order; thread 0 gets the total.
+__device__ double block_sum(double s) {
   __shared__ double part[32];
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) part[warp] = s;
+  __syncthreads();
+  s = 0.0;
+  if (warp == 0) {
+    s = lane < static_cast<int>(blockDim.x >> 5) ? part[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  }
+  return s;
+}
+
+template <typename X>
+__global__ void sum_squares_kernel(X x, int64_t n, double* partials) {
   double s = 0.0;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const double v = x.load(i);
     s += v * v;
   }
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) part[warp] = s;
-  __syncthreads();
-  if (warp == 0) {
-    s = lane < static_cast<int>(blockDim.x >> 5) ? part[lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) atomicAdd(accum, s);
-  }
+  s = block_sum(s);
+  if (threadIdx.x == 0) partials[blockIdx.x] = s;
+}
+
+__global__ void sum_partials_kernel(const double* partials, int count, double* result) {
+  double s = 0.0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) s += partials[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) *result = s;
 }
 
 // torch.optim.AdamW order (as the CPU twin): decay, moments, bias-corrected step.
@@ -48,14 +64,18 @@ __global__ void adamw_kernel(float* p, G grad, float* m, float* v, int64_t n, fl
 
 }  // namespace
 
-void launch_sum_squares(const Tensor& x, double* accum, cudaStream_t stream) {
+void launch_sum_squares(const Tensor& x, double* partials, double* result, cudaStream_t stream) {
   const int64_t n = x.numel();
-  if (n == 0) return;
-  dispatch_float(x.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    sum_squares_kernel<<<grid_for(n, 256, 132 * 8), 256, 0, stream>>>(Typed<T>{x.as<T>()}, n,
-                                                                      accum);
-  });
+  const unsigned blocks = grid_for(n, 256, kSumSquaresBlocks);
+  if (n > 0) {
+    dispatch_float(x.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      sum_squares_kernel<<<blocks, 256, 0, stream>>>(Typed<T>{x.as<T>()}, n, partials);
+    });
+    FITLM_CUDA_CHECK_LAUNCH();
+  }
+  sum_partials_kernel<<<1, 256, 0, stream>>>(partials, n > 0 ? static_cast<int>(blocks) : 0,
+                                             result);
   FITLM_CUDA_CHECK_LAUNCH();
 }
 

@@ -13,8 +13,10 @@ struct AdamWArgs {
   int64_t step;
 };
 
-// *accum (device f64) += Σ x²; the caller zeroes and reads it.
-void launch_sum_squares(const Tensor& x, double* accum, cudaStream_t stream);
+// Blocks of the Σx² pass: each writes one f64 partial, so `partials` needs this many slots.
+inline constexpr int kSumSquaresBlocks = 132 * 8;
+// *result (device f64) = Σ x², bitwise the same on every run (partials summed in block order).
+void launch_sum_squares(const Tensor& x, double* partials, double* result, cudaStream_t stream);
 void launch_adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                   const AdamWArgs& p, float grad_scale, cudaStream_t stream);
 
