@@ -21,5 +21,6 @@ rm -rf "$BUILD"
 cmake -S . -B "$BUILD" -G Ninja -DFITLM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX/usr" >"$BUILD.cmake.log" 2>&1 ||
   { cat "$BUILD.cmake.log"; exit 1; }
-cmake --build "$BUILD" -j "$(nproc)" --target fitlm fitlm_cuda_tests cuda_ops_bench 2>&1 | tail -5
+cmake --build "$BUILD" -j "$(nproc)" --target fitlm fitlm_cuda_tests cuda_ops_bench \
+  >"$BUILD.build.log" 2>&1 || { grep -B2 -A12 -m4 -E 'error|FAILED' "$BUILD.build.log"; exit 1; }
 export FITLM_BIN=$PWD/$BUILD/fitlm FITLM_CUDA_TESTS=$PWD/$BUILD/tests/fitlm_cuda_tests
