@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
     Buf dk(*be, DType::kBF16, {t, int64_t{n_kv} * hd}),
         dv(*be, DType::kBF16, {t, int64_t{n_kv} * hd});
     Buf lse(*be, DType::kF32, {nh, t}), cu(*be, DType::kI32, {n_seq + 1});
+    Buf ws(*be, DType::kF32, {attention_workspace_elems(t, sh)});
     randomize(*be, q, 1.0f, 4);
     randomize(*be, k, 1.0f, 5);
     randomize(*be, v, 1.0f, 6);
@@ -111,7 +112,7 @@ int main(int argc, char** argv) {
     const double ms_f = time_ms(
         *be, [&] { be->attention_forward(q, k, v, cu, sh, o, lse); }, 20);
     const double ms_b = time_ms(
-        *be, [&] { be->attention_backward(dout, q, k, v, o, lse, cu, sh, dq, dk, dv); }, 10);
+        *be, [&] { be->attention_backward(dout, q, k, v, o, lse, cu, sh, dq, dk, dv, ws); }, 10);
     // Naive unfused forward: S×S scores materialised in bf16 (write S, read S, write P, read P
     // = 8 bytes per score, causal half) at ~3 TB/s, plus the two products at the GEMM rate.
     const double naive_ms = 8.0 * double(s) * s * nh * n_seq / 2.0 / 3.0e12 * 1e3 +

@@ -3,7 +3,8 @@
 # The device image has the CUDA toolkit but not fitlm's Debian libraries: those travel as .deb
 # files in .debs/ (made here by scripts/device/fetch-debs.sh, carried with `carry: [".debs"]`)
 # and are unpacked into a private prefix, never into /.
-#   source scripts/device/build.sh [BUILD_DIR]   # exports FITLM_BIN, FITLM_CUDA_TESTS
+#   bash scripts/device/build.sh [BUILD_DIR]   # then BUILD_DIR/fitlm, BUILD_DIR/tests/fitlm_cuda_tests
+# Programs it builds need LD_LIBRARY_PATH=/opt/fitlm-deps/usr/lib/x86_64-linux-gnu[/openblas-pthread].
 set -euo pipefail
 BUILD=${1:-build-device}
 PREFIX=/opt/fitlm-deps
@@ -23,4 +24,3 @@ cmake -S . -B "$BUILD" -G Ninja -DFITLM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   { cat "$BUILD.cmake.log"; exit 1; }
 cmake --build "$BUILD" -j "$(nproc)" --target fitlm fitlm_cuda_tests cuda_ops_bench \
   >"$BUILD.build.log" 2>&1 || { grep -B2 -A12 -m4 -E 'error|FAILED' "$BUILD.build.log"; exit 1; }
-export FITLM_BIN=$PWD/$BUILD/fitlm FITLM_CUDA_TESTS=$PWD/$BUILD/tests/fitlm_cuda_tests

@@ -8,7 +8,9 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/fitlm-suite-out}
 mkdir -p "$OUT"
-source scripts/device/build.sh build-device >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+bash scripts/device/build.sh build-device >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+FITLM_BIN=$PWD/build-device/fitlm FITLM_CUDA_TESTS=$PWD/build-device/tests/fitlm_cuda_tests
+export LD_LIBRARY_PATH=/opt/fitlm-deps/usr/lib/x86_64-linux-gnu:/opt/fitlm-deps/usr/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 SUMMARY=$OUT/suite.md
 echo "| check | result |" >"$SUMMARY"; echo "| --- | --- |" >>"$SUMMARY"
