@@ -37,13 +37,15 @@ struct AttentionShape {
   int head_dim = 0;
   float scale = 0.0f;  // usually 1/sqrt(head_dim)
   // A promise about this call's cu_seqlens: every segment has this many tokens (0: no promise).
-  // Lets a backend treat the batch as dense [T/segment_len, segment_len] (CUDA: cuDNN SDPA).
+  // Lets a backend treat the batch as dense [T/segment_len, segment_len] (CUDA: cuDNN's dense
+  // SDPA graph; without the promise CUDA runs cuDNN's variable-length graph over cu_seqlens).
   int64_t segment_len = 0;
 };
 
 // f32 workspace of attention_backward per token: CUDA's GQA dK/dV accumulators (2·kv·hd) or,
 // on the cuDNN path, the dQ accumulator and the dO·O row sums (heads·(hd + 1)) plus cuDNN's
 // engine scratch (measured: heads·hd f32 per token and 256 bytes; 64 f32 per token of slack).
+// Packed rows (cuDNN's ragged graph) keep the accumulator and row sums token-major, same sizes.
 inline int64_t attention_workspace_cols(const AttentionShape& s) {
   return std::max(int64_t{2} * s.n_kv_heads * s.head_dim,
                   int64_t{s.n_heads} * (2 * s.head_dim + 1) + 64);
@@ -115,8 +117,9 @@ class Backend {
 
   // Causal attention within each segment of cu_seqlens. q [T, nH·hd], k/v [T, nKV·hd],
   // out [T, nH·hd], lse f32 [nH·T]: log-sum-exp of the scaled scores, saved for this backend's
-  // backward. Its order is [nH, T] on the CPU and with one segment; a backend may order it
-  // otherwise for several segments (CUDA's cuDNN path: [segment, nH, segment_len]).
+  // backward. Its order is [nH, T] on the CPU and with one promised segment (segment_len = T);
+  // a backend may order it otherwise (CUDA's cuDNN path: [segment, nH, segment_len] for equal
+  // segments, [T, nH] without a promise, i.e. packed segments of unequal length).
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& cu_seqlens, const AttentionShape& shape, Tensor out,
                                  Tensor lse) = 0;

@@ -25,6 +25,11 @@ struct BenchOptions {
   int64_t gemm_size = 8192;
   bool json = false;
   bool profile = false;
+  // Rows packed from segments of random lengths in [packed_min, packed_max] (the last one cut to
+  // fill the row), one set of rows per batch, `packed_batches` batches used in turn.
+  bool packed = false;
+  int64_t packed_min = 64, packed_max = 1024, packed_batches = 4;
+  uint64_t packed_seed = 11;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -105,19 +110,42 @@ int run_bench(const BenchOptions& o) {
     if (p.master.data != p.value.data) be->copy(p.value, p.master);
   if (mode == TrainMode::kLora) model.init_lora(3);
 
-  TokenBatch batch;
+  // Unpacked: micro_batch rows of one segment each. Packed: each row cut into segments of random
+  // lengths (cuDNN's variable-length graph on CUDA), several such batches in turn; every batch
+  // runs in the warm-up, so plans for each segment-count bucket are built before timing.
+  std::vector<TokenBatch> batches(o.packed ? static_cast<size_t>(o.packed_batches) : 1);
   std::mt19937 rng(5);
-  for (int64_t r = 0; r < o.micro_batch; ++r) {
-    batch.cu_seqlens.push_back(static_cast<int32_t>(r * o.seq));
-    for (int64_t i = 0; i < o.seq; ++i) batch.input_ids.push_back(rng() % c.vocab_size);
+  std::mt19937_64 seg_rng(o.packed_seed);
+  std::uniform_int_distribution<int64_t> seg_len(o.packed_min, o.packed_max);
+  double attn_sq_sum = 0.0;  // Σ over segments of len², for the attention FLOP count
+  std::string segment_counts;
+  for (TokenBatch& batch : batches) {
+    for (int64_t r = 0; r < o.micro_batch; ++r) {
+      const int64_t row0 = r * o.seq;
+      for (int64_t used = 0; used < o.seq;) {
+        const int64_t len = o.packed ? std::min(seg_len(seg_rng), o.seq - used) : o.seq;
+        batch.cu_seqlens.push_back(static_cast<int32_t>(row0 + used));
+        attn_sq_sum += static_cast<double>(len) * len / static_cast<double>(batches.size());
+        used += len;
+      }
+      for (int64_t i = 0; i < o.seq; ++i) batch.input_ids.push_back(rng() % c.vocab_size);
+    }
+    batch.cu_seqlens.push_back(static_cast<int32_t>(o.micro_batch * o.seq));
+    batch.labels = batch.input_ids;
+    segment_counts +=
+        (segment_counts.empty() ? "" : ", ") + std::to_string(batch.cu_seqlens.size() - 1);
   }
-  batch.cu_seqlens.push_back(static_cast<int32_t>(o.micro_batch * o.seq));
-  batch.labels = batch.input_ids;
+  if (o.packed)
+    log::info("bench: packed rows, segments of {}..{} tokens; segments per batch: {}", o.packed_min,
+              o.packed_max, segment_counts);
+  const TokenBatch& batch = batches[0];
+  size_t next_batch = 0;
 
   AdamWParams hp;
   hp.lr = 1e-5f;
   auto step = [&](int64_t n) {
-    const LossResult r = model.forward_backward(batch, 1.0f / static_cast<float>(batch.size()));
+    const TokenBatch& b = batches[next_batch++ % batches.size()];
+    const LossResult r = model.forward_backward(b, 1.0f / static_cast<float>(b.size()));
     hp.step = n;
     for (Param& p : model.optimizer_params()) {
       be->adamw_step(p.master, p.grad, p.adam_m, p.adam_v, hp, 1.0f);
@@ -126,32 +154,36 @@ int run_bench(const BenchOptions& o) {
     }
     return r;
   };
-  for (int i = 0; i < o.warmup; ++i) step(i + 1);
+  const int warmup = std::max<int>(o.warmup, static_cast<int>(batches.size()));
+  for (int i = 0; i < warmup; ++i) step(i + 1);
+  next_batch = 0;
   be->synchronize();
   const auto t0 = Clock::now();
   LossResult last;
-  for (int i = 0; i < o.steps; ++i) last = step(o.warmup + i + 1);
+  for (int i = 0; i < o.steps; ++i) last = step(warmup + i + 1);
   be->synchronize();
   const double secs = seconds_since(t0) / o.steps;
   const size_t measured = be->memory_in_use() > mem_before ? be->memory_in_use() - mem_before : 0;
   std::string profile;
   if (profiler) {
     profiler->set_enabled(true);
-    for (int i = 0; i < o.steps; ++i) step(o.warmup + o.steps + i + 1);
+    for (int i = 0; i < o.steps; ++i) step(warmup + o.steps + i + 1);
     profiler->set_enabled(false);
     profile = profiler->report(o.steps);
   }
 
   const double tokens_per_s = static_cast<double>(batch.size()) / secs;
-  // Model FLOPs per token: 2·P (every matmul weight incl. the LM head) + 4·L·S·D attention;
+  // Model FLOPs per token: 2·P (every matmul weight incl. the LM head) + 4·L·S·D attention
+  // (packed rows: S is the token-weighted mean segment length Σ len² / T);
   // a LoRA step counts 2× that (forward + activation grads), a full step 3×.
+  const double attn_len = attn_sq_sum / static_cast<double>(batch.size());
   const int64_t matmul_params =
       c.parameter_count() -
       int64_t{c.vocab_size} * c.hidden_size * (c.tie_word_embeddings ? 0 : 1) -
       int64_t{c.hidden_size} * (2 * c.num_layers + 1) -
       (c.qk_norm ? int64_t{2} * c.head_dim * c.num_layers : 0);
-  const double per_token = 2.0 * static_cast<double>(matmul_params) +
-                           4.0 * c.num_layers * static_cast<double>(o.seq) * c.q_dim();
+  const double per_token =
+      2.0 * static_cast<double>(matmul_params) + 4.0 * c.num_layers * attn_len * c.q_dim();
   const double tflops = per_token * (mode == TrainMode::kFull ? 3.0 : 2.0) * tokens_per_s / 1e12;
   const double gemm = measure_gemm_tflops(*be, o.gemm_size);
   if (o.json) {
@@ -160,13 +192,16 @@ int run_bench(const BenchOptions& o) {
         "{}, "
         "\"recompute\": \"{}\", \"tokens_per_s\": {:.1f}, \"model_tflops\": {:.2f}, "
         "\"gemm_tflops\": {:.2f}, \"gemm_fraction\": {:.3f}, \"planned_bytes\": {}, "
-        "\"measured_bytes\": {}, \"loss\": {:.4f}}}\n",
+        "\"measured_bytes\": {}, \"loss\": {:.4f}, \"packed\": {}, \"segments\": [{}]}}\n",
         o.arch, o.mode, be->device_description(), o.seq, o.micro_batch, recompute, tokens_per_s,
         tflops, gemm, tflops / gemm, planned, measured,
-        last.loss_sum / std::max<int64_t>(1, last.tokens));
+        last.loss_sum / std::max<int64_t>(1, last.tokens), o.packed, segment_counts);
   } else {
     fmt::print("{} {} seq {} × {} recompute {} on {}\n", o.arch, o.mode, o.seq, o.micro_batch,
                recompute, be->device_description());
+    if (o.packed)
+      fmt::print("  packed rows: segments of {}..{} tokens, {} per batch over {} batches\n",
+                 o.packed_min, o.packed_max, segment_counts, batches.size());
     fmt::print(
         "  {:.0f} tokens/s, {:.3f} s/step, model {:.3g} TFLOP/s = {:.1f}% of the measured "
         "{:.3g} TFLOP/s GEMM rate\n",
@@ -201,6 +236,18 @@ RunFn setup(CLI::App& app) {
   app.add_option("--gemm-size", o->gemm_size, "n of the n³ GEMM whose rate is the yardstick")
       ->capture_default_str();
   app.add_flag("--json", o->json, "One JSON line");
+  app.add_flag("--packed", o->packed,
+               "Pack each row from segments of random lengths (seeded; see --packed-min/-max), "
+               "several batches in turn, so that packed attention (cu_seqlens) is measured");
+  app.add_option("--packed-min", o->packed_min, "Shortest segment with --packed")
+      ->capture_default_str();
+  app.add_option("--packed-max", o->packed_max, "Longest segment with --packed")
+      ->capture_default_str();
+  app.add_option("--packed-batches", o->packed_batches, "Distinct packed batches, used in turn")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--packed-seed", o->packed_seed, "Seed of the segment lengths")
+      ->capture_default_str();
   app.add_flag("--profile", o->profile,
                "After the timed steps, run as many again with every op timed on its own and print "
                "the time per op family (GEMM, attention, norms, ...)");

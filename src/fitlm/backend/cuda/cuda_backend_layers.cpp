@@ -122,6 +122,8 @@ void check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
 
 }  // namespace
 
+// The attention shape as cudnn_attention_shape() reads it: when the model promises nothing about
+// segment lengths (packed rows), segment_len carries −(number of segments) instead.
 void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& cu_seqlens, const AttentionShape& sh, Tensor out,
                                     Tensor lse) {
@@ -129,19 +131,24 @@ void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tens
   check_same_dtype(q, out, "attention q/out");
   FITLM_CHECK(out.numel() == q.numel() && aligned16(out), "cuda", "attention out {}",
               out.shape.str());
-  if (auto s = cudnn_attention_shape(q, sh))
-    return cudnn_attention_->forward(*s, q, k, v, sh.scale, out, lse);
+  AttentionShape with_segments = sh;
+  if (sh.segment_len == 0) with_segments.segment_len = -(cu_seqlens.numel() - 1);
+  if (auto s = cudnn_attention_shape(q, with_segments))
+    return cudnn_attention_->forward(*s, q, k, v, cu_seqlens, sh.scale, out, lse);
   cuda::launch_attention_forward(q, k, v, cu_seqlens, dims_of(sh), out, lse, stream_);
 }
 
+// sh.segment_len > 0: equal segments of that length (dense cuDNN graph); < 0: that many packed
+// segments of unequal length (ragged cuDNN graph, see attention_forward).
 std::optional<cuda::SdpaShape> CudaBackend::cudnn_attention_shape(const Tensor& q,
                                                                   const AttentionShape& sh) {
-  if (sh.segment_len <= 0 || cudnn_attention_off_) return std::nullopt;
+  if (sh.segment_len == 0 || cudnn_attention_off_) return std::nullopt;
   const int64_t t = q.rows();
-  FITLM_CHECK(t % sh.segment_len == 0, "cuda", "{} tokens in segments of {}", t, sh.segment_len);
+  FITLM_CHECK(sh.segment_len < 0 || t % sh.segment_len == 0, "cuda", "{} tokens in segments of {}",
+              t, sh.segment_len);
   if (!cudnn_attention_) {
     // FITLM_ATTENTION=kernels: never cuDNN (A/B runs); =cudnn: cuDNN or an error (tests). Read
-    // once per backend, on its first promise of equal segments.
+    // once per backend, on its first attention call.
     const char* env = std::getenv("FITLM_ATTENTION");
     const std::string mode = env ? env : "";
     cudnn_attention_off_ = mode == "kernels";
@@ -158,8 +165,12 @@ std::optional<cuda::SdpaShape> CudaBackend::cudnn_attention_shape(const Tensor& 
       return std::nullopt;
     }
   }
-  cuda::SdpaShape s{t / sh.segment_len, sh.segment_len, sh.n_heads,
-                    sh.n_kv_heads,      sh.head_dim,    q.dtype == DType::kF16};
+  const bool f16 = q.dtype == DType::kF16;
+  const cuda::SdpaShape s =
+      sh.segment_len > 0 ? cuda::SdpaShape{t / sh.segment_len, sh.segment_len, sh.n_heads,
+                                           sh.n_kv_heads,      sh.head_dim,    f16}
+                         : cuda::CudnnAttention::ragged_shape(-sh.segment_len, t, sh.n_heads,
+                                                              sh.n_kv_heads, sh.head_dim, f16);
   if (cudnn_attention_->supports(s)) return s;
   FITLM_CHECK(!cudnn_attention_required_, "cuda",
               "FITLM_ATTENTION=cudnn but cuDNN cannot run this shape");
@@ -184,12 +195,15 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const 
     FITLM_CHECK(workspace.numel() >= attention_workspace_elems(q.rows(), sh), "cuda",
                 "attention workspace {} for {} tokens", workspace.shape.str(), q.rows());
   }
-  if (auto s = cudnn_attention_shape(q, sh)) {
+  AttentionShape with_segments = sh;
+  if (sh.segment_len == 0) with_segments.segment_len = -(cu_seqlens.numel() - 1);
+  if (auto s = cudnn_attention_shape(q, with_segments)) {
     if (!workspace.empty())
-      return cudnn_attention_->backward(*s, dout, q, k, v, out, lse, sh.scale, dq, dk, dv,
-                                        workspace);
-    // Without its workspace cuDNN cannot run; fitlm's kernels can, if lse has their layout.
-    FITLM_CHECK(s->batch == 1, "cuda",
+      return cudnn_attention_->backward(*s, dout, q, k, v, out, lse, cu_seqlens, sh.scale, dq, dk,
+                                        dv, workspace);
+    // Without its workspace cuDNN cannot run; fitlm's kernels can, if lse has their layout
+    // ([heads, T]: one dense segment; ragged lse is [T, heads]).
+    FITLM_CHECK(!s->ragged && s->batch == 1, "cuda",
                 "attention backward over {} cuDNN segments needs its workspace", s->batch);
   }
   // FITLM_ATTENTION_NO_WORKSPACE=1 selects the direct-write dK/dV kernel (A/B in bench).

@@ -47,7 +47,7 @@ Descriptor& Descriptor::finalize() {
 namespace {
 
 std::unique_ptr<Descriptor> make_tensor(int64_t uid, cudnnDataType_t dtype, const Layout& l,
-                                        bool is_virtual, bool by_value) {
+                                        bool is_virtual, bool by_value, const Descriptor* ragged) {
   auto d = std::make_unique<Descriptor>(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
   const int64_t n = static_cast<int64_t>(l.dims.size());
   d->set(CUDNN_ATTR_TENSOR_DATA_TYPE, dtype)
@@ -58,19 +58,57 @@ std::unique_ptr<Descriptor> make_tensor(int64_t uid, cudnnDataType_t dtype, cons
   const bool v = is_virtual, b = by_value;
   d->set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &v);
   if (by_value) d->set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &b);
+  if (ragged) d->set(CUDNN_ATTR_TENSOR_RAGGED_OFFSET_DESC, *ragged);
   d->finalize();
   return d;
 }
 
-}  // namespace
+// The engine behind a heuristics result: its global index and numerical notes.
+struct EngineInfo {
+  int64_t index = -1;
+  bool nondeterministic = false;
+  std::string notes;
+};
 
-void GraphBuilder::tensor(int64_t uid, cudnnDataType_t dtype, const Layout& layout, bool by_value) {
-  tensors_.emplace_back(uid, make_tensor(uid, dtype, layout, false, by_value));
+EngineInfo engine_info(const Descriptor& config) {
+  EngineInfo info;
+  try {
+    Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+    cudnnBackendDescriptor_t raw = engine.get();
+    int64_t n = 0;
+    check(cudnnBackendGetAttribute(config.get(), CUDNN_ATTR_ENGINECFG_ENGINE,
+                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &raw),
+          "engine of a config");
+    check(cudnnBackendGetAttribute(raw, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n,
+                                   &info.index),
+          "engine index");
+    cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+    int64_t count = 0;
+    check(cudnnBackendGetAttribute(raw, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                   CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &count, notes),
+          "engine numerical notes");
+    for (int64_t i = 0; i < count; ++i) {
+      if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) info.nondeterministic = true;
+      info.notes += (info.notes.empty() ? "" : ",") + std::to_string(static_cast<int>(notes[i]));
+    }
+  } catch (const CudnnUnsupported& e) {
+    info.notes = std::string("unknown: ") + e.what();
+  }
+  return info;
 }
 
-int64_t GraphBuilder::virtual_tensor(cudnnDataType_t dtype, const Layout& layout) {
+}  // namespace
+
+void GraphBuilder::tensor(int64_t uid, cudnnDataType_t dtype, const Layout& layout, bool by_value,
+                          int64_t ragged) {
+  const Descriptor* r = ragged >= 0 ? &t(ragged) : nullptr;
+  tensors_.emplace_back(uid, make_tensor(uid, dtype, layout, false, by_value, r));
+}
+
+int64_t GraphBuilder::virtual_tensor(cudnnDataType_t dtype, const Layout& layout, int64_t ragged) {
   const int64_t uid = next_virtual_uid_++;
-  tensors_.emplace_back(uid, make_tensor(uid, dtype, layout, true, false));
+  const Descriptor* r = ragged >= 0 ? &t(ragged) : nullptr;
+  tensors_.emplace_back(uid, make_tensor(uid, dtype, layout, true, false, r));
   return uid;
 }
 
@@ -102,7 +140,7 @@ void GraphBuilder::pointwise(cudnnPointwiseMode_t mode, int64_t x, int64_t y, in
   add_op(std::move(op));
 }
 
-void GraphBuilder::matmul(int64_t a, int64_t b, int64_t c) {
+void GraphBuilder::matmul(int64_t a, int64_t b, int64_t c, int64_t m, int64_t n, int64_t k) {
   auto mm = std::make_unique<Descriptor>(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
   mm->set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_DATA_FLOAT).finalize();
   Descriptor op(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
@@ -110,6 +148,9 @@ void GraphBuilder::matmul(int64_t a, int64_t b, int64_t c) {
       .set(CUDNN_ATTR_OPERATION_MATMUL_BDESC, t(b))
       .set(CUDNN_ATTR_OPERATION_MATMUL_CDESC, t(c))
       .set(CUDNN_ATTR_OPERATION_MATMUL_DESC, *mm);
+  if (m >= 0) op.set(CUDNN_ATTR_OPERATION_MATMUL_GEMM_M_OVERRIDE_DESC, t(m));
+  if (n >= 0) op.set(CUDNN_ATTR_OPERATION_MATMUL_GEMM_N_OVERRIDE_DESC, t(n));
+  if (k >= 0) op.set(CUDNN_ATTR_OPERATION_MATMUL_GEMM_K_OVERRIDE_DESC, t(k));
   parts_.push_back(std::move(mm));
   add_op(std::move(op));
 }
@@ -133,7 +174,7 @@ void GraphBuilder::reshape(int64_t x, int64_t y) {
   add_op(std::move(op));
 }
 
-ExecutionPlan GraphBuilder::build(cudnnHandle_t handle) const {
+ExecutionPlan GraphBuilder::build(cudnnHandle_t handle, bool prefer_deterministic) const {
   std::vector<cudnnBackendDescriptor_t> raw_ops;
   for (const auto& op : ops_) raw_ops.push_back(op->get());
   auto graph_owner = std::make_unique<Descriptor>(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
@@ -164,25 +205,38 @@ ExecutionPlan GraphBuilder::build(cudnnHandle_t handle) const {
     check(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, raw_configs.data()),
           "heuristics results");
+  std::vector<EngineInfo> infos;
+  for (int64_t i = 0; i < got; ++i) infos.push_back(engine_info(*configs[static_cast<size_t>(i)]));
   std::string reasons;
-  for (int64_t i = 0; i < got; ++i) {
-    try {
-      ExecutionPlan p;
-      p.plan = std::make_unique<Descriptor>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-      p.plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle)
-          .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, *configs[static_cast<size_t>(i)])
-          .finalize();
-      int64_t n = 0;
-      check(cudnnBackendGetAttribute(p.plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                     CUDNN_TYPE_INT64, 1, &n, &p.workspace_bytes),
-            "workspace size");
-      p.engine = "heuristic choice " + std::to_string(i);
-      p.sources.push_back(std::move(graph_owner));
-      p.sources.push_back(std::move(heur_owner));
-      for (auto& c : configs) p.sources.push_back(std::move(c));
-      return p;
-    } catch (const CudnnUnsupported& e) {
-      reasons += std::string(reasons.empty() ? "" : "; ") + e.what();
+  // Pass 0 (only when asked): deterministic engines; pass 1: any engine.
+  for (int pass = prefer_deterministic ? 0 : 1; pass < 2; ++pass) {
+    for (int64_t i = 0; i < got; ++i) {
+      const EngineInfo& info = infos[static_cast<size_t>(i)];
+      if (pass == 0 && info.nondeterministic) continue;
+      try {
+        ExecutionPlan p;
+        p.plan = std::make_unique<Descriptor>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+        p.plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle)
+            .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, *configs[static_cast<size_t>(i)])
+            .finalize();
+        int64_t n = 0;
+        check(cudnnBackendGetAttribute(p.plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                       CUDNN_TYPE_INT64, 1, &n, &p.workspace_bytes),
+              "workspace size");
+        p.deterministic = !info.nondeterministic;
+        int deterministic_candidates = 0;
+        for (const EngineInfo& e : infos) deterministic_candidates += e.nondeterministic ? 0 : 1;
+        p.engine = "heuristic choice " + std::to_string(i) + " of " + std::to_string(got) +
+                   ", engine " + std::to_string(info.index) + " notes [" + info.notes + "]" +
+                   (info.nondeterministic ? " NONDETERMINISTIC" : "") + ", " +
+                   std::to_string(deterministic_candidates) + " deterministic candidates";
+        p.sources.push_back(std::move(graph_owner));
+        p.sources.push_back(std::move(heur_owner));
+        for (auto& c : configs) p.sources.push_back(std::move(c));
+        return p;
+      } catch (const CudnnUnsupported& e) {
+        if (pass == 1) reasons += std::string(reasons.empty() ? "" : "; ") + e.what();
+      }
     }
   }
   throw CudnnUnsupported("cuDNN found no engine for the graph (" + std::to_string(got) +

@@ -2,9 +2,15 @@
 // the frontend headers are not packaged, so fitlm talks to the backend descriptors directly).
 //
 // Usage: add tensors (by unique id) and operations, then build() asks cuDNN's heuristics for
-// engine configurations and finalizes the first one that compiles into an execution plan. A
-// graph the installed cuDNN cannot fuse throws CudnnUnsupported, which callers treat as "use
-// another implementation", never as a crash.
+// engine configurations and finalizes the first one that compiles into an execution plan
+// (preferring, on request, one whose numerical notes do not say NONDETERMINISTIC). A graph the
+// installed cuDNN cannot fuse throws CudnnUnsupported, which callers treat as "use another
+// implementation", never as a crash.
+//
+// Variable sequence lengths (cuDNN's "ragged" / THD layout): a tensor may carry a ragged-offset
+// tensor (CUDNN_ATTR_TENSOR_RAGGED_OFFSET_DESC: int64 [b + 1] element offsets of each batch entry,
+// bound at execution like any tensor), and a matmul may take M/N/K override tensors (int32 [b],
+// the real extent per batch entry).
 #pragma once
 
 #include <cudnn.h>
@@ -54,25 +60,33 @@ struct ExecutionPlan {
   std::unique_ptr<Descriptor> plan;
   std::vector<std::unique_ptr<Descriptor>> sources;  // graph, heuristics, engine configs
   int64_t workspace_bytes = 0;
-  std::string engine;  // "engine <global index>", for logs
+  std::string engine;  // "engine <global index> (notes ...)", for logs
+  // False when cuDNN lists CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC for the chosen engine (e.g. dQ
+  // accumulated with atomics): two runs over the same inputs may then differ by rounding.
+  bool deterministic = true;
 };
 
 class GraphBuilder {
  public:
   // A tensor the caller binds to memory at execution (by uid) or, with by_value, a host scalar.
-  void tensor(int64_t uid, cudnnDataType_t dtype, const Layout& layout, bool by_value = false);
+  // ragged: uid of an already declared ragged-offset tensor for this one (-1: none).
+  void tensor(int64_t uid, cudnnDataType_t dtype, const Layout& layout, bool by_value = false,
+              int64_t ragged = -1);
   // A tensor that lives only inside the fused kernel; returns its (fresh) uid.
-  int64_t virtual_tensor(cudnnDataType_t dtype, const Layout& layout);
+  int64_t virtual_tensor(cudnnDataType_t dtype, const Layout& layout, int64_t ragged = -1);
 
   // y = mode(x [, b] [, t]); t is BINARY_SELECT's condition (y = t ? x : b). axis is GEN_INDEX's.
   void pointwise(cudnnPointwiseMode_t mode, int64_t x, int64_t y, int64_t b = -1, int64_t t = -1,
                  cudnnDataType_t math = CUDNN_DATA_FLOAT, int64_t axis = -1);
-  void matmul(int64_t a, int64_t b, int64_t c);  // c = a·b over the two innermost dims
+  // c = a·b over the two innermost dims; m/n/k: uids of per-batch extent overrides (-1: none).
+  void matmul(int64_t a, int64_t b, int64_t c, int64_t m = -1, int64_t n = -1, int64_t k = -1);
   // y = reduce(x) over the dims where y's extent is 1 (or smaller: head groups for GQA).
   void reduction(cudnnReduceTensorOp_t op, int64_t x, int64_t y);
   void reshape(int64_t x, int64_t y);  // y: same elements, another view (a transpose)
 
-  ExecutionPlan build(cudnnHandle_t handle) const;
+  // prefer_deterministic: take the first candidate without the NONDETERMINISTIC note that
+  // builds, and only when none does, the first that builds at all.
+  ExecutionPlan build(cudnnHandle_t handle, bool prefer_deterministic = false) const;
 
  private:
   const Descriptor& t(int64_t uid) const;
