@@ -110,7 +110,12 @@ INSTANTIATE_TEST_SUITE_P(
                                          PackedCase{{1, 50, 200}, 4, 1, 64},           // length 1
                                          PackedCase{{70, 300, 1, 5, 130}, 8, 8, 128},  // 5 segs
                                          PackedCase{{300}, 4, 2, 128},  // a row of one segment
-                                         PackedCase{{256, 256, 255}, 8, 2, 64})));
+                                         PackedCase{{256, 256, 255}, 8, 2, 64},
+                                         // The other head sizes of real models.
+                                         PackedCase{{70, 1, 123}, 8, 2, 32},
+                                         PackedCase{{97, 64, 30}, 4, 1, 80},
+                                         PackedCase{{33, 150}, 6, 3, 96},
+                                         PackedCase{{130, 5, 64}, 4, 2, 256})));
 
 // Two backward runs over the same inputs (fresh poisoned outputs and workspace each time) give
 // byte-identical dQ, dK and dV. Segments of 600-1200 tokens: ≥ 5 key tiles add into a dQ row, so
