@@ -19,6 +19,9 @@ namespace {
 struct PackedCase {
   std::vector<int32_t> seg_lens;
   int n_heads, n_kv, head_dim;
+  // fitlm refuses the ragged graph for this shape (run without FITLM_ATTENTION, so the
+  // backend falls back to its own kernels, which must then give the right answer).
+  bool refused = false;
 };
 
 struct Inputs {
@@ -55,6 +58,7 @@ TEST_P(CudnnPackedAttention, MatchesCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const auto& [dt, c] = GetParam();
   ScopedAttentionMode mode(/*cudnn=*/true);
+  if (c.refused) unsetenv("FITLM_ATTENTION");
   auto gpu = make_cuda_backend(0, dt);
   CpuBackend cpu;
   Inputs in = make_inputs(c, dt, 10);
@@ -80,10 +84,12 @@ TEST_P(CudnnPackedAttention, MatchesCpu) {
     EXPECT_LT(e, tol) << what << name;
   };
   check("out", from_device(*gpu, *out), want_out, 1e-2);
-  // The ragged cuDNN graph orders lse token-major [T, heads] (backend.h); the CPU [heads, T].
-  std::vector<float> want_lse_gpu(want_lse.size());
-  for (int64_t h = 0; h < nh; ++h)
-    for (int64_t i = 0; i < t; ++i) want_lse_gpu[i * nh + h] = want_lse[h * t + i];
+  // The ragged cuDNN graph orders lse token-major [T, heads] (backend.h); the CPU and fitlm's
+  // kernels (a refused shape) [heads, T].
+  std::vector<float> want_lse_gpu = want_lse;
+  if (!c.refused)
+    for (int64_t h = 0; h < nh; ++h)
+      for (int64_t i = 0; i < t; ++i) want_lse_gpu[i * nh + h] = want_lse[h * t + i];
   check("lse", from_device(*gpu, *lse), want_lse_gpu, 1e-4);
 
   auto out_r = rounded(want_out, dt);
@@ -115,7 +121,9 @@ INSTANTIATE_TEST_SUITE_P(
                                          PackedCase{{70, 1, 123}, 8, 2, 32},
                                          PackedCase{{97, 64, 30}, 4, 1, 80},
                                          PackedCase{{33, 150}, 6, 3, 96},
-                                         PackedCase{{130, 5, 64}, 4, 2, 256})));
+                                         // cuDNN 9.14's ragged backward gave wrong dQ and
+                                         // NaN dK/dV at 256 (H200, session 5): refused.
+                                         PackedCase{{130, 5, 64}, 4, 2, 256, true})));
 
 // Two backward runs over the same inputs (fresh poisoned outputs and workspace each time) give
 // byte-identical dQ, dK and dV. Segments of 600-1200 tokens: ≥ 5 key tiles add into a dQ row, so

@@ -298,6 +298,13 @@ bool CudnnAttention::supports(const SdpaShape& s) {
   try {
     if (s.ragged && s.batch > kMaxSegments)
       throw cudnn::CudnnUnsupported("more than " + std::to_string(kMaxSegments) + " segments");
+    // Measured on an H200 with cuDNN 9.14 (bench/NOTES.md, session 5): the variable-length
+    // graphs build at head_dim 256 but the backward returns a wrong dQ and NaN dK/dV. 32–128
+    // match the CPU; the dense graphs are right at 256 too.
+    if (s.ragged && s.head_dim > 128)
+      throw cudnn::CudnnUnsupported("variable-length graphs with head_dim " +
+                                    std::to_string(s.head_dim) +
+                                    " > 128 gave wrong gradients on cuDNN 9.14");
     if (s.ragged && !meta_buffer_) {
       const size_t n = kMaxSegments + 2;  // ≥ batch + 1, even: every array 16-byte aligned
       FITLM_CUDA_CHECK(cudaMalloc(&meta_buffer_, 3 * n * sizeof(int64_t) + n * sizeof(int32_t)));
