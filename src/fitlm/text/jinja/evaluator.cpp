@@ -35,19 +35,33 @@ double as_double(const Json& j) {
   return j.is_boolean() ? j.get<bool>() : j.get<double>();
 }
 
-int64_t no_overflow(bool overflowed, int64_t result, int line) {
-  if (overflowed) fail(line, "integer overflow");
-  return result;
+[[noreturn]] void fail_overflow(int line) {
+  fail(line, "integer overflow");
+}
+int64_t checked_add(int64_t a, int64_t b, int line) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) fail_overflow(line);
+  return r;
+}
+int64_t checked_sub(int64_t a, int64_t b, int line) {
+  int64_t r;
+  if (__builtin_sub_overflow(a, b, &r)) fail_overflow(line);
+  return r;
+}
+int64_t checked_mul(int64_t a, int64_t b, int line) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) fail_overflow(line);
+  return r;
 }
 
 // Python's x ** y for y >= 0, by squaring: y can be huge when x is -1, 0 or 1.
 int64_t int_pow(int64_t x, int64_t y, int line) {
   int64_t r = 1;
   while (y > 0) {
-    if (y & 1) r = no_overflow(__builtin_mul_overflow(r, x, &r), r, line);
+    if (y & 1) r = checked_mul(r, x, line);
     y >>= 1;
     // x*x overflowing while bits remain means the result overflows too (|x| >= 2 from here).
-    if (y > 0) x = no_overflow(__builtin_mul_overflow(x, x, &x), x, line);
+    if (y > 0) x = checked_mul(x, x, line);
   }
   return r;
 }
@@ -106,19 +120,13 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b, int line
       for (Json& item : tail) out.push_back(std::move(item));
       return Value::of(std::move(out));
     }
-    int64_t r;
-    if (ints)
-      return Value::of(no_overflow(__builtin_add_overflow(as_int(x), as_int(y), &r), r, line));
+    if (ints) return Value::of(checked_add(as_int(x), as_int(y), line));
     if (nums) return Value::of(as_double(x) + as_double(y));
   } else if (op == "-") {
-    int64_t r;
-    if (ints)
-      return Value::of(no_overflow(__builtin_sub_overflow(as_int(x), as_int(y), &r), r, line));
+    if (ints) return Value::of(checked_sub(as_int(x), as_int(y), line));
     if (nums) return Value::of(as_double(x) - as_double(y));
   } else if (op == "*") {
-    int64_t r;
-    if (ints)
-      return Value::of(no_overflow(__builtin_mul_overflow(as_int(x), as_int(y), &r), r, line));
+    if (ints) return Value::of(checked_mul(as_int(x), as_int(y), line));
     if (nums) return Value::of(as_double(x) * as_double(y));
     const bool y_int = a.is_data() && b.is_data() && is_int(y);
     const bool x_int = a.is_data() && b.is_data() && is_int(x);
@@ -135,8 +143,7 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b, int line
         const int64_t p = as_int(x), q = as_int(y);
         if (q == -1) {  // p / -1 traps for INT64_MIN; Python's p % -1 is 0
           if (op == "%") return Value::of(0);
-          int64_t r;
-          return Value::of(no_overflow(__builtin_sub_overflow(int64_t{0}, p, &r), r, line));
+          return Value::of(checked_sub(0, p, line));
         }
         int64_t div = p / q, mod = p % q;
         if (mod != 0 && ((mod < 0) != (q < 0))) {  // Python floors toward -inf
@@ -507,9 +514,7 @@ class Renderer {
           fail(e.line, fmt::format("bad operand type for unary {}: '{}'", e.name, type_name(v)));
         if (e.name == "+") return v;
         if (is_int(v.json())) {
-          int64_t r;
-          return Value::of(
-              no_overflow(__builtin_sub_overflow(int64_t{0}, as_int(v.json()), &r), r, e.line));
+          return Value::of(checked_sub(0, as_int(v.json()), e.line));
         }
         return Value::of(-as_double(v.json()));
       }
