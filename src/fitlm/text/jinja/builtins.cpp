@@ -329,7 +329,11 @@ std::vector<Value> iterate(const Value& v, int line) {
   } else if (j.is_object()) {
     for (auto it = j.begin(); it != j.end(); ++it) out.push_back(Value::of(Json(it.key())));
   } else if (j.is_string()) {
-    for (auto& c : utf8_chars(j.get<std::string>())) out.push_back(Value::of(Json(c)));
+    const std::string& s = j.get_ref<const std::string&>();
+    if (s.size() > kMaxListItems && utf8_length(s) > kMaxListItems)
+      type_error(line, fmt::format("cannot iterate over a string of more than {} characters",
+                                   kMaxListItems));
+    for (auto& c : utf8_chars(s)) out.push_back(Value::of(Json(c)));
   } else {
     type_error(line, "'" + type_name(v) + "' object is not iterable");
   }

@@ -513,9 +513,7 @@ class Renderer {
         if (!v.is_data() || !is_num(v.json()))
           fail(e.line, fmt::format("bad operand type for unary {}: '{}'", e.name, type_name(v)));
         if (e.name == "+") return v;
-        if (is_int(v.json())) {
-          return Value::of(checked_sub(0, as_int(v.json()), e.line));
-        }
+        if (is_int(v.json())) return Value::of(checked_sub(0, as_int(v.json()), e.line));
         return Value::of(-as_double(v.json()));
       }
       case K::kBinary: {

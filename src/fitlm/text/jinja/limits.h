@@ -23,10 +23,11 @@ inline constexpr int kMaxMacroDepth = 100;
 // The rendered text, and any single string, list or dict the template builds on the way (a list
 // or dict costs 16 bytes per item plus the bytes of its strings).
 inline constexpr size_t kMaxTextBytes = size_t{16} << 20;
-inline constexpr size_t kMaxListItems = 1'000'000;  // range() and list repetition
+// range(), list repetition, and the characters of a string a loop or filter iterates over.
+inline constexpr size_t kMaxListItems = 1'000'000;
 // Lists and dicts a template builds, and data it copies into them (printing recurses).
 inline constexpr int kMaxValueDepth = 512;
 // For-loop iterations in one render (all loops together, nested ones included).
-inline constexpr int64_t kMaxLoopIterations = 10'000'000;
+inline constexpr int64_t kMaxLoopIterations = 1'000'000;
 
 }  // namespace fitlm::jinja
