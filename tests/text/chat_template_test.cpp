@@ -424,6 +424,7 @@ TEST(ChatTemplateJinja, OutputAndValueSizesAreBounded) {
       "{% set ns.d = dict(a=ns.d, b=ns.d) %}{% endfor %}",
       limit);
   EXPECT_ERROR_HAS("{{ range(10 ** 18) | length }}", "range() of more than 1000000 items");
+  EXPECT_EQ(render("{{ range(1000000) | unique | list | length }}"), "1000000");  // not O(n^2)
   EXPECT_EQ(render("{{ 'ab' * 3 }}{{ [1, 2] * 2 }}{{ 2 * [0] }}[{{ 'x' * -1 }}]{{ [1] * 0 }}"),
             "ababab[1, 2, 1, 2][0][][]");
 }

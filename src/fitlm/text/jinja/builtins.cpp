@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "fitlm/core/error.h"
 #include "fitlm/text/jinja/limits.h"
@@ -487,8 +488,11 @@ Value apply_filter(const std::string& name, const Value& v, const CallArgs& a, i
   }
   if (name == "unique") {
     Json out = Json::array();
-    for (const Value& x : iterate(v, line))
-      if (std::find(out.begin(), out.end(), to_json(x)) == out.end()) out.push_back(to_json(x));
+    std::set<Json> seen;  // not a scan of `out` per item: that is quadratic in a 1M-item range()
+    for (const Value& x : iterate(v, line)) {
+      Json item = to_json(x);
+      if (seen.insert(item).second) out.push_back(std::move(item));
+    }
     return Value::of(std::move(out));
   }
   if (name == "sum") {
