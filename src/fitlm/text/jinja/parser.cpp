@@ -6,6 +6,7 @@
 // recurses a bounded number of times.
 #include "fitlm/text/jinja/parser.h"
 
+#include <algorithm>
 #include <initializer_list>
 #include <string_view>
 
@@ -95,21 +96,21 @@ class Parser {
   };
   Nest nest_expression() { return Nest(expr_depth_, kMaxExprDepth, "expression", peek().line); }
 
-  // Appends a child (null for an omitted slice bound or else branch) and keeps e's height bounded.
+  // Makes e at least one taller than child, within the limit.
+  static void grow(Expr& e, const Expr& child) {
+    e.height = std::max(e.height, child.height + 1);
+    if (e.height > kMaxExprDepth)
+      throw_input_error("chat_template", "expression nested deeper than {} levels at line {}",
+                        kMaxExprDepth, e.line);
+  }
+  // Appends a child (null for an omitted slice bound or else branch).
   static void add(Expr& e, ExprPtr child) {
-    if (child) {
-      e.height = std::max(e.height, child->height + 1);
-      if (e.height > kMaxExprDepth)
-        throw_input_error("chat_template", "expression nested deeper than {} levels at line {}",
-                          kMaxExprDepth, e.line);
-    }
+    if (child) grow(e, *child);
     e.items.push_back(std::move(child));
   }
   static void add_kwarg(Expr& e, std::string key, ExprPtr value) {
-    ExprPtr slot = std::move(value);
-    add(e, std::move(slot));  // checks the height, then moves the child to kwargs
-    e.kwargs.emplace_back(std::move(key), std::move(e.items.back()));
-    e.items.pop_back();
+    grow(e, *value);
+    e.kwargs.emplace_back(std::move(key), std::move(value));
   }
 
   static ExprPtr make(K kind, int line) {
