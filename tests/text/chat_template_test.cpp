@@ -352,7 +352,9 @@ TEST(ChatTemplateJinja, DeepRenderingIsAnError) {
   const std::string body = repeat("{% if true %}", 250) + "{{ f()" + repeat(" ~ ''", 200) + " }}" +
                            repeat("{% endif %}", 250);
   EXPECT_ERROR_HAS("{% macro f() %}" + body + "{% endmacro %}{{ f() }}",
-                   "rendering nested deeper than 2048 levels");
+                   "rendering nested deeper than 1024 levels");
+  EXPECT_ERROR_HAS("{% macro f() %}{{ f()" + repeat(" ~ ''", 250) + " }}{% endmacro %}{{ f() }}",
+                   "rendering nested deeper than 1024 levels");
   EXPECT_EQ(render("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ n }}{% endif %}{% endmacro %}"
                    "{{ f(5) }}"),
             "12345");

@@ -17,7 +17,7 @@ inline constexpr int kMaxExprDepth = 256;
 inline constexpr int kMaxBlockDepth = 256;
 // Nested evaluation at render time (an expression or statement inside another, across macro
 // calls): with the two limits above one template body needs at most 512; macros stack bodies.
-inline constexpr int kMaxRenderDepth = 2048;
+inline constexpr int kMaxRenderDepth = 1024;
 // Macro calls inside macro calls (recursion).
 inline constexpr int kMaxMacroDepth = 100;
 // The rendered text, and any single string, list or dict the template builds on the way (a list
