@@ -465,6 +465,15 @@ TEST(ChatTemplateJinja, LoopIterationsAreBounded) {
                    "cannot iterate over a string of more than 1000000 characters at line 1");
 }
 
+TEST(ChatTemplateJinja, WrongArgumentTypesAreInputErrors) {
+  // These reached nlohmann's type_error (an internal error, exit 1).
+  EXPECT_ERROR_HAS("{{ [1] | tojson(separators=[1, 2]) }}",
+                   "tojson separators must be two strings, found list at line 1");
+  EXPECT_ERROR_HAS("{{ [1] | tojson(separators={'a': 1, 'b': 2}) }}",
+                   "tojson separators must be two strings, found dict at line 1");
+  EXPECT_EQ(render("{{ [1, 2] | tojson(separators=[',', ':']) }}"), "[1,2]");
+}
+
 TEST(ChatTemplate, ListTemplateEntriesMustBeStrings) {
   const std::filesystem::path dir =
       std::filesystem::temp_directory_path() / ("fitlm_chat_template_" + std::to_string(getpid()));

@@ -368,6 +368,8 @@ Value apply_filter(const std::string& name, const Value& v, const CallArgs& a, i
     std::string item_sep = indent >= 0 ? "," : ", ", key_sep = ": ";
     if (const Value* sep = a.kwarg("separators");
         sep && sep->is_data() && sep->json().size() == 2) {
+      if (!sep->json().is_array() || !sep->json()[0].is_string() || !sep->json()[1].is_string())
+        type_error(line, "tojson separators must be two strings, found " + type_name(*sep));
       item_sep = sep->json()[0].get<std::string>();
       key_sep = sep->json()[1].get<std::string>();
     }
