@@ -4,8 +4,12 @@
 #include "fitlm/text/chat_template.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <string>
 
 #include "fitlm/core/error.h"
@@ -268,6 +272,270 @@ TEST(ChatTemplate, ReadsTokenizerConfigs) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("README.md"), std::string::npos);
   }
+}
+
+// ---------------------------------------------------------------- untrusted templates
+// Templates come inside downloaded model repos: whatever they ask for must end in an input error
+// (exit 2) naming what went wrong, never a crash, a trap or an unbounded loop or allocation.
+
+std::string repeat(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+// f() run on a thread with a 256 KiB stack; an exception's message stands for its result.
+std::string on_small_stack(const std::function<std::string()>& f) {
+  struct Job {
+    const std::function<std::string()>* f;
+    std::string out;
+  } job{&f, {}};
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, size_t{256} << 10);
+  pthread_t thread;
+  const auto run = [](void* p) -> void* {
+    Job& j = *static_cast<Job*>(p);
+    try {
+      j.out = (*j.f)();
+    } catch (const std::exception& e) {
+      j.out = e.what();
+    }
+    return nullptr;
+  };
+  EXPECT_EQ(pthread_create(&thread, &attr, run, &job), 0);
+  pthread_join(thread, nullptr);
+  pthread_attr_destroy(&attr);
+  return job.out;
+}
+
+// Input errors from the constructor (parse) or render.
+std::string template_error(const std::string& src, const Json& vars = Json::object()) {
+  try {
+    std::map<std::string, jinja::Value> globals;
+    for (auto it = vars.begin(); it != vars.end(); ++it)
+      globals[it.key()] = jinja::Value::of(it.value());
+    jinja::Template(src).render(globals);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kBadInput) << e.what();
+    EXPECT_EQ(e.component(), "chat_template");
+    return e.what();
+  }
+  return "";
+}
+
+#define EXPECT_ERROR_HAS(src, text)                                               \
+  do {                                                                            \
+    const std::string message_ = template_error(src);                             \
+    EXPECT_NE(message_.find(text), std::string::npos) << "message: " << message_; \
+  } while (0)
+
+TEST(ChatTemplateJinja, DeepExpressionNestingIsAnError) {
+  const int n = 100000;  // far past the limit: parsing stops at level 257
+  const std::string deep = "nested deeper than 256 levels at line 1";
+  EXPECT_ERROR_HAS("{{ " + repeat("(", n) + "1" + repeat(")", n) + " }}", deep);
+  EXPECT_ERROR_HAS("{{ " + repeat("[", n) + repeat("]", n) + " }}", deep);
+  EXPECT_ERROR_HAS("{{ " + repeat("{'a': ", n) + "1" + repeat("}", n) + " }}", deep);
+  EXPECT_ERROR_HAS("{{ " + repeat("f(", n) + repeat(")", n) + " }}", deep);
+  EXPECT_ERROR_HAS("{{ " + repeat("x[", n) + "0" + repeat("]", n) + " }}", deep);
+  EXPECT_ERROR_HAS("{{ " + repeat("-", n) + "1 }}", deep);
+  EXPECT_ERROR_HAS("{{ " + repeat("not ", n) + "x }}", deep);
+  EXPECT_ERROR_HAS("{{ " + repeat("x if y else ", n) + "x }}", deep);
+  EXPECT_ERROR_HAS("{{ x" + repeat(" if y", n) + " }}", deep);
+  // Flat chains are built by loops, not recursion, but their trees are as deep.
+  EXPECT_ERROR_HAS("{{ " + repeat("1+", n) + "1 }}", deep);
+  EXPECT_ERROR_HAS("{{ " + repeat("1 ~ ", n) + "1 }}", deep);
+  EXPECT_ERROR_HAS("{{ " + repeat("2 ** ", n) + "1 }}", deep);
+  EXPECT_ERROR_HAS("{{ " + repeat("x and ", n) + "x }}", deep);
+  EXPECT_ERROR_HAS("{{ x" + repeat("|e", n) + " }}", deep);
+  EXPECT_ERROR_HAS("{{ x" + repeat(".a", n) + " }}", deep);
+  EXPECT_ERROR_HAS("{{ x" + repeat("()", n) + " }}", deep);
+  EXPECT_ERROR_HAS("{{ x" + repeat(" is defined()", n) + " }}", deep);
+  EXPECT_ERROR_HAS("{{ f(a=" + repeat("f(a=", n) + "1" + repeat(")", n + 1) + " }}", deep);
+  // Just under the limit is fine.
+  EXPECT_EQ(render("{{ " + repeat("(", 200) + "1" + repeat(")", 200) + " }}"), "1");
+  EXPECT_EQ(render("{{ " + repeat("1+", 200) + "1 }}"), "201");
+  EXPECT_EQ(render("{{ " + repeat("-", 200) + "1 }}"), "1");
+  EXPECT_EQ(render("{{ 'a'" + repeat("|e", 200) + " }}"), "a");
+}
+
+TEST(ChatTemplateJinja, DeepBlockNestingIsAnError) {
+  const int n = 100000;
+  const std::string deep = "blocks nested deeper than 256 levels at line 1";
+  EXPECT_ERROR_HAS(repeat("{% if x %}", n) + repeat("{% endif %}", n), deep);
+  EXPECT_ERROR_HAS(repeat("{% for x in y %}", n) + repeat("{% endfor %}", n), deep);
+  EXPECT_ERROR_HAS(repeat("{% macro m() %}", n) + repeat("{% endmacro %}", n), deep);
+  EXPECT_ERROR_HAS(repeat("{% set x %}", n) + repeat("{% endset %}", n), deep);
+  EXPECT_ERROR_HAS(repeat("{% generation %}", n) + repeat("{% endgeneration %}", n), deep);
+  EXPECT_ERROR_HAS(repeat("{% if x %}{% else %}", n) + repeat("{% endif %}", n), deep);
+  EXPECT_EQ(render(repeat("{% if true %}", 200) + "x" + repeat("{% endif %}", 200)), "x");
+}
+
+TEST(ChatTemplateJinja, DeepRenderingIsAnError) {
+  // One body nests at most 256 blocks and 256 expression levels; recursive macros stack bodies.
+  EXPECT_ERROR_HAS("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+                   "macro 'f': calls nested deeper than 100 levels at line 1");
+  // Each call nests 250 blocks and a 200-deep left spine with the call at its bottom.
+  const std::string body = repeat("{% if true %}", 250) + "{{ f()" + repeat(" ~ ''", 200) + " }}" +
+                           repeat("{% endif %}", 250);
+  EXPECT_ERROR_HAS("{% macro f() %}" + body + "{% endmacro %}{{ f() }}",
+                   "rendering nested deeper than 1024 levels");
+  EXPECT_ERROR_HAS("{% macro f() %}{{ f()" + repeat(" ~ ''", 250) + " }}{% endmacro %}{{ f() }}",
+                   "rendering nested deeper than 1024 levels");
+  EXPECT_EQ(render("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ n }}{% endif %}{% endmacro %}"
+                   "{{ f(5) }}"),
+            "12345");
+}
+
+TEST(ChatTemplateJinja, IntegerOverflowIsAnError) {
+  const std::string overflow = "integer overflow at line 1";
+  EXPECT_ERROR_HAS("{{ (-9223372036854775807 - 1) // -1 }}", overflow);
+  EXPECT_ERROR_HAS("{{ 9223372036854775807 + 1 }}", overflow);
+  EXPECT_ERROR_HAS("{{ -9223372036854775807 - 2 }}", overflow);
+  EXPECT_ERROR_HAS("{{ 4611686018427387904 * 2 }}", overflow);
+  EXPECT_ERROR_HAS("{{ 2 ** 64 }}", overflow);
+  EXPECT_ERROR_HAS("{{ 2 ** 63 }}", overflow);
+  EXPECT_ERROR_HAS("{{ 3 ** 1000000000000000000 }}", overflow);
+  EXPECT_ERROR_HAS("{{ -(-9223372036854775807 - 1) }}", overflow);
+  EXPECT_ERROR_HAS("{{ (-9223372036854775807 - 1) | abs }}", overflow);
+  EXPECT_ERROR_HAS("{{ 1e300 | int }}", overflow);
+  EXPECT_ERROR_HAS("{{ [9223372036854775807, 1] | sum }}", overflow);
+  // Python's results where int64 holds them.
+  EXPECT_EQ(render("{{ (-9223372036854775807 - 1) % -1 }} {{ 7 % -1 }} {{ 7 // -1 }}"), "0 0 -7");
+  EXPECT_EQ(render("{{ -7 // 2 }} {{ 7 // -2 }} {{ -7 // -2 }} {{ -7 % 2 }} {{ 7 % -2 }} "
+                   "{{ -7 % -2 }}"),
+            "-4 -4 3 1 -1 -1");
+  EXPECT_EQ(render("{{ (-2) ** 63 }} {{ 2 ** 62 }} {{ 1 ** 1000000000000000000 }} "
+                   "{{ (-1) ** 1000000000000000001 }} {{ 0 ** 0 }} {{ 2 ** -1 }}"),
+            "-9223372036854775808 4611686018427387904 1 -1 1 0.5");
+  EXPECT_EQ(render("{{ 9223372036854775806 + 1 }} {{ -9223372036854775807 - 1 }} "
+                   "{{ (-9223372036854775807 - 1) is divisibleby(-1) }} {{ [9007199254740992, 1] "
+                   "| sum }} {{ 9007199254740993 | int }}"),
+            "9223372036854775807 -9223372036854775808 True 9007199254740993 9007199254740993");
+  EXPECT_EQ(render("{{ range(9223372036854775806, 9223372036854775807, 5) | list }}"
+                   "{{ [1, 2, 3][1::9223372036854775807] }}"),
+            "[9223372036854775806][2]");
+}
+
+TEST(ChatTemplateJinja, OutputAndValueSizesAreBounded) {
+  const std::string limit = "16 MiB limit";
+  EXPECT_ERROR_HAS("{{ 'a' * 9223372036854775807 }}", limit);
+  EXPECT_ERROR_HAS("{{ 9223372036854775807 * 'a' }}", limit);
+  EXPECT_ERROR_HAS("{{ [1] * 9223372036854775807 }}", "list repetition");
+  EXPECT_ERROR_HAS("{% for i in range(1000000) %}{{ 'x' * 100 }}{% endfor %}",
+                   "rendered text exceeds the 16 MiB limit");
+  EXPECT_ERROR_HAS("{% set s = 'x' * 1000000 %}{{ ([s] * 16) | join(s) }}", limit);
+  EXPECT_ERROR_HAS("{{ ('x\\n' * 1000000) | indent(100) }}", limit);
+  EXPECT_ERROR_HAS("{{ 'a\\nb' | indent(9223372036854775807) }}", limit);
+  EXPECT_ERROR_HAS("{{ ('x' * 10000000).replace('x', 'yy') }}", limit);
+  EXPECT_ERROR_HAS("{{ [[[1]]] | tojson(indent=10000000) }}", limit);
+  EXPECT_ERROR_HAS("{% macro m() %}{{ 'x' * 10000000 }}{% endmacro %}{{ 'y' * 10000000 }}{{ m() }}",
+                   "rendered text exceeds the 16 MiB limit");
+  // Doubling in a loop: strings, lists, nested lists.
+  EXPECT_ERROR_HAS(
+      "{% set ns = namespace(s='x') %}{% for i in range(64) %}"
+      "{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+      limit);
+  EXPECT_ERROR_HAS(
+      "{% set ns = namespace(s='x') %}{% for i in range(64) %}"
+      "{% set ns.s = ns.s + ns.s %}{% endfor %}",
+      limit);
+  EXPECT_ERROR_HAS(
+      "{% set ns = namespace(l=[1]) %}{% for i in range(64) %}"
+      "{% set ns.l = ns.l + ns.l %}{% endfor %}",
+      limit);
+  EXPECT_ERROR_HAS(
+      "{% set ns = namespace(l=[1]) %}{% for i in range(64) %}"
+      "{% set ns.l = [ns.l, ns.l] %}{% endfor %}",
+      limit);
+  EXPECT_ERROR_HAS(
+      "{% set ns = namespace(d={}) %}{% for i in range(64) %}"
+      "{% set ns.d = dict(a=ns.d, b=ns.d) %}{% endfor %}",
+      limit);
+  EXPECT_ERROR_HAS("{{ range(10 ** 18) | length }}", "range() of more than 1000000 items");
+  EXPECT_EQ(render("{{ range(1000000) | unique | list | length }}"), "1000000");  // not O(n^2)
+  EXPECT_EQ(render("{{ 'ab' * 3 }}{{ [1, 2] * 2 }}{{ 2 * [0] }}[{{ 'x' * -1 }}]{{ [1] * 0 }}"),
+            "ababab[1, 2, 1, 2][0, 0][][]");
+}
+
+TEST(ChatTemplateJinja, DeepValuesAreBounded) {
+  // Each iteration wraps the last value: copying or printing it recurses once per level.
+  EXPECT_ERROR_HAS(
+      "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
+      "{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}",
+      "value nested deeper than 512 levels");
+  // A namespace that holds itself.
+  EXPECT_ERROR_HAS("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns | tojson }}",
+                   "value nested deeper than 512 levels");
+  // A chain of 100k namespaces renders, and is destroyed without recursing once per link: on a
+  // 256 KiB stack, which holds under 3 bytes per link.
+  const std::string chain =
+      "{% set ns = namespace(cur=none) %}{% for i in range(100000) %}"
+      "{% set ns.cur = namespace(next=ns.cur, other=ns.cur) %}{% endfor %}";
+  EXPECT_EQ(on_small_stack([&] { return render(chain + "done"); }), "done");
+  EXPECT_ERROR_HAS(chain + "{{ ns | tojson }}", "value nested deeper than 512 levels");
+  // The same chain linked from its head: freeing the head frees the whole chain.
+  EXPECT_EQ(on_small_stack([] {
+              return render(
+                  "{% set head = namespace(next=none) %}{% set ns = namespace(cur=head) %}"
+                  "{% for i in range(100000) %}{% set c = ns.cur %}"
+                  "{% set n = namespace(next=none) %}{% set c.next = n %}{% set ns.cur = n %}"
+                  "{% endfor %}done");
+            }),
+            "done");
+  EXPECT_EQ(render("{{ " + repeat("[", 200) + repeat("]", 200) + " | tojson | length }}"), "400");
+}
+
+TEST(ChatTemplateJinja, LoopIterationsAreBounded) {
+  // Filtered-out items count too (and keep the test fast: no loop variables are made for them).
+  EXPECT_ERROR_HAS(
+      "{% for i in range(2) %}{% for j in range(1000000) if false %}{% endfor %}"
+      "{% endfor %}",
+      "more than 1000000 loop iterations at line 1");
+  EXPECT_ERROR_HAS("{% for c in 'x' * 2000000 %}{% endfor %}",
+                   "cannot iterate over a string of more than 1000000 characters at line 1");
+}
+
+TEST(ChatTemplateJinja, WrongArgumentTypesAreInputErrors) {
+  // These reached nlohmann's type_error (an internal error, exit 1).
+  EXPECT_ERROR_HAS("{{ [1] | tojson(separators=[1, 2]) }}",
+                   "tojson separators must be two strings, found list at line 1");
+  EXPECT_ERROR_HAS("{{ [1] | tojson(separators={'a': 1, 'b': 2}) }}",
+                   "tojson separators must be two strings, found dict at line 1");
+  EXPECT_EQ(render("{{ [1, 2] | tojson(separators=[',', ':']) }}"), "[1,2]");
+}
+
+TEST(ChatTemplate, ListTemplateEntriesMustBeStrings) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("fitlm_chat_template_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const auto error_for = [&](const std::string& config) {
+    const auto path = dir / "tokenizer_config.json";
+    std::ofstream(path) << config;
+    try {
+      ChatTemplate::from_model_dir(dir);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ExitCode::kBadInput) << e.what();
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string file = (dir / "tokenizer_config.json").string();
+  EXPECT_EQ(error_for(R"({"chat_template": [{"name": 5, "template": "x"}]})"),
+            "[chat_template] " + file + ": chat_template[0].name: expected a string, found number");
+  EXPECT_EQ(
+      error_for(R"({"chat_template": [{"name": "a", "template": "x"},
+                                             {"name": "default", "template": ["x"]}]})"),
+      "[chat_template] " + file + ": chat_template[1].template: expected a string, found array");
+  EXPECT_EQ(error_for(R"({"chat_template": [{"template": "x"}]})"),
+            "[chat_template] " + file + ": chat_template[0].name: missing");
+  EXPECT_EQ(error_for(R"({"chat_template": ["x"]})"),
+            "[chat_template] " + file +
+                ": chat_template[0]: expected an object with 'name' and 'template', found string");
+  EXPECT_EQ(error_for(R"({"chat_template": [{"name": "tool_use", "template": "t"},
+                                             {"name": "default", "template": "d"}]})"),
+            "");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

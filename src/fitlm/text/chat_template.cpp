@@ -76,9 +76,27 @@ std::string template_of(const OJson& config, const std::filesystem::path& path) 
                       path.string());
   if (it->is_string()) return it->get<std::string>();
   if (it->is_array()) {  // [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+    // transformers builds {t["name"]: t["template"]}: every entry needs both, as strings.
+    for (size_t i = 0; i < it->size(); ++i) {
+      const OJson& t = (*it)[i];
+      if (!t.is_object())
+        throw_input_error("chat_template",
+                          "{}: chat_template[{}]: expected an object with "
+                          "'name' and 'template', found {}",
+                          path.string(), i, t.type_name());
+      for (const char* field : {"name", "template"}) {
+        const auto f = t.find(field);
+        if (f == t.end())
+          throw_input_error("chat_template", "{}: chat_template[{}].{}: missing", path.string(), i,
+                            field);
+        if (!f->is_string())
+          throw_input_error("chat_template",
+                            "{}: chat_template[{}].{}: expected a string, found {}", path.string(),
+                            i, field, f->type_name());
+      }
+    }
     for (const OJson& t : *it)
-      if (t.is_object() && t.value("name", "") == "default" && t.contains("template") &&
-          t["template"].is_string())
+      if (t["name"].get_ref<const std::string&>() == "default")
         return t["template"].get<std::string>();
     throw_input_error("chat_template", "{}: chat_template is a list without a 'default' entry",
                       path.string());

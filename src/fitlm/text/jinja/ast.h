@@ -40,6 +40,7 @@ struct Expr {
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
   std::vector<std::string> ops;  // kCompare: "==", "!=", "<", "<=", ">", ">=", "in", "not in"
   bool negated = false;          // kTest: `is not`
+  int height = 1;                // 1 + the tallest child; the parser keeps it <= kMaxExprDepth
 };
 
 struct Stmt;

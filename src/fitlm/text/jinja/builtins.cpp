@@ -5,15 +5,33 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "fitlm/core/error.h"
+#include "fitlm/text/jinja/limits.h"
 #include "fitlm/text/jinja/py_str.h"
 
 namespace fitlm::jinja {
 namespace {
 
+// line 0: a method call, which does not know its line.
 [[noreturn]] void type_error(int line, const std::string& what) {
+  if (line <= 0) throw_input_error("chat_template", "{}", what);
   throw_input_error("chat_template", "{} at line {}", what, line);
+}
+
+// int(d) as Python truncates it; a float outside int64 (or NaN) is an error, not UB.
+int64_t float_to_int(double d, int line) {
+  if (std::isnan(d)) type_error(line, "cannot convert float NaN to integer");
+  if (!(d >= -0x1p63 && d < 0x1p63)) type_error(line, "integer overflow");
+  return static_cast<int64_t>(d);
+}
+
+// Appends piece to out, failing once out would pass the text limit.
+void append_bounded(std::string& out, const std::string& piece, int line) {
+  if (out.size() + piece.size() > kMaxTextBytes)
+    type_error(line, fmt::format("string exceeds the {} MiB limit", kMaxTextBytes >> 20));
+  out += piece;
 }
 
 const Value* arg(const CallArgs& a, size_t i, const char* name) {
@@ -32,6 +50,7 @@ int64_t int_arg(const CallArgs& a, size_t i, const char* name, int64_t dflt) {
   if (!v->json().is_number() && !v->json().is_boolean())
     throw_input_error("chat_template", "expected an integer argument '{}', found {}", name,
                       type_name(*v));
+  if (v->json().is_number_float()) return float_to_int(v->json().get<double>(), 0);
   return v->json().is_boolean() ? v->json().get<bool>() : v->json().get<int64_t>();
 }
 
@@ -95,8 +114,8 @@ Value string_method(const Value& obj, const std::string& name) {
       std::string out;
       bool first = true;
       for (const Value& v : iterate(a.args[0], 0)) {
-        out += first ? "" : s;
-        out += to_str(v);
+        if (!first) append_bounded(out, s, 0);
+        append_bounded(out, to_str(v), 0);
         first = false;
       }
       return Json(out);
@@ -167,10 +186,18 @@ std::string html_escape(const std::string& s) {
 }
 
 // Jinja's indent(width=4, first=False, blank=False).
-std::string indent(const std::string& s, const CallArgs& a) {
+std::string indent(const std::string& s, const CallArgs& a, int line) {
   const Value* w = arg(a, 0, "width");
-  const std::string pad =
-      w && w->is_string() ? to_str(*w) : std::string(int_arg(a, 0, "width", 4), ' ');
+  std::string pad;
+  if (w && w->is_string()) {
+    pad = to_str(*w);
+  } else {
+    const int64_t width = int_arg(a, 0, "width", 4);  // ' ' * width: empty when negative
+    if (width > static_cast<int64_t>(kMaxTextBytes))
+      type_error(line, fmt::format("indent width {} exceeds the {} MiB limit", width,
+                                   kMaxTextBytes >> 20));
+    pad.assign(static_cast<size_t>(std::max<int64_t>(width, 0)), ' ');
+  }
   const bool first = bool_arg(a, 1, "first", false), blank = bool_arg(a, 2, "blank", false);
   std::vector<std::string> lines;
   size_t pos = 0;
@@ -184,10 +211,14 @@ std::string indent(const std::string& s, const CallArgs& a) {
     pos = nl + (s[nl] == '\r' && nl + 1 < s.size() && s[nl + 1] == '\n' ? 2 : 1);
   }
   if (lines.empty()) lines.push_back("");  // s + "\n" always yields at least one line
-  std::string out = lines[0];
-  for (size_t i = 1; i < lines.size(); ++i)
-    out += "\n" + (blank || !lines[i].empty() ? pad : "") + lines[i];
-  return first ? pad + out : out;
+  std::string out = first ? pad : "";
+  append_bounded(out, lines[0], line);
+  for (size_t i = 1; i < lines.size(); ++i) {
+    append_bounded(out, "\n", line);
+    if (blank || !lines[i].empty()) append_bounded(out, pad, line);
+    append_bounded(out, lines[i], line);
+  }
+  return out;
 }
 
 Json as_list(const Value& v, int line) {
@@ -279,11 +310,12 @@ Value get_slice(const Value& obj, const Value* start, const Value* stop, const V
   adjust(e, has_stop, s < 0 ? -1 : n);
   Json out = is_str ? Json("") : Json::array();
   std::string text;
-  for (int64_t i = b; s > 0 ? i < e : i > e; i += s) {
+  for (int64_t i = b; s > 0 ? i < e : i > e;) {
     if (is_str)
       text += chars[static_cast<size_t>(i)];
     else
       out.push_back(obj.json()[static_cast<size_t>(i)]);
+    if (__builtin_add_overflow(i, s, &i)) break;  // a huge step: past the end
   }
   return Value::of(is_str ? Json(text) : std::move(out));
 }
@@ -298,7 +330,11 @@ std::vector<Value> iterate(const Value& v, int line) {
   } else if (j.is_object()) {
     for (auto it = j.begin(); it != j.end(); ++it) out.push_back(Value::of(Json(it.key())));
   } else if (j.is_string()) {
-    for (auto& c : utf8_chars(j.get<std::string>())) out.push_back(Value::of(Json(c)));
+    const std::string& s = j.get_ref<const std::string&>();
+    if (s.size() > kMaxListItems && utf8_length(s) > kMaxListItems)
+      type_error(line, fmt::format("cannot iterate over a string of more than {} characters",
+                                   kMaxListItems));
+    for (auto& c : utf8_chars(s)) out.push_back(Value::of(Json(c)));
   } else {
     type_error(line, "'" + type_name(v) + "' object is not iterable");
   }
@@ -324,15 +360,21 @@ Value apply_filter(const std::string& name, const Value& v, const CallArgs& a, i
       throw_input_error("chat_template",
                         "unsupported Jinja construct 'tojson(ensure_ascii=true)' at line {}", line);
     const Value* ind = arg(a, 0, "indent");
-    const int indent =
-        ind && ind->is_data() && ind->json().is_number() ? ind->json().get<int>() : -1;
+    const int64_t indent =
+        ind && ind->is_data() && ind->json().is_number() ? int_arg(a, 0, "indent", -1) : -1;
+    if (indent > static_cast<int64_t>(kMaxTextBytes))
+      type_error(line, fmt::format("tojson indent {} exceeds the {} MiB limit", indent,
+                                   kMaxTextBytes >> 20));
     std::string item_sep = indent >= 0 ? "," : ", ", key_sep = ": ";
     if (const Value* sep = a.kwarg("separators");
         sep && sep->is_data() && sep->json().size() == 2) {
+      if (!sep->json().is_array() || !sep->json()[0].is_string() || !sep->json()[1].is_string())
+        type_error(line, "tojson separators must be two strings, found " + type_name(*sep));
       item_sep = sep->json()[0].get<std::string>();
       key_sep = sep->json()[1].get<std::string>();
     }
-    return Value::of(to_json_text(to_json(v), indent, item_sep, key_sep,
+    return Value::of(to_json_text(to_json(v), static_cast<int>(std::max<int64_t>(indent, -1)),
+                                  item_sep, key_sep,
                                   a.kwarg("sort_keys") && truthy(*a.kwarg("sort_keys"))));
   }
   if (name == "string") return Value::of(to_str(v));
@@ -359,8 +401,8 @@ Value apply_filter(const std::string& name, const Value& v, const CallArgs& a, i
     std::string out;
     bool first = true;
     for (const Value& x : iterate(v, line)) {
-      out += first ? "" : sep;
-      out += to_str(attribute ? attr_path(x, to_str(*attribute)) : x);
+      if (!first) append_bounded(out, sep, line);
+      append_bounded(out, to_str(attribute ? attr_path(x, to_str(*attribute)) : x), line);
       first = false;
     }
     return Value::of(out);
@@ -403,11 +445,15 @@ Value apply_filter(const std::string& name, const Value& v, const CallArgs& a, i
     if (!j.is_object()) type_error(line, "items filter needs a mapping");
     return dict_method(v, "items").fn->operator()(CallArgs{});
   }
-  if (name == "indent") return Value::of(indent(to_str(v), a));
+  if (name == "indent") return Value::of(indent(to_str(v), a, line));
   if (name == "safe") return v;
   if (name == "escape" || name == "e") return Value::of(html_escape(to_str(v)));
   if (name == "abs") {
-    if (j.is_number_integer()) return Value::of(std::abs(j.get<int64_t>()));
+    if (j.is_number_integer()) {
+      const int64_t i = j.get<int64_t>();
+      if (i == INT64_MIN) type_error(line, "integer overflow");
+      return Value::of(i < 0 ? -i : i);
+    }
     return Value::of(std::abs(as_number(v, line)));
   }
   if (name == "int") {
@@ -418,8 +464,9 @@ Value apply_filter(const std::string& name, const Value& v, const CallArgs& a, i
         return Value::of(int_arg(a, 0, "default", 0));
       }
     }
+    if (v.is_data() && j.is_number_integer()) return v;
     return Value::of(v.is_data() && (j.is_number() || j.is_boolean())
-                         ? static_cast<int64_t>(as_number(v, line))
+                         ? float_to_int(as_number(v, line), line)
                          : int_arg(a, 0, "default", 0));
   }
   if (name == "float") {
@@ -443,18 +490,30 @@ Value apply_filter(const std::string& name, const Value& v, const CallArgs& a, i
   }
   if (name == "unique") {
     Json out = Json::array();
-    for (const Value& x : iterate(v, line))
-      if (std::find(out.begin(), out.end(), to_json(x)) == out.end()) out.push_back(to_json(x));
+    std::set<Json> seen;  // not a scan of `out` per item: that is quadratic in a 1M-item range()
+    for (const Value& x : iterate(v, line)) {
+      Json item = to_json(x);
+      if (seen.insert(item).second) out.push_back(std::move(item));
+    }
     return Value::of(std::move(out));
   }
   if (name == "sum") {
+    // Integers add exactly (checked) until a float joins, as Python's sum() does.
+    int64_t int_total = 0;
     double total = 0;
     bool all_int = true;
     for (const Value& x : iterate(v, line)) {
-      all_int = all_int && x.json().is_number_integer();
-      total += as_number(x, line);
+      const double d = as_number(x, line);
+      if (all_int && (x.json().is_number_integer() || x.json().is_boolean())) {
+        const int64_t i = x.json().is_boolean() ? x.json().get<bool>() : x.json().get<int64_t>();
+        if (__builtin_add_overflow(int_total, i, &int_total)) type_error(line, "integer overflow");
+        continue;
+      }
+      if (all_int) total = static_cast<double>(int_total);
+      all_int = false;
+      total += d;
     }
-    return all_int ? Value::of(static_cast<int64_t>(total)) : Value::of(total);
+    return all_int ? Value::of(int_total) : Value::of(total);
   }
   throw_input_error("chat_template", "unsupported Jinja construct 'filter {}' at line {}", name,
                     line);
@@ -490,7 +549,9 @@ bool apply_test(const std::string& name, const Value& v, const CallArgs& a, int 
   if (name == "divisibleby") {
     const int64_t d = int_arg(a, 0, "num", 1);
     if (d == 0) type_error(line, "division by zero in 'divisibleby'");
-    return static_cast<int64_t>(as_number(v, line)) % d == 0;
+    if (d == -1) return true;  // INT64_MIN % -1 traps
+    if (v.is_data() && j.is_number_integer()) return j.get<int64_t>() % d == 0;
+    return std::fmod(as_number(v, line), static_cast<double>(d)) == 0;
   }
   if (name == "equalto" || name == "eq" || name == "==" || name == "sameas")
     return values_equal(v, other());

@@ -1,13 +1,15 @@
 // Tree-walking renderer. Scoping follows Jinja: `set` writes to the innermost scope, each for-loop
 // iteration has its own scope (so a `set` in a loop body does not leak out; templates use
 // namespace() for that), `if` opens none, and a macro call sees the template globals plus its
-// parameters.
+// parameters. Integers are int64 with Python's results or an "integer overflow" error (there are
+// no bignums); recursion, output and loops are bounded as limits.h says.
 #include "fitlm/text/jinja/evaluator.h"
 
 #include <cmath>
 
 #include "fitlm/core/error.h"
 #include "fitlm/text/jinja/builtins.h"
+#include "fitlm/text/jinja/limits.h"
 #include "fitlm/text/jinja/parser.h"
 
 namespace fitlm::jinja {
@@ -33,8 +35,73 @@ double as_double(const Json& j) {
   return j.is_boolean() ? j.get<bool>() : j.get<double>();
 }
 
+[[noreturn]] void fail_overflow(int line) {
+  fail(line, "integer overflow");
+}
+int64_t checked_add(int64_t a, int64_t b, int line) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) fail_overflow(line);
+  return r;
+}
+int64_t checked_sub(int64_t a, int64_t b, int line) {
+  int64_t r;
+  if (__builtin_sub_overflow(a, b, &r)) fail_overflow(line);
+  return r;
+}
+int64_t checked_mul(int64_t a, int64_t b, int line) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) fail_overflow(line);
+  return r;
+}
+
+// Python's x ** y for y >= 0, by squaring: y can be huge when x is -1, 0 or 1.
+int64_t int_pow(int64_t x, int64_t y, int line) {
+  int64_t r = 1;
+  while (y > 0) {
+    if (y & 1) r = checked_mul(r, x, line);
+    y >>= 1;
+    // x*x overflowing while bits remain means the result overflows too (|x| >= 2 from here).
+    if (y > 0) x = checked_mul(x, x, line);
+  }
+  return r;
+}
+
+// s * n, as Python: empty for n <= 0.
+std::string repeat(const std::string& s, int64_t n, int line) {
+  if (n <= 0 || s.empty()) return "";
+  if (static_cast<uint64_t>(n) > kMaxTextBytes / s.size())
+    fail(line, fmt::format("string repetition of {} bytes x {} exceeds the {} MiB limit", s.size(),
+                           n, kMaxTextBytes >> 20));
+  std::string out;
+  out.reserve(s.size() * static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+std::string concat(const std::string& a, const std::string& b, int line) {
+  if (a.size() + b.size() > kMaxTextBytes)
+    fail(line, fmt::format("string of {} bytes exceeds the {} MiB limit", a.size() + b.size(),
+                           kMaxTextBytes >> 20));
+  return a + b;
+}
+
+Json repeat_list(const Value& v, int64_t n, int line) {
+  const Json& list = v.json();
+  Json out = Json::array();
+  if (n <= 0 || list.empty()) return out;
+  size_t budget = kMaxTextBytes;
+  to_json(v, budget);  // checks one copy's depth and size
+  const size_t cost = kMaxTextBytes - budget;
+  if (static_cast<uint64_t>(n) > kMaxListItems / list.size() ||
+      static_cast<uint64_t>(n) > kMaxTextBytes / cost)
+    fail(line, fmt::format("list repetition of {} items x {} exceeds the limit ({} items, {} MiB)",
+                           list.size(), n, kMaxListItems, kMaxTextBytes >> 20));
+  for (int64_t i = 0; i < n; ++i) out.insert(out.end(), list.begin(), list.end());
+  return out;
+}
+
 Value arithmetic(const std::string& op, const Value& a, const Value& b, int line) {
-  if (op == "~") return Value::of(to_str(a) + to_str(b));
+  if (op == "~") return Value::of(concat(to_str(a), to_str(b), line));
   if (a.is_undefined() || b.is_undefined())
     fail(line, fmt::format("'{}' is undefined (operand of '{}')",
                            a.is_undefined() ? a.name : b.name, op));
@@ -44,32 +111,40 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b, int line
   const bool ints = nums && is_int(x) && is_int(y);
   if (op == "+") {
     if (x.is_string() && y.is_string())
-      return Value::of(x.get_ref<const std::string&>() + y.get_ref<const std::string&>());
+      return Value::of(
+          concat(x.get_ref<const std::string&>(), y.get_ref<const std::string&>(), line));
     if (x.is_array() && y.is_array()) {
-      Json out = x;
-      out.insert(out.end(), y.begin(), y.end());
+      size_t budget = kMaxTextBytes;
+      Json out = to_json(a, budget);
+      Json tail = to_json(b, budget);
+      for (Json& item : tail) out.push_back(std::move(item));
       return Value::of(std::move(out));
     }
-    if (ints) return Value::of(as_int(x) + as_int(y));
+    if (ints) return Value::of(checked_add(as_int(x), as_int(y), line));
     if (nums) return Value::of(as_double(x) + as_double(y));
   } else if (op == "-") {
-    if (ints) return Value::of(as_int(x) - as_int(y));
+    if (ints) return Value::of(checked_sub(as_int(x), as_int(y), line));
     if (nums) return Value::of(as_double(x) - as_double(y));
   } else if (op == "*") {
-    if (ints) return Value::of(as_int(x) * as_int(y));
+    if (ints) return Value::of(checked_mul(as_int(x), as_int(y), line));
     if (nums) return Value::of(as_double(x) * as_double(y));
-    const bool str_rep = x.is_string() && is_int(y), rep_str = is_int(x) && y.is_string();
-    if (str_rep || rep_str) {
-      const std::string& s = (str_rep ? x : y).get_ref<const std::string&>();
-      std::string out;
-      for (int64_t i = 0; i < as_int(str_rep ? y : x); ++i) out += s;
-      return Value::of(out);
-    }
+    const bool y_int = a.is_data() && b.is_data() && is_int(y);
+    const bool x_int = a.is_data() && b.is_data() && is_int(x);
+    if (x.is_string() && y_int)
+      return Value::of(repeat(x.get_ref<const std::string&>(), as_int(y), line));
+    if (x_int && y.is_string())
+      return Value::of(repeat(y.get_ref<const std::string&>(), as_int(x), line));
+    if (x.is_array() && y_int) return Value::of(repeat_list(a, as_int(y), line));
+    if (x_int && y.is_array()) return Value::of(repeat_list(b, as_int(x), line));
   } else if (op == "/" || op == "//" || op == "%") {
     if (nums) {
       if (as_double(y) == 0) fail(line, "division by zero");
       if (ints && op != "/") {
         const int64_t p = as_int(x), q = as_int(y);
+        if (q == -1) {  // p / -1 traps for INT64_MIN; Python's p % -1 is 0
+          if (op == "%") return Value::of(0);
+          return Value::of(checked_sub(0, p, line));
+        }
         int64_t div = p / q, mod = p % q;
         if (mod != 0 && ((mod < 0) != (q < 0))) {  // Python floors toward -inf
           --div;
@@ -84,11 +159,7 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b, int line
     }
     if (op == "%" && x.is_string()) fail(line, "unsupported Jinja construct 'string % formatting'");
   } else if (op == "**") {
-    if (ints && as_int(y) >= 0) {
-      int64_t r = 1;
-      for (int64_t i = 0; i < as_int(y); ++i) r *= as_int(x);
-      return Value::of(r);
-    }
+    if (ints && as_int(y) >= 0) return Value::of(int_pow(as_int(x), as_int(y), line));
     if (nums) return Value::of(std::pow(as_double(x), as_double(y)));
   }
   fail(line, fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, type_name(a),
@@ -136,9 +207,11 @@ Value call_range(const CallArgs& a) {
                 step = n.size() > 2 ? n[2] : 1;
   if (step == 0) throw_input_error("chat_template", "range() step must not be zero");
   Json out = Json::array();
-  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+  for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
+    if (out.size() >= kMaxListItems)
+      throw_input_error("chat_template", "range() of more than {} items", kMaxListItems);
     out.push_back(i);
-    if (out.size() > 1000000) throw_input_error("chat_template", "range() too large");
+    if (__builtin_add_overflow(i, step, &i)) break;  // past INT64_MAX/MIN: past stop too
   }
   return Value::of(std::move(out));
 }
@@ -149,8 +222,9 @@ class Renderer {
     scopes_.push_back(vars);
     auto& g = scopes_[0];
     g.try_emplace("range", Value::function("range", call_range));
-    g.try_emplace("namespace", Value::function("namespace", [](const CallArgs& a) {
+    g.try_emplace("namespace", Value::function("namespace", [this](const CallArgs& a) {
                     Value ns = Value::make_namespace();
+                    track(ns);
                     for (const Value& init : a.args)  // namespace({'a': 1})
                       if (init.is_data() && init.json().is_object())
                         for (auto it = init.json().begin(); it != init.json().end(); ++it)
@@ -160,10 +234,23 @@ class Renderer {
                   }));
     g.try_emplace("dict", Value::function("dict", [](const CallArgs& a) {
                     Json out = Json::object();
-                    for (const auto& [k, v] : a.kwargs) out[k] = to_json(v);
+                    size_t budget = kMaxTextBytes;
+                    for (const auto& [k, v] : a.kwargs) out[k] = to_json(v, budget);
                     return Value::of(std::move(out));
                   }));
   }
+
+  // `{% set ns.me = ns %}` is a reference cycle, which Python's garbage collector frees: empty
+  // every namespace() still alive so that the render leaks none.
+  ~Renderer() {
+    for (const std::weak_ptr<Namespace>& w : namespaces_)
+      if (std::shared_ptr<Namespace> ns = w.lock()) {
+        std::map<std::string, Value> attrs = std::move(ns->attrs);
+        ns->attrs.clear();
+      }
+  }
+  Renderer(const Renderer&) = delete;
+  Renderer& operator=(const Renderer&) = delete;
 
   std::string run(const Body& body) {
     exec(body);
@@ -171,7 +258,59 @@ class Renderer {
   }
 
  private:
+  void track(const Value& ns) {
+    if (namespaces_.size() == namespaces_.capacity()) {  // drop the dead ones before growing
+      std::erase_if(namespaces_, [](const std::weak_ptr<Namespace>& w) { return w.expired(); });
+      if (namespaces_.size() * 2 > namespaces_.capacity())
+        namespaces_.reserve(namespaces_.capacity() * 2);
+    }
+    namespaces_.push_back(ns.ns);
+  }
+
   enum class Flow { kNormal, kBreak, kContinue };
+
+  // One level of eval/exec recursion for as long as it lives. The parser bounds one body's
+  // depth; macro calls stack bodies, so the render bounds the total.
+  class Nest {
+   public:
+    Nest(int& depth, int line) : depth_(depth) {
+      if (++depth_ > kMaxRenderDepth) {
+        --depth_;
+        fail(line, fmt::format("rendering nested deeper than {} levels", kMaxRenderDepth));
+      }
+    }
+    ~Nest() { --depth_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+
+   private:
+    int& depth_;
+  };
+
+  // Appends to the output; the limit counts the unfinished outer text of macro calls and
+  // `{% set %}` blocks too, since it is all held at once.
+  void emit(const std::string& s, int line) {
+    if (held_ + out_.size() + s.size() > kMaxTextBytes)
+      fail(line, fmt::format("rendered text exceeds the {} MiB limit", kMaxTextBytes >> 20));
+    out_ += s;
+  }
+
+  // Renders a body into a string of its own: a macro's result, `{% set x %}...{% endset %}`.
+  std::string capture(const Body& body) {
+    std::string outer = std::move(out_);
+    out_.clear();
+    held_ += outer.size();
+    exec(body);
+    held_ -= outer.size();
+    std::string inner = std::move(out_);
+    out_ = std::move(outer);
+    return inner;
+  }
+
+  void count_iteration(int line) {
+    if (++iterations_ > kMaxLoopIterations)
+      fail(line, fmt::format("more than {} loop iterations", kMaxLoopIterations));
+  }
 
   Flow exec(const Body& body) {
     for (const StmtPtr& s : body) {
@@ -182,9 +321,10 @@ class Renderer {
   }
 
   Flow exec(const Stmt& s) {
+    const Nest nest(depth_, s.line);
     switch (s.kind) {
-      case Stmt::Kind::kText: out_ += s.text; break;
-      case Stmt::Kind::kPrint: out_ += to_str(eval(*s.expr)); break;
+      case Stmt::Kind::kText: emit(s.text, s.line); break;
+      case Stmt::Kind::kPrint: emit(to_str(eval(*s.expr)), s.line); break;
       case Stmt::Kind::kIf:
         for (size_t i = 0; i < s.conds.size(); ++i)
           if (truthy(eval(*s.conds[i]))) return exec(s.bodies[i]);
@@ -217,6 +357,7 @@ class Renderer {
     if (s.cond) {  // `for x in xs if cond`: loop.* counts only the items that pass
       std::vector<Value> kept;
       for (Value& v : items) {
+        count_iteration(s.line);
         bind(s.targets, v, s.line);
         if (truthy(eval(*s.cond))) kept.push_back(std::move(v));
       }
@@ -224,6 +365,7 @@ class Renderer {
     }
     const size_t n = items.size();
     for (size_t i = 0; i < n; ++i) {
+      count_iteration(s.line);
       scopes_.back().clear();
       Value loop = Value::make_namespace();
       auto& l = loop.ns->attrs;
@@ -248,11 +390,7 @@ class Renderer {
 
   void exec_set(const Stmt& s) {
     if (!s.bodies.empty()) {  // {% set x %}...{% endset %}
-      std::string saved = std::move(out_);
-      out_.clear();
-      exec(s.bodies[0]);
-      scopes_.back()[s.targets[0]] = Value::of(std::move(out_));
-      out_ = std::move(saved);
+      scopes_.back()[s.targets[0]] = Value::of(capture(s.bodies[0]));
       return;
     }
     Value v = eval(*s.expr);
@@ -270,7 +408,10 @@ class Renderer {
   void define_macro(const Stmt& s) {
     const Stmt* def = &s;
     scopes_.back()[s.name] = Value::function(s.name, [this, def](const CallArgs& a) {
-      if (++depth_ > 100) fail(def->line, "macro recursion too deep");
+      if (macro_depth_ >= kMaxMacroDepth)
+        fail(def->line, fmt::format("macro '{}': calls nested deeper than {} levels", def->name,
+                                    kMaxMacroDepth));
+      ++macro_depth_;
       if (a.args.size() > def->targets.size())
         fail(def->line, fmt::format("macro '{}' takes {} arguments, {} given", def->name,
                                     def->targets.size(), a.args.size()));
@@ -283,13 +424,9 @@ class Renderer {
                                           : def->defaults[i] ? eval(*def->defaults[i])
                                                              : Value::undefined(def->targets[i]);
       }
-      std::string saved_out = std::move(out_);
-      out_.clear();
-      exec(def->bodies[0]);
-      Value result = Value::of(std::move(out_));
-      out_ = std::move(saved_out);
+      Value result = Value::of(capture(def->bodies[0]));
       scopes_ = std::move(saved);
-      --depth_;
+      --macro_depth_;
       return result;
     });
   }
@@ -317,19 +454,25 @@ class Renderer {
   }
 
   Value eval(const Expr& e) {
+    const Nest nest(depth_, e.line);
     switch (e.kind) {
       case K::kLiteral: return Value::of_shared(e.literal);
       case K::kName: return lookup(e.name);
       case K::kList:
       case K::kTuple: {
         Json out = Json::array();
-        for (const ExprPtr& x : e.items) out.push_back(to_json(eval(*x)));
+        size_t budget = kMaxTextBytes;  // for the whole list: its items are copied into it
+        for (const ExprPtr& x : e.items) out.push_back(to_json(eval(*x), budget));
         return Value::of(std::move(out));
       }
       case K::kDict: {
         Json out = Json::object();
-        for (size_t i = 0; i + 1 < e.items.size(); i += 2)
-          out[to_str(eval(*e.items[i]))] = to_json(eval(*e.items[i + 1]));
+        size_t budget = kMaxTextBytes;
+        for (size_t i = 0; i + 1 < e.items.size(); i += 2) {
+          std::string key = to_str(eval(*e.items[i]));
+          charge(budget, key.size());
+          out[std::move(key)] = to_json(eval(*e.items[i + 1]), budget);
+        }
         return Value::of(std::move(out));
       }
       case K::kAttr: {
@@ -370,7 +513,7 @@ class Renderer {
         if (!v.is_data() || !is_num(v.json()))
           fail(e.line, fmt::format("bad operand type for unary {}: '{}'", e.name, type_name(v)));
         if (e.name == "+") return v;
-        if (is_int(v.json())) return Value::of(-as_int(v.json()));
+        if (is_int(v.json())) return Value::of(checked_sub(0, as_int(v.json()), e.line));
         return Value::of(-as_double(v.json()));
       }
       case K::kBinary: {
@@ -396,8 +539,12 @@ class Renderer {
   }
 
   std::vector<std::map<std::string, Value>> scopes_;
+  std::vector<std::weak_ptr<Namespace>> namespaces_;  // made by namespace(), for ~Renderer
   std::string out_;
-  int depth_ = 0;
+  size_t held_ = 0;         // bytes of outer output set aside by capture()
+  int depth_ = 0;           // eval/exec frames now open
+  int macro_depth_ = 0;     // macro calls now open
+  int64_t iterations_ = 0;  // for-loop iterations so far
 };
 
 }  // namespace

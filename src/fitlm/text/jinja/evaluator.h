@@ -12,11 +12,13 @@ namespace fitlm::jinja {
 
 class Template {
  public:
-  // Throws fitlm::Error (component "chat_template") for syntax errors and unsupported constructs.
+  // Throws fitlm::Error (component "chat_template") for syntax errors, unsupported constructs
+  // and nesting past limits.h.
   explicit Template(const std::string& source);
 
   // Renders with `vars` as the template's globals. Jinja's own globals (range, namespace, dict)
-  // are added unless `vars` overrides them.
+  // are added unless `vars` overrides them. Errors, and any limit of limits.h passed, throw
+  // fitlm::Error (component "chat_template", exit code 2).
   std::string render(const std::map<std::string, Value>& vars) const;
 
  private:

@@ -1,13 +1,18 @@
 // Recursive-descent parser. Precedence, loosest first (as jinja2/parser.py):
 //   a if c else b  <  or  <  and  <  not  <  comparisons, in  <  + -  <  ~  <  * / // %  <  **
 //   <  unary - +  <  primary with postfix ([...], .attr, (...)), then filters `|` and tests `is`.
+// Depth is bounded (limits.h) twice: the parser's own recursion (Nest), and the height of the
+// tree it builds (add), which loops grow too, so evaluating and destroying any tree it returns
+// recurses a bounded number of times.
 #include "fitlm/text/jinja/parser.h"
 
+#include <algorithm>
 #include <initializer_list>
 #include <string_view>
 
 #include "fitlm/core/error.h"
 #include "fitlm/text/jinja/lexer.h"
+#include "fitlm/text/jinja/limits.h"
 
 namespace fitlm::jinja {
 namespace {
@@ -72,6 +77,42 @@ class Parser {
     throw_input_error("chat_template", "unsupported Jinja construct '{}' at line {}", what, line);
   }
 
+  // Counts one level of parser recursion for as long as it lives.
+  class Nest {
+   public:
+    Nest(int& depth, int limit, const char* what, int line) : depth_(depth) {
+      if (++depth_ > limit) {
+        --depth_;
+        throw_input_error("chat_template", "{} nested deeper than {} levels at line {}", what,
+                          limit, line);
+      }
+    }
+    ~Nest() { --depth_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+
+   private:
+    int& depth_;
+  };
+  Nest nest_expression() { return Nest(expr_depth_, kMaxExprDepth, "expression", peek().line); }
+
+  // Makes e at least one taller than child, within the limit.
+  static void grow(Expr& e, const Expr& child) {
+    e.height = std::max(e.height, child.height + 1);
+    if (e.height > kMaxExprDepth)
+      throw_input_error("chat_template", "expression nested deeper than {} levels at line {}",
+                        kMaxExprDepth, e.line);
+  }
+  // Appends a child (null for an omitted slice bound or else branch).
+  static void add(Expr& e, ExprPtr child) {
+    if (child) grow(e, *child);
+    e.items.push_back(std::move(child));
+  }
+  static void add_kwarg(Expr& e, std::string key, ExprPtr value) {
+    grow(e, *value);
+    e.kwargs.emplace_back(std::move(key), std::move(value));
+  }
+
   static ExprPtr make(K kind, int line) {
     auto e = std::make_unique<Expr>();
     e->kind = kind;
@@ -130,6 +171,7 @@ class Parser {
   StmtPtr parse_statement() {
     const Token kw = peek();
     if (kw.type != TokenType::kName) fail_expected("a statement name");
+    const Nest nest(block_depth_, kMaxBlockDepth, "blocks", kw.line);
     next();
     auto s = std::make_unique<Stmt>();
     s->line = kw.line;
@@ -227,22 +269,23 @@ class Parser {
     ExprPtr first = with_cond ? parse_expression() : parse_or();
     if (!is_op(",")) return first;
     auto t = make(K::kTuple, line);
-    t->items.push_back(std::move(first));
+    add(*t, std::move(first));
     while (skip_op(",")) {
       if (peek().type == TokenType::kBlockEnd || peek().type == TokenType::kPrintEnd) break;
-      t->items.push_back(with_cond ? parse_expression() : parse_or());
+      add(*t, with_cond ? parse_expression() : parse_or());
     }
     return t;
   }
 
   ExprPtr parse_expression() {
+    const Nest nest = nest_expression();
     ExprPtr e = parse_or();
     while (is_name("if")) {
       const int line = next().line;
       auto c = make(K::kCond, line);
-      c->items.push_back(parse_or());  // condition
-      c->items.push_back(std::move(e));
-      c->items.push_back(skip_name("else") ? parse_expression() : nullptr);
+      add(*c, parse_or());  // condition
+      add(*c, std::move(e));
+      add(*c, skip_name("else") ? parse_expression() : nullptr);
       e = std::move(c);
     }
     return e;
@@ -251,8 +294,8 @@ class Parser {
   ExprPtr binary(const std::string& op, ExprPtr l, ExprPtr r, int line) {
     auto b = make(K::kBinary, line);
     b->name = op;
-    b->items.push_back(std::move(l));
-    b->items.push_back(std::move(r));
+    add(*b, std::move(l));
+    add(*b, std::move(r));
     return b;
   }
 
@@ -276,9 +319,10 @@ class Parser {
 
   ExprPtr parse_not() {
     if (is_name("not")) {
+      const Nest nest = nest_expression();
       auto u = make(K::kUnary, next().line);
       u->name = "not";
-      u->items.push_back(parse_not());
+      add(*u, parse_not());
       return u;
     }
     return parse_compare();
@@ -304,10 +348,10 @@ class Parser {
       }
       if (!cmp) {
         cmp = make(K::kCompare, line);
-        cmp->items.push_back(std::move(first));
+        add(*cmp, std::move(first));
       }
       cmp->ops.push_back(op);
-      cmp->items.push_back(parse_math1());
+      add(*cmp, parse_math1());
     }
     return cmp ? std::move(cmp) : std::move(first);
   }
@@ -351,10 +395,11 @@ class Parser {
   ExprPtr parse_unary(bool with_filter) {
     ExprPtr e;
     if (is_op("-") || is_op("+")) {
+      const Nest nest = nest_expression();
       const Token& t = next();
       e = make(K::kUnary, t.line);
       e->name = t.value;
-      e->items.push_back(parse_unary(false));
+      add(*e, parse_unary(false));
     } else {
       e = parse_primary();
     }
@@ -401,8 +446,8 @@ class Parser {
       ExprPtr e = parse_expression();
       if (is_op(",")) {
         auto tup = make(K::kTuple, t.line);
-        tup->items.push_back(std::move(e));
-        while (skip_op(",") && !is_op(")")) tup->items.push_back(parse_expression());
+        add(*tup, std::move(e));
+        while (skip_op(",") && !is_op(")")) add(*tup, parse_expression());
         e = std::move(tup);
       }
       expect_op(")");
@@ -413,7 +458,7 @@ class Parser {
       while (!skip_op("]")) {
         if (!l->items.empty()) expect_op(",");
         if (skip_op("]")) break;
-        l->items.push_back(parse_expression());
+        add(*l, parse_expression());
       }
       return l;
     }
@@ -422,9 +467,9 @@ class Parser {
       while (!skip_op("}")) {
         if (!d->items.empty()) expect_op(",");
         if (skip_op("}")) break;
-        d->items.push_back(parse_expression());
+        add(*d, parse_expression());
         expect_op(":");
-        d->items.push_back(parse_expression());
+        add(*d, parse_expression());
       }
       return d;
     }
@@ -437,14 +482,14 @@ class Parser {
       if (skip_op(".")) {
         if (peek().type == TokenType::kInt) {  // x.0 is x[0]
           auto i = make(K::kIndex, line);
-          i->items.push_back(std::move(e));
-          i->items.push_back(parse_primary());
+          add(*i, std::move(e));
+          add(*i, parse_primary());
           e = std::move(i);
           continue;
         }
         auto a = make(K::kAttr, line);
         a->name = expect_name();
-        a->items.push_back(std::move(e));
+        add(*a, std::move(e));
         e = std::move(a);
       } else if (skip_op("[")) {
         e = parse_subscript(std::move(e), line);
@@ -471,12 +516,12 @@ class Parser {
       break;
     }
     auto e = make(slice ? K::kSlice : K::kIndex, line);
-    e->items.push_back(std::move(obj));
+    add(*e, std::move(obj));
     if (!slice) {
       if (!parts[0]) fail_expected("an index");
-      e->items.push_back(std::move(parts[0]));
+      add(*e, std::move(parts[0]));
     } else {
-      for (auto& p : parts) e->items.push_back(std::move(p));
+      for (auto& p : parts) add(*e, std::move(p));
     }
     return e;
   }
@@ -493,16 +538,16 @@ class Parser {
       if (peek().type == TokenType::kName && is_op("=", 1)) {
         std::string key = next().value;
         next();
-        e.kwargs.emplace_back(std::move(key), parse_expression());
+        add_kwarg(e, std::move(key), parse_expression());
       } else {
-        e.items.push_back(parse_expression());
+        add(e, parse_expression());
       }
     }
   }
 
   ExprPtr parse_call(ExprPtr callee) {
     auto c = make(K::kCall, peek().line);
-    c->items.push_back(std::move(callee));
+    add(*c, std::move(callee));
     parse_call_args(*c);
     return c;
   }
@@ -513,7 +558,7 @@ class Parser {
         const int line = next().line;
         auto f = make(K::kFilter, line);
         f->name = expect_name();
-        f->items.push_back(std::move(e));
+        add(*f, std::move(e));
         if (is_op("(")) parse_call_args(*f);
         e = std::move(f);
       } else if (is_name("is")) {
@@ -521,7 +566,7 @@ class Parser {
         auto t = make(K::kTest, line);
         t->negated = skip_name("not");
         t->name = expect_name();
-        t->items.push_back(std::move(e));
+        add(*t, std::move(e));
         const Token& a = peek();
         const bool arg_start = a.type == TokenType::kName || a.type == TokenType::kString ||
                                a.type == TokenType::kInt || a.type == TokenType::kFloat ||
@@ -530,7 +575,7 @@ class Parser {
           parse_call_args(*t);
         } else if (arg_start && !is_name("else") && !is_name("or") && !is_name("and") &&
                    !is_name("if")) {
-          t->items.push_back(parse_postfix(parse_primary()));
+          add(*t, parse_postfix(parse_primary()));
         }
         e = std::move(t);
       } else if (is_op("(")) {
@@ -543,6 +588,8 @@ class Parser {
 
   std::vector<Token> toks_;
   size_t pos_ = 0;
+  int expr_depth_ = 0;   // parse_expression / parse_not / parse_unary frames now open
+  int block_depth_ = 0;  // parse_statement frames now open
 };
 
 }  // namespace

@@ -1,9 +1,11 @@
 // Python str operations with CPython's results (see py_str.h).
 #include "fitlm/text/jinja/py_str.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include "fitlm/core/error.h"
+#include "fitlm/text/jinja/limits.h"
 
 namespace fitlm::jinja {
 namespace {
@@ -18,6 +20,13 @@ char32_t code_point(const std::string& ch) {
       return ((b(0) & 0x07) << 18) | ((b(1) & 0x3f) << 12) | ((b(2) & 0x3f) << 6) | (b(3) & 0x3f);
     default: return ch.empty() ? 0 : b(0);
   }
+}
+
+// `to` inserted n times may not take the result past the text limit.
+void check_replace_size(size_t base, size_t n, const std::string& to) {
+  if (!to.empty() && n > (kMaxTextBytes - std::min(base, kMaxTextBytes)) / to.size())
+    throw_input_error("chat_template", "str.replace result exceeds the {} MiB limit",
+                      kMaxTextBytes >> 20);
 }
 
 }  // namespace
@@ -55,6 +64,8 @@ std::string replace_all(const std::string& s, const std::string& from, const std
   for (int64_t n = 0; count < 0 || n < count; ++n) {
     if (from.empty()) {  // Python inserts `to` before every character and at the end
       const auto chars = utf8_chars(s);
+      check_replace_size(
+          s.size(), count < 0 ? chars.size() + 1 : std::min<size_t>(chars.size() + 1, count), to);
       std::string out2;
       int64_t k = 0;
       for (const auto& c : chars) {
@@ -67,6 +78,7 @@ std::string replace_all(const std::string& s, const std::string& from, const std
     const size_t hit = s.find(from, pos);
     if (hit == std::string::npos) break;
     out.append(s, pos, hit - pos);
+    check_replace_size(out.size() + (s.size() - hit - from.size()), 1, to);
     out += to;
     pos = hit + from.size();
   }

@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "fitlm/core/error.h"
+#include "fitlm/text/jinja/limits.h"
 
 namespace fitlm::jinja {
 
@@ -41,6 +42,22 @@ Value Value::function(std::string name, Function f) {
   v.name = std::move(name);
   v.fn = std::make_shared<const Function>(std::move(f));
   return v;
+}
+
+Namespace::~Namespace() {
+  // Moves every namespace held here into `pending`; one that nothing else holds has its own
+  // namespaces moved out before it is released, so no release recurses more than one level.
+  std::vector<std::shared_ptr<Namespace>> pending;
+  const auto take = [&pending](std::map<std::string, Value>& attrs) {
+    for (auto& entry : attrs)
+      if (entry.second.ns) pending.push_back(std::move(entry.second.ns));
+  };
+  take(attrs);
+  while (!pending.empty()) {
+    std::shared_ptr<Namespace> n = std::move(pending.back());
+    pending.pop_back();
+    if (n.use_count() == 1) take(n->attrs);
+  }
 }
 
 Value Value::make_namespace() {
@@ -168,6 +185,9 @@ void json_string(std::string& out, const std::string& s) {
 void dump(std::string& out, const Json& j, int indent, int depth, const std::string& item_sep,
           const std::string& key_sep, bool sort_keys) {
   const auto newline = [&](int d) {
+    if (out.size() + 1 + static_cast<size_t>(indent) * d > kMaxTextBytes)
+      throw_input_error("chat_template", "tojson text exceeds the {} MiB limit",
+                        kMaxTextBytes >> 20);
     out += '\n';
     out.append(static_cast<size_t>(indent) * d, ' ');
   };
@@ -253,16 +273,61 @@ std::string to_json_text(const Json& j, int indent, const std::string& item_sep,
   return out;
 }
 
-Json to_json(const Value& v) {
+void charge(size_t& budget, size_t bytes) {
+  if (bytes > budget)
+    throw_input_error("chat_template", "value exceeds the {} MiB limit", kMaxTextBytes >> 20);
+  budget -= bytes;
+}
+
+namespace {
+
+constexpr size_t kItemBytes = 16;
+
+void check_depth(int depth) {
+  if (depth > kMaxValueDepth)
+    throw_input_error("chat_template", "value nested deeper than {} levels", kMaxValueDepth);
+}
+
+// Charges what copying j costs, before it is copied (the copy itself recurses).
+void charge_json(const Json& j, size_t& budget, int depth) {
+  check_depth(depth);
+  charge(budget, kItemBytes + (j.is_string() ? j.get_ref<const std::string&>().size() : 0));
+  if (j.is_array()) {
+    for (const Json& e : j) charge_json(e, budget, depth + 1);
+  } else if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      charge(budget, it.key().size());
+      charge_json(it.value(), budget, depth + 1);
+    }
+  }
+}
+
+Json to_json_at(const Value& v, size_t& budget, int depth) {
   switch (v.kind) {
-    case Value::Kind::kData: return *v.data;
-    case Value::Kind::kNamespace: {
+    case Value::Kind::kData: charge_json(*v.data, budget, depth); return *v.data;
+    case Value::Kind::kNamespace: {  // a namespace may hold itself: the depth check ends that
+      check_depth(depth);
+      charge(budget, kItemBytes);
       Json o = Json::object();
-      for (const auto& [k, a] : v.ns->attrs) o[k] = to_json(a);
+      for (const auto& [k, a] : v.ns->attrs) {
+        charge(budget, k.size());
+        o[k] = to_json_at(a, budget, depth + 1);
+      }
       return o;
     }
-    default: return nullptr;
+    default: charge(budget, kItemBytes); return nullptr;
   }
+}
+
+}  // namespace
+
+Json to_json(const Value& v, size_t& budget) {
+  return to_json_at(v, budget, 0);
+}
+
+Json to_json(const Value& v) {
+  size_t budget = kMaxTextBytes;
+  return to_json(v, budget);
 }
 
 bool values_equal(const Value& a, const Value& b) {

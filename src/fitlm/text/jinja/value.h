@@ -55,6 +55,12 @@ struct Value {
 
 struct Namespace {
   std::map<std::string, Value> attrs;
+  Namespace() = default;
+  // Iterative: a template can chain namespaces (ns.next = namespace(next=ns.next) in a loop) far
+  // deeper than a recursive destruction has stack for.
+  ~Namespace();
+  Namespace(const Namespace&) = delete;
+  Namespace& operator=(const Namespace&) = delete;
 };
 
 // Python semantics shared by the evaluator and the filters.
@@ -68,8 +74,14 @@ std::string float_repr(double d);
 // json.dumps(v, ensure_ascii=False, indent=indent, separators=...), as transformers' tojson does.
 std::string to_json_text(const Json& j, int indent = -1, const std::string& item_sep = ", ",
                          const std::string& key_sep = ": ", bool sort_keys = false);
-// The JSON form of a value for storing in lists/dicts built by the template.
+// The JSON form of a value for storing in lists/dicts built by the template. The copy is
+// charged to `budget` (16 bytes per item plus the bytes of its strings and keys; an input error
+// when it runs out), and a value nested deeper than kMaxValueDepth is an input error: copying and
+// printing recurse over it. The one-argument form has a budget of kMaxTextBytes.
 Json to_json(const Value& v);
+Json to_json(const Value& v, size_t& budget);
+// Takes `bytes` from budget, or throws the input error "value exceeds the ... limit".
+void charge(size_t& budget, size_t bytes);
 bool values_equal(const Value& a, const Value& b);
 // Python ordering (<) for numbers and strings; throws for other types.
 bool value_less(const Value& a, const Value& b);
