@@ -44,15 +44,33 @@ inline std::string demangled_current_exception_type() {
   return out;
 }
 
+// FITLM_FUZZ_IGNORE="text1|text2": exceptions whose message contains one of these count as
+// input errors, so that a campaign gets past a known, not yet fixed finding that every run
+// would otherwise hit first (e.g. "out_of_range.406" for JSON numbers beyond double).
+inline bool ignored_finding(std::string_view what) {
+  static const std::string patterns = [] {
+    const char* env = std::getenv("FITLM_FUZZ_IGNORE");
+    return std::string(env ? env : "");
+  }();
+  for (std::string_view rest = patterns; !rest.empty();) {
+    const size_t bar = rest.find('|');
+    const std::string_view p = rest.substr(0, bar);
+    if (!p.empty() && what.find(p) != std::string_view::npos) return true;
+    rest.remove_prefix(bar == std::string_view::npos ? rest.size() : bar + 1);
+  }
+  return false;
+}
+
 // Runs fn(): returns normally, or throws an input error (ignored). Anything else traps.
 template <typename Fn>
 void expect_input_errors(Fn&& fn) {
   try {
     fn();
   } catch (const Error& e) {
-    if (e.code() == ExitCode::kBadInput) return;
+    if (e.code() == ExitCode::kBadInput || ignored_finding(e.what())) return;
     report_finding("fitlm::Error that is not an input error", "fitlm::Error", e.what());
   } catch (const std::exception& e) {
+    if (ignored_finding(e.what())) return;
     report_finding("exception other than fitlm::Error", demangled_current_exception_type().c_str(),
                    e.what());
   } catch (...) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer targets of fuzz/ (docs/fuzzing.md), built by `make fuzz-build`.
 #   scripts/fuzz.sh regress  [BUILD]          every target over its seed corpus, then
-#                                             FUZZ_SECONDS (10) of fuzzing with a fixed seed
+#                                             FUZZ_SECONDS (10; 0: none) of fixed-seed fuzzing
 #   scripts/fuzz.sh campaign MINUTES [BUILD]  every target for MINUTES, crashes kept and counted
 #   scripts/fuzz.sh findings [BUILD]          replays fuzz/findings/: which inputs still fail
 # BUILD defaults to build-fuzz. FUZZ_JOBS (default: the core count) targets run at once, each
@@ -39,17 +39,22 @@ final_stats() {
 }
 
 regress_one() {
-  local t=$1 dir="$build/regress/$1"
+  local t=$1 dir="$build/regress/$1" seconds=${FUZZ_SECONDS:-10} budget
   rm -rf "$dir" && mkdir -p "$dir/corpus"
+  # FUZZ_SECONDS=0: the seed corpus only (libFuzzer reads -max_total_time=0 as "no limit").
+  budget="-max_total_time=$seconds"
+  [ "$seconds" -gt 0 ] || budget="-runs=0"
   # New inputs go to the scratch corpus first in the list; the seed corpus is only read.
   # shellcheck disable=SC2046
-  if "$build/fuzz/$t" $(common_flags "$t") -seed=1 -max_total_time="${FUZZ_SECONDS:-10}" \
-    -artifact_prefix="$dir/" "$dir/corpus" "fuzz/corpus/$t" >"$dir/log" 2>&1; then
+  if "$build/fuzz/$t" $(common_flags "$t") -seed=1 "$budget" -artifact_prefix="$dir/" \
+    "$dir/corpus" "fuzz/corpus/$t" >"$dir/log" 2>&1; then
     read -r execs cov ft <<<"$(final_stats "$dir/log")"
     printf 'fuzz-regress %-28s ok     %8s execs  cov %5s  ft %6s\n' "$t" "$execs" "$cov" "$ft"
   else
     printf 'fuzz-regress %-28s FAILED (log: %s)\n' "$t" "$dir/log"
-    grep -E 'ERROR|FINDING|SUMMARY|Test unit written|^    #[0-9]' "$dir/log" | head -n 30
+    # The report without libFuzzer's own frames: what failed and where.
+    grep -E 'FINDING|ERROR|runtime error|SUMMARY|Test unit written|^    #[0-9]' "$dir/log" |
+      grep -v -E 'fuzzer::|__sanitizer_print|libc\.so|libc_start|_start |in main ' | head -n 20
     return 1
   fi
 }
