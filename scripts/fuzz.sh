@@ -18,6 +18,7 @@ if [ "$mode" = campaign ]; then
 fi
 build=${1:-build-fuzz}
 jobs=${FUZZ_JOBS:-$(nproc)}
+# shellcheck disable=SC2012
 targets=${FUZZ_TARGETS:-$(cd fuzz && ls ./*_fuzz.cpp | sed 's|^\./||; s|\.cpp$||')}
 for t in $targets; do
   [ -x "$build/fuzz/$t" ] || { echo "fuzz: $build/fuzz/$t is not built (make fuzz-build)" >&2; exit 1; }
@@ -88,12 +89,14 @@ case "$mode" in
     export build
     export -f regress_one common_flags final_stats
     # xargs exits non-zero when any target failed.
+    # shellcheck disable=SC2086
     printf '%s\n' $targets | xargs -P "$jobs" -I{} bash -c 'regress_one {}'
     ;;
   campaign)
     echo "fuzz-campaign: $minutes min per target, $jobs at once, under $build/campaign/"
     export build minutes
     export -f campaign_one common_flags
+    # shellcheck disable=SC2086
     printf '%s\n' $targets | xargs -P "$jobs" -I{} bash -c 'campaign_one {}'
     summary
     ;;
