@@ -2,6 +2,8 @@
 # Installs what fitlm needs to build and test on a fresh Debian 12 machine: compilers and
 # libraries from Debian, PyTorch (CPU) as the numerical reference, and the npm packages that serve
 # as tokenizer / chat-template references. Safe to run again: it skips what is already there.
+# --fuzz adds clang with libFuzzer and its OpenMP runtime (~270 MB installed; only the fuzz
+# targets need it, so only `make fuzz-*` asks for it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,8 @@ PACKAGES=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli
 # npm package), so ask Debian for them only when the commands are missing.
 command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+# Debian 12's clang; libclang-rt-14-dev holds libFuzzer and the sanitizer runtimes.
+if [ "${1:-}" = --fuzz ]; then PACKAGES+=(clang-14 libclang-rt-14-dev libomp-14-dev); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
