@@ -46,7 +46,7 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000u;
   uint32_t abs = x & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
   if (abs < 0x38800000u) {  // subnormal half (or zero): round to nearest even on 2^-24 grid
     float a;
@@ -59,6 +59,13 @@ uint16_t f32_to_f16(float f) {
   uint32_t r = abs - 0x38000000u;  // exponent bias 127 -> 15
   r += 0xfffu + ((r >> 13) & 1u);
   return static_cast<uint16_t>(sign | (r >> 13));
+}
+
+void round_to_storage(std::span<float> v, DType t) {
+  if (t == DType::kBF16)
+    for (float& x : v) x = bf16_to_f32(f32_to_bf16(x));
+  else if (t == DType::kF16)
+    for (float& x : v) x = f16_to_f32(f32_to_f16(x));
 }
 
 }  // namespace fitlm

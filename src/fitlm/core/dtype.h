@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -30,5 +31,8 @@ inline uint16_t f32_to_bf16(float f) {
 }
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
+
+// Rounds each value to what storing it as `t` keeps (bf16/f16: nearest even; f32: unchanged).
+void round_to_storage(std::span<float> v, DType t);
 
 }  // namespace fitlm

@@ -4,11 +4,14 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "fitlm/backend/cpu/cpu_backend.h"
 #include "fitlm/core/error.h"
 #include "fitlm/core/log.h"
+#include "fitlm/io/bnb4bit.h"
 #include "fitlm/io/hf_model.h"
+#include "fitlm/io/model_dir_files.h"
 #include "fitlm/io/peft_adapter.h"
 #include "fitlm/io/safetensors_atomic_file.h"
 #include "fitlm/io/safetensors_index.h"
@@ -17,37 +20,6 @@ namespace fitlm {
 namespace {
 
 constexpr const char* kComponent = "merge";
-
-// Files a model directory carries besides its weights; copied as they are when present.
-constexpr const char* kSideFiles[] = {
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "generation_config.json",
-};
-
-DType default_dtype(const ModelConfig& c, const io::ShardedSafetensors& base) {
-  std::string td;
-  for (const char* key : {"torch_dtype", "dtype"})  // transformers v4 / v5 spellings
-    if (td.empty() && c.raw.contains(key) && c.raw[key].is_string()) td = c.raw[key];
-  if (td == "bfloat16") return DType::kBF16;
-  if (td == "float16") return DType::kF16;
-  if (td == "float32") return DType::kF32;
-  const auto core = io::to_core_dtype(base.info("model.embed_tokens.weight").dtype);
-  return core && io::st_dtype_is_float_loadable(base.info("model.embed_tokens.weight").dtype)
-             ? *core
-             : DType::kF32;
-}
-
-const char* torch_dtype_name(DType t) {
-  return t == DType::kBF16 ? "bfloat16" : t == DType::kF16 ? "float16" : "float32";
-}
 
 }  // namespace
 
@@ -66,7 +38,7 @@ MergeReport merge_lora(const std::filesystem::path& model_dir,
   const io::SafetensorsFile adapter = io::SafetensorsFile::open(adapter_path);
 
   MergeReport report;
-  report.dtype = o.dtype.value_or(default_dtype(config, base));
+  report.dtype = o.dtype.value_or(io::checkpoint_dtype(config, base));
   const io::StDType out_st = io::to_st_dtype(report.dtype);
 
   // Target weight name -> (layer, projection).
@@ -89,17 +61,33 @@ MergeReport merge_lora(const std::filesystem::path& model_dir,
   std::vector<io::SafetensorsEntry> entries;
   size_t adapter_used = 0;
   for (const std::string& name : base.names()) {
-    const io::SafetensorsTensorInfo& info = base.info(name);
+    // A 4-bit base (bitsandbytes layout) merges into a 16-bit model, as PEFT's merge on a
+    // dequantized base: the companion tensors of a 4-bit weight are not copied.
+    const size_t dot_weight = name.find(".weight.");
+    if (dot_weight != std::string::npos &&
+        io::is_bnb4bit_weight(base, name.substr(0, dot_weight + 7)))
+      continue;
+    const bool four_bit = io::is_bnb4bit_weight(base, name);
+    io::SafetensorsTensorInfo info = base.info(name);
+    std::optional<io::Bnb4bitWeight> q4;
+    if (four_bit) {
+      q4 = io::read_bnb4bit_weight(base, name);
+      info.dtype = io::to_st_dtype(q4->dtype);
+      info.shape = q4->shape;
+    }
     const auto it = targets.find(name);
     const bool is_float = io::st_dtype_is_float_loadable(info.dtype);
-    if (it == targets.end() && (!is_float || info.dtype == out_st)) {
+    if (!four_bit && it == targets.end() && (!is_float || info.dtype == out_st)) {
       // Untouched and already in the output dtype (or not a float): borrow the mapped bytes.
       entries.push_back(
           io::SafetensorsEntry::from_bytes(name, info.dtype, info.shape, base.bytes(name).data()));
       continue;
     }
     auto& w = *owned.emplace_back(std::make_unique<std::vector<float>>(info.numel()));
-    base.read_f32(name, w.data());
+    if (q4)
+      io::dequantize_bnb4bit(*q4, w);
+    else
+      base.read_f32(name, w.data());
     if (it != targets.end()) {
       const auto [l, p] = it->second;
       const std::string an = adapter_name(l, p, false), bn = adapter_name(l, p, true);
@@ -135,14 +123,11 @@ MergeReport merge_lora(const std::filesystem::path& model_dir,
   fs::create_directories(out_dir);
   report.written = io::write_sharded(out_dir, entries, o.max_shard_bytes);
   nlohmann::json cfg = config.to_json();
-  cfg["torch_dtype"] = torch_dtype_name(report.dtype);
-  if (cfg.contains("dtype")) cfg["dtype"] = torch_dtype_name(report.dtype);  // transformers v5
+  cfg.erase("quantization_config");  // the merged model is 16-bit
+  cfg["torch_dtype"] = io::torch_dtype_name(report.dtype);
+  if (cfg.contains("dtype")) cfg["dtype"] = io::torch_dtype_name(report.dtype);  // transformers v5
   io::write_file_atomic(out_dir / "config.json", cfg.dump(2) + "\n");
-  for (const char* f : kSideFiles)
-    if (fs::exists(model_dir / f)) {
-      fs::copy_file(model_dir / f, out_dir / f, fs::copy_options::overwrite_existing);
-      report.copied.push_back(f);
-    }
+  report.copied = io::copy_side_files(model_dir, out_dir);
   return report;
 }
 

@@ -170,10 +170,8 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
          } else if (v == "full" || v.empty()) {
            t.adapter = AdapterKind::kFull;
          } else if (v == "qlora") {
-           throw_input_error(kComponent,
-                             "{}: adapter: qlora is not implemented yet (NF4 base weights are "
-                             "planned); use adapter: lora",
-                             c.source);
+           t.adapter = AdapterKind::kLora;
+           t.load_in_4bit = true;
          } else {
            throw_input_error(kComponent,
                              "{}: key 'adapter': expected lora, qlora or full, "
@@ -191,6 +189,12 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
          if (get_bool(c, n)) t.lora_target_modules = {"all-linear"};
        }},
       {"use_rslora", [](C c, N n, T t) { t.use_rslora = get_bool(c, n); }},
+      {"load_in_4bit", [](C c, N n, T t) { t.load_in_4bit = get_bool(c, n); }},
+      {"bnb_4bit_quant_type", [](C c, N n, T t) { t.bnb_4bit_quant_type = get_string(c, n); }},
+      {"bnb_4bit_use_double_quant",
+       [](C c, N n, T t) { t.bnb_4bit_use_double_quant = get_bool(c, n); }},
+      {"bnb_4bit_compute_dtype",
+       [](C c, N n, T t) { t.bnb_4bit_compute_dtype = get_string(c, n); }},
       {"micro_batch_size", [](C c, N n, T t) { t.micro_batch_size = get_int(c, n); }},
       {"gradient_accumulation_steps",
        [](C c, N n, T t) { t.gradient_accumulation_steps = get_int(c, n); }},
@@ -392,6 +396,20 @@ void validate_train_config(const TrainConfig& c) {
   if (c.lora_dropout < 0 || c.lora_dropout >= 1) fail("lora_dropout must be in [0, 1)");
   if (c.max_grad_norm < 0) fail("max_grad_norm must be >= 0 (0 disables clipping)");
   if (c.bf16 && c.fp16) fail("bf16 and fp16 are both true; choose one");
+  if (c.bnb_4bit_quant_type != "nf4" && c.bnb_4bit_quant_type != "fp4")
+    fail(fmt::format("bnb_4bit_quant_type: expected nf4 or fp4, found '{}'",
+                     c.bnb_4bit_quant_type.substr(0, 40)));
+  if (c.load_in_4bit && c.adapter == AdapterKind::kFull)
+    fail("load_in_4bit needs adapter: lora or qlora (4-bit base weights are frozen)");
+  if (!c.bnb_4bit_compute_dtype.empty()) {
+    const std::string& d = c.bnb_4bit_compute_dtype;
+    if (d != "bfloat16" && d != "float16" && d != "float32")
+      fail(fmt::format("bnb_4bit_compute_dtype: expected bfloat16, float16 or float32, found '{}'",
+                       d.substr(0, 40)));
+    if ((d == "bfloat16" && c.fp16) || (d == "float16" && c.bf16))
+      fail(fmt::format("bnb_4bit_compute_dtype: {} contradicts {}: true", d,
+                       c.fp16 ? "fp16" : "bf16"));
+  }
   if (c.gradient_checkpointing_auto && c.max_memory == 0)
     fail("gradient_checkpointing: auto needs max_memory (e.g. max_memory: 15GiB)");
   if (!(c.loss_scale_init > 0) || !std::isfinite(c.loss_scale_init))

@@ -44,6 +44,12 @@ struct TrainConfig {
   std::vector<std::string> lora_target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                   "gate_proj", "up_proj", "down_proj"};
   bool use_rslora = false;
+  // QLoRA (axolotl's keys): `adapter: qlora` = lora + load_in_4bit. The base's linear weights
+  // are quantized on load (NF4/FP4, bitsandbytes' rules) unless the checkpoint is 4-bit already.
+  bool load_in_4bit = false;
+  std::string bnb_4bit_quant_type = "nf4";
+  bool bnb_4bit_use_double_quant = true;
+  std::string bnb_4bit_compute_dtype;  // bfloat16/float16/float32; must agree with bf16/fp16
 
   // optimisation
   int64_t micro_batch_size = 1;

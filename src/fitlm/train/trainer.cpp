@@ -268,7 +268,16 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   if (c.max_memory) shape = fit_memory_cap(c, *backend, model_config, train_mode, lc, shape);
   const size_t device_in_use_before = backend->memory_in_use();  // 0 where it cannot tell
   Transformer model(*backend, model_config, train_mode, lc, shape);
-  load_model_weights(model, c.base_model);
+  LoadOptions load;
+  if (c.load_in_4bit) {
+    load.quantize4 =
+        c.bnb_4bit_quant_type == "fp4" ? quant::QuantType::kFP4 : quant::QuantType::kNF4;
+    load.double_quant = c.bnb_4bit_use_double_quant;
+    log::info("QLoRA: the base's linear weights are {}-quantized on load{} (blocksize {})",
+              c.bnb_4bit_quant_type, load.double_quant ? " with double quantization" : "",
+              load.blocksize);
+  }
+  load_model_weights(model, c.base_model, load);
   if (lora) {
     if (c.lora_model_dir.empty()) {
       model.init_lora(mix_seed(c.seed, kLoraInitStream));
