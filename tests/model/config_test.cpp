@@ -1,9 +1,10 @@
+#include "fitlm/model/config.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "fitlm/core/error.h"
-#include "fitlm/model/config.h"
 
 using namespace fitlm;
 using nlohmann::json;
@@ -107,18 +108,18 @@ TEST(ModelConfig, ClearErrors) {
 
 // Sizes name the field and the value; absurd ones are refused before anything is planned.
 TEST(ModelConfig, SizesAreNamedAndBounded) {
-  for (const char* key :
-       {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-        "num_attention_heads", "num_key_value_heads"}) {
+  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "num_key_value_heads"}) {
     json zero = llama();
     zero[key] = 0;
-    expect_input_error(zero, std::string("config.json: field '") + key +
-                                 "' must be positive, found 0");
+    expect_input_error(zero,
+                       std::string("config.json: field '") + key + "' must be positive, found 0");
   }
   json layers = llama();
   layers["num_hidden_layers"] = 1000000000;
-  expect_input_error(layers, "config.json: field 'num_hidden_layers' is 1000000000, more than "
-                             "fitlm accepts (at most 1024");
+  expect_input_error(layers,
+                     "config.json: field 'num_hidden_layers' is 1000000000, more than "
+                     "fitlm accepts (at most 1024");
   json vocab = llama();
   vocab["vocab_size"] = 1 << 25;
   expect_input_error(vocab, "field 'vocab_size' is 33554432, more than fitlm accepts");
@@ -141,4 +142,3 @@ TEST(ModelConfig, SizesAreNamedAndBounded) {
   }
   EXPECT_EQ(ModelConfig::from_json(llama(), "c").num_layers, 2);
 }
-

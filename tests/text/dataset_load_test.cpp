@@ -57,8 +57,9 @@ TEST(DatasetLoad, NumberOutOfRangeIsASkippableRowError) {
   FakeCodec codec;
   DatasetOptions opt;
   opt.type = DatasetType::kPretokenized;
-  const std::string text = "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 1e999]}\n{\"input_ids\": [" +
-                           std::string(400, '9') + "]}\n{\"input_ids\": [4, 5]}\n";
+  const std::string text =
+      "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 1e999]}\n{\"input_ids\": [" +
+      std::string(400, '9') + "]}\n{\"input_ids\": [4, 5]}\n";
   for (FileFormat format : {FileFormat::kJsonl, FileFormat::kJsonArray}) {
     std::string t = text;
     if (format == FileFormat::kJsonArray) {
@@ -92,7 +93,6 @@ TEST(DatasetLoad, NumberOutOfRangeIsASkippableRowError) {
 }
 
 TEST(DatasetLoad, MissingFieldMessageNamesLineAndField) {
-
   FakeCodec codec;
   DatasetOptions opt;
   opt.type = DatasetType::kAlpaca;
@@ -199,9 +199,10 @@ TEST(DataConfig, BadKeysAreInputErrors) {
   EXPECT_THROW(parse_data_config("datasets:\n  - {path: a, type: oasst}\n", ".", "c"), Error);
   // An unknown type names the config file, its line and the dataset entry.
   try {
-    parse_data_config("sequence_len: 8\ndatasets:\n  - {path: a, type: alpaca}\n  - {path: b, "
-                      "type: oasst}\n",
-                      ".", "c.yaml");
+    parse_data_config(
+        "sequence_len: 8\ndatasets:\n  - {path: a, type: alpaca}\n  - {path: b, "
+        "type: oasst}\n",
+        ".", "c.yaml");
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("[config] c.yaml:4: 'datasets[1].type': unknown "
@@ -210,7 +211,6 @@ TEST(DataConfig, BadKeysAreInputErrors) {
         << e.what();
   }
 }
-
 
 }  // namespace
 }  // namespace fitlm
