@@ -1,9 +1,10 @@
+#include "fitlm/model/config.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "fitlm/core/error.h"
-#include "fitlm/model/config.h"
 
 using namespace fitlm;
 using nlohmann::json;
@@ -103,4 +104,41 @@ TEST(ModelConfig, ClearErrors) {
   act["hidden_act"] = "gelu";
   expect_input_error(act, "hidden_act");
   expect_input_error(json::array(), "expected a JSON object");
+}
+
+// Sizes name the field and the value; absurd ones are refused before anything is planned.
+TEST(ModelConfig, SizesAreNamedAndBounded) {
+  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "num_key_value_heads"}) {
+    json zero = llama();
+    zero[key] = 0;
+    expect_input_error(zero,
+                       std::string("config.json: field '") + key + "' must be positive, found 0");
+  }
+  json layers = llama();
+  layers["num_hidden_layers"] = 1000000000;
+  expect_input_error(layers,
+                     "config.json: field 'num_hidden_layers' is 1000000000, more than "
+                     "fitlm accepts (at most 1024");
+  json vocab = llama();
+  vocab["vocab_size"] = 1 << 25;
+  expect_input_error(vocab, "field 'vocab_size' is 33554432, more than fitlm accepts");
+  json hidden = llama();
+  hidden["hidden_size"] = 1 << 20;
+  expect_input_error(hidden, "field 'hidden_size' is 1048576, more than fitlm accepts");
+  json head_dim = llama();
+  head_dim["head_dim"] = 4096;
+  expect_input_error(head_dim, "field 'head_dim' is 4096, more than fitlm accepts");
+  json eos = llama();
+  eos["eos_token_id"] = {2, 1ll << 40};
+  expect_input_error(eos, "field 'eos_token_id' holds 1099511627776, which is not a token id");
+  json big = llama();
+  big["rope_theta"] = std::string(100000, '9');
+  try {
+    ModelConfig::from_json(big, "config.json");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_LT(std::string(e.what()).size(), 300u) << "the value is clipped";
+  }
+  EXPECT_EQ(ModelConfig::from_json(llama(), "c").num_layers, 2);
 }

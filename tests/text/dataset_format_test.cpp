@@ -97,8 +97,8 @@ TEST(DatasetFormat, ErrorsNameTheFieldAndReason) {
 TEST(DatasetFormat, TypeNames) {
   for (auto t : {DatasetType::kAlpaca, DatasetType::kShareGpt, DatasetType::kMessages,
                  DatasetType::kCompletion, DatasetType::kPretokenized})
-    EXPECT_EQ(parse_dataset_type(dataset_type_name(t)), t);
-  EXPECT_THROW(parse_dataset_type("oasst"), Error);
+    EXPECT_EQ(parse_dataset_type(dataset_type_name(t), "test"), t);
+  EXPECT_THROW(parse_dataset_type("oasst", "test"), Error);
 }
 
 }  // namespace

@@ -51,6 +51,47 @@ TEST(DatasetLoad, SkipCountsBadRowsByReason) {
   EXPECT_NE(ds.summary.to_string().find("missing_field 1"), std::string::npos);
 }
 
+// A number out of range (1e999, a 400-digit integer) is a malformed row like any JSON error: it
+// fails with FILE:LINE, or is skipped with on_bad_row=skip (it used to abort the whole load).
+TEST(DatasetLoad, NumberOutOfRangeIsASkippableRowError) {
+  FakeCodec codec;
+  DatasetOptions opt;
+  opt.type = DatasetType::kPretokenized;
+  const std::string text =
+      "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 1e999]}\n{\"input_ids\": [" +
+      std::string(400, '9') + "]}\n{\"input_ids\": [4, 5]}\n";
+  for (FileFormat format : {FileFormat::kJsonl, FileFormat::kJsonArray}) {
+    std::string t = text;
+    if (format == FileFormat::kJsonArray) {
+      for (size_t p; (p = t.find("}\n{")) != std::string::npos;) t.replace(p, 3, "},\n{");
+      t = "[" + t + "]";
+    }
+    const std::vector<RawRow> rows = read_rows_from_text("d.jsonl", t, format);
+    opt.on_bad_row = OnBadRow::kFail;
+    try {
+      build_dataset(rows, "d.jsonl", opt, codec, chatml);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ExitCode::kBadInput);
+      EXPECT_NE(std::string(e.what()).find("d.jsonl:2: malformed JSON: number out of range"),
+                std::string::npos)
+          << e.what();
+    }
+    opt.on_bad_row = OnBadRow::kSkip;
+    const Dataset ds = build_dataset(rows, "d.jsonl", opt, codec, chatml);
+    EXPECT_EQ(ds.summary.rows_read, 4);
+    EXPECT_EQ(ds.summary.examples, 2);
+    EXPECT_EQ(ds.summary.skipped.at("malformed"), 2);
+  }
+  // CSV cells holding ids are parsed as JSON too: a row error there as well.
+  const std::vector<RawRow> csv =
+      read_rows_from_text("d.csv", "input_ids\n\"[1, 1e999]\"\n\"[1, 2]\"\n", FileFormat::kCsv);
+  opt.on_bad_row = OnBadRow::kSkip;
+  const Dataset ds = build_dataset(csv, "d.csv", opt, codec, chatml);
+  EXPECT_EQ(ds.summary.examples, 1);
+  EXPECT_EQ(ds.summary.skipped.at("wrong_type"), 1);
+}
+
 TEST(DatasetLoad, MissingFieldMessageNamesLineAndField) {
   FakeCodec codec;
   DatasetOptions opt;
@@ -156,6 +197,19 @@ TEST(DataConfig, BadKeysAreInputErrors) {
       parse_data_config("sequence_len: many\ndatasets:\n  - {path: a, type: alpaca}\n", ".", "c"),
       Error);
   EXPECT_THROW(parse_data_config("datasets:\n  - {path: a, type: oasst}\n", ".", "c"), Error);
+  // An unknown type names the config file, its line and the dataset entry.
+  try {
+    parse_data_config(
+        "sequence_len: 8\ndatasets:\n  - {path: a, type: alpaca}\n  - {path: b, "
+        "type: oasst}\n",
+        ".", "c.yaml");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("[config] c.yaml:4: 'datasets[1].type': unknown "
+                                         "dataset type 'oasst': expected alpaca"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

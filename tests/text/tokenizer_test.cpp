@@ -247,6 +247,44 @@ void expect_input_error(const Json& j, const std::string& field) {
   }
 }
 
+void expect_input_error_text(const std::string& text, const std::string& fragment) {
+  TempDir dir;
+  dir.write("tokenizer.json", text);
+  try {
+    Tokenizer::from_dir(dir.path());
+    FAIL() << "no error for " << fragment;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kBadInput);
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+// Ids size the id table: one near 10^9 was a 32 GB allocation. They are bounded by twice the
+// number of tokens plus 1024 (and 2^24), with an error naming the token.
+TEST(Tokenizer, TokenIdsAreBounded) {
+  Json j = tiny_tokenizer(true);
+  // The tokens the file defines, "far" (added below) included.
+  const size_t tokens = j["model"]["vocab"].size() + 1 + j["added_tokens"].size();
+  const int64_t limit = 2 * static_cast<int64_t>(tokens) + 1024;
+  j["model"]["vocab"]["far"] = 1000000000;
+  expect_input_error(j,
+                     "field model.vocab: token \"far\" has id 1000000000: expected an integer "
+                     "in [0, " +
+                         std::to_string(limit) + ")");
+  j = tiny_tokenizer(true);
+  j["added_tokens"][0]["id"] = 20000000;
+  expect_input_error(j, "field added_tokens[0].id: token \"" +
+                            j["added_tokens"][0]["content"].get<std::string>() +
+                            "\" has id 20000000");
+  // Ids just under the bound load (sparse ids stay possible).
+  TempDir dir;
+  j = tiny_tokenizer(true);
+  j["model"]["vocab"]["far"] = limit - 1;
+  const Tokenizer tok = load(j, dir);
+  EXPECT_EQ(tok.vocab_size(), static_cast<size_t>(limit));
+  EXPECT_EQ(tok.token_to_id("far"), limit - 1);
+}
+
 TEST(Tokenizer, MalformedFilesGiveInputErrors) {
   Json j = tiny_tokenizer(true);
   j["model"].erase("vocab");
@@ -273,10 +311,25 @@ TEST(Tokenizer, MalformedFilesGiveInputErrors) {
   j = tiny_tokenizer(true);
   j["decoder"] = {{"type", "CTC"}};
   expect_input_error(j, "decoder.type");
+  // Wrong JSON types name the field (they were "[json.exception.type_error.302]", exit 1).
+  j = tiny_tokenizer(true);
+  j["model"]["type"] = 5;
+  expect_input_error(j, "field model.type: expected a string, found number");
+  j = tiny_tokenizer(true);
+  j["decoder"] = {{"type", {1, 2}}};
+  expect_input_error(j, "field decoder.type: expected a string, found array");
+  j = tiny_tokenizer(true);
+  j["post_processor"]["single"][0] = {{"SpecialToken", {{"id", "<nope>"}}}};
+  j["post_processor"]["special_tokens"] = {{"<nope>", {{"ids", {-1}}}}};
+  expect_input_error(j, "post_processor.special_tokens.<nope>: ids must be integers in [0, ");
 
   TempDir dir;
   dir.write("tokenizer.json", "{\"model\": ");
   EXPECT_THROW(Tokenizer::from_dir(dir.path()), Error);
+  // A number out of range is an input error naming the file, not nlohmann's out_of_range.
+  expect_input_error_text("{\"model\": {\"type\": \"BPE\", \"dropout\": 1e999}}",
+                          "tokenizer.json: not valid JSON: number out of range at line 1");
+
   TempDir empty;
   try {
     Tokenizer::from_dir(empty.path() / "missing");

@@ -47,7 +47,7 @@ std::vector<Projection> parse_lora_targets(const std::vector<std::string>& names
       throw_input_error("lora",
                         "unknown target module '{}' (valid: q_proj, k_proj, v_proj, o_proj, "
                         "gate_proj, up_proj, down_proj, all-linear)",
-                        n);
+                        clip(n));
   }
   if (out.empty()) throw_input_error("lora", "lora_target_modules is empty");
   return out;

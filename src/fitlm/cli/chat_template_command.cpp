@@ -8,6 +8,8 @@
 
 #include "fitlm/cli/command_registry.h"
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
+#include "fitlm/core/paths.h"
 #include "fitlm/text/chat_template.h"
 
 namespace fitlm::cli {
@@ -29,16 +31,19 @@ std::string read_file(const std::string& path) {
 }
 
 OJson parse_json(const std::string& text, const std::string& where) {
-  try {
-    return OJson::parse(text);
-  } catch (const OJson::parse_error& e) {
-    throw_input_error("chat-template", "{}: not valid JSON: {}", where, e.what());
-  }
+  return json_input::parse_ordered(text, "chat-template", where);
 }
 
 ChatTemplate load_template(const std::string& model) {
-  if (std::filesystem::is_directory(model)) return ChatTemplate::from_model_dir(model);
-  return ChatTemplate::from_tokenizer_config(model);
+  const bool dir = paths::is_directory(model, "chat-template");
+  // tokenizer_config.json is checked here first so that any JSON error in it (a number out of
+  // range too) is an input error naming the file.
+  const std::filesystem::path config =
+      dir ? std::filesystem::path(model) / "tokenizer_config.json" : std::filesystem::path(model);
+  if (paths::exists(config, "chat-template")) json_input::parse_file(config, "chat-template");
+  return json_input::read_fields("chat-template", config.string(), [&] {
+    return dir ? ChatTemplate::from_model_dir(model) : ChatTemplate::from_tokenizer_config(model);
+  });
 }
 
 // A case is a list of messages, or {"messages": [...], "add_generation_prompt": bool, ...}

@@ -16,6 +16,7 @@
 
 #include "fitlm/cli/command_registry.h"
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 #include "fitlm/text/batch.h"
 #include "fitlm/text/chat_template.h"
 #include "fitlm/text/dataset.h"
@@ -122,10 +123,10 @@ int run_inspect(const InspectOptions& o) {
   if (!o.file.empty()) {
     DatasetSource src;
     src.path = o.file;
-    src.type = o.type.empty() ? guess_type(o.file) : parse_dataset_type(o.type);
+    src.type = o.type.empty() ? guess_type(o.file) : parse_dataset_type(o.type, "--type");
     cfg.datasets = {src};
   } else if (!o.type.empty()) {
-    for (auto& d : cfg.datasets) d.type = parse_dataset_type(o.type);
+    for (auto& d : cfg.datasets) d.type = parse_dataset_type(o.type, "--type");
   }
   if (o.sequence_len > 0) cfg.sequence_len = o.sequence_len;
   if (o.train_on_inputs) cfg.train_on_inputs = true;
@@ -137,7 +138,10 @@ int run_inspect(const InspectOptions& o) {
 
   const Tokenizer tok = Tokenizer::from_dir(model);
   const TokenizerCodec codec(tok);
-  const std::optional<ChatTemplate> tmpl = ChatTemplate::find_in_model_dir(model);
+  const std::optional<ChatTemplate> tmpl =
+      json_input::read_fields("data", (model / "tokenizer_config.json").string(),
+                              [&] { return ChatTemplate::find_in_model_dir(model); });
+
   const ChatRenderFn render = tmpl ? chat_render_fn(*tmpl) : ChatRenderFn{};
   const bool color = !o.no_color && (o.color || ::isatty(1));
 

@@ -7,6 +7,7 @@
 #include "fitlm/cli/command_registry.h"
 #include "fitlm/cli/generation_options.h"
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 #include "fitlm/infer/generation_session.h"
 #include "fitlm/text/chat_template.h"
 
@@ -36,7 +37,7 @@ std::vector<int32_t> parse_ids(const std::string& s) {
     try {
       ids.push_back(std::stoi(item));
     } catch (const std::exception&) {
-      throw_input_error("generate", "--prompt-ids: '{}' is not an integer", item);
+      throw_input_error("generate", "--prompt-ids: '{}' is not an integer", clip(item));
     }
   }
   return ids;
@@ -49,19 +50,28 @@ std::vector<PromptSpec> read_prompts(const std::string& path) {
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const auto j = nlohmann::json::parse(line, nullptr, false);
+    nlohmann::json j;
+    if (auto error = json_input::try_parse(line, j))
+      throw_input_error("generate", "{}:{}: not valid JSON: {}", clip_path(path), n, *error);
     PromptSpec p;
     p.original = j;
     if (j.is_object() && j.contains("prompt") && j["prompt"].is_string()) {
       p.text = j["prompt"].get<std::string>();
     } else if (j.is_object() && j.contains("messages") && j["messages"].is_array()) {
       for (const auto& m : j["messages"]) {
-        if (!m.is_object() || !m.contains("role") || !m.contains("content"))
-          throw_input_error("generate", "{}:{}: each message needs role and content", path, n);
+        if (!m.is_object() || !m.contains("role") || !m.contains("content") ||
+            !m["role"].is_string() || !m["content"].is_string())
+          throw_input_error("generate", "{}:{}: each message needs string role and content",
+                            clip_path(path), n);
         p.messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
       }
     } else if (j.is_object() && j.contains("input_ids") && j["input_ids"].is_array()) {
-      p.ids = j["input_ids"].get<std::vector<int32_t>>();
+      for (const auto& v : j["input_ids"]) {
+        if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
+          throw_input_error("generate", "{}:{}: field 'input_ids': {} is not a token id",
+                            clip_path(path), n, clip(v.dump()));
+        p.ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+      }
     } else {
       throw_input_error("generate",
                         "{}:{}: expected a JSON object with \"prompt\", \"messages\" or "

@@ -19,6 +19,7 @@ ModelSession open_model(const ModelOptions& opts, TrainMode mode, RunShape shape
   ModelSession s;
   s.backend = make_backend(opts.backend);
   ModelConfig config = read_model_config(opts.model_dir);
+  check_model_weights(config, opts.model_dir);  // before the plan and its allocation
   LoraConfig lc = lora.value_or(LoraConfig{});
   TrainMode effective = mode;
   if (!opts.adapter_dir.empty()) {

@@ -7,6 +7,7 @@
 #include "fitlm/cli/command_registry.h"
 #include "fitlm/cli/generation_options.h"
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 #include "fitlm/infer/generation_session.h"
 
 namespace fitlm::cli {
@@ -53,15 +54,26 @@ int run_score(ScoreOptions& o) {
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (trim(line).empty()) continue;
-    const auto j = nlohmann::json::parse(line, nullptr, false);
+    nlohmann::json j;
+    if (auto error = json_input::try_parse(line, j))
+      throw_input_error("score-generations", "{}:{}: not valid JSON: {}", clip_path(o.data), n,
+                        *error);
     if (!j.is_object() || !j.contains("answer"))
-      throw_input_error("score-generations", "{}:{}: expected an object with \"answer\"", o.data,
-                        n);
+      throw_input_error("score-generations", "{}:{}: expected an object with \"answer\"",
+                        clip_path(o.data), n);
     std::vector<ChatMessage> messages;
     std::string prompt;
     if (j.contains("messages") && j["messages"].is_array()) {
-      for (const auto& m : j["messages"])
-        messages.push_back({m.value("role", ""), m.value("content", "")});
+      for (const auto& m : j["messages"]) {
+        auto text = [&](const char* key) -> std::string {
+          if (!m.is_object() || !m.contains(key)) return "";
+          if (!m[key].is_string())
+            throw_input_error("score-generations", "{}:{}: field 'messages[].{}' must be a string",
+                              clip_path(o.data), n, key);
+          return m[key].get<std::string>();
+        };
+        messages.push_back({text("role"), text("content")});
+      }
     } else if (j.contains("prompt") && j["prompt"].is_string()) {
       prompt = j["prompt"].get<std::string>();
     } else {

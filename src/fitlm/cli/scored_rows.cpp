@@ -4,19 +4,21 @@
 #include <nlohmann/json.hpp>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 
 namespace fitlm::cli {
 namespace {
 
-std::vector<int32_t> int_array(const nlohmann::json& j, const char* key,
-                               const std::string& where) {
+// Token ids (and, in labels, -100): integers that fit int32 (get<int32_t>() would wrap others).
+std::vector<int32_t> int_array(const nlohmann::json& j, const char* key, const std::string& where) {
   if (!j[key].is_array()) throw_input_error("data", "{}: '{}' must be an array", where, key);
   std::vector<int32_t> out;
   out.reserve(j[key].size());
   for (const auto& v : j[key]) {
-    if (!v.is_number_integer())
-      throw_input_error("data", "{}: '{}' must hold integers, found {}", where, key, v.dump());
-    out.push_back(v.get<int32_t>());
+    if (!v.is_number_integer() || v.get<int64_t>() < INT32_MIN || v.get<int64_t>() > INT32_MAX)
+      throw_input_error("data", "{}: '{}' must hold token ids, found {}", where, key,
+                        clip(v.dump()));
+    out.push_back(static_cast<int32_t>(v.get<int64_t>()));
   }
   return out;
 }
@@ -30,13 +32,10 @@ std::vector<ScoredRow> read_scored_rows(const std::filesystem::path& path) {
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = fmt::format("{}:{}", path.string(), n);
+    const std::string where = fmt::format("{}:{}", clip_path(path.string()), n);
     nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw_input_error("data", "{}: invalid JSON: {}", where, e.what());
-    }
+    if (auto error = json_input::try_parse(line, j))
+      throw_input_error("data", "{}: invalid JSON: {}", where, *error);
     if (!j.is_object() || !j.contains("input_ids"))
       throw_input_error("data", "{}: expected an object with 'input_ids'", where);
     ScoredRow r;

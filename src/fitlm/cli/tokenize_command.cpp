@@ -11,6 +11,7 @@
 
 #include "fitlm/cli/command_registry.h"
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 #include "fitlm/core/log.h"
 #include "fitlm/text/tokenizer.h"
 
@@ -28,7 +29,7 @@ struct TokenizeOptions {
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw_input_error("tokenize", "{}: cannot open file", path);
+  if (!in) throw_input_error("tokenize", "{}: cannot open file", clip_path(path));
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -50,8 +51,13 @@ std::vector<int32_t> parse_ids(const Json& j, const std::string& where) {
   std::vector<int32_t> ids;
   for (const Json& v : j) {
     if (!v.is_number_integer())
-      throw_input_error("tokenize", "{}: token ids must be integers", where);
-    ids.push_back(v.get<int32_t>());
+      throw_input_error("tokenize", "{}: token ids must be integers, found {}", where,
+                        clip(v.dump()));
+    // decode() reports ids outside the vocabulary; an id that int32 cannot hold is one too.
+    if (v.get<int64_t>() < INT32_MIN || v.get<int64_t>() > INT32_MAX)
+      throw_input_error("tokenize", "{}: token id {} is not in the vocabulary", where,
+                        clip(v.dump()));
+    ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
   }
   return ids;
 }
@@ -59,16 +65,11 @@ std::vector<int32_t> parse_ids(const Json& j, const std::string& where) {
 // One JSON value per line; blank lines are kept as errors so line numbers stay aligned.
 std::vector<Json> read_jsonl(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw_input_error("tokenize", "{}: cannot open file", path);
+  if (!in) throw_input_error("tokenize", "{}: cannot open file", clip_path(path));
   std::vector<Json> out;
   std::string line;
-  for (size_t n = 1; std::getline(in, line); ++n) {
-    try {
-      out.push_back(Json::parse(line));
-    } catch (const Json::parse_error& e) {
-      throw_input_error("tokenize", "{}:{}: not valid JSON: {}", path, n, e.what());
-    }
-  }
+  for (size_t n = 1; std::getline(in, line); ++n)
+    out.push_back(json_input::parse(line, "tokenize", fmt::format("{}:{}", clip_path(path), n)));
   return out;
 }
 
@@ -83,7 +84,7 @@ int run_jsonl(const TokenizeOptions& o, const Tokenizer& tok) {
   if (o.decode) {
     const auto t0 = std::chrono::steady_clock::now();
     for (size_t i = 0; i < lines.size(); ++i) {
-      const auto ids = parse_ids(lines[i], fmt::format("{}:{}", o.file, i + 1));
+      const auto ids = parse_ids(lines[i], fmt::format("{}:{}", clip_path(o.file), i + 1));
       const std::string text =
           o.no_cleanup ? tok.decode(ids, o.skip_special, false) : tok.decode(ids, o.skip_special);
       out += dump(Json(text)) + "\n";
@@ -96,7 +97,7 @@ int run_jsonl(const TokenizeOptions& o, const Tokenizer& tok) {
     size_t bytes = 0;
     for (size_t i = 0; i < lines.size(); ++i) {
       if (!lines[i].is_string())
-        throw_input_error("tokenize", "{}:{}: expected a JSON string", o.file, i + 1);
+        throw_input_error("tokenize", "{}:{}: expected a JSON string", clip_path(o.file), i + 1);
       texts.push_back(lines[i].get<std::string>());
       bytes += texts.back().size();
     }
@@ -119,12 +120,7 @@ int run_tokenize(const TokenizeOptions& o) {
   const std::string input = o.text_given ? o.text : read_file(o.file);
 
   if (o.decode) {
-    Json parsed;
-    try {
-      parsed = Json::parse(input);
-    } catch (const Json::parse_error& e) {
-      throw_input_error("tokenize", "--decode input: not valid JSON: {}", e.what());
-    }
+    const Json parsed = json_input::parse(input, "tokenize", "--decode input");
     const auto ids = parse_ids(parsed, "--decode input");
     const std::string text =
         o.no_cleanup ? tok.decode(ids, o.skip_special, false) : tok.decode(ids, o.skip_special);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "fitlm/core/tensor.h"
@@ -78,6 +79,7 @@ class AllocationPlan {
   bool finalized_ = false;
   size_t total_bytes_ = 0;
   std::vector<BufferSpec> buffers_;
+  std::unordered_map<std::string, size_t> index_;  // name -> position in buffers_
   std::vector<std::string> phase_names_;
 };
 

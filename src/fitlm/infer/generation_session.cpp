@@ -4,16 +4,23 @@
 #include <fstream>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/paths.h"
 #include "fitlm/io/hf_model.h"
 
 namespace fitlm {
 namespace {
 
+// generation_config.json eos_token_id: an id or a list; other values, and integers that are not
+// token ids, are ignored (the file is optional and advisory).
 void add_ids(const nlohmann::json& j, std::vector<int32_t>& out) {
-  if (j.is_number_integer()) out.push_back(j.get<int32_t>());
+  auto add = [&](const nlohmann::json& e) {
+    if (e.is_number_integer() && e.get<int64_t>() >= 0 && e.get<int64_t>() <= INT32_MAX)
+      out.push_back(static_cast<int32_t>(e.get<int64_t>()));
+  };
   if (j.is_array())
-    for (const auto& e : j)
-      if (e.is_number_integer()) out.push_back(e.get<int32_t>());
+    for (const auto& e : j) add(e);
+  else
+    add(j);
 }
 
 }  // namespace
@@ -28,13 +35,17 @@ GenerationSession::GenerationSession(const GenerationSetup& setup)
   RunShape shape;
   shape.max_tokens = 1;
   shape.logits_chunk = 1;
-  model_ = std::make_unique<Transformer>(*backend_, read_model_config(model_dir_),
-                                         TrainMode::kFrozen, LoraConfig{}, shape);
+  ModelConfig config = read_model_config(model_dir_);
+  check_model_weights(config, model_dir_);
+  if (paths::exists(model_dir_ / "tokenizer.json", "generate")) {
+    tokenizer_.emplace(Tokenizer::from_dir(model_dir_));
+    check_tokenizer_fits(*tokenizer_, config, model_dir_);
+  }
+  model_ = std::make_unique<Transformer>(*backend_, std::move(config), TrainMode::kFrozen,
+                                         LoraConfig{}, shape);
   load_model_weights(*model_, model_dir_);
   for (const std::string& dir : setup_.adapter_dirs)
     adapters_.push_back(std::make_unique<LoadedAdapter>(*backend_, model_->config(), dir));
-  if (std::filesystem::exists(model_dir_ / "tokenizer.json"))
-    tokenizer_.emplace(Tokenizer::from_dir(model_dir_));
 
   const ModelConfig& c = model_->config();
   eos_ids_.assign(c.eos_token_ids.begin(), c.eos_token_ids.end());
@@ -65,8 +76,7 @@ std::vector<int32_t> GenerationSession::encode_chat(std::vector<ChatMessage> mes
   if (!system.empty() && (messages.empty() || messages.front().role != "system"))
     messages.insert(messages.begin(), ChatMessage{"system", system});
   if (!chat_template_)
-    chat_template_ = std::make_unique<ChatTemplate>(
-        ChatTemplate::from_model_dir(model_dir_));
+    chat_template_ = std::make_unique<ChatTemplate>(ChatTemplate::from_model_dir(model_dir_));
   // The rendered text carries the template's own BOS: HF's apply_chat_template(tokenize=True)
   // encodes it without adding special tokens again.
   return encode(chat_template_->render(messages, /*add_generation_prompt=*/true), false);

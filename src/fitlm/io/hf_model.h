@@ -8,11 +8,22 @@
 #include "fitlm/core/quant4.h"
 #include "fitlm/model/config.h"
 #include "fitlm/model/transformer.h"
+#include "fitlm/text/tokenizer.h"
 
 namespace fitlm {
 
 // Reads DIR/config.json with a clear error when the directory or file is missing.
 ModelConfig read_model_config(const std::filesystem::path& dir);
+
+// Checks that DIR's safetensors hold every base weight `config` implies, with its shape and a
+// loadable dtype, without reading any data: callers run it before planning and allocating, so
+// a config that does not match its checkpoint (1000 layers declared, 3 present) fails at once.
+void check_model_weights(const ModelConfig& config, const std::filesystem::path& dir);
+// Checks that every id of `tokenizer` (its largest id + 1, added tokens included) has a row in
+// the model's embedding (config.json vocab_size; an embedding larger than the tokenizer, as
+// Qwen's padded one, is fine). `dir` names the model directory in the error.
+void check_tokenizer_fits(const Tokenizer& tokenizer, const ModelConfig& config,
+                          const std::filesystem::path& dir);
 
 struct LoadOptions {
   // Quantize the decoder's linear weights on load (QLoRA on a 16-bit base): each is quantized

@@ -9,6 +9,7 @@
 #include "fitlm/backend/cpu/cpu_backend.h"
 #include "fitlm/core/error.h"
 #include "fitlm/core/log.h"
+#include "fitlm/core/paths.h"
 #include "fitlm/io/bnb4bit.h"
 #include "fitlm/io/hf_model.h"
 #include "fitlm/io/model_dir_files.h"
@@ -28,10 +29,12 @@ MergeReport merge_lora(const std::filesystem::path& model_dir,
                        const std::filesystem::path& out_dir, const MergeOptions& o) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (fs::exists(out_dir) && fs::equivalent(out_dir, model_dir, ec))
+  if (paths::exists(out_dir, kComponent) && fs::equivalent(out_dir, model_dir, ec))
     throw_input_error(kComponent, "--out {} is the base model directory; choose a new one",
-                      out_dir.string());
+                      clip_path(out_dir.string()));
   const ModelConfig config = read_model_config(model_dir);
+  check_model_weights(config, model_dir);
+
   const LoraConfig lora = read_peft_config(adapter_dir);
   const io::ShardedSafetensors base = io::ShardedSafetensors::open(model_dir);
   const auto adapter_path = adapter_dir / "adapter_model.safetensors";

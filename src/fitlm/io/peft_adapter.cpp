@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 #include "fitlm/core/log.h"
 #include "fitlm/io/safetensors.h"
 #include "fitlm/io/safetensors_atomic_file.h"
@@ -13,16 +14,6 @@ namespace {
 
 constexpr const char* kComponent = "adapter";
 
-nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw_input_error(kComponent, "cannot open {}", path.string());
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw_input_error(kComponent, "{}: invalid JSON: {}", path.string(), e.what());
-  }
-}
-
 bool is_unset(const nlohmann::json& j, const char* key) {
   if (!j.contains(key) || j[key].is_null()) return true;
   const auto& v = j[key];
@@ -30,35 +21,83 @@ bool is_unset(const nlohmann::json& j, const char* key) {
          (v.is_array() && v.empty()) || (v.is_string() && v == "none");
 }
 
+// Typed fields of adapter_config.json; errors name the file and the field.
+class PeftFields {
+ public:
+  PeftFields(const nlohmann::json& j, std::string file) : j_(j), file_(std::move(file)) {}
+  [[noreturn]] void fail(const char* key, const char* expected, const nlohmann::json& v) const {
+    throw_input_error(kComponent, "{}: field '{}': expected {}, found {}", file_, key, expected,
+                      clip(v.dump()));
+  }
+  const nlohmann::json* find(const char* key) const {
+    auto it = j_.find(key);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+  }
+  double number(const char* key, double fallback) const {
+    const nlohmann::json* v = find(key);
+    if (!v) return fallback;
+    if (!v->is_number()) fail(key, "a number", *v);
+    return v->get<double>();
+  }
+  bool boolean(const char* key, bool fallback) const {
+    const nlohmann::json* v = find(key);
+    if (!v) return fallback;
+    if (!v->is_boolean()) fail(key, "true or false", *v);
+    return v->get<bool>();
+  }
+  const std::string& file() const { return file_; }
+
+ private:
+  const nlohmann::json& j_;
+  std::string file_;
+};
+
 }  // namespace
 
 LoraConfig read_peft_config(const std::filesystem::path& dir) {
   const auto path = dir / "adapter_config.json";
-  const nlohmann::json j = read_json(path);
-  if (!j.is_object() || j.value("peft_type", "") != "LORA")
-    throw_input_error(kComponent, "{}: peft_type must be \"LORA\"", path.string());
-  for (const char* key : {"use_dora", "rank_pattern", "alpha_pattern", "modules_to_save",
-                          "layers_to_transform", "bias", "fan_in_fan_out"})
-    if (!is_unset(j, key))
-      throw_input_error(kComponent, "{}: '{}' = {} is not supported", path.string(), key,
-                        j[key].dump());
-  LoraConfig c;
-  try {
-    c.r = j.at("r").get<int>();
-    c.alpha = j.value("lora_alpha", static_cast<float>(c.r));
-    c.dropout = j.value("lora_dropout", 0.0f);
-    c.use_rslora = j.value("use_rslora", false);
-    const auto& t = j.at("target_modules");
-    if (t.is_string()) {
-      c.targets = parse_lora_targets({t.get<std::string>()});
+  const nlohmann::json j = json_input::parse_file(path, kComponent, "invalid JSON");
+  const std::string file = clip_path(path.string());
+  return json_input::read_fields(kComponent, file, [&] {
+    const auto type = j.is_object() ? j.find("peft_type") : j.end();
+    if (!j.is_object() || type == j.end() || *type != "LORA")
+      throw_input_error(kComponent, "{}: peft_type must be \"LORA\"", file);
+    for (const char* key : {"use_dora", "rank_pattern", "alpha_pattern", "modules_to_save",
+                            "layers_to_transform", "bias", "fan_in_fan_out"})
+      if (!is_unset(j, key))
+        throw_input_error(kComponent, "{}: '{}' = {} is not supported", file, key,
+                          clip(j[key].dump()));
+    const PeftFields f(j, file);
+    LoraConfig c;
+    const nlohmann::json* r = f.find("r");
+    if (!r) throw_input_error(kComponent, "{}: missing field 'r'", file);
+    // The same bound as the lora_r key of a training config.
+    if (!r->is_number_integer() || r->get<int64_t>() < 1 || r->get<int64_t>() > (1 << 16))
+      f.fail("r", "an integer in [1, 65536]", *r);
+    c.r = static_cast<int>(r->get<int64_t>());
+    c.alpha = static_cast<float>(f.number("lora_alpha", static_cast<double>(c.r)));
+    c.dropout = static_cast<float>(f.number("lora_dropout", 0.0));
+    c.use_rslora = f.boolean("use_rslora", false);
+    const nlohmann::json* t = f.find("target_modules");
+    if (!t) throw_input_error(kComponent, "{}: missing field 'target_modules'", file);
+    std::vector<std::string> names;
+    if (t->is_string()) {
+      names.push_back(t->get<std::string>());
+    } else if (t->is_array()) {
+      for (const auto& n : *t) {
+        if (!n.is_string()) f.fail("target_modules", "a list of module names", *t);
+        names.push_back(n.get<std::string>());
+      }
     } else {
-      c.targets = parse_lora_targets(t.get<std::vector<std::string>>());
+      f.fail("target_modules", "a module name or a list of them", *t);
     }
-  } catch (const nlohmann::json::exception& e) {
-    throw_input_error(kComponent, "{}: {}", path.string(), e.what());
-  }
-  if (c.r <= 0) throw_input_error(kComponent, "{}: r must be positive", path.string());
-  return c;
+    try {
+      c.targets = parse_lora_targets(names);
+    } catch (const Error& e) {
+      throw_input_error(kComponent, "{}: field 'target_modules': {}", file, e.message());
+    }
+    return c;
+  });
 }
 
 void load_peft_weights(Transformer& model, const std::filesystem::path& dir) {
@@ -89,8 +128,7 @@ void load_peft_weights(Transformer& model, const std::filesystem::path& dir) {
     ++loaded;
   }
   if (loaded < st.tensors().size())
-    log::warn("{}: {} tensors not used by the model", path.string(),
-              st.tensors().size() - loaded);
+    log::warn("{}: {} tensors not used by the model", path.string(), st.tensors().size() - loaded);
 }
 
 void save_peft_adapter(Transformer& model, const std::filesystem::path& dir,
@@ -125,8 +163,8 @@ void save_peft_adapter(Transformer& model, const std::filesystem::path& dir,
   for (Param& p : model.params()) {
     host.emplace_back(static_cast<size_t>(p.master.numel()));
     model.backend().download(p.master, host.back().data());
-    w.add_f32(p.name, io::StDType::kF32, {p.master.shape.dims.begin(),
-                                           p.master.shape.dims.begin() + p.master.ndim()},
+    w.add_f32(p.name, io::StDType::kF32,
+              {p.master.shape.dims.begin(), p.master.shape.dims.begin() + p.master.ndim()},
               host.back().data());
   }
   w.write(dir / "adapter_model.safetensors");

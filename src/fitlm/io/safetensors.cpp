@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 #include "fitlm/io/safetensors_atomic_file.h"
 
 namespace fitlm::io {
@@ -185,7 +186,7 @@ namespace {
 SafetensorsTensorInfo parse_entry(const std::string& file, const std::string& name,
                                   const nlohmann::json& j, uint64_t data_size) {
   auto fail = [&](const std::string& what) {
-    throw_input_error(kComponent, "{}: tensor '{}': {}", file, name, what);
+    throw_input_error(kComponent, "{}: tensor '{}': {}", file, clip(name, 160), what);
   };
   if (!j.is_object())
     fail(
@@ -201,7 +202,8 @@ SafetensorsTensorInfo parse_entry(const std::string& file, const std::string& na
         fmt::format("unknown dtype \"{}\" (expected one of BOOL F4 F6_E2M3 F6_E3M2 U8 I8 "
                     "F8_E5M2 F8_E4M3 F8_E8M0 F8_E4M3FNUZ F8_E5M2FNUZ I16 U16 F16 BF16 I32 U32 "
                     "F32 C64 F64 I64 U64)",
-                    dt->get_ref<const std::string&>()));
+                    clip(dt->get_ref<const std::string&>())));
+
   t.dtype = *parsed;
 
   const auto sh = j.find("shape");
@@ -209,7 +211,7 @@ SafetensorsTensorInfo parse_entry(const std::string& file, const std::string& na
   for (const auto& d : *sh) {
     if (!d.is_number_unsigned() ||
         d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-      fail(fmt::format("shape {} must hold non-negative integers", sh->dump()));
+      fail(fmt::format("shape {} must hold non-negative integers", clip(sh->dump())));
     t.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
   }
 
@@ -258,7 +260,7 @@ std::map<std::string, std::string> parse_metadata(const std::string& file,
 }  // namespace
 
 SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
-  const std::string file = path.string();
+  const std::string file = clip_path(path.string());
   SafetensorsFile f;
   f.path_ = path;
 
@@ -307,12 +309,9 @@ SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
     return true;
   };
   const char* hb = reinterpret_cast<const char*>(f.map_ + 8);
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(hb, hb + n, on_event);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw_input_error(kComponent, "{}: header is not valid UTF-8 JSON: {}", file, e.what());
-  }
+  const nlohmann::json header = json_input::parse(std::string_view(hb, n), kComponent, file,
+                                                  on_event, "header is not valid UTF-8 JSON");
+
   if (!header.is_object())
     throw_input_error(kComponent, "{}: header must be a JSON object, found {}", file,
                       header.type_name());

@@ -8,6 +8,8 @@
 #include <unordered_set>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
+#include "fitlm/core/paths.h"
 #include "fitlm/io/safetensors_atomic_file.h"
 
 namespace fitlm::io {
@@ -28,7 +30,7 @@ bool is_safe_relative(const fs::path& p) {
 // Parses the index json into tensor name -> shard file name, rejecting duplicate names (which
 // a json object would otherwise collapse silently).
 std::map<std::string, std::string> parse_index(const fs::path& index) {
-  const std::string file = index.string();
+  const std::string file = clip_path(index.string());
   std::error_code ec;
   const uintmax_t size = fs::file_size(index, ec);
   if (ec) throw_input_error(kComponent, "{}: cannot read: {}", file, ec.message());
@@ -51,12 +53,8 @@ std::map<std::string, std::string> parse_index(const fs::path& index) {
       duplicate = v.get<std::string>();
     return true;
   };
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text, on_event);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw_input_error(kComponent, "{}: not valid JSON: {}", file, e.what());
-  }
+  const nlohmann::json j = json_input::parse(text, kComponent, file, on_event);
+
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
     throw_input_error(kComponent,
                       "{}: expected an object with a \"weight_map\" object of tensor name -> "
@@ -82,13 +80,13 @@ std::map<std::string, std::string> parse_index(const fs::path& index) {
 ShardedSafetensors ShardedSafetensors::open(const fs::path& path) {
   ShardedSafetensors s;
   fs::path index;
-  if (fs::is_directory(path)) {
-    if (fs::exists(path / kSafetensorsIndexName)) {
+  if (paths::is_directory(path, kComponent)) {
+    if (paths::exists(path / kSafetensorsIndexName, kComponent)) {
       index = path / kSafetensorsIndexName;
-    } else if (fs::exists(path / kSafetensorsSingleName)) {
+    } else if (paths::exists(path / kSafetensorsSingleName, kComponent)) {
       s.shards_.push_back(SafetensorsFile::open(path / kSafetensorsSingleName));
     } else {
-      throw_input_error(kComponent, "{}: found neither {} nor {}", path.string(),
+      throw_input_error(kComponent, "{}: found neither {} nor {}", clip_path(path.string()),
                         kSafetensorsIndexName, kSafetensorsSingleName);
     }
   } else if (path.string().ends_with(".json")) {
@@ -107,10 +105,12 @@ ShardedSafetensors ShardedSafetensors::open(const fs::path& path) {
       if (shard_pos.count(shard)) continue;
       if (!is_safe_relative(shard))
         throw_input_error(kComponent, "{}: tensor '{}': shard '{}' must be a file name inside {}",
-                          index.string(), name, shard, dir.string());
-      if (!fs::is_regular_file(dir / shard))
+                          clip_path(index.string()), clip(name), clip(shard),
+                          clip_path(dir.string()));
+      if (!paths::is_regular_file(dir / shard, kComponent))
         throw_input_error(kComponent, "{}: shard '{}' (holding tensor '{}') does not exist in {}",
-                          index.string(), shard, name, dir.string());
+                          clip_path(index.string()), clip(shard), clip(name),
+                          clip_path(dir.string()));
       shard_pos.emplace(shard, shard_pos.size());
     }
     std::vector<std::string> order(shard_pos.size());
@@ -121,7 +121,7 @@ ShardedSafetensors ShardedSafetensors::open(const fs::path& path) {
       if (!s.shards_[i].contains(name))
         throw_input_error(kComponent,
                           "{}: tensor '{}': mapped to shard '{}' which does not hold it",
-                          index.string(), name, shard);
+                          clip_path(index.string()), clip(name), clip(shard));
       s.shard_of_.emplace(name, i);
       s.names_.push_back(name);  // std::map iteration: already sorted
     }

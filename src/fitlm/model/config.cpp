@@ -1,14 +1,26 @@
 #include "fitlm/model/config.h"
 
 #include <cmath>
-#include <fstream>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 
 namespace fitlm {
 namespace {
 
 constexpr const char* kComponent = "config";
+
+// Upper bounds on the sizes config.json may declare. They sit well above every released model
+// (Llama-3.1-405B: 126 layers, hidden 16384, intermediate 53248, 128 heads; the largest
+// vocabularies ~262k; head_dim <= 256) and keep every buffer size the planner computes far
+// from overflowing: a config beyond them is a mistake or an attack, and is refused before the
+// planner (whose work grows with the layer count) or any allocation runs.
+constexpr int kMaxLayers = 1024;
+constexpr int kMaxHiddenSize = 1 << 16;
+constexpr int kMaxIntermediateSize = 1 << 20;
+constexpr int kMaxVocabSize = 1 << 24;
+constexpr int kMaxHeads = 1024;
+constexpr int kMaxHeadDim = 1024;
 
 struct ArchInfo {
   const char* name;
@@ -33,6 +45,21 @@ class Fields {
     if (!has(key)) throw_input_error(kComponent, "{}: missing required field '{}'", source_, key);
     return as_int(key, j_[key]);
   }
+  // A required size: an integer in [1, max].
+  int require_size(const char* key, int max) const {
+    const int v = require_int(key);
+    check_size(key, v, max);
+    return v;
+  }
+  void check_size(const char* key, int v, int max) const {
+    if (v == 0)
+      throw_input_error(kComponent, "{}: field '{}' must be positive, found 0", source_, key);
+    if (v > max)
+      throw_input_error(kComponent,
+                        "{}: field '{}' is {}, more than fitlm accepts (at most {}; no released "
+                        "model comes close)",
+                        source_, key, v, max);
+  }
   int get_int(const char* key, int fallback) const {
     return has(key) ? as_int(key, j_[key]) : fallback;
   }
@@ -40,14 +67,14 @@ class Fields {
     if (!has(key)) return fallback;
     if (!j_[key].is_number())
       throw_input_error(kComponent, "{}: field '{}' must be a number, found {}", source_, key,
-                        j_[key].dump());
+                        clip(j_[key].dump()));
     return j_[key].get<double>();
   }
   bool get_bool(const char* key, bool fallback) const {
     if (!has(key)) return fallback;
     if (!j_[key].is_boolean())
-      throw_input_error(kComponent, "{}: field '{}' must be true or false, found {}", source_,
-                        key, j_[key].dump());
+      throw_input_error(kComponent, "{}: field '{}' must be true or false, found {}", source_, key,
+                        clip(j_[key].dump()));
     return j_[key].get<bool>();
   }
 
@@ -55,15 +82,14 @@ class Fields {
   int as_int(const char* key, const nlohmann::json& v) const {
     if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > (1ll << 31) - 1)
       throw_input_error(kComponent, "{}: field '{}' must be a non-negative integer, found {}",
-                        source_, key, v.dump());
+                        source_, key, clip(v.dump()));
     return v.get<int>();
   }
   const nlohmann::json& j_;
   const std::string& source_;
 };
 
-RopeScaling read_rope_scaling(const nlohmann::json& j, const std::string& source,
-                              double& theta) {
+RopeScaling read_rope_scaling(const nlohmann::json& j, const std::string& source, double& theta) {
   RopeScaling rs;
   // transformers v5 writes `rope_parameters` (with rope_theta inside); v4 `rope_scaling`.
   const nlohmann::json* params = nullptr;
@@ -84,15 +110,17 @@ RopeScaling read_rope_scaling(const nlohmann::json& j, const std::string& source
     throw_input_error(kComponent,
                       "{}: rope scaling type '{}' is not supported (supported: default, linear, "
                       "llama3)",
-                      source, type);
+                      source, clip(type));
   rs.type = type;
   rs.factor = f.get_double("factor", 1.0);
   rs.low_freq_factor = f.get_double("low_freq_factor", 1.0);
   rs.high_freq_factor = f.get_double("high_freq_factor", 4.0);
   rs.original_max_position_embeddings = f.get_int("original_max_position_embeddings", 8192);
   if (type == "llama3" && !(rs.high_freq_factor > rs.low_freq_factor))
-    throw_input_error(kComponent, "{}: llama3 rope scaling needs high_freq_factor > "
-                      "low_freq_factor", source);
+    throw_input_error(kComponent,
+                      "{}: llama3 rope scaling needs high_freq_factor > "
+                      "low_freq_factor",
+                      source);
   return rs;
 }
 
@@ -104,7 +132,9 @@ std::string supported_architectures() {
   return s;
 }
 
-ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& source) {
+namespace {
+
+ModelConfig read_config_fields(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw_input_error(kComponent, "{}: expected a JSON object", source);
   ModelConfig c;
   c.raw = j;
@@ -121,29 +151,28 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
       known = true;
     }
   if (!known)
-    throw_input_error(kComponent, "{}: architecture '{}' is not supported (supported: {})",
-                      source, c.architecture_name, supported_architectures());
+    throw_input_error(kComponent, "{}: architecture '{}' is not supported (supported: {})", source,
+                      clip(c.architecture_name), supported_architectures());
 
   const Fields f(j, source);
-  c.vocab_size = f.require_int("vocab_size");
-  c.hidden_size = f.require_int("hidden_size");
-  c.intermediate_size = f.require_int("intermediate_size");
-  c.num_layers = f.require_int("num_hidden_layers");
-  c.num_heads = f.require_int("num_attention_heads");
+  c.vocab_size = f.require_size("vocab_size", kMaxVocabSize);
+  c.hidden_size = f.require_size("hidden_size", kMaxHiddenSize);
+  c.intermediate_size = f.require_size("intermediate_size", kMaxIntermediateSize);
+  c.num_layers = f.require_size("num_hidden_layers", kMaxLayers);
+  c.num_heads = f.require_size("num_attention_heads", kMaxHeads);
   c.num_kv_heads = f.get_int("num_key_value_heads", c.num_heads);
-  if (c.num_heads == 0 || c.hidden_size == 0 || c.vocab_size == 0 || c.num_layers == 0)
-    throw_input_error(kComponent, "{}: vocab_size, hidden_size, num_hidden_layers and "
-                      "num_attention_heads must be positive", source);
+  f.check_size("num_key_value_heads", c.num_kv_heads, kMaxHeads);
   const int default_head_dim =
       c.arch == Architecture::kQwen3 && !f.has("head_dim") ? 128 : c.hidden_size / c.num_heads;
   c.head_dim = f.get_int("head_dim", default_head_dim);
-  if (c.num_kv_heads == 0 || c.num_heads % c.num_kv_heads != 0)
+  if (c.num_heads % c.num_kv_heads != 0)
     throw_input_error(kComponent,
                       "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                       source, c.num_heads, c.num_kv_heads);
   if (c.head_dim % 2 != 0 || c.head_dim == 0)
-    throw_input_error(kComponent, "{}: head_dim must be even and positive, found {}", source,
-                      c.head_dim);
+    throw_input_error(kComponent, "{}: head_dim must be even and positive, found {}{}", source,
+                      c.head_dim, f.has("head_dim") ? "" : " (hidden_size / num_attention_heads)");
+  f.check_size("head_dim", c.head_dim, kMaxHeadDim);
   c.max_position_embeddings = f.get_int("max_position_embeddings", 4096);
   c.rms_norm_eps = f.get_double("rms_norm_eps", 1e-6);
   c.rope_theta = f.get_double("rope_theta", 10000.0);
@@ -152,7 +181,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
 
   if (j.contains("hidden_act") && j["hidden_act"] != "silu")
     throw_input_error(kComponent, "{}: hidden_act '{}' is not supported (only silu)", source,
-                      j["hidden_act"].dump());
+                      clip(j["hidden_act"].dump()));
   const bool attention_bias = f.get_bool("attention_bias", false);
   switch (c.arch) {
     case Architecture::kLlama:
@@ -175,26 +204,35 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   if (c.arch == Architecture::kMistral) c.sliding_window = f.get_int("sliding_window", 0);
 
   c.bos_token_id = f.get_int("bos_token_id", -1);
+  // eos_token_id: an id or a list of ids; other values are ignored, as before, but an integer
+  // must be a possible token id (get<int>() would silently wrap a huge one).
+  auto eos_id = [&](const nlohmann::json& v) {
+    if (!v.is_number_integer()) return;
+    if (v.get<int64_t>() < 0 || v.get<int64_t>() > (1ll << 31) - 1)
+      throw_input_error(kComponent, "{}: field 'eos_token_id' holds {}, which is not a token id",
+                        source, clip(v.dump()));
+    c.eos_token_ids.push_back(v.get<int>());
+  };
   if (j.contains("eos_token_id")) {
     const auto& e = j["eos_token_id"];
-    if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<int>());
-    else if (e.is_array())
-      for (const auto& v : e)
-        if (v.is_number_integer()) c.eos_token_ids.push_back(v.get<int>());
+    if (e.is_array())
+      for (const auto& v : e) eos_id(v);
+    else
+      eos_id(e);
   }
   return c;
 }
 
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& source) {
+  // The readers below check every type they read; the net turns anything they miss into an
+  // input error naming the file rather than an internal one.
+  return json_input::read_fields(kComponent, source, [&] { return read_config_fields(j, source); });
+}
+
 ModelConfig ModelConfig::from_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw_input_error(kComponent, "cannot open {}", path.string());
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw_input_error(kComponent, "{}: invalid JSON: {}", path.string(), e.what());
-  }
-  return from_json(j, path.string());
+  return from_json(json_input::parse_file(path, kComponent, "invalid JSON"), path.string());
 }
 
 nlohmann::json ModelConfig::to_json() const {
@@ -212,7 +250,8 @@ nlohmann::json ModelConfig::to_json() const {
   j["rope_theta"] = rope_theta;
   j["tie_word_embeddings"] = tie_word_embeddings;
   j["hidden_act"] = "silu";
-  if (!j.contains("max_position_embeddings")) j["max_position_embeddings"] = max_position_embeddings;
+  if (!j.contains("max_position_embeddings"))
+    j["max_position_embeddings"] = max_position_embeddings;
   return j;
 }
 

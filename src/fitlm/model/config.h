@@ -46,7 +46,8 @@ struct ModelConfig {
   int bos_token_id = -1;
   nlohmann::json raw;  // the file as read, kept so that merged models keep every key
 
-  // `source` names the file in error messages.
+  // `source` names the file in error messages. Sizes are bounded (at most 1024 layers, hidden
+  // size 65536, vocabulary 2^24, ...): a config beyond them is an input error.
   static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
   static ModelConfig from_file(const std::filesystem::path& path);
   // A config.json that transformers loads for this model (raw keys kept, ours updated).

@@ -1,8 +1,11 @@
 // Parsing added_tokens and the trie that finds them in text.
 #include "fitlm/text/added_tokens.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
+#include "fitlm/core/error.h"
 #include "fitlm/text/unicode.h"
 
 namespace fitlm {
@@ -10,7 +13,7 @@ namespace fitlm {
 using tokenizer_json::Json;
 using tokenizer_json::Loc;
 
-std::vector<AddedToken> parse_added_tokens(const Json& root, const Loc& loc) {
+std::vector<AddedToken> parse_added_tokens(const Json& root, const Loc& loc, int64_t id_limit) {
   std::vector<AddedToken> tokens;
   auto it = root.find("added_tokens");
   if (it == root.end() || it->is_null()) return tokens;
@@ -19,12 +22,15 @@ std::vector<AddedToken> parse_added_tokens(const Json& root, const Loc& loc) {
     const Json& t = (*it)[i];
     const Loc at = (loc / "added_tokens").at(i);
     AddedToken tok;
-    const Json& id = tokenizer_json::require(t, "id", at);
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-      tokenizer_json::fail(at / "id", "expected a non-negative integer");
-    tok.id = static_cast<int32_t>(id.get<int64_t>());
     tok.content = tokenizer_json::require_string(t, "content", at);
     if (tok.content.empty()) tokenizer_json::fail(at / "content", "empty token");
+    const Json& id = tokenizer_json::require(t, "id", at);
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= id_limit)
+      tokenizer_json::fail(at / "id",
+                           fmt::format("token \"{}\" has id {}: expected an integer in [0, {})",
+                                       clip(tok.content), clip(id.dump()), id_limit));
+    tok.id = static_cast<int32_t>(id.get<int64_t>());
+
     tok.single_word = tokenizer_json::optional_bool(t, "single_word", at, false);
     tok.lstrip = tokenizer_json::optional_bool(t, "lstrip", at, false);
     tok.rstrip = tokenizer_json::optional_bool(t, "rstrip", at, false);

@@ -50,7 +50,8 @@ class AddedTokenSplitter {
   bool first_byte_[256] = {};
 };
 
+// Ids must lie in [0, id_limit) (Vocab::id_limit).
 std::vector<AddedToken> parse_added_tokens(const tokenizer_json::Json& root,
-                                           const tokenizer_json::Loc& loc);
+                                           const tokenizer_json::Loc& loc, int64_t id_limit);
 
 }  // namespace fitlm

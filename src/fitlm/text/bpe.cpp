@@ -5,6 +5,7 @@
 
 #include <queue>
 
+#include "fitlm/core/error.h"
 #include "fitlm/text/unicode.h"
 
 namespace fitlm {
@@ -26,10 +27,12 @@ BpeModel::BpeModel(const Json& model, const Loc& loc, Vocab& vocab) {
   const Json& v = tokenizer_json::require(model, "vocab", loc);
   if (!v.is_object()) tokenizer_json::fail(loc / "vocab", "expected an object {token: id}");
   for (auto it = v.begin(); it != v.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-        it.value().get<int64_t>() > INT32_MAX)
-      tokenizer_json::fail(loc / "vocab", fmt::format("token \"{}\" has no valid id", it.key()));
-    vocab.set(it.key(), static_cast<int32_t>(it.value().get<int64_t>()));
+    const Json& id = it.value();
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= vocab.id_limit)
+      tokenizer_json::fail(loc / "vocab",
+                           fmt::format("token \"{}\" has id {}: expected an integer in [0, {})",
+                                       clip(it.key()), clip(id.dump()), vocab.id_limit));
+    vocab.set(it.key(), static_cast<int32_t>(id.get<int64_t>()));
   }
 
   const Json& merges = tokenizer_json::require_array(model, "merges", loc);
@@ -44,7 +47,7 @@ BpeModel::BpeModel(const Json& model, const Loc& loc, Vocab& vocab) {
       const size_t sp = s.find(' ');
       if (sp == std::string::npos)
         tokenizer_json::fail((loc / "merges").at(i),
-                             "expected \"left right\", found \"" + s + "\"");
+                             "expected \"left right\", found \"" + clip(s) + "\"");
       a = s.substr(0, sp);
       const size_t sp2 = s.find(' ', sp + 1);
       b = s.substr(sp + 1, sp2 == std::string::npos ? std::string::npos : sp2 - sp - 1);

@@ -29,6 +29,9 @@ struct Vocab {
   TokenMap token_to_id;
   std::vector<std::string> id_to_token;  // "" for ids no token has
   std::vector<uint8_t> has_token;        // 1 where id_to_token is defined
+  // Ids must lie in [0, id_limit): id_to_token is sized by the largest id, so the limit bounds
+  // the memory a tokenizer.json can make us allocate (Tokenizer::Impl::load sets it).
+  int64_t id_limit = INT32_MAX;
 
   std::optional<int32_t> find(std::string_view token) const {
     auto it = token_to_id.find(token);

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 #include "fitlm/text/jinja/evaluator.h"
 
 namespace fitlm {
@@ -32,14 +33,10 @@ std::string read_text(const std::filesystem::path& path) {
 }
 
 OJson read_config(const std::filesystem::path& path) {
-  try {
-    OJson j = OJson::parse(read_text(path));
-    if (!j.is_object())
-      throw_input_error("chat_template", "{}: expected a JSON object", path.string());
-    return j;
-  } catch (const OJson::parse_error& e) {
-    throw_input_error("chat_template", "{}: not valid JSON: {}", path.string(), e.what());
-  }
+  OJson j = json_input::parse_ordered(read_text(path), "chat_template", clip_path(path.string()));
+  if (!j.is_object())
+    throw_input_error("chat_template", "{}: expected a JSON object", clip_path(path.string()));
+  return j;
 }
 
 // A token is a string, or an AddedToken dict {"content": ..., "lstrip": ...} in older configs.

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/paths.h"
 
 namespace fitlm {
 namespace {
@@ -57,14 +58,17 @@ DataConfig parse_data_config(const std::string& yaml_text, const std::filesystem
                         d.Mark().line + 1, key);
     DatasetSource src;
     src.path = scalar<std::string>(d["path"], source, key + ".path", "a path");
-    src.type = parse_dataset_type(scalar<std::string>(d["type"], source, key + ".type", "a type"));
+    src.type = parse_dataset_type(
+        scalar<std::string>(d["type"], source, key + ".type", "a type"),
+        fmt::format("{}:{}: '{}.type'", clip_path(source), d["type"].Mark().line + 1, key));
+
     if (d["format"])
       src.file_format =
           scalar<std::string>(d["format"], source, key + ".format", "jsonl, json or csv");
     // Paths as written work from the current directory; a config kept next to its data also
     // works from anywhere.
-    if (src.path.is_relative() && !std::filesystem::exists(src.path) &&
-        std::filesystem::exists(base_dir / src.path))
+    if (src.path.is_relative() && !paths::exists(src.path, "config") &&
+        paths::exists(base_dir / src.path, "config"))
       src.path = base_dir / src.path;
     c.datasets.push_back(std::move(src));
   }

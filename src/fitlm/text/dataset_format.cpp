@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 
 namespace fitlm {
 namespace {
@@ -75,7 +76,7 @@ std::vector<ChatMessage> parse_turns(const json& turns, const char* key, const c
         throw RowError(
             BadRowReason::kInvalidValue,
             fmt::format("field '{}{}': unknown role '{}' (expected system, human or gpt)", where,
-                        role_key, role));
+                        role_key, clip(role)));
     } else if (role.empty()) {
       throw RowError(BadRowReason::kInvalidValue,
                      fmt::format("field '{}{}' is empty", where, role_key));
@@ -89,12 +90,12 @@ std::vector<int32_t> parse_ids(const json& row, const char* key, bool allow_igno
   json v = require(row, "", key);
   // CSV cells are strings: accept "[1, 2, 3]" there.
   if (v.is_string()) {
-    try {
-      v = json::parse(v.get<std::string>());
-    } catch (const json::parse_error&) {
+    json parsed;
+    if (auto error = json_input::try_parse(v.get<std::string>(), parsed))
       throw RowError(BadRowReason::kWrongType,
-                     fmt::format("field '{}': expected an array of integers, found a string", key));
-    }
+                     fmt::format("field '{}': expected an array of integers, found a string ({})",
+                                 key, *error));
+    v = std::move(parsed);
   }
   if (!v.is_array())
     throw RowError(BadRowReason::kWrongType, fmt::format("field '{}': expected an array of "
@@ -122,16 +123,16 @@ std::vector<int32_t> parse_ids(const json& row, const char* key, bool allow_igno
 
 }  // namespace
 
-DatasetType parse_dataset_type(std::string_view name) {
+DatasetType parse_dataset_type(std::string_view name, std::string_view where) {
   if (name == "alpaca") return DatasetType::kAlpaca;
   if (name == "sharegpt") return DatasetType::kShareGpt;
   if (name == "messages" || name == "chat_template") return DatasetType::kMessages;
   if (name == "completion") return DatasetType::kCompletion;
   if (name == "pretokenized") return DatasetType::kPretokenized;
-  throw_input_error("dataset",
-                    "unknown dataset type '{}': expected alpaca, sharegpt, messages, completion or "
-                    "pretokenized",
-                    name);
+  throw_input_error("config",
+                    "{}: unknown dataset type '{}': expected alpaca, sharegpt, messages, "
+                    "completion or pretokenized",
+                    where, clip(name));
 }
 
 std::string_view dataset_type_name(DatasetType type) {

@@ -22,7 +22,10 @@ enum class DatasetType {
   kPretokenized,  // {input_ids, labels?}: labels default to input_ids
 };
 
-DatasetType parse_dataset_type(std::string_view name);  // input error listing the valid names
+// Input error "[config] WHERE: unknown dataset type 'x': expected alpaca, ..." otherwise; `where`
+// names the file and key the name came from ("a.yaml: key 'datasets[0].type'", "--type").
+DatasetType parse_dataset_type(std::string_view name, std::string_view where);
+
 std::string_view dataset_type_name(DatasetType type);
 
 // Why a row was rejected; the summary counts skipped rows by these names.

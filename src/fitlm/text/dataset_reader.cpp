@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 #include "fitlm/text/csv_reader.h"
 
 namespace fitlm {
@@ -22,13 +23,10 @@ std::string lower_extension(const std::filesystem::path& path) {
   return ext;
 }
 
-// nlohmann's messages start with "[json.exception.parse_error.101] parse error at line 1, ...";
-// keep the part after the tag so the user reads the reason, not the library's error code.
-std::string short_json_error(const std::exception& e) {
-  std::string s = e.what();
-  if (auto p = s.find("] "); p != std::string::npos && s.rfind("[json.exception", 0) == 0)
-    s = s.substr(p + 2);
-  return s;
+// One row's JSON: any nlohmann error (a syntax error, a number out of range such as 1e999) is
+// this row's error, so that on_bad_row=skip skips the row instead of ending the load.
+void parse_row(std::string_view text, RawRow& row) {
+  if (auto error = json_input::try_parse(text, row.value)) row.error = "malformed JSON: " + *error;
 }
 
 std::vector<RawRow> read_jsonl(std::string_view text) {
@@ -45,11 +43,7 @@ std::vector<RawRow> read_jsonl(std::string_view text) {
     if (s.find_first_not_of(" \t") == std::string_view::npos) continue;  // blank line: no row
     RawRow row;
     row.line = line;
-    try {
-      row.value = nlohmann::json::parse(s);
-    } catch (const nlohmann::json::parse_error& e) {
-      row.error = "malformed JSON: " + short_json_error(e);
-    }
+    parse_row(s, row);
     rows.push_back(std::move(row));
   }
   return rows;
@@ -71,7 +65,7 @@ std::vector<RawRow> read_json_array(const std::filesystem::path& path, std::stri
   skip_ws();
   if (i >= text.size() || text[i] != '[')
     throw_input_error("dataset", "{}:{}: expected a JSON array ('[') at the start of the file",
-                      path.string(), line);
+                      clip_path(path.string()), line);
   ++i;
   skip_ws();
   if (i < text.size() && text[i] == ']') return rows;
@@ -79,7 +73,7 @@ std::vector<RawRow> read_json_array(const std::filesystem::path& path, std::stri
     skip_ws();
     if (i >= text.size())
       throw_input_error("dataset", "{}:{}: the JSON array is not closed (missing ']')",
-                        path.string(), line);
+                        clip_path(path.string()), line);
     const size_t begin = i;
     const int64_t begin_line = line;
     int depth = 0;
@@ -111,14 +105,10 @@ std::vector<RawRow> read_json_array(const std::filesystem::path& path, std::stri
       throw_input_error("dataset",
                         "{}:{}: the JSON array is not closed (missing ']' or an "
                         "unbalanced bracket or quote in the element starting here)",
-                        path.string(), begin_line);
+                        clip_path(path.string()), begin_line);
     RawRow row;
     row.line = begin_line;
-    try {
-      row.value = nlohmann::json::parse(text.substr(begin, i - begin));
-    } catch (const nlohmann::json::parse_error& e) {
-      row.error = "malformed JSON: " + short_json_error(e);
-    }
+    parse_row(text.substr(begin, i - begin), row);
     rows.push_back(std::move(row));
     if (text[i] == ']') break;
     ++i;  // the ','
@@ -127,7 +117,7 @@ std::vector<RawRow> read_json_array(const std::filesystem::path& path, std::stri
   skip_ws();
   if (i < text.size())
     throw_input_error("dataset", "{}:{}: unexpected text after the closing ']' of the JSON array",
-                      path.string(), line);
+                      clip_path(path.string()), line);
   return rows;
 }
 
@@ -136,7 +126,8 @@ std::vector<RawRow> read_csv(const std::filesystem::path& path, std::string_view
   if (records.empty()) return {};
   const CsvRecord& header = records.front();
   if (!header.error.empty())
-    throw_input_error("dataset", "{}:{}: CSV header: {}", path.string(), header.line, header.error);
+    throw_input_error("dataset", "{}:{}: CSV header: {}", clip_path(path.string()), header.line,
+                      header.error);
   std::vector<RawRow> rows;
   for (size_t r = 1; r < records.size(); ++r) {
     const CsvRecord& rec = records[r];
@@ -178,7 +169,7 @@ FileFormat detect_file_format(const std::filesystem::path& path, std::string_vie
   throw_input_error("dataset",
                     "{}: cannot tell the file format from the extension '{}': expected .jsonl, "
                     ".json or .csv",
-                    path.string(), ext);
+                    clip_path(path.string()), clip(ext));
 }
 
 std::vector<RawRow> read_rows_from_text(const std::filesystem::path& path, std::string_view text,
@@ -194,7 +185,8 @@ std::vector<RawRow> read_rows_from_text(const std::filesystem::path& path, std::
 
 std::vector<RawRow> read_rows(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw_input_error("dataset", "{}: cannot open the dataset file", path.string());
+  if (!in)
+    throw_input_error("dataset", "{}: cannot open the dataset file", clip_path(path.string()));
   std::ostringstream buf;
   buf << in.rdbuf();
   const std::string text = buf.str();

@@ -31,13 +31,16 @@ class TemplatePostProcessor final : public PostProcessor {
         } else if (specials && specials->contains(tok) && (*specials)[tok].contains("ids") &&
                    (*specials)[tok]["ids"].is_array()) {
           for (const Json& v : (*specials)[tok]["ids"]) {
-            if (!v.is_number_integer())
-              tokenizer_json::fail(loc / "special_tokens" / tok, "ids must be integers");
-            steps_.push_back(v.get<int32_t>());
+            if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
+                v.get<int64_t>() >= tokenizer_json::kMaxTokenId)
+              tokenizer_json::fail(loc / "special_tokens" / clip(tok),
+                                   fmt::format("ids must be integers in [0, {}), found {}",
+                                               tokenizer_json::kMaxTokenId, clip(v.dump())));
+            steps_.push_back(static_cast<int32_t>(v.get<int64_t>()));
           }
         } else {
           tokenizer_json::fail(at / "SpecialToken" / "id",
-                               "token \"" + tok + "\" is not in the vocab");
+                               "token \"" + clip(tok) + "\" is not in the vocab");
         }
       } else {
         tokenizer_json::fail(at, "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}");

@@ -12,6 +12,8 @@
 #include <unordered_set>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
+#include "fitlm/core/paths.h"
 #include "fitlm/text/added_tokens.h"
 #include "fitlm/text/bpe.h"
 #include "fitlm/text/decoder.h"
@@ -30,14 +32,20 @@ namespace {
 
 constexpr std::string_view kSpieceUnderline = "\xE2\x96\x81";  // U+2581
 
-Json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_input_error("tokenizer", "{}: cannot open file", path.string());
-  try {
-    return Json::parse(in);
-  } catch (const Json::parse_error& e) {
-    throw_input_error("tokenizer", "{}: not valid JSON: {}", path.string(), e.what());
-  }
+constexpr const char* kComponent = "tokenizer";
+
+using tokenizer_json::kMaxTokenId;
+
+// The bound on token ids of one tokenizer.json. The id table is sized by the largest id, so an
+// id must not be able to ask for much more memory than the file's own tokens take: ids below
+// twice the number of tokens (model vocab + added tokens) plus 1024 leave room for sparse ids
+// (reserved ranges, holes) far beyond what real tokenizers have, which are dense.
+int64_t token_id_limit(const Json& root) {
+  size_t entries = 0;
+  if (auto m = root.find("model"); m != root.end() && m->is_object())
+    if (auto v = m->find("vocab"); v != m->end() && v->is_object()) entries += v->size();
+  if (auto a = root.find("added_tokens"); a != root.end() && a->is_array()) entries += a->size();
+  return std::min<int64_t>(kMaxTokenId, 2 * static_cast<int64_t>(entries) + 1024);
 }
 
 // A special-token entry of tokenizer_config.json: a string, null, or {"content": ...}.
@@ -47,7 +55,8 @@ std::optional<std::string> config_token(const Json& config, const char* key, con
   if (it->is_string()) return it->get<std::string>();
   if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
     return (*it)["content"].get<std::string>();
-  tokenizer_json::fail(loc / key, "expected a string or {\"content\": ...}");
+  tokenizer_json::fail(
+      loc / key, std::string("expected a string or {\"content\": ...}, found ") + it->type_name());
 }
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
@@ -116,13 +125,16 @@ void Tokenizer::Impl::load(const Json& root, const std::optional<Json>& config, 
   if (!root.is_object()) tokenizer_json::fail(loc, "expected a JSON object");
   const Json& m = tokenizer_json::require(root, "model", loc);
   if (!m.is_object()) tokenizer_json::fail(loc / "model", "expected an object");
-  const std::string type = m.value("type", std::string(m.contains("merges") ? "BPE" : ""));
+  // A model without "type" is BPE when it has merges (older files).
+  const std::string type = tokenizer_json::optional_string(m, "type", loc / "model")
+                               .value_or(m.contains("merges") ? "BPE" : "");
   if (type != "BPE")
     tokenizer_json::fail(loc / "model" / "type",
-                         "unsupported model type \"" + type + "\" (only BPE is supported)");
+                         "unsupported model type \"" + clip(type) + "\" (only BPE is supported)");
+  vocab.id_limit = token_id_limit(root);
   model = std::make_unique<BpeModel>(m, loc / "model", vocab);
 
-  added = parse_added_tokens(root, loc);
+  added = parse_added_tokens(root, loc, vocab.id_limit);
   for (size_t i = 0; i < added.size(); ++i) {
     vocab.set(added[i].content, added[i].id);
     added_by_content[added[i].content] = static_cast<int32_t>(i);
@@ -274,10 +286,12 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 Tokenizer Tokenizer::from_dir(const std::filesystem::path& dir) {
   const auto json = dir / "tokenizer.json";
-  if (!std::filesystem::exists(json))
-    throw_input_error("tokenizer", "{}: no tokenizer.json in this directory", dir.string());
+  if (!paths::exists(json, kComponent))
+    throw_input_error(kComponent, "{}: no tokenizer.json in this directory",
+                      clip_path(dir.string()));
   const auto config = dir / "tokenizer_config.json";
-  return from_files(json, std::filesystem::exists(config)
+  return from_files(json, paths::exists(config, kComponent)
+
                               ? std::optional<std::filesystem::path>(config)
                               : std::nullopt);
 }
@@ -286,14 +300,17 @@ Tokenizer Tokenizer::from_files(const std::filesystem::path& tokenizer_json,
                                 const std::optional<std::filesystem::path>& tokenizer_config) {
   auto impl = std::make_unique<Impl>();
   impl->json_path = tokenizer_json.string();
-  const Json root = read_json(tokenizer_json);
+  const Json root = json_input::parse_file(tokenizer_json, kComponent);
   std::optional<Json> config;
   Loc cloc;
   if (tokenizer_config) {
-    config = read_json(*tokenizer_config);
+    config = json_input::parse_file(*tokenizer_config, kComponent);
     cloc = Loc{tokenizer_config->string(), ""};
   }
-  impl->load(root, config, Loc{tokenizer_json.string(), ""}, cloc);
+  // The readers check the types they read (tokenizer_json.h); the net catches what they miss.
+  json_input::read_fields(kComponent, tokenizer_json.string(), [&] {
+    impl->load(root, config, Loc{tokenizer_json.string(), ""}, cloc);
+  });
   return Tokenizer(std::move(impl));
 }
 

@@ -13,6 +13,10 @@ namespace fitlm::tokenizer_json {
 
 using Json = nlohmann::json;
 
+// No token id may reach this, whatever the vocabulary: no model fitlm loads has more rows
+// (ModelConfig bounds vocab_size by the same 2^24).
+constexpr int64_t kMaxTokenId = int64_t{1} << 24;
+
 // Where a JSON value sits: the file and a dotted path inside it.
 struct Loc {
   std::string file;
@@ -24,8 +28,8 @@ struct Loc {
 };
 
 [[noreturn]] inline void fail(const Loc& loc, std::string_view message) {
-  throw_input_error("tokenizer", "{}: field {}: {}", loc.file,
-                    loc.path.empty() ? "(root)" : loc.path, message);
+  throw_input_error("tokenizer", "{}: field {}: {}", clip_path(loc.file),
+                    loc.path.empty() ? "(root)" : clip(loc.path, 160), message);
 }
 
 inline const Json& require(const Json& obj, std::string_view key, const Loc& loc) {
@@ -70,8 +74,10 @@ inline std::string type_of(const Json& obj, const Loc& loc) {
 }
 
 [[noreturn]] inline void unsupported(const Json& obj, const Loc& loc, std::string_view what) {
-  fail(loc / "type", std::string("unsupported ") + std::string(what) + " type \"" +
-                         obj.value("type", std::string("?")) + "\"");
+  const auto it = obj.is_object() ? obj.find("type") : obj.end();
+  const std::string type = it != obj.end() && it->is_string() ? it->get<std::string>() : "?";
+  fail(loc / "type",
+       std::string("unsupported ") + std::string(what) + " type \"" + clip(type) + "\"");
 }
 
 }  // namespace fitlm::tokenizer_json

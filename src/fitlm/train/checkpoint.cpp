@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 #include "fitlm/core/log.h"
+#include "fitlm/core/paths.h"
 #include "fitlm/io/peft_adapter.h"
 #include "fitlm/io/safetensors.h"
 #include "fitlm/io/safetensors_atomic_file.h"
@@ -135,12 +137,12 @@ std::filesystem::path save_checkpoint(Transformer& model, const TrainerState& st
 
 TrainerState load_checkpoint(Transformer& model, const std::filesystem::path& dir) {
   const auto state_path = dir / "trainer_state.json";
-  std::ifstream in(state_path);
-  if (!in)
-    throw_input_error(kComponent, "{} is not a checkpoint (no trainer_state.json)", dir.string());
+  if (!paths::exists(state_path, kComponent))
+    throw_input_error(kComponent, "{} is not a checkpoint (no trainer_state.json)",
+                      clip_path(dir.string()));
+  const nlohmann::json j = json_input::parse_file(state_path, kComponent);
   TrainerState s;
   try {
-    const nlohmann::json j = nlohmann::json::parse(in);
     s.global_step = j.at("global_step").get<int64_t>();
     s.total_steps = j.at("total_steps").get<int64_t>();
     s.data.epoch = j.at("epoch").get<int64_t>();
@@ -156,8 +158,10 @@ TrainerState load_checkpoint(Transformer& model, const std::filesystem::path& di
           LossScalerState{ls.at("scale").get<double>(), ls.at("growth_tracker").get<int64_t>()};
     }
   } catch (const nlohmann::json::exception& e) {
-    throw_input_error(kComponent, "{}: {}", state_path.string(), e.what());
+    throw_input_error(kComponent, "{}: {}", clip_path(state_path.string()),
+                      json_input::describe(e));
   }
+
   read_tensors(model, &Param::master, "", dir / "trainable.safetensors");
   read_tensors(model, &Param::adam_m, ".adam_m", dir / "optimizer_m.safetensors");
   read_tensors(model, &Param::adam_v, ".adam_v", dir / "optimizer_v.safetensors");

@@ -86,7 +86,10 @@ MetricsLog::MetricsLog(const std::filesystem::path& path, std::optional<int64_t>
   std::string kept, line;
   while (std::getline(in, line)) {
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.value("step", int64_t{0}) <= *keep_until) kept += line + "\n";
+    // Lines that are not ours (no integer step) are dropped, as unparsable ones are.
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+        j["step"].get<int64_t>() <= *keep_until)
+      kept += line + "\n";
   }
   io::write_file_atomic(path_, kept);
 }
@@ -127,7 +130,8 @@ bool write_loss_plot(const std::filesystem::path& metrics_jsonl,
   std::string line;
   while (std::getline(in, line)) {
     const auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_object() || !j.contains("step")) continue;
+    if (!j.is_object() || !j.contains("step") || !j["step"].is_number()) continue;
+
     const double x = j["step"].get<double>();
     // A non-finite value is written as null (e.g. the loss of a step skipped under fp16).
     auto num = [&](const char* k) { return j.contains(k) && j[k].is_number(); };

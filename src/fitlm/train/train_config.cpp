@@ -10,8 +10,10 @@
 #include <map>
 #include <sstream>
 
+#include "fitlm/adapters/lora.h"
 #include "fitlm/core/byte_size.h"
 #include "fitlm/core/error.h"
+#include "fitlm/core/paths.h"
 #include "fitlm/text/dataset.h"
 
 namespace fitlm::train {
@@ -27,7 +29,7 @@ struct Context {
 [[noreturn]] void type_error(const Context& ctx, const char* expected, const YAML::Node& n) {
   std::string found;
   if (n.IsScalar()) {
-    found = "'" + n.Scalar() + "'";
+    found = "'" + clip(n.Scalar()) + "'";
   } else if (n.IsSequence()) {
     found = "a list";
   } else if (n.IsMap()) {
@@ -51,6 +53,15 @@ T scalar_as(const Context& ctx, const YAML::Node& n, const char* expected) {
 
 int64_t get_int(const Context& ctx, const YAML::Node& n) {
   return scalar_as<int64_t>(ctx, n, "an integer");
+}
+// An integer in [lo, hi]: the bounds keep sizes that multiply into buffer sizes from
+// overflowing (and absurd values from reaching the planner).
+int64_t get_int_in(const Context& ctx, const YAML::Node& n, int64_t lo, int64_t hi) {
+  const int64_t v = get_int(ctx, n);
+  if (v < lo || v > hi)
+    throw_input_error(kComponent, "{}: key '{}' must be in [{}, {}], found {}", ctx.source, ctx.key,
+                      lo, hi, v);
+  return v;
 }
 int64_t get_nonneg(const Context& ctx, const YAML::Node& n) {
   const int64_t v = get_int(ctx, n);
@@ -93,17 +104,19 @@ std::vector<DatasetSource> get_datasets(const Context& ctx, const YAML::Node& n)
     if (!d.IsMap()) type_error(c, "a mapping {path, type}", d);
     DatasetSource s;
     for (const auto& kv : d) {
-      const std::string k = kv.first.as<std::string>();
-      Context ck{ctx.source, c.key + "." + k};
+      if (!kv.first.IsScalar()) type_error(c, "a mapping with string keys", kv.first);
+      const std::string k = kv.first.Scalar();
+      Context ck{ctx.source, c.key + "." + clip(k)};
       if (k == "path") {
         s.path = get_string(ck, kv.second);
       } else if (k == "type") {
-        s.type = parse_dataset_type(get_string(ck, kv.second));
+        s.type = parse_dataset_type(get_string(ck, kv.second),
+                                    fmt::format("{}: key '{}'", ctx.source, ck.key));
       } else if (k == "format" || k == "ds_type") {
         s.file_format = get_string(ck, kv.second);
       } else {
         const std::string hint = closest_key(k, {"path", "type", "format", "ds_type"});
-        throw_input_error(kComponent, "{}: unknown key '{}'{}", ctx.source, ck.key,
+        throw_input_error(kComponent, "{}: unknown key '{}'{}", ctx.source, clip(ck.key),
                           hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint));
       }
     }
@@ -134,14 +147,14 @@ void set_loss_scale(const Context& ctx, const YAML::Node& n, TrainConfig& t) {
     throw_input_error(kComponent,
                       "{}: key '{}': expected dynamic, none or a positive number, "
                       "found '{}'{}",
-                      ctx.source, ctx.key, v,
+                      ctx.source, ctx.key, clip(v),
                       hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint));
   }
   if (!(x > 0) || !std::isfinite(x))
     throw_input_error(kComponent,
                       "{}: key '{}': a fixed loss scale must be a positive number, "
                       "found {}",
-                      ctx.source, ctx.key, v);
+                      ctx.source, ctx.key, clip(v));
   t.loss_scale = LossScaleKind::kFixed;
   t.loss_scale_value = x;
 }
@@ -176,11 +189,11 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
            throw_input_error(kComponent,
                              "{}: key 'adapter': expected lora, qlora or full, "
                              "found '{}'",
-                             c.source, v);
+                             c.source, clip(v));
          }
        }},
       {"lora_model_dir", [](C c, N n, T t) { t.lora_model_dir = get_string(c, n); }},
-      {"lora_r", [](C c, N n, T t) { t.lora_r = static_cast<int>(get_int(c, n)); }},
+      {"lora_r", [](C c, N n, T t) { t.lora_r = static_cast<int>(get_int_in(c, n, 1, 1 << 16)); }},
       {"lora_alpha", [](C c, N n, T t) { t.lora_alpha = get_double(c, n); }},
       {"lora_dropout", [](C c, N n, T t) { t.lora_dropout = get_double(c, n); }},
       {"lora_target_modules", [](C c, N n, T t) { t.lora_target_modules = get_string_list(c, n); }},
@@ -214,7 +227,7 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
            throw_input_error(kComponent,
                              "{}: key 'lr_scheduler': expected cosine, linear or constant, "
                              "found '{}'",
-                             c.source, v);
+                             c.source, clip(v));
          }
        }},
       {"warmup_steps", [](C c, N n, T t) { t.warmup_steps = get_nonneg(c, n); }},
@@ -231,7 +244,7 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
            throw_input_error(kComponent,
                              "{}: key 'optimizer': only adamw is implemented, "
                              "found '{}'",
-                             c.source, v);
+                             c.source, clip(v));
        }},
       {"gradient_checkpointing",
        [](C c, N n, T t) {
@@ -243,7 +256,7 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
          try {
            t.max_memory = parse_byte_size(get_string(c, n));
          } catch (const Error& e) {
-           throw_input_error(kComponent, "{}: key 'max_memory': {}", c.source, e.what());
+           throw_input_error(kComponent, "{}: key 'max_memory': {}", c.source, e.message());
          }
        }},
       {"bf16",  // axolotl also writes `bf16: auto`
@@ -278,15 +291,21 @@ void apply_key(TrainConfig& cfg, const std::string& key, const YAML::Node& value
       return;
     }
   const std::string hint = closest_key(key, train_config_keys());
-  throw_input_error(kComponent, "{}: unknown key '{}'{}", source, key,
+  throw_input_error(kComponent, "{}: unknown key '{}'{}", source, clip(key),
                     hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint));
 }
 
 // A path as written when it exists, else next to the config file (configs travel with data).
-std::filesystem::path resolve(const TrainConfig& c, const std::filesystem::path& p) {
-  if (p.empty() || p.is_absolute() || std::filesystem::exists(p) || c.config_dir.empty()) return p;
-  const auto beside = c.config_dir / p;
-  return std::filesystem::exists(beside) ? beside : p;
+std::filesystem::path resolve(const TrainConfig& c, const std::filesystem::path& p,
+                              const std::string& source, const char* key) {
+  try {
+    if (p.empty() || p.is_absolute() || paths::exists(p, kComponent) || c.config_dir.empty())
+      return p;
+    const auto beside = c.config_dir / p;
+    return paths::exists(beside, kComponent) ? beside : p;
+  } catch (const Error& e) {
+    throw_input_error(kComponent, "{}: key '{}': {}", source, key, e.message());
+  }
 }
 
 }  // namespace
@@ -314,12 +333,16 @@ std::string closest_key(const std::string& key, const std::vector<std::string>& 
   };
   std::string best;
   size_t best_d = SIZE_MAX;
+  const size_t limit = std::max<size_t>(1, key.size() / 3);
   for (const auto& c : candidates) {
+    // The distance is at least the length difference: skip hopeless candidates (a 300 KB key
+    // would otherwise cost a 300 KB x |candidate| table each).
+    if ((key.size() > c.size() ? key.size() - c.size() : c.size() - key.size()) > limit) continue;
     const size_t d = distance(key, c);
     if (d < best_d) best_d = d, best = c;
   }
   // Suggest only plausible typos: at most a third of the key's length (and 1 for short keys).
-  return best_d <= std::max<size_t>(1, key.size() / 3) ? best : "";
+  return best_d <= limit ? best : "";
 }
 
 TrainConfig parse_train_config(const std::string& yaml_text, const std::filesystem::path& source,
@@ -327,34 +350,39 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::filesyst
   TrainConfig cfg;
   cfg.config_path = source;
   cfg.config_dir = source.has_parent_path() ? source.parent_path() : std::filesystem::path{};
+  const std::string src = clip_path(source.string());
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
-    throw_input_error(kComponent, "{}: invalid YAML: {}", source.string(), e.what());
+    throw_input_error(kComponent, "{}: invalid YAML: {}", src, e.what());
   }
   if (!root.IsNull() && !root.IsMap())
-    throw_input_error(kComponent, "{}: expected a mapping of keys at the top level",
-                      source.string());
+    throw_input_error(kComponent, "{}: expected a mapping of keys at the top level", src);
   if (root.IsMap())
-    for (const auto& kv : root)
-      apply_key(cfg, kv.first.as<std::string>(), kv.second, source.string());
+    for (const auto& kv : root) {
+      if (!kv.first.IsScalar())
+        throw_input_error(kComponent, "{}:{}: expected a key name, found a {}", src,
+                          kv.first.Mark().line + 1, kv.first.IsMap() ? "mapping" : "list");
+      apply_key(cfg, kv.first.Scalar(), kv.second, src);
+    }
   for (const std::string& o : overrides) {
     const size_t eq = o.find('=');
     if (eq == std::string::npos || eq == 0)
-      throw_input_error(kComponent, "command line: expected --key=value, found '--{}'", o);
+      throw_input_error(kComponent, "command line: expected --key=value, found '--{}'", clip(o));
     std::string key = o.substr(0, eq);
     std::replace(key.begin(), key.end(), '-', '_');  // --max-steps works like --max_steps
     YAML::Node value;
     try {
       value = YAML::Load(o.substr(eq + 1));
     } catch (const YAML::Exception& e) {
-      throw_input_error(kComponent, "command line: --{}: invalid value: {}", key, e.what());
+      throw_input_error(kComponent, "command line: --{}: invalid value: {}", clip(key), e.what());
     }
     apply_key(cfg, key, value, "command line");
   }
-  for (auto& d : cfg.datasets) d.path = resolve(cfg, d.path);
-  for (auto& d : cfg.test_datasets) d.path = resolve(cfg, d.path);
+  for (auto& d : cfg.datasets) d.path = resolve(cfg, d.path, src, "datasets");
+  for (auto& d : cfg.test_datasets) d.path = resolve(cfg, d.path, src, "test_datasets");
+
   return cfg;
 }
 
@@ -368,31 +396,61 @@ TrainConfig load_train_config(const std::filesystem::path& path,
 }
 
 void validate_train_config(const TrainConfig& c) {
-  const std::string src = c.config_path.empty() ? "config" : c.config_path.string();
+  const std::string src = c.config_path.empty() ? "config" : clip_path(c.config_path.string());
   auto fail = [&](const std::string& msg) { throw_input_error(kComponent, "{}: {}", src, msg); };
+  // A path that cannot even be looked at (a name over 255 bytes) is this key's input error.
+  auto query = [&](const char* key, const std::filesystem::path& p, auto&& test) {
+    try {
+      return test(p);
+    } catch (const Error& e) {
+      throw_input_error(kComponent, "{}: key '{}': {}", src, key, e.message());
+    }
+  };
+  auto is_dir = [](const std::filesystem::path& p) { return paths::is_directory(p, kComponent); };
+  auto exists = [](const std::filesystem::path& p) { return paths::exists(p, kComponent); };
+  auto is_file = [](const std::filesystem::path& p) {
+    return paths::is_regular_file(p, kComponent);
+  };
   if (c.base_model.empty()) fail("key 'base_model' is required (a Hugging Face model directory)");
-  if (!std::filesystem::is_directory(c.base_model))
-    fail(fmt::format("base_model: '{}' is not a directory", c.base_model));
-  if (!std::filesystem::exists(std::filesystem::path(c.base_model) / "config.json"))
-    fail(fmt::format("base_model: '{}' has no config.json", c.base_model));
+  if (!query("base_model", c.base_model, is_dir))
+    fail(fmt::format("base_model: '{}' is not a directory", clip_path(c.base_model)));
+  if (!query("base_model", std::filesystem::path(c.base_model) / "config.json", exists))
+    fail(fmt::format("base_model: '{}' has no config.json", clip_path(c.base_model)));
   if (c.datasets.empty()) fail("key 'datasets' is required: [{path: FILE, type: alpaca}]");
   for (const auto* list : {&c.datasets, &c.test_datasets})
     for (const auto& d : *list)
-      if (!std::filesystem::is_regular_file(d.path))
-        fail(fmt::format("dataset file '{}' does not exist", d.path.string()));
+      if (!query(list == &c.datasets ? "datasets" : "test_datasets", d.path, is_file))
+        fail(fmt::format("dataset file '{}' does not exist", clip_path(d.path.string())));
   if (!c.lora_model_dir.empty() &&
-      !std::filesystem::exists(std::filesystem::path(c.lora_model_dir) / "adapter_config.json"))
-    fail(fmt::format("lora_model_dir: '{}' has no adapter_config.json", c.lora_model_dir));
+      !query("lora_model_dir", std::filesystem::path(c.lora_model_dir) / "adapter_config.json",
+             exists))
+    fail(fmt::format("lora_model_dir: '{}' has no adapter_config.json",
+                     clip_path(c.lora_model_dir)));
   if (!c.lora_model_dir.empty() && c.adapter != AdapterKind::kLora)
     fail("lora_model_dir needs adapter: lora");
   if (c.sequence_len < 2) fail("sequence_len must be at least 2");
   if (c.micro_batch_size < 1) fail("micro_batch_size must be at least 1");
+  // Bounds that keep micro_batch_size x sequence_len (the tokens of one micro-batch, which sizes
+  // every activation buffer) far from overflowing: 16M tokens in a sequence, 64M per batch.
+  if (c.sequence_len > (int64_t{1} << 24))
+    fail(fmt::format("key 'sequence_len' must be at most {}, found {}", int64_t{1} << 24,
+                     c.sequence_len));
+
+  if (c.micro_batch_size > (int64_t{1} << 26) / c.sequence_len)
+    fail(fmt::format("micro_batch_size x sequence_len must be at most {} tokens, found {} x {}",
+                     int64_t{1} << 26, c.micro_batch_size, c.sequence_len));
+
   if (c.gradient_accumulation_steps < 1) fail("gradient_accumulation_steps must be at least 1");
   if (c.max_steps == 0 && !(c.num_epochs > 0)) fail("set num_epochs > 0 or max_steps > 0");
   if (!(c.learning_rate > 0)) fail("learning_rate must be positive");
   if (c.warmup_ratio < 0 || c.warmup_ratio >= 1) fail("warmup_ratio must be in [0, 1)");
   if (c.val_set_size < 0 || c.val_set_size >= 1) fail("val_set_size must be in [0, 1)");
   if (c.lora_r < 1) fail("lora_r must be at least 1");
+  if (c.adapter == AdapterKind::kLora) try {
+      parse_lora_targets(c.lora_target_modules);
+    } catch (const Error& e) {
+      fail(fmt::format("key 'lora_target_modules': {}", e.message()));
+    }
   if (c.lora_dropout < 0 || c.lora_dropout >= 1) fail("lora_dropout must be in [0, 1)");
   if (c.max_grad_norm < 0) fail("max_grad_norm must be >= 0 (0 disables clipping)");
   if (c.bf16 && c.fp16) fail("bf16 and fp16 are both true; choose one");
@@ -422,11 +480,11 @@ void validate_train_config(const TrainConfig& c) {
   // output_dir: create it and prove we can write there, before hours of training.
   std::error_code ec;
   std::filesystem::create_directories(c.output_dir, ec);
-  if (ec || !std::filesystem::is_directory(c.output_dir))
-    fail(fmt::format("output_dir '{}' cannot be created: {}", c.output_dir.string(),
+  if (ec || !std::filesystem::is_directory(c.output_dir, ec))
+    fail(fmt::format("output_dir '{}' cannot be created: {}", clip_path(c.output_dir.string()),
                      ec ? ec.message() : "not a directory"));
   if (::access(c.output_dir.c_str(), W_OK) != 0)
-    fail(fmt::format("output_dir '{}' is not writable", c.output_dir.string()));
+    fail(fmt::format("output_dir '{}' is not writable", clip_path(c.output_dir.string())));
 }
 
 }  // namespace fitlm::train

@@ -11,7 +11,9 @@
 #include "fitlm/backend/registry/make_backend.h"
 #include "fitlm/core/allocation_plan.h"
 #include "fitlm/core/error.h"
+#include "fitlm/core/json_input.h"
 #include "fitlm/core/log.h"
+#include "fitlm/core/paths.h"
 #include "fitlm/io/hf_model.h"
 #include "fitlm/io/peft_adapter.h"
 #include "fitlm/text/chat_template.h"
@@ -66,11 +68,55 @@ struct Data {
   int32_t pad_id = 0;
 };
 
-Data load_data(const TrainConfig& c) {
+// The codec of pretokenized data when the model has no tokenizer: there is no text to encode,
+// and ids are checked against the model's embedding (vocab_size) instead of a vocabulary.
+class EmbeddingIdsCodec final : public TextCodec {
+ public:
+  explicit EmbeddingIdsCodec(const ModelConfig& c) : c_(c) {}
+  std::vector<int32_t> encode(std::string_view, bool) const override {
+    throw_internal_error(kComponent, "pretokenized data has no text to encode");
+  }
+  std::string decode(std::span<const int32_t>) const override { return {}; }
+  bool is_special(int32_t) const override { return false; }
+  std::optional<int32_t> eos_id() const override {
+    if (c_.eos_token_ids.empty()) return std::nullopt;
+    return c_.eos_token_ids.front();
+  }
+  std::optional<int32_t> pad_id() const override { return std::nullopt; }
+  size_t vocab_size() const override { return static_cast<size_t>(c_.vocab_size); }
+
+ private:
+  const ModelConfig& c_;
+};
+
+Data load_data(const TrainConfig& c, const ModelConfig& model_config) {
   const std::filesystem::path model_dir = c.base_model;
-  const Tokenizer tok = Tokenizer::from_dir(model_dir);
-  const TokenizerCodec codec(tok);
-  const std::optional<ChatTemplate> tmpl = ChatTemplate::find_in_model_dir(model_dir);
+  // Pretokenized data needs no tokenizer: without tokenizer.json its ids are checked against
+  // the embedding. Every other type tokenizes text.
+  bool all_pretokenized = true;
+  for (const auto* list : {&c.datasets, &c.test_datasets})
+    for (const DatasetSource& s : *list) all_pretokenized &= s.type == DatasetType::kPretokenized;
+  std::optional<Tokenizer> tok;
+  if (!all_pretokenized || paths::exists(model_dir / "tokenizer.json", kComponent)) {
+    if (!paths::exists(model_dir / "tokenizer.json", kComponent))
+      throw_input_error(kComponent,
+                        "{}: base_model {} has no tokenizer.json, which datasets that are not "
+                        "pretokenized need to be tokenized",
+                        clip_path(c.config_path.string()), clip_path(model_dir.string()));
+    tok.emplace(Tokenizer::from_dir(model_dir));
+    check_tokenizer_fits(*tok, model_config, model_dir);
+  }
+  std::optional<TokenizerCodec> tok_codec;
+  if (tok) tok_codec.emplace(*tok);
+
+  const EmbeddingIdsCodec ids_codec(model_config);
+  const TextCodec& codec = tok_codec ? static_cast<const TextCodec&>(*tok_codec) : ids_codec;
+  // The net names tokenizer_config.json for JSON type errors the template reader lets escape.
+  const std::optional<ChatTemplate> tmpl =
+      all_pretokenized
+          ? std::nullopt
+          : json_input::read_fields(kComponent, (model_dir / "tokenizer_config.json").string(),
+                                    [&] { return ChatTemplate::find_in_model_dir(model_dir); });
   const ChatRenderFn render = tmpl ? chat_render_fn(*tmpl) : ChatRenderFn{};
   auto load_all = [&](const std::vector<DatasetSource>& sources) {
     std::vector<Example> out;
@@ -134,11 +180,11 @@ std::optional<std::filesystem::path> resume_dir_of(const TrainConfig& c) {
     return latest;
   }
   const std::filesystem::path dir = c.resume_from_checkpoint;
-  if (!std::filesystem::exists(dir / "trainer_state.json"))
+  if (!paths::exists(dir / "trainer_state.json", kComponent))
     throw_input_error(kComponent,
                       "resume: {} is not a checkpoint directory (no "
                       "trainer_state.json)",
-                      dir.string());
+                      clip_path(dir.string()));
   return dir;
 }
 
@@ -225,8 +271,11 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
 
-  // Data first: bad rows should fail before the model takes memory.
-  Data data = load_data(c);
+  // The model's config and its checkpoint's tensors first (cheap: no weight is read), then the
+  // data: bad rows should fail before the model takes memory or the planner runs.
+  const ModelConfig model_config = read_model_config(c.base_model);
+  check_model_weights(model_config, c.base_model);
+  Data data = load_data(c, model_config);
   Batcher batcher(data.train, batch_options(c, data.pad_id, /*shuffle=*/true));
   Batcher eval_batcher(data.eval, batch_options(c, data.pad_id, /*shuffle=*/false));
   const int64_t k = c.gradient_accumulation_steps;
@@ -263,7 +312,6 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   shape.max_tokens = c.micro_batch_size * c.sequence_len;
   shape.recompute = c.gradient_checkpointing ? RecomputePolicy::kFull : RecomputePolicy::kSave;
   shape.with_optimizer = true;
-  const ModelConfig model_config = read_model_config(c.base_model);
   const TrainMode train_mode = lora ? TrainMode::kLora : TrainMode::kFull;
   if (c.max_memory) shape = fit_memory_cap(c, *backend, model_config, train_mode, lc, shape);
   const size_t device_in_use_before = backend->memory_in_use();  // 0 where it cannot tell
