@@ -9,22 +9,8 @@ trap 'rm -rf "$T"' EXIT
 "$BIN" -q demo --dir "$T" --prepare-only || exit 1
 M=$T/tiny-llama-random
 BIG=$(printf '9%.0s' $(seq 400))
-fail=0
-# expect WANT... -- ARGS: exit code 2, every WANT in the output, no "json.exception".
-expect() {
-  local want=()
-  while [ "$1" != "--" ]; do want+=("$1"); shift; done
-  shift
-  out=$(timeout 60 "$BIN" "$@" 2>&1); rc=$?
-  local ok=1
-  [ $rc -eq 2 ] || ok=0
-  for w in "${want[@]}"; do grep -qF -- "$w" <<<"$out" || ok=0; done
-  grep -q "json.exception\|\[internal\]" <<<"$out" && ok=0
-  [ "$(wc -c <<<"$out")" -lt 2000 ] || ok=0
-  if [ $ok -eq 0 ]; then
-    echo "FAIL (rc=$rc, want: ${want[*]}): $*"; echo "${out:0:2000}"; fail=1
-  fi
-}
+EXPECT_MAX_BYTES=2000 EXPECT_TIMEOUT=60
+source "$(dirname "$0")/../tools/expect_input_error.sh"
 # model NAME PYTHON: a copy of the demo model with PYTHON run on it (d = its directory).
 model() {
   rm -rf "$T/$1"; cp -r "$M" "$T/$1"

@@ -10,22 +10,8 @@ trap 'rm -rf "$T"' EXIT
 "$BIN" -q demo --dir "$T" --prepare-only || exit 1
 M=$T/tiny-llama-random
 D=$T/upper_train.jsonl
-fail=0
-# expect WANT... -- ARGS: exit code 2, each WANT in the output, no internal error, short output.
-expect() {
-  local want=()
-  while [ "$1" != "--" ]; do want+=("$1"); shift; done
-  shift
-  out=$(timeout 120 "$BIN" "$@" 2>&1); rc=$?
-  local ok=1
-  [ $rc -eq 2 ] || ok=0
-  for w in "${want[@]}"; do grep -qF -- "$w" <<<"$out" || ok=0; done
-  grep -qF "[internal]" <<<"$out" && ok=0
-  [ "$(wc -c <<<"$out")" -lt 1000 ] || ok=0
-  if [ $ok -eq 0 ]; then
-    echo "FAIL (rc=$rc, want: ${want[*]}): ${*:0:6}"; echo "${out:0:1000}"; fail=1
-  fi
-}
+EXPECT_MAX_BYTES=1000 EXPECT_TIMEOUT=120
+source "$(dirname "$0")/../tools/expect_input_error.sh"
 cfg() {  # cfg FILE BASE_MODEL DATASET [TYPE]
   printf 'base_model: %s\ndatasets: [{path: %s, type: %s}]\noutput_dir: %s/out\nmax_steps: 1\n' \
     "$2" "$3" "${4:-pretokenized}" "$T" > "$1"
