@@ -24,7 +24,7 @@ expect "dataset file '$T/missing.jsonl' does not exist" "$T/ok.yaml" "--datasets
 touch "$T/afile"
 expect "output_dir '$T/afile/out' cannot be created" "$T/ok.yaml" --output_dir="$T/afile/out"
 expect "has no config.json" "$T/ok.yaml" --base_model="$T"
-expect "qlora is not implemented yet" "$T/ok.yaml" --adapter=qlora
+expect "bnb_4bit_quant_type: expected nf4 or fp4" "$T/ok.yaml" --adapter=qlora --bnb_4bit_quant_type=int4
 expect "unknown key 'micro_batch'" "$T/ok.yaml" --micro_batch=4
 expect "gradient_checkpointing: auto needs max_memory" "$T/ok.yaml" --gradient_checkpointing=auto
 expect "key 'max_memory'" "$T/ok.yaml" --max_memory=lots

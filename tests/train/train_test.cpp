@@ -56,6 +56,15 @@ TEST(TrainConfig, ParsesKeysAndOverrides) {
   EXPECT_TRUE(c.bf16);
 }
 
+TEST(TrainConfig, QloraIsLoraWithA4BitBase) {
+  const TrainConfig c =
+      parse_train_config("adapter: qlora\nbnb_4bit_quant_type: fp4\n", "t.yaml", {});
+  EXPECT_EQ(c.adapter, AdapterKind::kLora);
+  EXPECT_TRUE(c.load_in_4bit);
+  EXPECT_EQ(c.bnb_4bit_quant_type, "fp4");
+  EXPECT_TRUE(c.bnb_4bit_use_double_quant);  // QLoRA's default
+}
+
 TEST(TrainConfig, ClearErrors) {
   EXPECT_NE(error_of("lerning_rate: 1e-4\n").find("did you mean 'learning_rate'"),
             std::string::npos);
@@ -64,7 +73,6 @@ TEST(TrainConfig, ClearErrors) {
   EXPECT_NE(error_of("lora_r: sixteen\n").find("key 'lora_r': expected an integer"),
             std::string::npos);
   EXPECT_NE(error_of("sample_packing: [1]\n").find("expected true or false"), std::string::npos);
-  EXPECT_NE(error_of("adapter: qlora\n").find("not implemented yet"), std::string::npos);
   const fs::path d = temp_dir("cfg");
   demo::write_tiny_llama(d / "m", {32, 64, 1, 2, 1, 64}, 1);
   const std::string base = "base_model: " + (d / "m").string() + "\n";
@@ -76,6 +84,15 @@ TEST(TrainConfig, ClearErrors) {
   EXPECT_NE(error_of(base + "datasets: [" + (d / "data.jsonl").string() +
                      "]\noutput_dir: " + (d / "file" / "out").string() + "\n")
                 .find("output_dir"),
+            std::string::npos);
+  const std::string runnable = base + "datasets: [" + (d / "data.jsonl").string() + "]\n";
+  EXPECT_NE(error_of(runnable + "bnb_4bit_quant_type: int4\n").find("expected nf4 or fp4"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(runnable + "adapter: full\nload_in_4bit: true\n").find("load_in_4bit needs adapter"),
+      std::string::npos);
+  EXPECT_NE(error_of(runnable + "fp16: true\nbnb_4bit_compute_dtype: bfloat16\n")
+                .find("contradicts fp16"),
             std::string::npos);
   EXPECT_NE(error_of("base_model: /nonexistent\ndatasets: [x]\n").find("not a directory"),
             std::string::npos);
