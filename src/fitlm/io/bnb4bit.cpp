@@ -124,18 +124,29 @@ bool is_bnb4bit_weight(const ShardedSafetensors& st, const std::string& weight_n
          st.contains(state_key(weight_name, quant::QuantType::kFP4));
 }
 
-Bnb4bitWeight read_bnb4bit_weight(const ShardedSafetensors& st, const std::string& name) {
+namespace {
+
+// The quant_state of `name`, parsed and checked: w holds everything but the data.
+struct QuantState {
   Bnb4bitWeight w;
-  std::string key;
+  nlohmann::json json;
+  std::string key, file;
+};
+
+QuantState read_quant_state(const ShardedSafetensors& st, const std::string& name) {
+  QuantState qs;
+  Bnb4bitWeight& w = qs.w;
+  std::string& key = qs.key;
   for (auto t : {quant::QuantType::kNF4, quant::QuantType::kFP4})
     if (st.contains(state_key(name, t))) {
       w.q.type = t;
       key = state_key(name, t);
     }
   if (key.empty()) throw_input_error(kComponent, "'{}' has no bitsandbytes quant_state", name);
-  const std::string file = st.file_of(key).path().string();
+  qs.file = st.file_of(key).path().string();
+  const std::string& file = qs.file;
   const auto state_bytes = st.bytes(key);
-  nlohmann::json s;
+  nlohmann::json& s = qs.json;
   try {
     s = nlohmann::json::parse(
         reinterpret_cast<const char*>(state_bytes.data()),
@@ -172,8 +183,26 @@ Bnb4bitWeight read_bnb4bit_weight(const ShardedSafetensors& st, const std::strin
     throw_input_error(kComponent, "{}: '{}': shape must be [out, in] of positive sizes", file, key);
   w.shape = {shape[0].get<int64_t>(), shape[1].get<int64_t>()};
   w.q.numel = w.shape[0] * w.shape[1];
-  const int64_t blocks = w.q.blocks();
   w.q.double_quant = s.contains("nested_blocksize");
+  return qs;
+}
+
+}  // namespace
+
+std::vector<int64_t> bnb4bit_shape(const ShardedSafetensors& st, const std::string& name) {
+  return read_quant_state(st, name).w.shape;
+}
+
+Bnb4bitWeight read_bnb4bit_weight(const ShardedSafetensors& st, const std::string& name) {
+  QuantState qs = read_quant_state(st, name);
+  Bnb4bitWeight& w = qs.w;
+  const nlohmann::json& s = qs.json;
+  const std::string &key = qs.key, &file = qs.file;
+  auto field = [&](const char* k) -> const nlohmann::json& {
+    if (!s.contains(k)) throw_input_error(kComponent, "{}: '{}' has no \"{}\"", file, key, k);
+    return s[k];
+  };
+  const int64_t blocks = w.q.blocks();
 
   expect_tensor(st, name, StDType::kU8, {(w.q.numel + 1) / 2, 1}, name);
   read_raw(st, name, w.q.packed);
@@ -189,7 +218,7 @@ Bnb4bitWeight read_bnb4bit_weight(const ShardedSafetensors& st, const std::strin
   if (!w.q.double_quant) {
     expect_tensor(st, name + ".absmax", StDType::kF32, {blocks}, name);
     read_raw(st, name + ".absmax", w.q.absmax);
-    return w;
+    return std::move(w);
   }
   const auto& nb = field("nested_blocksize");
   if (!nb.is_number_integer() || nb.get<int64_t>() != quant::kNestedBlocksize)
@@ -215,7 +244,7 @@ Bnb4bitWeight read_bnb4bit_weight(const ShardedSafetensors& st, const std::strin
   for (float v : w.q.nested_absmax)
     if (!std::isfinite(v))
       throw_input_error(kComponent, "{}: '{}.nested_absmax' holds a non-finite value", file, name);
-  return w;
+  return std::move(w);
 }
 
 void dequantize_bnb4bit(const Bnb4bitWeight& w, std::span<float> out) {

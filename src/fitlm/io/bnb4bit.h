@@ -47,6 +47,8 @@ struct Bnb4bitWeight {
   std::vector<int64_t> shape;  // the 16-bit weight's [out, in]
   DType dtype = DType::kBF16;  // the quant_state dtype (what dequantization casts to)
 };
+// The [out, in] shape its quant_state gives (the JSON parsed and checked; no data read).
+std::vector<int64_t> bnb4bit_shape(const ShardedSafetensors& st, const std::string& weight_name);
 // Reads and validates every companion tensor of `weight_name`. Errors name the file, the
 // tensor and what was expected.
 Bnb4bitWeight read_bnb4bit_weight(const ShardedSafetensors& st, const std::string& weight_name);

@@ -32,8 +32,8 @@ void check_weight(const io::ShardedSafetensors& st, const std::filesystem::path&
   if (!st.contains(name))
     throw_input_error("model", "{}: tensor '{}' is missing from the checkpoint",
                       clip_path(dir.string()), name);
-  if (io::is_bnb4bit_weight(st, name)) {  // validated against its quant_state
-    const Shape found(io::read_bnb4bit_weight(st, name).shape);
+  if (io::is_bnb4bit_weight(st, name)) {  // its quant_state; loading checks the data
+    const Shape found(io::bnb4bit_shape(st, name));
     if (!(found == expected))
       throw_input_error("model", "{}: 4-bit tensor '{}' has shape {}, config.json implies {}",
                         clip_path(st.file_of(name).path().string()), name, found.str(),
