@@ -48,7 +48,11 @@ const std::string kSetupHelp =
     "  --ensemble                  Average the next-token log-probs of the adapters (one decoder "
     "each)\n"
     "  --backend TEXT=cpu          cpu, cuda or cuda:N\n"
-    "  --batch-size INT=8          Prompts decoded together\n";
+    "  --batch-size INT=8          Prompts decoded together\n"
+    "  --quantize TEXT:{nf4,fp4}   Keep the base's linear weights 4-bit (nf4 or fp4, blocksize 64, "
+    "as bitsandbytes' load_in_4bit), dequantized layer by layer\n"
+    "  --no-double-quant           With --quantize: keep one f32 absmax per block instead of "
+    "8-bit codes\n";
 
 TEST(GenerationOptions, SameHelpInEveryCommandWithItsOwnDefault) {
   const std::string gen = run("generate --help");

@@ -202,6 +202,14 @@ def main():
                                          f"{d}/rows.jsonl", "--adapter", f"{d}/adapter"]))
                     if abs(ev["loss"] - float(loss)) > TOL * abs(float(loss)):
                         failures.append(f"{name}: eval loss {ev['loss']} vs {float(loss)}")
+                    if bs == 64:  # quantize-on-load (--quantize) gives the same codes
+                        on_load = json.loads(run(
+                            ["eval", "--json", "--model", f"{d}/base", "--data",
+                             f"{d}/rows.jsonl", "--adapter", f"{d}/adapter", "--quantize", qt] +
+                            ([] if dq else ["--no-double-quant"])))
+                        if on_load["loss"] != ev["loss"]:
+                            failures.append(f"{name}: --quantize loss {on_load['loss']} vs "
+                                            f"pre-quantized {ev['loss']}")
                     dump = st.load(run_dump(d, out))
                     for k, v in lora[0].items():
                         g = dump.get("grad." + k)

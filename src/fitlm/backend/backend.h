@@ -18,6 +18,7 @@
 #include <string>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/quant4_tensor.h"
 #include "fitlm/core/tensor.h"
 
 namespace fitlm {
@@ -90,6 +91,13 @@ class Backend {
   // calling it again with the same seed (recompute, backward) reproduces the mask exactly.
   // out = keep ? x / (1 - p) : 0. Backward is the same call on dout.
   virtual void dropout(const Tensor& x, Tensor out, float p, uint64_t seed) = 0;
+
+  // ---- 4-bit weights -----------------------------------------------------------------------
+  // out (q.shape, any float dtype) = q dequantized: element i is code[nibble i] · absmax of its
+  // block in f32 (with double quantization absmax = nested_map[code8] · nested_absmax + offset,
+  // two f32 roundings, no fused multiply-add), rounded to q.round_to, then stored in out's dtype.
+  // Bit-identical across backends (quant::dequantize4 is the host reference).
+  virtual void dequantize4(const Quant4Tensor& q, Tensor out) = 0;
 
   // ---- matrix products ----------------------------------------------------------------------
   // c [M,N] = alpha · op(a) · op(b) + beta · c, op(a) [M,K], op(b) [K,N]; op = transpose when set.

@@ -100,6 +100,9 @@ void ProfilingBackend::fill(Tensor x, float value) {
 void ProfilingBackend::copy(const Tensor& src, Tensor dst) {
   timed("copy", 0, [&] { inner_.copy(src, dst); });
 }
+void ProfilingBackend::dequantize4(const Quant4Tensor& q, Tensor out) {
+  timed("dequantize4", 0, [&] { inner_.dequantize4(q, out); });
+}
 void ProfilingBackend::add(const Tensor& a, const Tensor& b, Tensor out) {
   timed("add", 0, [&] { inner_.add(a, b, out); });
 }

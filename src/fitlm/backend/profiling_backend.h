@@ -50,6 +50,8 @@ class ProfilingBackend final : public Backend {
   void add_bias(Tensor x, const Tensor& bias) override;
   void bias_backward(const Tensor& dout, Tensor dbias) override;
   void dropout(const Tensor& x, Tensor out, float p, uint64_t seed) override;
+  void dequantize4(const Quant4Tensor& q, Tensor out) override;
+
   void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c, float alpha,
             float beta) override;
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor out) override;

@@ -7,6 +7,7 @@
 
 #include "fitlm/backend/profiling_backend.h"
 #include "fitlm/cli/command_registry.h"
+#include "fitlm/cli/quantize_option.h"
 #include "fitlm/cli/recompute_options.h"
 #include "fitlm/core/byte_size.h"
 #include "fitlm/core/error.h"
@@ -20,6 +21,7 @@ namespace {
 struct BenchOptions {
   std::string arch = "llama-3.2-1b", backend = "cuda", mode = "lora", max_memory;
   RecomputeChoice recompute;
+  QuantizeOption quantize;
   int64_t seq = 2048, micro_batch = 1, lora_r = 16, logits_chunk = 1024;
   int warmup = 2, steps = 5;
   int64_t gemm_size = 8192;
@@ -54,6 +56,41 @@ void fill_random(Backend& be, const std::vector<Tensor>& tensors, float scale, u
       const Tensor part = t.ndim() >= 2 ? t.slice_rows(r, r1) : t;
       be.upload(part, pool.data() + (r % 7) * 13, DType::kF32);
     }
+  }
+}
+
+// Uploads `pool` tiled over t (raw bytes of t's dtype, pool a multiple of its element size).
+void upload_tiled(Backend& be, const Tensor& t, const void* pool, size_t pool_bytes) {
+  const size_t esize = dtype_size(t.dtype), per = pool_bytes / esize;
+  for (int64_t i = 0; i < t.numel(); i += static_cast<int64_t>(per)) {
+    const int64_t n = std::min<int64_t>(t.numel() - i, static_cast<int64_t>(per));
+    be.upload(Tensor(static_cast<char*>(t.data) + i * esize, t.dtype, Shape{n}, t.device), pool,
+              t.dtype);
+  }
+}
+
+// 4-bit weights: one pool of random normal values quantized once on the host, its codes and
+// absmax tiled over every weight (as fill_random tiles its pool).
+void fill_random_quant4(Backend& be, const std::vector<Quant4Tensor*>& weights, float scale) {
+  if (weights.empty()) return;
+  std::mt19937_64 rng(2);
+  std::normal_distribution<float> n(0.0f, scale);
+  std::vector<float> values(1 << 22);
+  for (auto& v : values) v = n(rng);
+  const Quant4Tensor& first = *weights.front();
+  const quant::Quantized4 pool =
+      quant::quantize4(values, first.type, first.blocksize, first.double_quant());
+  for (Quant4Tensor* q : weights) {
+    upload_tiled(be, q->packed, pool.packed.data(), pool.packed.size());
+    q->round_to = be.compute_dtype();
+    if (!q->double_quant()) {
+      upload_tiled(be, q->absmax, pool.absmax.data(), pool.absmax.size() * 4);
+      continue;
+    }
+    upload_tiled(be, q->absmax, pool.absmax_codes.data(), pool.absmax_codes.size());
+    upload_tiled(be, q->nested_absmax, pool.nested_absmax.data(), pool.nested_absmax.size() * 4);
+    be.upload(q->nested_map, pool.nested_map.data(), DType::kF32);
+    q->offset = pool.offset;
   }
 }
 
@@ -94,6 +131,7 @@ int run_bench(const BenchOptions& o) {
   shape.max_tokens = o.seq * o.micro_batch;
   shape.logits_chunk = o.logits_chunk;
   shape.with_optimizer = true;
+  shape.base4 = o.quantize.layout();
   if (!o.max_memory.empty())
     shape.max_memory = arena_cap(parse_byte_size(o.max_memory), be->reserved_bytes());
   shape = apply_recompute(o.recompute, shape, c, mode, lora, be->compute_dtype(), shape.max_memory);
@@ -106,6 +144,12 @@ int run_bench(const BenchOptions& o) {
   std::vector<Tensor> weights;
   for (auto& [name, t] : model.named_weights()) weights.push_back(t);
   fill_random(*be, weights, 0.02f, 1);
+  std::vector<Tensor> host_weights;  // embedding_on_host: filled on the host
+  for (auto& [name, t] : model.host_weights()) host_weights.push_back(t);
+  if (!host_weights.empty()) fill_random(*make_backend("cpu"), host_weights, 0.02f, 1);
+  std::vector<Quant4Tensor*> weights4;
+  for (auto& [name, q] : model.quantized_weights()) weights4.push_back(q);
+  fill_random_quant4(*be, weights4, 0.02f);
   for (Param& p : model.params())
     if (p.master.data != p.value.data) be->copy(p.value, p.master);
   if (mode == TrainMode::kLora) model.init_lora(3);
@@ -192,13 +236,16 @@ int run_bench(const BenchOptions& o) {
         "{}, "
         "\"recompute\": \"{}\", \"tokens_per_s\": {:.1f}, \"model_tflops\": {:.2f}, "
         "\"gemm_tflops\": {:.2f}, \"gemm_fraction\": {:.3f}, \"planned_bytes\": {}, "
-        "\"measured_bytes\": {}, \"loss\": {:.4f}, \"packed\": {}, \"segments\": [{}]}}\n",
+        "\"measured_bytes\": {}, \"loss\": {:.4f}, \"packed\": {}, \"segments\": [{}], "
+        "\"quantize\": \"{}\"}}\n",
         o.arch, o.mode, be->device_description(), o.seq, o.micro_batch, recompute, tokens_per_s,
         tflops, gemm, tflops / gemm, planned, measured,
-        last.loss_sum / std::max<int64_t>(1, last.tokens), o.packed, segment_counts);
+        last.loss_sum / std::max<int64_t>(1, last.tokens), o.packed, segment_counts,
+        o.quantize.type.empty() ? "none" : o.quantize.type);
   } else {
-    fmt::print("{} {} seq {} × {} recompute {} on {}\n", o.arch, o.mode, o.seq, o.micro_batch,
-               recompute, be->device_description());
+    fmt::print("{} {}{} seq {} × {} recompute {} on {}\n", o.arch, o.mode,
+               o.quantize.type.empty() ? "" : " on a 4-bit " + o.quantize.type + " base", o.seq,
+               o.micro_batch, recompute, be->device_description());
     if (o.packed)
       fmt::print("  packed rows: segments of {}..{} tokens, {} per batch over {} batches\n",
                  o.packed_min, o.packed_max, segment_counts, batches.size());
@@ -218,6 +265,7 @@ RunFn setup(CLI::App& app) {
   std::string presets;
   for (const auto& n : preset_names()) presets += (presets.empty() ? "" : ", ") + n;
   app.add_option("--arch", o->arch, "Architecture preset: " + presets)->capture_default_str();
+  o->quantize.add_to(app);
   app.add_option("--backend", o->backend, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--mode", o->mode, "lora or full")
       ->check(CLI::IsMember({"lora", "full"}))

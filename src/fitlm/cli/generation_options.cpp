@@ -1,6 +1,9 @@
 #include "fitlm/cli/generation_options.h"
 
+#include <memory>
 #include <utility>
+
+#include "fitlm/cli/quantize_option.h"
 
 namespace fitlm::cli {
 
@@ -35,6 +38,9 @@ void add_generation_setup(CLI::App& app, GenerationSetup& s) {
                "Average the next-token log-probs of the adapters (one decoder each)");
   app.add_option("--backend", s.backend, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--batch-size", s.max_batch, "Prompts decoded together")->capture_default_str();
+  auto quantize = std::make_shared<QuantizeOption>();
+  quantize->add_to(app);
+  app.parse_complete_callback([quantize, &s] { s.quantize = quantize->request(); });
 }
 
 std::vector<int32_t> encode_prompt(const GenerationSession& s, const std::string& text,

@@ -12,6 +12,7 @@ void ModelOptions::add_to(CLI::App& app, bool with_adapter) {
   if (with_adapter)
     app.add_option("--adapter", adapter_dir, "PEFT LoRA adapter directory to apply");
   app.add_option("--backend", backend, "cpu, cuda or cuda:N")->capture_default_str();
+  quantize.add_to(app);
 }
 
 ModelSession open_model(const ModelOptions& opts, TrainMode mode, RunShape shape,
@@ -20,6 +21,7 @@ ModelSession open_model(const ModelOptions& opts, TrainMode mode, RunShape shape
   s.backend = make_backend(opts.backend);
   ModelConfig config = read_model_config(opts.model_dir);
   check_model_weights(config, opts.model_dir);  // before the plan and its allocation
+  shape.base4 = base4_layout(config, opts.model_dir, opts.quantize.request());
   LoraConfig lc = lora.value_or(LoraConfig{});
   TrainMode effective = mode;
   if (!opts.adapter_dir.empty()) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "fitlm/backend/backend.h"
+#include "fitlm/cli/quantize_option.h"
 #include "fitlm/model/transformer.h"
 
 namespace fitlm::cli {
@@ -17,6 +18,7 @@ struct ModelOptions {
   std::string model_dir;
   std::string adapter_dir;  // empty = none
   std::string backend = "cpu";
+  QuantizeOption quantize;
   void add_to(CLI::App& app, bool with_adapter = true);
 };
 

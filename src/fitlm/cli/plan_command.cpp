@@ -1,6 +1,7 @@
 // `fitlm plan`: the allocation plan of a training job — the same plan the runtime allocates —
 // printed before a byte is allocated, and whether it fits a memory budget.
 #include "fitlm/cli/command_registry.h"
+#include "fitlm/cli/quantize_option.h"
 #include "fitlm/cli/recompute_options.h"
 #include "fitlm/core/byte_size.h"
 #include "fitlm/core/error.h"
@@ -14,6 +15,7 @@ namespace {
 struct PlanOptions {
   std::string model, arch, mode = "lora", dtype = "bf16", max_memory;
   RecomputeChoice recompute;
+  QuantizeOption quantize;
   int64_t seq = 2048, micro_batch = 1, lora_r = 16, logits_chunk = 1024;
   bool verbose = false;
 };
@@ -31,15 +33,19 @@ int run_plan(const PlanOptions& o) {
   shape.max_tokens = o.seq * o.micro_batch;
   shape.logits_chunk = o.logits_chunk;
   shape.with_optimizer = mode != TrainMode::kFrozen;
+  shape.base4 =
+      o.model.empty() ? o.quantize.layout() : base4_layout(c, o.model, o.quantize.request());
   const DType dtype = o.dtype == "f32"   ? DType::kF32
                       : o.dtype == "f16" ? DType::kF16
                                          : DType::kBF16;
   const size_t cap = o.max_memory.empty() ? 0 : parse_byte_size(o.max_memory);
   shape = apply_recompute(o.recompute, shape, c, mode, lora, dtype, cap);
   const AllocationPlan plan = plan_transformer(c, mode, lora, shape, dtype);
-  fmt::print("{} ({} parameters), {} {}, {} tokens per micro-batch, recompute {}\n",
-             c.architecture_name, c.parameter_count(), o.mode, o.dtype, shape.max_tokens,
-             describe_recompute(c, shape));
+  fmt::print(
+      "{} ({} parameters), {} {}{}, {} tokens per micro-batch, recompute {}\n", c.architecture_name,
+      c.parameter_count(), o.mode, o.dtype,
+      shape.base4 ? fmt::format(" on a {} base", quant::quant_type_name(shape.base4->type)) : "",
+      shape.max_tokens, describe_recompute(c, shape));
   fmt::print("{}", plan.summary());
   if (o.verbose)
     for (const BufferSpec& b : plan.buffers())
@@ -75,6 +81,7 @@ RunFn setup(CLI::App& app) {
   app.add_option("--logits-chunk", o->logits_chunk, "Rows of logits per loss chunk")
       ->capture_default_str();
   app.add_option("--max-memory", o->max_memory, "Budget, e.g. 15GiB: exit 3 when over it");
+  o->quantize.add_to(app);
   app.add_flag("--buffers", o->verbose,
                "List every buffer with its offset and the phases it lives in");
   return [o] { return run_plan(*o); };

@@ -61,11 +61,15 @@ uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | (r >> 13));
 }
 
+float round_to_storage(float v, DType t) {
+  if (t == DType::kBF16) return bf16_to_f32(f32_to_bf16(v));
+  if (t == DType::kF16) return f16_to_f32(f32_to_f16(v));
+  return v;
+}
+
 void round_to_storage(std::span<float> v, DType t) {
-  if (t == DType::kBF16)
-    for (float& x : v) x = bf16_to_f32(f32_to_bf16(x));
-  else if (t == DType::kF16)
-    for (float& x : v) x = f16_to_f32(f32_to_f16(x));
+  if (t == DType::kBF16 || t == DType::kF16)
+    for (float& x : v) x = round_to_storage(x, t);
 }
 
 }  // namespace fitlm

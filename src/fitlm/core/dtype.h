@@ -34,5 +34,6 @@ uint16_t f32_to_f16(float f);
 
 // Rounds each value to what storing it as `t` keeps (bf16/f16: nearest even; f32: unchanged).
 void round_to_storage(std::span<float> v, DType t);
+float round_to_storage(float v, DType t);
 
 }  // namespace fitlm

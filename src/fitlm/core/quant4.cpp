@@ -147,35 +147,30 @@ bool valid_blocksize(int64_t b) {
   return b >= 32 && b <= 4096 && (b & (b - 1)) == 0;
 }
 
-Quantized4 quantize4(std::span<const float> x, QuantType type, int64_t blocksize,
-                     bool double_quant) {
-  if (!valid_blocksize(blocksize))
-    throw std::invalid_argument("quantize4: blocksize must be a power of two in 32..4096");
-  Quantized4 q;
-  q.type = type;
-  q.blocksize = blocksize;
-  q.numel = static_cast<int64_t>(x.size());
-  q.double_quant = double_quant;
-  q.packed.assign(static_cast<size_t>((q.numel + 1) / 2), 0);
-  std::vector<float> absmax(static_cast<size_t>(q.blocks()));
-  for (int64_t b = 0; b < q.blocks(); ++b) {
-    const int64_t begin = b * blocksize, end = std::min(q.numel, begin + blocksize);
-    const auto block = x.subspan(static_cast<size_t>(begin), static_cast<size_t>(end - begin));
-    absmax[b] = absmax_of(block);
-    const float inv = 1.0f / absmax[b];
-    for (int64_t i = begin; i < end; ++i) {
-      const uint8_t code = quantize_one(type, block_scale_input(x[i], inv));
+namespace {
+
+// Codes of the elements [begin, begin + x.size()) (begin a multiple of the blocksize) into
+// q.packed, and their blocks' absmax into absmax.
+void quantize_blocks(std::span<const float> x, int64_t begin, Quantized4& q,
+                     std::vector<float>& absmax) {
+  const int64_t bs = q.blocksize, n = static_cast<int64_t>(x.size());
+  for (int64_t off = 0; off < n; off += bs) {
+    const auto block =
+        x.subspan(static_cast<size_t>(off), static_cast<size_t>(std::min(bs, n - off)));
+    const float m = absmax_of(block);
+    absmax[static_cast<size_t>((begin + off) / bs)] = m;
+    const float inv = 1.0f / m;
+    for (size_t k = 0; k < block.size(); ++k) {
+      const int64_t i = begin + off + static_cast<int64_t>(k);
+      const uint8_t code = quantize_one(q.type, block_scale_input(block[k], inv));
       q.packed[i / 2] |= static_cast<uint8_t>((i % 2 == 0) ? code << 4 : code);
     }
   }
-  // An odd count is padded with one element of value 0 (bitsandbytes pads the scaled values).
-  if (q.numel % 2 == 1) q.packed.back() |= quantize_one(type, 0.0f);
-  if (!double_quant) {
-    q.absmax = std::move(absmax);
-    return q;
-  }
-  // Double quantization: offset = mean(absmax) (in f64), then 8-bit blockwise quantization of
-  // absmax − offset in the signed dynamic map, blocks of 256.
+}
+
+// Double quantization: offset = mean(absmax) (in f64), then 8-bit blockwise quantization of
+// absmax − offset in the signed dynamic map, blocks of 256.
+void double_quantize(const std::vector<float>& absmax, Quantized4& q) {
   double sum = 0.0;
   for (float a : absmax) sum += a;
   q.offset = absmax.empty() ? 0.0f : static_cast<float>(sum / static_cast<double>(absmax.size()));
@@ -193,16 +188,53 @@ Quantized4 quantize4(std::span<const float> x, QuantType type, int64_t blocksize
       q.absmax_codes[i] =
           static_cast<uint8_t>(nearest(mids, block_scale_input(absmax[i] - q.offset, inv)));
   }
+}
+
+}  // namespace
+
+Quantized4 quantize4_chunked(int64_t numel, QuantType type, int64_t blocksize, bool double_quant,
+                             const ChunkReader& read, int64_t chunk_elems) {
+  if (!valid_blocksize(blocksize))
+    throw std::invalid_argument("quantize4: blocksize must be a power of two in 32..4096");
+  Quantized4 q;
+  q.type = type;
+  q.blocksize = blocksize;
+  q.numel = numel;
+  q.double_quant = double_quant;
+  q.packed.assign(static_cast<size_t>((q.numel + 1) / 2), 0);
+  std::vector<float> absmax(static_cast<size_t>(q.blocks()));
+  const int64_t chunk = std::max<int64_t>(1, chunk_elems / blocksize) * blocksize;
+  std::vector<float> buf(static_cast<size_t>(std::min(chunk, numel)));
+  for (int64_t begin = 0; begin < numel; begin += chunk) {
+    const std::span<float> part(buf.data(), static_cast<size_t>(std::min(chunk, numel - begin)));
+    read(begin, part);
+    quantize_blocks(part, begin, q, absmax);
+  }
+  // An odd count is padded with one element of value 0 (bitsandbytes pads the scaled values).
+  if (q.numel % 2 == 1) q.packed.back() |= quantize_one(type, 0.0f);
+  if (double_quant)
+    double_quantize(absmax, q);
+  else
+    q.absmax = std::move(absmax);
   return q;
+}
+
+Quantized4 quantize4(std::span<const float> x, QuantType type, int64_t blocksize,
+                     bool double_quant) {
+  return quantize4_chunked(
+      static_cast<int64_t>(x.size()), type, blocksize, double_quant,
+      [&](int64_t begin, std::span<float> out) {
+        std::copy_n(x.begin() + begin, out.size(), out.begin());
+      },
+      static_cast<int64_t>(x.size()));
 }
 
 std::vector<float> block_absmax(const Quantized4& q) {
   if (!q.double_quant) return q.absmax;
   std::vector<float> a(q.absmax_codes.size());
   for (size_t i = 0; i < a.size(); ++i) {
-    const float nested = q.nested_absmax[i / kNestedBlocksize];
-    const float v = q.nested_map[q.absmax_codes[i]] * nested;  // two roundings, no fma
-    a[i] = v + q.offset;
+    a[i] = decode_absmax(q.absmax_codes[i], q.nested_absmax[i / kNestedBlocksize], q.offset,
+                         q.nested_map.data());
   }
   return a;
 }

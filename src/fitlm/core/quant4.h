@@ -13,6 +13,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -58,6 +59,20 @@ struct Quantized4 {
 // x < 0 and the magnitude code the same way). An all-zero block gets absmax 0 and code 0.
 Quantized4 quantize4(std::span<const float> x, QuantType type, int64_t blocksize,
                      bool double_quant);
+
+// One block's absmax from its double-quantization code: map[code] · nested, then + offset, each
+// rounded to f32 on its own (no fused multiply-add; the CUDA kernel does the same).
+inline float decode_absmax(uint8_t code, float nested, float offset, const float* map) {
+  volatile float scaled = map[code] * nested;  // volatile: keeps the compiler from fusing
+  return scaled + offset;
+}
+
+// quantize4 of a tensor read chunk by chunk (chunks of about chunk_elems, whole blocks), so
+// that a caller never holds it all in f32: read(begin, out) fills out with elements
+// [begin, begin + out.size()). Same result as quantize4 of the whole tensor.
+using ChunkReader = std::function<void(int64_t begin, std::span<float> out)>;
+Quantized4 quantize4_chunked(int64_t numel, QuantType type, int64_t blocksize, bool double_quant,
+                             const ChunkReader& read, int64_t chunk_elems = int64_t{1} << 22);
 
 // The f32 absmax of every block (double quantization undone: code8 · nested + offset).
 std::vector<float> block_absmax(const Quantized4& q);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "fitlm/infer/generate.h"
+#include "fitlm/io/hf_model.h"
 #include "fitlm/text/chat_template.h"
 #include "fitlm/text/tokenizer.h"
 
@@ -19,7 +20,8 @@ struct GenerationSetup {
   std::vector<std::string> adapter_dirs;  // summed on the fly, or one decoder each (ensemble)
   bool ensemble = false;
   std::string backend = "cpu";
-  int64_t max_batch = 8;  // sequences decoded together
+  int64_t max_batch = 8;                    // sequences decoded together
+  std::optional<QuantizeRequest> quantize;  // keep the base 4-bit (--quantize)
 };
 
 class GenerationSession {

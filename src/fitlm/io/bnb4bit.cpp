@@ -189,8 +189,12 @@ QuantState read_quant_state(const ShardedSafetensors& st, const std::string& nam
 
 }  // namespace
 
+Bnb4bitWeight bnb4bit_header(const ShardedSafetensors& st, const std::string& name) {
+  return read_quant_state(st, name).w;
+}
+
 std::vector<int64_t> bnb4bit_shape(const ShardedSafetensors& st, const std::string& name) {
-  return read_quant_state(st, name).w.shape;
+  return bnb4bit_header(st, name).shape;
 }
 
 Bnb4bitWeight read_bnb4bit_weight(const ShardedSafetensors& st, const std::string& name) {

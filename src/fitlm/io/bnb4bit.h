@@ -47,7 +47,10 @@ struct Bnb4bitWeight {
   std::vector<int64_t> shape;  // the 16-bit weight's [out, in]
   DType dtype = DType::kBF16;  // the quant_state dtype (what dequantization casts to)
 };
-// The [out, in] shape its quant_state gives (the JSON parsed and checked; no data read).
+// What its quant_state says (the JSON parsed and checked; no data read): the quant type,
+// blocksize, element count and double quantization in q, the shape and dtype.
+Bnb4bitWeight bnb4bit_header(const ShardedSafetensors& st, const std::string& weight_name);
+// The [out, in] shape its quant_state gives.
 std::vector<int64_t> bnb4bit_shape(const ShardedSafetensors& st, const std::string& weight_name);
 // Reads and validates every companion tensor of `weight_name`. Errors name the file, the
 // tensor and what was expected.

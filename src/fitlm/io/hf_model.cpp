@@ -1,8 +1,10 @@
 #include "fitlm/io/hf_model.h"
 
+#include <cstring>
 #include <map>
 #include <set>
 
+#include "fitlm/backend/quant4_upload.h"
 #include "fitlm/core/error.h"
 #include "fitlm/core/log.h"
 #include "fitlm/core/paths.h"
@@ -71,46 +73,126 @@ void check_tokenizer_fits(const Tokenizer& tokenizer, const ModelConfig& config,
                       clip_path(dir.string()), ids - 1, ids, config.vocab_size);
 }
 
-void load_model_weights(Transformer& model, const std::filesystem::path& dir,
-                        const LoadOptions& options) {
+std::optional<Base4Layout> base4_layout(const ModelConfig& config, const std::filesystem::path& dir,
+                                        const std::optional<QuantizeRequest>& request) {
+  const auto bnb = io::read_bnb4bit_config(config.raw, (dir / "config.json").string());
+  if (!bnb) {
+    if (!request) return std::nullopt;
+    return Base4Layout{request->type, request->blocksize, request->double_quant};
+  }
+  const io::ShardedSafetensors st = io::ShardedSafetensors::open(dir);
+  std::optional<Base4Layout> layout;
+  std::string first;
+  for (const WeightSpec& w : weight_specs(config)) {
+    if (w.kind != WeightKind::kLinear) continue;
+    if (!st.contains(w.name))
+      throw_input_error("model", "{}: tensor '{}' is missing from the checkpoint",
+                        clip_path(dir.string()), w.name);
+    if (!io::is_bnb4bit_weight(st, w.name))
+      throw_input_error("model",
+                        "{}: config.json has a 4-bit quantization_config but '{}' is not 4-bit; "
+                        "fitlm needs every decoder linear weight quantized alike",
+                        clip_path(st.file_of(w.name).path().string()), w.name);
+    const io::Bnb4bitWeight h = io::bnb4bit_header(st, w.name);
+    const Base4Layout mine{h.q.type, h.q.blocksize, h.q.double_quant};
+    if (!layout) {
+      layout = mine, first = w.name;
+      continue;
+    }
+    if (mine.type != layout->type || mine.blocksize != layout->blocksize ||
+        mine.double_quant != layout->double_quant)
+      throw_input_error("model",
+                        "{}: '{}' is {} with blocksize {}{}, but '{}' is {} with blocksize {}{}; "
+                        "fitlm needs every decoder linear weight quantized alike",
+                        clip_path(st.file_of(w.name).path().string()), w.name,
+                        quant::quant_type_name(mine.type), mine.blocksize,
+                        mine.double_quant ? " and double quantization" : "", first,
+                        quant::quant_type_name(layout->type), layout->blocksize,
+                        layout->double_quant ? " and double quantization" : "");
+  }
+  if (layout && request && request->type != layout->type)
+    throw_input_error("model", "{} is already quantized as {}; --quantize {} cannot change that",
+                      clip_path(dir.string()), quant::quant_type_name(layout->type),
+                      quant::quant_type_name(request->type));
+  return layout;
+}
+
+namespace {
+
+// Elements [begin, begin + out.size()) of a float tensor in the mapped file, as f32.
+void read_f32_range(std::span<const std::byte> bytes, DType dtype, int64_t begin,
+                    std::span<float> out) {
+  const size_t size = dtype_size(dtype);
+  const std::byte* p = bytes.data() + static_cast<size_t>(begin) * size;
+  for (size_t i = 0; i < out.size(); ++i, p += size) {
+    if (dtype == DType::kF32) {
+      std::memcpy(&out[i], p, 4);
+      continue;
+    }
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    out[i] = dtype == DType::kBF16 ? bf16_to_f32(h) : f16_to_f32(h);
+  }
+}
+
+}  // namespace
+
+void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
   // A quantization_config fitlm cannot read (8-bit, another method) is an error up front.
   io::read_bnb4bit_config(model.config().raw, (dir / "config.json").string());
   const io::ShardedSafetensors st = io::ShardedSafetensors::open(dir);
   Backend& be = model.backend();
   std::set<std::string> used;
+  auto use_bnb4bit = [&](const std::string& name) {
+    for (const auto& n : st.names())
+      if (n.rfind(name, 0) == 0) used.insert(n);  // the weight and its companion tensors
+  };
+  for (auto& [name, q] : model.quantized_weights()) {
+    check_weight(st, dir, name, q->shape);
+    const std::string file = st.file_of(name).path().string();
+    if (io::is_bnb4bit_weight(st, name)) {
+      const io::Bnb4bitWeight w = io::read_bnb4bit_weight(st, name);
+      upload_quant4(be, w.q, *q, name, file);
+      q->round_to = w.dtype;
+      use_bnb4bit(name);
+      continue;
+    }
+    // Quantized as it is read, as bitsandbytes does when transformers loads with load_in_4bit;
+    // the dequantized values round to the checkpoint's dtype, as bitsandbytes' to its own.
+    const io::SafetensorsTensorInfo& info = st.info(name);
+    const DType dtype = *io::to_core_dtype(info.dtype);
+    const auto bytes = st.bytes(name);
+    const quant::Quantized4 h = quant::quantize4_chunked(
+        info.numel(), q->type, q->blocksize, q->double_quant(),
+        [&](int64_t begin, std::span<float> out) { read_f32_range(bytes, dtype, begin, out); });
+    upload_quant4(be, h, *q, name, file);
+    q->round_to = dtype;
+    used.insert(name);
+  }
+  for (auto& [name, dst] : model.host_weights()) {  // converted on the host, where they stay
+    check_weight(st, dir, name, dst.shape);
+    st.read_as(name, dst.dtype, dst.data);
+    used.insert(name);
+  }
   std::map<std::string, Tensor> masters;  // trainable base weights whose master is separate
   for (const Param& p : model.params())
     if (p.master.data != p.value.data) masters[p.name] = p.master;
   for (auto& [name, dst] : model.named_weights()) {
     check_weight(st, dir, name, dst.shape);
+    const auto it = masters.find(name);
     if (io::is_bnb4bit_weight(st, name)) {
-      // A bitsandbytes 4-bit weight: dequantized as bitsandbytes does (f32, then rounded to the
-      // quant_state dtype), so the model computes with the weights PEFT sees on that base.
+      // A 16-bit model on a 4-bit checkpoint: dequantized as bitsandbytes does (f32, then
+      // rounded to the quant_state dtype), so the model computes with the weights PEFT sees.
       const io::Bnb4bitWeight w = io::read_bnb4bit_weight(st, name);
       std::vector<float> values(static_cast<size_t>(w.q.numel));
       io::dequantize_bnb4bit(w, values);
-      const auto it = masters.find(name);
       be.upload(it != masters.end() ? it->second : dst, values.data(), DType::kF32);
       if (it != masters.end()) be.copy(it->second, dst);
-      for (const auto& n : st.names())
-        if (n.rfind(name, 0) == 0) used.insert(n);  // the weight and its companion tensors
+      use_bnb4bit(name);
       continue;
     }
-    const io::SafetensorsTensorInfo& info = st.info(name);
-    const auto core = io::to_core_dtype(info.dtype);
-    if (options.quantize4 && is_quantized_linear(name)) {
-      std::vector<float> values(static_cast<size_t>(info.numel()));
-      st.read_f32(name, values.data());
-      const auto q =
-          quant::quantize4(values, *options.quantize4, options.blocksize, options.double_quant);
-      quant::dequantize4(q, values);
-      round_to_storage(values, *core);
-      be.upload(dst, values.data(), DType::kF32);
-      used.insert(name);
-      continue;
-    }
+    const auto core = io::to_core_dtype(st.info(name).dtype);
     // Full fine-tuning: the f32 master gets the file's values unrounded.
-    const auto it = masters.find(name);
     if (it != masters.end()) {
       be.upload(it->second, st.bytes(name).data(), *core);
       be.copy(it->second, dst);

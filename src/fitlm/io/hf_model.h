@@ -25,19 +25,27 @@ void check_model_weights(const ModelConfig& config, const std::filesystem::path&
 void check_tokenizer_fits(const Tokenizer& tokenizer, const ModelConfig& config,
                           const std::filesystem::path& dir);
 
-struct LoadOptions {
-  // Quantize the decoder's linear weights on load (QLoRA on a 16-bit base): each is quantized
-  // and dequantized as bitsandbytes would, so the model computes with the 4-bit values. A
-  // checkpoint that is 4-bit already (bitsandbytes layout) is read as it is, with or without.
-  std::optional<quant::QuantType> quantize4;
+// What `--quantize` / the training config ask for: quantize a 16/32-bit base on load.
+struct QuantizeRequest {
+  quant::QuantType type = quant::QuantType::kNF4;
   bool double_quant = true;
   int64_t blocksize = 64;
 };
 
-// Uploads every base weight from DIR's safetensors, converting to the backend's dtype; 4-bit
-// bitsandbytes weights are dequantized (f32, then rounded to their quant_state dtype). Missing
-// tensors and shape mismatches are errors naming the file and the tensor.
-void load_model_weights(Transformer& model, const std::filesystem::path& dir,
-                        const LoadOptions& options = {});
+// The 4-bit layout the model is planned with (RunShape::base4): a bitsandbytes checkpoint's own
+// (quantization_config in config.json, type and blocksize from the quant_states; every decoder
+// linear must be 4-bit, with one type, blocksize and double-quantization choice), else the
+// request's, else nullopt (a 16-bit model). A request of another type than the checkpoint's is an
+// input error; `dir` names the checkpoint in errors.
+std::optional<Base4Layout> base4_layout(const ModelConfig& config, const std::filesystem::path& dir,
+                                        const std::optional<QuantizeRequest>& request);
+
+// Uploads every base weight from DIR's safetensors, converting to the backend's dtype. With a
+// 4-bit model (RunShape::base4) the decoder's linear weights are uploaded packed: a bitsandbytes
+// checkpoint's as they are, a 16/32-bit checkpoint's quantized tensor by tensor as they are read
+// (a few MiB of f32 at a time, from the mapped file), as bitsandbytes quantizes on load. A
+// 16-bit model on a 4-bit checkpoint gets the weights dequantized on the host as bitsandbytes
+// dequantizes them. Missing tensors and shape mismatches are errors naming the file and tensor.
+void load_model_weights(Transformer& model, const std::filesystem::path& dir);
 
 }  // namespace fitlm

@@ -3,9 +3,8 @@
 // Qwen3ForCausalLM.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -37,11 +36,11 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;  // bias on q/k/v projections (Qwen2 always; Llama/Qwen3 attention_bias)
-  bool o_bias = false;    // bias on o_proj (Llama/Qwen3 attention_bias)
-  bool mlp_bias = false;  // bias on gate/up/down (Llama mlp_bias)
-  bool qk_norm = false;   // Qwen3: RMSNorm over head_dim on q and k before RoPE
-  int sliding_window = 0; // 0 = none; attention over longer spans is refused, not approximated
+  bool qkv_bias = false;   // bias on q/k/v projections (Qwen2 always; Llama/Qwen3 attention_bias)
+  bool o_bias = false;     // bias on o_proj (Llama/Qwen3 attention_bias)
+  bool mlp_bias = false;   // bias on gate/up/down (Llama mlp_bias)
+  bool qk_norm = false;    // Qwen3: RMSNorm over head_dim on q and k before RoPE
+  int sliding_window = 0;  // 0 = none; attention over longer spans is refused, not approximated
   std::vector<int> eos_token_ids;
   int bos_token_id = -1;
   nlohmann::json raw;  // the file as read, kept so that merged models keep every key

@@ -17,12 +17,12 @@ json llama3_rope(double factor) {
 
 json config(const char* arch, int vocab, int hidden, int inter, int layers, int heads, int kv,
             double theta, double eps, bool tied) {
-  return {{"architectures", {arch}},    {"vocab_size", vocab},
-          {"hidden_size", hidden},      {"intermediate_size", inter},
+  return {{"architectures", {arch}},     {"vocab_size", vocab},
+          {"hidden_size", hidden},       {"intermediate_size", inter},
           {"num_hidden_layers", layers}, {"num_attention_heads", heads},
-          {"num_key_value_heads", kv},  {"rope_theta", theta},
-          {"rms_norm_eps", eps},        {"tie_word_embeddings", tied},
-          {"hidden_act", "silu"},       {"max_position_embeddings", 131072}};
+          {"num_key_value_heads", kv},   {"rope_theta", theta},
+          {"rms_norm_eps", eps},         {"tie_word_embeddings", tied},
+          {"hidden_act", "silu"},        {"max_position_embeddings", 131072}};
 }
 
 std::vector<std::pair<std::string, json>> presets() {
@@ -32,12 +32,19 @@ std::vector<std::pair<std::string, json>> presets() {
   l8b["rope_scaling"] = llama3_rope(8.0);
   json q3 = config("Qwen3ForCausalLM", 151936, 4096, 12288, 36, 32, 8, 1000000.0, 1e-6, false);
   q3["head_dim"] = 128;
+  json l70b = config("LlamaForCausalLM", 128256, 8192, 28672, 80, 64, 8, 500000.0, 1e-5, false);
+  l70b["rope_scaling"] = llama3_rope(8.0);
   json tiny = config("LlamaForCausalLM", 256, 64, 128, 2, 4, 2, 10000.0, 1e-5, false);
   return {
       {"llama-3.2-1b", l1b},
       {"llama-3.1-8b", l8b},
+      {"llama-3.1-70b", l70b},
       {"qwen2.5-7b",
        config("Qwen2ForCausalLM", 152064, 3584, 18944, 28, 28, 4, 1000000.0, 1e-6, false)},
+      {"qwen2.5-14b",
+       config("Qwen2ForCausalLM", 152064, 5120, 13824, 48, 40, 8, 1000000.0, 1e-5, false)},
+      {"qwen2.5-32b",
+       config("Qwen2ForCausalLM", 152064, 5120, 27648, 64, 40, 8, 1000000.0, 1e-5, false)},
       {"qwen3-8b", q3},
       {"mistral-7b",
        config("MistralForCausalLM", 32768, 4096, 14336, 32, 32, 8, 1000000.0, 1e-5, false)},

@@ -27,6 +27,22 @@ Param param_in_arena(const Arena& a, const std::string& name, DType compute, boo
   return p;
 }
 
+// A packed weight's buffers as plan_transformer's add_quant4_weight names them.
+Quant4Tensor quant4_in_arena(const Arena& a, const std::string& name, const Shape& shape,
+                             const Base4Layout& layout) {
+  Quant4Tensor q;
+  q.type = layout.type;
+  q.blocksize = layout.blocksize;
+  q.shape = shape;
+  q.packed = a.get(name);
+  q.absmax = a.get(name + ".absmax");
+  if (layout.double_quant) {
+    q.nested_absmax = a.get(name + ".nested_absmax");
+    q.nested_map = a.get(name + ".nested_map");
+  }
+  return q;
+}
+
 }  // namespace
 
 Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, LoraConfig lora,
@@ -56,7 +72,23 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
   const bool full = mode_ == TrainMode::kFull;
 
   layers_.resize(config_.num_layers);
+  const Tensor base4_layer = a.contains(kBase4Layer) ? a.get(kBase4Layer) : Tensor{};
+  const Base4LayerLayout base4_layout = base4_layer_layout(config_);
   for (const WeightSpec& w : weight_specs(config_)) {
+    if (w.kind == WeightKind::kEmbed && embedding_on_host(config_, mode_, shape_)) {
+      host_embed_ = HostBuffer(compute, w.shape);
+      embed_ = host_embed_.tensor();
+      continue;
+    }
+    if (shape_.base4 && w.kind == WeightKind::kLinear) {
+      LinearWeights& lw = layers_[w.layer][w.projection];
+      lw.w4 = quant4_in_arena(a, w.name, w.shape, *shape_.base4);
+      lw.w =
+          Tensor(static_cast<char*>(base4_layer.data) +
+                     base4_layout.offset[static_cast<size_t>(w.projection)] * dtype_size(compute),
+                 compute, w.shape, base4_layer.device);
+      continue;
+    }
     const Tensor t = a.get(w.name);
     const bool decay = w.kind != WeightKind::kNorm && w.kind != WeightKind::kBias;
     const Tensor g = full ? bind_param(w.name, decay) : Tensor{};
@@ -160,8 +192,48 @@ void Transformer::bind_lora(DType compute) {
 
 std::vector<std::pair<std::string, Tensor>> Transformer::named_weights() {
   std::vector<std::pair<std::string, Tensor>> out;
-  for (const WeightSpec& w : weight_specs(config_)) out.emplace_back(w.name, arena_->get(w.name));
+  for (const WeightSpec& w : weight_specs(config_))
+    if (arena_->contains(w.name) && !(shape_.base4 && w.kind == WeightKind::kLinear))
+      out.emplace_back(w.name, arena_->get(w.name));
   return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Transformer::host_weights() {
+  if (host_embed_.tensor().empty()) return {};
+  return {{"model.embed_tokens.weight", host_embed_.tensor()}};
+}
+
+void Transformer::embed_tokens(std::span<const int32_t> ids, const Tensor& device_ids, Tensor out) {
+  if (host_embed_.tensor().empty()) {
+    backend_.embedding_forward(device_ids, embed_, out);
+    return;
+  }
+  const Tensor table = host_embed_.tensor();
+  const size_t row = static_cast<size_t>(table.dim(1)) * dtype_size(table.dtype);
+  FITLM_CHECK(
+      out.numel() == static_cast<int64_t>(ids.size()) * table.dim(1) && out.dtype == table.dtype,
+      "model", "embed_tokens of {} ids into {}", ids.size(), out.shape.str());
+  embed_staging_.resize(ids.size() * row);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    FITLM_CHECK(ids[i] >= 0 && ids[i] < table.dim(0), "model", "token id {}", ids[i]);
+    std::memcpy(embed_staging_.data() + i * row,
+                static_cast<const std::byte*>(table.data) + static_cast<size_t>(ids[i]) * row, row);
+  }
+  backend_.upload(out, embed_staging_.data(), table.dtype);
+}
+
+std::vector<std::pair<std::string, Quant4Tensor*>> Transformer::quantized_weights() {
+  std::vector<std::pair<std::string, Quant4Tensor*>> out;
+  if (!shape_.base4) return out;
+  for (const WeightSpec& w : weight_specs(config_))
+    if (w.kind == WeightKind::kLinear) out.emplace_back(w.name, &layers_[w.layer][w.projection].w4);
+  return out;
+}
+
+void Transformer::prepare_layer(int l) {
+  if (l < 0 || l >= config_.num_layers)
+    throw_internal_error("model", "prepare_layer({}) of a {}-layer model", l, config_.num_layers);
+  impl_->prepare_layer(l);
 }
 
 void Transformer::init_lora(uint64_t seed) {

@@ -7,12 +7,14 @@
 #include <array>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "fitlm/adapters/lora.h"
 #include "fitlm/backend/arena.h"
 #include "fitlm/backend/backend.h"
+#include "fitlm/core/quant4_tensor.h"
 #include "fitlm/model/config.h"
 #include "fitlm/text/batch.h"
 
@@ -25,6 +27,16 @@ enum class TrainMode { kFrozen, kLora, kFull };
 // fit_recompute() picks the smallest n that fits a memory cap.
 enum class RecomputePolicy { kSave, kFull };
 
+// A 4-bit base (QLoRA, core/quant4.h): every decoder linear weight is kept packed in the arena
+// (nibbles, absmax, nested absmax) and dequantized into one layer-sized 16-bit buffer,
+// base4.layer, before its layer runs — in forward, recompute and backward alike. Embeddings,
+// norms, biases and lm_head stay 16-bit, as bitsandbytes leaves them.
+struct Base4Layout {
+  quant::QuantType type = quant::QuantType::kNF4;
+  int64_t blocksize = 64;
+  bool double_quant = true;
+};
+
 struct RunShape {
   int64_t max_tokens = 0;       // tokens of one micro-batch (all rows laid end to end)
   int64_t logits_chunk = 1024;  // rows of logits materialised at once in the loss
@@ -32,6 +44,7 @@ struct RunShape {
   int recompute_layers = -1;    // kFull: layers 0..n−1 are recomputed, the rest kept; −1 = all
   bool with_optimizer = false;  // AdamW m and v for every trainable parameter
   size_t max_memory = 0;        // arena cap in bytes (0 = none): a plan over it is refused
+  std::optional<Base4Layout> base4;  // a 4-bit base; nullopt: weights in the compute dtype
   // Tests: give every buffer its own bytes, and on entering each phase fill every float buffer
   // that is not live in it with NaN, and check that those of the phase just left still hold NaN.
   // A lifetime declared too short then corrupts the results or throws, wherever buffers sit.
@@ -62,7 +75,9 @@ struct Param {
 };
 
 struct LinearWeights {
-  Tensor w, b;                              // [out, in], [out] (b may be empty)
+  Tensor w, b;                              // [out, in], [out] (b may be empty); with a 4-bit
+                                            // base, w is valid only while its layer runs
+  Quant4Tensor w4;                          // the 4-bit weight w is dequantized from, or empty
   Tensor dw, db;                            // full fine-tuning grads (f32), empty otherwise
   Tensor lora_a, lora_b, dlora_a, dlora_b;  // empty when not a LoRA target; with
                                             // lora_cast_per_layer, lora_a/b are valid only
@@ -84,6 +99,10 @@ AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode, const
 // layer-sized buffer, so the LoRA values take one layer's bytes instead of all layers'. Same
 // values as a cast after each optimizer step, since the masters only change there.
 bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute);
+// With a 4-bit base the token embedding stays in host memory (1 GiB of an 8B model, 2 GiB of a
+// 70B one): each micro-batch's rows are gathered there and uploaded, T·hidden values instead of
+// the table. Only where the embedding is frozen and not also the LM head (untied).
+bool embedding_on_host(const ModelConfig& config, TrainMode mode, const RunShape& shape);
 // Whether layer l keeps its activations from forward to backward (false: recomputed).
 bool layer_saved(const ModelConfig& config, TrainMode mode, const RunShape& shape, int l);
 // `shape` with recompute = kFull and the fewest recomputed layers whose plan fits `cap` bytes
@@ -113,8 +132,13 @@ class Transformer {
   Backend& backend() { return backend_; }
   const Arena& arena() const { return *arena_; }
 
-  // Base weights by HF tensor name ("model.layers.0.self_attn.q_proj.weight"), for loaders.
+  // Base weights by HF tensor name ("model.layers.0.self_attn.q_proj.weight"), for loaders:
+  // those in the compute dtype, and (4-bit base) the packed ones, whose host-side fields
+  // (offset, round_to) the loader sets.
   std::vector<std::pair<std::string, Tensor>> named_weights();
+  std::vector<std::pair<std::string, Quant4Tensor*>> quantized_weights();
+  // Those kept in host memory (embedding_on_host), in the compute dtype.
+  std::vector<std::pair<std::string, Tensor>> host_weights();
   // Every trainable tensor by its HF/PEFT name (checkpoints, adapters, tests).
   std::vector<Param>& params() { return params_; }
   // The same parameters as the optimizer should see them: in LoRA mode one flat Param over all
@@ -134,10 +158,20 @@ class Transformer {
   // Full logits [T, V] on the host (tests, generation): row t predicts token t+1.
   std::vector<float> logits(const HostBatch& batch);
 
+  // Makes layer l's weights readable through layer(l): dequantizes a 4-bit base into
+  // base4.layer and casts LoRA adapters kept per layer (nothing otherwise). Every layer shares
+  // those buffers, so the views hold until the next call. The forward and backward passes call
+  // it themselves; the incremental decoder calls it before each layer.
+  void prepare_layer(int l);
+
+  // out [T, hidden] = the embedding rows of `ids` (host ids; device_ids the same ids on the
+  // device): a gather on the device, or on the host and one upload (embedding_on_host).
+  void embed_tokens(std::span<const int32_t> ids, const Tensor& device_ids, Tensor out);
+
   // Read-only weight views for the incremental decoder (infer/), which reuses these weights
   // with its own KV cache and activations instead of planning a second copy.
   const LayerWeights& layer(int l) const { return layers_[static_cast<size_t>(l)]; }
-  const Tensor& embed_weight() const { return embed_; }
+  const Tensor& embed_weight() const { return embed_; }  // a host tensor with embedding_on_host
   const Tensor& final_norm_weight() const { return final_norm_; }
   const Tensor& lm_head_weight() const { return lm_head_; }  // = embed when tied
 
@@ -153,6 +187,8 @@ class Transformer {
   std::unique_ptr<Arena> arena_;
   std::vector<LayerWeights> layers_;
   Tensor embed_, final_norm_, lm_head_, d_embed_, d_final_norm_, d_lm_head_;
+  HostBuffer host_embed_;                 // embedding_on_host: the table
+  std::vector<std::byte> embed_staging_;  // embedding_on_host: the gathered rows
   std::vector<Param> params_;
   std::vector<Param> flat_params_;  // LoRA: the single flat parameter
   uint64_t dropout_seed_ = 0;

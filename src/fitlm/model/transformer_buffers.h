@@ -1,6 +1,7 @@
 // Internal to the model: the named weight and activation buffers of a Transformer.
 #pragma once
 
+#include <array>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -81,6 +82,15 @@ inline constexpr const char* kLoraFlat = "lora.flat";
 // With lora_cast_per_layer: one layer's slice of the flat layout (every layer's is the same
 // size), in the compute dtype, cast from the masters before the layer runs.
 inline constexpr const char* kLoraLayer = "lora.layer";
+
+// 4-bit base (RunShape::base4): one layer's linear weights dequantized, in the compute dtype,
+// each projection at base4_layer_offsets()[p] (64-element aligned), filled before the layer runs.
+inline constexpr const char* kBase4Layer = "base4.layer";
+struct Base4LayerLayout {
+  std::array<int64_t, 7> offset{};  // elements, by Projection
+  int64_t total = 0;
+};
+Base4LayerLayout base4_layer_layout(const ModelConfig& c);
 
 // layer −1: the shared set used with RecomputePolicy::kFull.
 std::string activation_buffer_name(int layer, const std::string& name);

@@ -39,6 +39,11 @@ struct Transformer::Impl {
   // (NaN) those dead in the next.
   void enter_phase(std::optional<Phase> next);
 
+  // Before layer l runs: its 4-bit weights dequantized into base4.layer, and (lora_cast_per_layer)
+  // its adapters cast from the f32 masters into lora.layer. Every layer's LinearWeights::w and
+  // lora_a/b view those buffers.
+  void prepare_layer(int l);
+
  private:
   LayerActivations activations(int layer, int64_t t) const;
   Tensor rows(const std::string& name, int64_t t) const;  // first t rows of a [T_max, C] buffer
@@ -64,10 +69,8 @@ struct Transformer::Impl {
   // x, or x with run r's dropout mask applied (in scratch.drop_x): the input of its A product.
   Tensor lora_input(int l, const LoraRun& r, const Tensor& x, int64_t t);
   uint64_t dropout_seed(int layer, Projection p) const;
-  // With lora_cast_per_layer: layer l's adapters, cast from the f32 masters into lora.layer
-  // (which every layer's LinearWeights::lora_a/b view). Otherwise nothing.
-  void cast_lora(int l);
   Tensor cu_seqlens() const;  // the current batch's [n_segments + 1] offsets
+  void cast_lora(int l);
 
   Transformer& m_;
   Backend& be_;
@@ -75,6 +78,7 @@ struct Transformer::Impl {
   AttentionShape attn_;
   std::vector<bool> saved_;  // per layer: activations kept (true) or recomputed in backward
   std::vector<int32_t> host_targets_;  // shifted labels of the current batch
+  std::vector<int32_t> host_ids_;      // its input ids
   int64_t n_segments_ = 0;
   std::optional<Phase> phase_;          // check_lifetimes only
   Tensor lora_layer_;                   // lora.layer, or empty when the LoRA values are kept whole

@@ -55,6 +55,15 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
   }
 }
 
+void Transformer::Impl::prepare_layer(int l) {
+  if (m_.shape_.base4)
+    for (Projection p : kAllProjections) {
+      const LinearWeights& lw = m_.layers_[static_cast<size_t>(l)][p];
+      be_.dequantize4(lw.w4, lw.w);
+    }
+  cast_lora(l);
+}
+
 void Transformer::Impl::cast_lora(int l) {
   if (lora_layer_.empty()) return;
   const Tensor& master = m_.flat_params_.front().master;  // f32, every layer's slice alike

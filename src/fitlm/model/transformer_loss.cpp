@@ -49,6 +49,7 @@ int64_t Transformer::Impl::upload_batch(const HostBatch& b) {
       for (int32_t i = cu[s]; i + 1 < cu[s + 1]; ++i) host_targets_[i] = b.labels[i + 1];
   }
   n_segments_ = static_cast<int64_t>(cu.size()) - 1;
+  host_ids_ = b.input_ids;
   // Segments of one length let a backend run attention as a dense batch (cuDNN on CUDA).
   bool uniform = true;
   for (size_t s = 1; s + 1 < cu.size(); ++s) uniform = uniform && cu[s + 1] - cu[s] == cu[1];
@@ -88,12 +89,12 @@ void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
   (void)keep_for_backward;  // the plan decides what is kept; recompute re-runs layers
   enter_phase(Phase::kForward);
   Tensor x = rows("layers.0.x_in", t);
-  be_.embedding_forward(rows("input.ids", t), m_.embed_, x);
+  m_.embed_tokens(host_ids_, rows("input.ids", t), x);
   for (int l = 0; l < c_.num_layers; ++l) {
     const Tensor y = rows(
         l + 1 < c_.num_layers ? fmt::format("layers.{}.x_in", l + 1) : std::string("final.x_in"),
         t);
-    cast_lora(l);
+    prepare_layer(l);
     layer_forward(l, activations(l, t), rows(fmt::format("layers.{}.x_in", l), t), y, t);
   }
   // The final norm starts the loss head's phase: its output is read there only.
@@ -143,7 +144,7 @@ void Transformer::Impl::backward(int64_t t) {
   for (int l = c_.num_layers - 1; l >= 0; --l) {
     const LayerActivations a = activations(l, t);
     const Tensor x = rows(fmt::format("layers.{}.x_in", l), t);
-    cast_lora(l);  // in N or the previous layer's A: lora.layer lives there too
+    prepare_layer(l);  // in N or the previous layer's A: lora.layer and base4.layer live there too
     if (!saved_[static_cast<size_t>(l)]) {
       enter_phase(Phase::kRecompute);
       layer_forward(l, a, x, Tensor{}, t);

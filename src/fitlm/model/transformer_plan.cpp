@@ -82,7 +82,32 @@ const Lifetime kReadInAttn = live_in({F, R, M, A});
 bool in_mlp(Projection p) {
   return p == Projection::kGate || p == Projection::kUp || p == Projection::kDown;
 }
+
+// One packed weight: its nibbles and absmax (core/quant4_tensor.h), with the nested absmax and
+// its code map under double quantization.
+void add_quant4_weight(AllocationPlan& plan, const std::string& name, const Shape& shape,
+                       const Base4Layout& q) {
+  const int64_t n = shape.numel();
+  plan.add(name, "weights.4bit", Shape{quant4_packed_bytes(n)}, DType::kU8);
+  plan.add(name + ".absmax", "weights.4bit", Shape{quant4_blocks(n, q.blocksize)},
+           q.double_quant ? DType::kU8 : DType::kF32);
+  if (!q.double_quant) return;
+  plan.add(name + ".nested_absmax", "weights.4bit", Shape{quant4_nested_blocks(n, q.blocksize)},
+           DType::kF32);
+  plan.add(name + ".nested_map", "weights.4bit", Shape{256}, DType::kF32);
+}
 }  // namespace
+
+Base4LayerLayout base4_layer_layout(const ModelConfig& c) {
+  constexpr int64_t kAlign = 64;
+  Base4LayerLayout out;
+  for (Projection p : kAllProjections) {
+    const auto [rows, cols] = projection_shape(c, p);
+    out.offset[static_cast<size_t>(p)] = out.total;
+    out.total += (rows * cols + kAlign - 1) / kAlign * kAlign;
+  }
+  return out;
+}
 
 std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraConfig& lora,
                                              TrainMode mode, int64_t t) {
@@ -127,7 +152,8 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
 //   after F (R recomputes them), so it lives in F and from R to its last read, M or A (in M,
 //   act.act, act.gate and act.up take dact, dgate and dup, and in M and A act.lora_u.* take
 //   the LoRA gradients duᵀ: layer_backward);
-// - lora.layer {F N R M A} (LoRA cast per layer): each layer casts its adapters before it runs,
+// - lora.layer and base4.layer {F N R M A} (LoRA cast per layer, 4-bit base dequantized per
+//   layer): each layer casts its adapters and dequantizes its weights before it runs,
 //   in forward and in backward; the backward of layer l casts while N, or the A of layer l+1,
 //   is still the current phase;
 // - final.x_in {F L N}: written by the last layer, read by the final norm and its backward;
@@ -161,12 +187,26 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
     }
   };
 
+  if (shape.base4 && mode == TrainMode::kFull)
+    throw_input_error("plan",
+                      "full fine-tuning of a 4-bit base is not supported: train LoRA on it "
+                      "(adapter: qlora), or load the base in 16 bits");
+  const bool host_embedding = embedding_on_host(c, mode, shape);
   for (const WeightSpec& w : weight_specs(c)) {
-    if (mode == TrainMode::kFull)
+    if (host_embedding && w.kind == WeightKind::kEmbed) continue;
+    if (shape.base4 && w.kind == WeightKind::kLinear)
+      add_quant4_weight(plan, w.name, w.shape, *shape.base4);
+    else if (mode == TrainMode::kFull)
       add_trainable(w.name, w.shape, "weights");
     else
       plan.add(w.name, "weights", w.shape, compute);
   }
+  // The dequantized layer is read wherever a layer runs (F, R, M, A); the backward of layer l
+  // dequantizes while N, or the A of layer l+1, is still the current phase. It shares its bytes
+  // with the loss head's logits.
+  if (shape.base4)
+    plan.add(kBase4Layer, "dequant", Shape{base4_layer_layout(c).total}, compute,
+             live_in({F, N, R, M, A}));
   if (mode == TrainMode::kLora) {
     const int64_t total = lora_layout(c, lora).total;
     const bool per_layer = lora_cast_per_layer(mode, shape, compute);
@@ -280,6 +320,10 @@ LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {
 
 bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute) {
   return mode == TrainMode::kLora && (compute != DType::kF32 || shape.cast_lora_per_layer_on_f32);
+}
+
+bool embedding_on_host(const ModelConfig& c, TrainMode mode, const RunShape& shape) {
+  return shape.base4 && mode != TrainMode::kFull && !c.tie_word_embeddings;
 }
 
 bool layer_saved(const ModelConfig& c, TrainMode mode, const RunShape& shape, int l) {

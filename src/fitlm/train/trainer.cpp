@@ -310,22 +310,25 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   }
   RunShape shape;
   shape.max_tokens = c.micro_batch_size * c.sequence_len;
+  std::optional<QuantizeRequest> quantize;
+  if (c.load_in_4bit) {
+    quantize = QuantizeRequest{};
+    quantize->type =
+        c.bnb_4bit_quant_type == "fp4" ? quant::QuantType::kFP4 : quant::QuantType::kNF4;
+    quantize->double_quant = c.bnb_4bit_use_double_quant;
+  }
+  shape.base4 = base4_layout(model_config, c.base_model, quantize);
+  if (shape.base4)
+    log::info("QLoRA: the base's linear weights are {} (blocksize {}{}), dequantized per layer",
+              quant::quant_type_name(shape.base4->type), shape.base4->blocksize,
+              shape.base4->double_quant ? ", double quantization" : "");
   shape.recompute = c.gradient_checkpointing ? RecomputePolicy::kFull : RecomputePolicy::kSave;
   shape.with_optimizer = true;
   const TrainMode train_mode = lora ? TrainMode::kLora : TrainMode::kFull;
   if (c.max_memory) shape = fit_memory_cap(c, *backend, model_config, train_mode, lc, shape);
   const size_t device_in_use_before = backend->memory_in_use();  // 0 where it cannot tell
   Transformer model(*backend, model_config, train_mode, lc, shape);
-  LoadOptions load;
-  if (c.load_in_4bit) {
-    load.quantize4 =
-        c.bnb_4bit_quant_type == "fp4" ? quant::QuantType::kFP4 : quant::QuantType::kNF4;
-    load.double_quant = c.bnb_4bit_use_double_quant;
-    log::info("QLoRA: the base's linear weights are {}-quantized on load{} (blocksize {})",
-              c.bnb_4bit_quant_type, load.double_quant ? " with double quantization" : "",
-              load.blocksize);
-  }
-  load_model_weights(model, c.base_model, load);
+  load_model_weights(model, c.base_model);
   if (lora) {
     if (c.lora_model_dir.empty()) {
       model.init_lora(mix_seed(c.seed, kLoraInitStream));

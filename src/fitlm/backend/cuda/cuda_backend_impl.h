@@ -56,6 +56,8 @@ class CudaBackend final : public Backend {
   void bias_backward(const Tensor& dout, Tensor dbias) override;
   void dropout(const Tensor& x, Tensor out, float p, uint64_t seed) override;
 
+  void dequantize4(const Quant4Tensor& q, Tensor out) override;
+
   void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c, float alpha,
             float beta) override;
 

@@ -1,0 +1,21 @@
+// CudaBackend: 4-bit weights — argument checks, then the launcher in cuda_dequant4.cu.
+#include "fitlm/backend/cuda/cuda_backend_impl.h"
+#include "fitlm/backend/cuda/cuda_dequant4.cuh"
+#include "fitlm/core/quant4_tensor.h"
+
+namespace fitlm {
+
+void CudaBackend::dequantize4(const Quant4Tensor& q, Tensor out) {
+  check_dequantize4_args("cuda", q, out);
+  if (q.numel() == 0) return;
+  check_on_device(q.packed, "dequantize4 packed");
+  check_on_device(q.absmax, "dequantize4 absmax");
+  if (q.double_quant()) {
+    check_on_device(q.nested_absmax, "dequantize4 nested_absmax");
+    check_on_device(q.nested_map, "dequantize4 nested_map");
+  }
+  check_on_device(out, "dequantize4 out");
+  cuda::launch_dequantize4(q, out, stream_);
+}
+
+}  // namespace fitlm

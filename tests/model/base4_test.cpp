@@ -1,0 +1,238 @@
+// A 4-bit base (RunShape::base4): the decoder's linear weights live packed in the arena and are
+// dequantized per layer into base4.layer. On the f32 CPU backend that must give exactly what a
+// 16-bit model computes from the same weights dequantized on the host (quant::dequantize4, then
+// rounded to the checkpoint dtype): losses, LoRA gradients, logits and the incremental decoder's
+// logits, bit for bit, with every buffer apart and NaN-poisoned outside its lifetime as well as
+// in the shared arena.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "fitlm/backend/quant4_upload.h"
+#include "fitlm/core/error.h"
+#include "fitlm/infer/decoder.h"
+#include "fitlm/model/transformer.h"
+#include "fitlm/model/transformer_buffers.h"
+
+namespace fitlm {
+namespace {
+
+ModelConfig config(const std::string& arch) {
+  nlohmann::json j = {{"architectures", {arch}},  {"vocab_size", 97},
+                      {"hidden_size", 48},        {"intermediate_size", 72},
+                      {"num_hidden_layers", 3},   {"num_attention_heads", 4},
+                      {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},
+                      {"rope_theta", 10000.0},    {"tie_word_embeddings", false}};
+  if (arch == "Qwen3ForCausalLM") j["head_dim"] = 16;
+  return ModelConfig::from_json(j, "test");
+}
+
+struct Case {
+  std::string arch = "LlamaForCausalLM";
+  Base4Layout layout{};
+  int recompute_layers = -1;  // -2: save every layer
+  TrainMode mode = TrainMode::kLora;
+};
+
+struct Outputs {
+  std::vector<double> losses;
+  std::vector<std::vector<float>> grads;
+  std::vector<float> logits, decoded;
+};
+
+void fill_normal(Backend& be, const Tensor& t, std::mt19937& rng) {
+  std::normal_distribution<float> n(0.0f, 0.1f);
+  std::vector<float> h(static_cast<size_t>(t.numel()));
+  for (float& v : h) v = n(rng);
+  be.upload(t, h.data(), DType::kF32);
+}
+
+// Random weights for both models: the 4-bit one gets each linear quantized on the host, the
+// 16-bit one that quantization's dequantized values rounded to bf16 (the quant_state dtype).
+void load_weights(Backend& be, Transformer& m, bool quantized, const Base4Layout& layout) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n(0.0f, 0.1f);
+  // Norms, embeddings and lm_head, then LoRA (the same draws in both models).
+  // The embedding (in host memory with a 4-bit base, embedding_on_host) from its own stream.
+  std::mt19937 embed_rng(6);
+  for (auto& [name, t] : m.named_weights())
+    if (name == "model.embed_tokens.weight") fill_normal(be, t, embed_rng);
+  for (auto& [name, t] : m.host_weights()) fill_normal(be, t, embed_rng);  // host = CPU memory
+  for (auto& [name, t] : m.named_weights()) {
+    if (name.ends_with("_proj.weight") || name == "model.embed_tokens.weight") continue;
+    std::vector<float> h(static_cast<size_t>(t.numel()));
+    for (float& v : h) v = name.find("norm") != std::string::npos ? 1.0f + n(rng) : n(rng);
+    be.upload(t, h.data(), DType::kF32);
+  }
+  for (Param& p : m.params()) {
+    std::vector<float> h(static_cast<size_t>(p.master.numel()));
+    for (float& v : h) v = n(rng);
+    be.upload(p.master, h.data(), DType::kF32);
+  }
+  std::vector<std::pair<std::string, Quant4Tensor*>> packed = m.quantized_weights();
+  size_t next = 0;
+  for (int l = 0; l < m.config().num_layers; ++l)
+    for (Projection p : kAllProjections) {
+      const LinearWeights& lw = m.layer(l)[p];
+      std::vector<float> w(static_cast<size_t>(lw.w.numel()));
+      for (float& v : w) v = n(rng);
+      const quant::Quantized4 q =
+          quant::quantize4(w, layout.type, layout.blocksize, layout.double_quant);
+      if (quantized) {
+        Quant4Tensor& dst = *packed.at(next++).second;
+        upload_quant4(be, q, dst, "test", "test");
+        dst.round_to = DType::kBF16;
+        continue;
+      }
+      quant::dequantize4(q, w);
+      round_to_storage(w, DType::kBF16);
+      be.upload(lw.w, w.data(), DType::kF32);
+    }
+}
+
+TokenBatch batch(std::mt19937& rng, std::vector<int32_t> cu) {
+  TokenBatch b;
+  b.cu_seqlens = cu;
+  for (int i = 0; i < cu.back(); ++i) b.input_ids.push_back(static_cast<int32_t>(rng() % 97));
+  b.labels = b.input_ids;
+  return b;
+}
+
+Outputs run(const Case& k, bool quantized, bool check_lifetimes) {
+  auto be = make_backend("cpu");
+  LoraConfig lora;
+  lora.r = 4;
+  lora.alpha = 8;
+  RunShape shape;
+  shape.max_tokens = 24;
+  shape.logits_chunk = 8;
+  shape.with_optimizer = true;
+  shape.check_lifetimes = check_lifetimes;
+  shape.cast_lora_per_layer_on_f32 = true;  // as 16-bit backends run LoRA
+  if (k.recompute_layers >= -1) {
+    shape.recompute = RecomputePolicy::kFull;
+    shape.recompute_layers = k.recompute_layers;
+  }
+  if (quantized) shape.base4 = k.layout;
+  Transformer m(*be, config(k.arch), k.mode, lora, shape);
+  load_weights(*be, m, quantized, k.layout);
+  std::mt19937 rng(9);
+  const TokenBatch b1 = batch(rng, {0, 11, 24}), b2 = batch(rng, {0, 17});
+  Outputs out;
+  if (k.mode == TrainMode::kLora) {
+    out.losses.push_back(m.forward_backward(b1, 1.0f / 24).loss_sum);
+    out.losses.push_back(m.forward_backward(b2, 1.0f / 17).loss_sum);
+    for (Param& p : m.params()) {
+      out.grads.emplace_back(static_cast<size_t>(p.grad.numel()));
+      be->download(p.grad, out.grads.back().data());
+    }
+  }
+  out.losses.push_back(m.forward_loss(b1).loss_sum);
+  out.logits = m.logits(b2);
+  if (k.mode == TrainMode::kFrozen) {  // the decoder reads the model's (dequantized) weights
+    Decoder d(m, {}, DecoderShape{1, 16});
+    out.decoded = d.prefill({{3, 1, 4, 1, 5}});
+    const std::vector<float> next = d.step(std::vector<int32_t>{9});
+    out.decoded.insert(out.decoded.end(), next.begin(), next.end());
+  }
+  return out;
+}
+
+TEST(Base4, PackedWeightsComputeExactlyAsTheirDequantizedValues) {
+  using Q = quant::QuantType;
+  const std::vector<Case> cases = {
+      {},
+      {.recompute_layers = -2},
+      {.recompute_layers = 1},
+      {.layout = {Q::kFP4, 32, false}},
+      {.layout = {Q::kNF4, 128, false}, .recompute_layers = -2},
+      {.arch = "Qwen2ForCausalLM", .layout = {Q::kFP4, 64, true}},
+      {.arch = "Qwen3ForCausalLM"},
+      {.mode = TrainMode::kFrozen},
+      {.arch = "Qwen3ForCausalLM", .layout = {Q::kFP4, 256, true}, .mode = TrainMode::kFrozen},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(fmt::format("{} {} bs={} dq={} recompute={} mode={}", k.arch,
+                             quant::quant_type_name(k.layout.type), k.layout.blocksize,
+                             k.layout.double_quant, k.recompute_layers, static_cast<int>(k.mode)));
+    const Outputs dense = run(k, /*quantized=*/false, false);
+    for (bool check : {true, false}) {
+      const Outputs q = run(k, /*quantized=*/true, check);
+      EXPECT_EQ(q.losses, dense.losses) << check;
+      ASSERT_EQ(q.grads.size(), dense.grads.size());
+      for (size_t i = 0; i < q.grads.size(); ++i) EXPECT_EQ(q.grads[i], dense.grads[i]) << check;
+      EXPECT_EQ(q.logits, dense.logits) << check;
+      EXPECT_EQ(q.decoded, dense.decoded) << check;
+    }
+    for (double l : dense.losses) EXPECT_TRUE(std::isfinite(l));
+    for (const auto& g : dense.grads)
+      EXPECT_TRUE(std::any_of(g.begin(), g.end(), [](float v) { return v != 0.0f; }));
+  }
+}
+
+TEST(Base4, PlanHoldsPackedWeightsAndOneDequantizedLayer) {
+  const ModelConfig c = config("LlamaForCausalLM");
+  LoraConfig lora;
+  RunShape shape;
+  shape.max_tokens = 512;
+  shape.recompute = RecomputePolicy::kFull;
+  shape.with_optimizer = true;
+  shape.base4 = Base4Layout{};
+  const AllocationPlan plan = plan_transformer(c, TrainMode::kLora, lora, shape, DType::kBF16);
+  const std::string q = "model.layers.1.mlp.down_proj.weight";
+  const int64_t n = c.hidden_size * c.intermediate_size, blocks = (n + 63) / 64;
+  EXPECT_EQ(plan.at(q).dtype, DType::kU8);
+  EXPECT_EQ(plan.at(q).shape.numel(), (n + 1) / 2);
+  EXPECT_EQ(plan.at(q + ".absmax").dtype, DType::kU8);
+  EXPECT_EQ(plan.at(q + ".absmax").shape.numel(), blocks);
+  EXPECT_EQ(plan.at(q + ".nested_absmax").shape.numel(), (blocks + 255) / 256);
+  EXPECT_EQ(plan.at(q + ".nested_map").shape.numel(), 256);
+  // One layer of the seven projections, 64-element aligned, in the compute dtype.
+  const BufferSpec& layer = plan.at(kBase4Layer);
+  EXPECT_EQ(layer.dtype, DType::kBF16);
+  EXPECT_EQ(layer.shape.numel(), base4_layer_layout(c).total);
+  int64_t sum = 0;
+  for (Projection p : kAllProjections) {
+    const auto [out, in] = projection_shape(c, p);
+    sum += (out * in + 63) / 64 * 64;
+  }
+  EXPECT_EQ(layer.shape.numel(), sum);
+  // Norms and lm_head stay 16-bit; the frozen embedding stays in host memory, but not when it
+  // is also the LM head.
+  EXPECT_EQ(plan.at("lm_head.weight").dtype, DType::kBF16);
+  EXPECT_FALSE(plan.contains("model.embed_tokens.weight"));
+  ModelConfig tied = c;
+  tied.tie_word_embeddings = true;
+  EXPECT_TRUE(plan_transformer(tied, TrainMode::kLora, lora, shape, DType::kBF16)
+                  .contains("model.embed_tokens.weight"));
+  EXPECT_EQ(plan.at("model.layers.0.input_layernorm.weight").dtype, DType::kBF16);
+  // The dequantized layer and the logits chunk never live together: they may share bytes.
+  EXPECT_FALSE(layer.lifetime.overlaps(plan.at("loss.logits").lifetime));
+  // Without double quantization the absmax is one f32 per block.
+  shape.base4->double_quant = false;
+  const AllocationPlan single = plan_transformer(c, TrainMode::kLora, lora, shape, DType::kBF16);
+  EXPECT_EQ(single.at(q + ".absmax").dtype, DType::kF32);
+  EXPECT_FALSE(single.contains(q + ".nested_absmax"));
+  // The packed base is far smaller than the 16-bit one.
+  RunShape dense = shape;
+  dense.base4.reset();
+  EXPECT_LT(plan.total_bytes(),
+            plan_transformer(c, TrainMode::kLora, lora, dense, DType::kBF16).total_bytes());
+}
+
+TEST(Base4, FullFineTuningOfA4BitBaseIsRefused) {
+  RunShape shape;
+  shape.max_tokens = 16;
+  shape.base4 = Base4Layout{};
+  try {
+    plan_transformer(config("LlamaForCausalLM"), TrainMode::kFull, LoraConfig{}, shape,
+                     DType::kBF16);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kBadInput);
+    EXPECT_NE(std::string(e.what()).find("full fine-tuning of a 4-bit base"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace fitlm
