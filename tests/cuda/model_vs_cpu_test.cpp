@@ -11,11 +11,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <optional>
 #include <random>
 
 #include "cuda_test_util.h"
 #include "fitlm/backend/backend.h"
 #include "fitlm/backend/cuda/cuda_backend.h"
+#include "fitlm/backend/quant4_upload.h"
 #include "fitlm/model/presets.h"
 #include "fitlm/model/transformer.h"
 
@@ -39,8 +41,10 @@ struct RunResult {
 };
 
 RunResult run_model(Backend& be, const ModelConfig& c, TrainMode mode, RecomputePolicy rp,
-                    const TokenBatch& batch, float loss_scale) {
+                    const TokenBatch& batch, float loss_scale,
+                    std::optional<Base4Layout> base4 = std::nullopt) {
   RunShape shape;
+  shape.base4 = base4;
   shape.max_tokens = batch.size();
   shape.logits_chunk = 64;
   shape.recompute = rp;
@@ -61,6 +65,21 @@ RunResult run_model(Backend& be, const ModelConfig& c, TrainMode mode, Recompute
     for (auto& v : host) v = bf16_to_f32(f32_to_bf16(n(rng)));
     be.upload(p.master, host.data(), DType::kF32);
     if (p.master.data != p.value.data) be.copy(p.master, p.value);
+  }
+  // A 4-bit base: the same host quantization of random weights on every backend, and the
+  // embedding, kept in host memory, filled there.
+  auto host = make_backend("cpu");
+  for (auto& [name, t] : m.host_weights()) {
+    std::vector<float> v(static_cast<size_t>(t.numel()));
+    for (auto& x : v) x = n(rng);
+    host->upload(t, v.data(), DType::kF32);
+  }
+  for (auto& [name, q] : m.quantized_weights()) {
+    std::vector<float> w(static_cast<size_t>(q->numel()));
+    for (auto& x : w) x = n(rng);
+    upload_quant4(be, quant::quantize4(w, q->type, q->blocksize, q->double_quant()), *q, name,
+                  "test");
+    q->round_to = DType::kBF16;
   }
   m.zero_grads();
   const LossResult r =
@@ -117,6 +136,43 @@ TEST_P(ModelVsCpu, LossAndGradients) {
           std::string(dtype_name(dt)).c_str(), int(rp), got.loss, ref.loss, worst, worst_i);
     }
   }
+}
+
+// QLoRA: the CUDA dequantize-per-layer path against the CPU's, on the same packed weights.
+TEST(ModelVsCpuQLoRA, LossAndGradients) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  using Q = quant::QuantType;
+  TokenBatch batch;
+  std::mt19937 rng(8);
+  batch.cu_seqlens = {0, 37, 37 + 64, 37 + 64 + 19};
+  for (int i = 0; i < batch.cu_seqlens.back(); ++i) batch.input_ids.push_back(rng() % 1003);
+  batch.labels = batch.input_ids;
+  auto cpu = make_backend("cpu");
+  for (const char* arch : {"LlamaForCausalLM", "Qwen3ForCausalLM"})
+    for (const Base4Layout& layout :
+         {Base4Layout{Q::kNF4, 64, true}, Base4Layout{Q::kFP4, 128, false}}) {
+      const ModelConfig c = ModelConfig::from_json(tiny(arch), "test");
+      const RunResult ref =
+          run_model(*cpu, c, TrainMode::kLora, RecomputePolicy::kSave, batch, 1.0f, layout);
+      for (DType dt : {DType::kBF16, DType::kF16}) {
+        auto gpu = make_cuda_backend(0, dt);
+        for (RecomputePolicy rp : {RecomputePolicy::kSave, RecomputePolicy::kFull}) {
+          const RunResult got = run_model(*gpu, c, TrainMode::kLora, rp, batch,
+                                          dt == DType::kF16 ? 1024.0f : 1.0f, layout);
+          EXPECT_NEAR(got.loss, ref.loss, 1e-2 * ref.loss) << arch;
+          ASSERT_EQ(got.grads.size(), ref.grads.size());
+          double worst = 1.0;
+          for (size_t i = 0; i < ref.grads.size(); ++i) {
+            const double cs = cosine(got.grads[i], ref.grads[i]);
+            worst = std::min(worst, cs);
+            EXPECT_GT(cs, 0.999) << arch << " " << dtype_name(dt) << " param " << i;
+          }
+          std::printf("qlora %s %s %s recompute=%d: loss %.5f vs %.5f, worst grad cosine %.6f\n",
+                      arch, std::string(quant::quant_type_name(layout.type)).c_str(),
+                      std::string(dtype_name(dt)).c_str(), int(rp), got.loss, ref.loss, worst);
+        }
+      }
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(
