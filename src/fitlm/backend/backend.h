@@ -66,6 +66,15 @@ class Backend {
   // ---- memory -------------------------------------------------------------------------------
   virtual void* allocate(size_t bytes) = 0;  // only the Arena calls this
   virtual void deallocate(void* ptr) = 0;
+  // Host memory that ops on this backend read directly, for weights a job keeps off the device
+  // (Transformer's embedding_on_host): the host writes at `host`, ops read at `device` (CUDA:
+  // pinned memory mapped into the device's address space, read over PCIe; CPU: one pointer).
+  struct HostMapped {
+    void* host = nullptr;
+    void* device = nullptr;
+  };
+  virtual HostMapped allocate_host_mapped(size_t bytes);
+  virtual void deallocate_host_mapped(const HostMapped& m);
   // dst (any dtype on this device) <- host data of `src_dtype` with dst.numel() elements.
   virtual void upload(Tensor dst, const void* src, DType src_dtype) = 0;
   // host f32 <- src (any dtype on this device).
@@ -168,6 +177,14 @@ class Backend {
   virtual void adamw_step(Tensor param, const Tensor& grad, Tensor m, Tensor v,
                           const AdamWParams& p, float grad_scale) = 0;
 };
+
+inline Backend::HostMapped Backend::allocate_host_mapped(size_t bytes) {
+  void* p = ::operator new(bytes);
+  return {p, p};
+}
+inline void Backend::deallocate_host_mapped(const HostMapped& m) {
+  ::operator delete(m.host);
+}
 
 inline void Backend::attention_decode(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                       const AttentionShape&, Tensor) {

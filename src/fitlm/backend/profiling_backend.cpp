@@ -100,6 +100,12 @@ void ProfilingBackend::fill(Tensor x, float value) {
 void ProfilingBackend::copy(const Tensor& src, Tensor dst) {
   timed("copy", 0, [&] { inner_.copy(src, dst); });
 }
+Backend::HostMapped ProfilingBackend::allocate_host_mapped(size_t bytes) {
+  return inner_.allocate_host_mapped(bytes);
+}
+void ProfilingBackend::deallocate_host_mapped(const HostMapped& m) {
+  inner_.deallocate_host_mapped(m);
+}
 void ProfilingBackend::dequantize4(const Quant4Tensor& q, Tensor out) {
   timed("dequantize4", 0, [&] { inner_.dequantize4(q, out); });
 }

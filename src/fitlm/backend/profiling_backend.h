@@ -35,6 +35,8 @@ class ProfilingBackend final : public Backend {
   DType compute_dtype() const override { return inner_.compute_dtype(); }
   void* allocate(size_t bytes) override { return inner_.allocate(bytes); }
   void deallocate(void* ptr) override { inner_.deallocate(ptr); }
+  HostMapped allocate_host_mapped(size_t bytes) override;
+  void deallocate_host_mapped(const HostMapped& m) override;
   void upload(Tensor dst, const void* src, DType src_dtype) override;
   void download(const Tensor& src, float* dst) override;
   void synchronize() override { inner_.synchronize(); }

@@ -202,7 +202,7 @@ std::vector<float> Decoder::prefill(const std::vector<std::vector<int32_t>>& pro
     be_.upload(buf("in.ids", t), ids.data(), DType::kI32);
     be_.upload(buf("in.positions", t), pos.data(), DType::kI32);
     be_.upload(arena_->get("in.cu_seqlens"), cu, DType::kI32);
-    model_.embed_tokens(ids, buf("in.ids", t), buf("x", t));
+    be_.embedding_forward(buf("in.ids", t), model_.embed_weight(), buf("x", t));
     prefill_slot_ = s;
     for (int l = 0; l < c_.num_layers; ++l) layer_forward(l, t, false);
     // Only the last position predicts the next token: keep its hidden state for the head.
@@ -229,7 +229,7 @@ std::vector<float> Decoder::step(std::span<const int32_t> tokens) {
   be_.upload(buf("in.ids", n), tokens.data(), DType::kI32);
   be_.upload(buf("in.positions", n), pos.data(), DType::kI32);
   be_.upload(buf("in.lengths", n), lengths_.data(), DType::kI32);
-  model_.embed_tokens(tokens, buf("in.ids", n), buf("x", n));
+  be_.embedding_forward(buf("in.ids", n), model_.embed_weight(), buf("x", n));
   for (int l = 0; l < c_.num_layers; ++l) layer_forward(l, n, true);
   be_.copy(buf("x", n), buf("last", n));
   return head(n);

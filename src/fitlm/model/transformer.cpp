@@ -76,8 +76,9 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
   const Base4LayerLayout base4_layout = base4_layer_layout(config_);
   for (const WeightSpec& w : weight_specs(config_)) {
     if (w.kind == WeightKind::kEmbed && embedding_on_host(config_, mode_, shape_)) {
-      host_embed_ = HostBuffer(compute, w.shape);
-      embed_ = host_embed_.tensor();
+      host_embed_ = backend_.allocate_host_mapped(static_cast<size_t>(w.shape.numel()) *
+                                                  dtype_size(compute));
+      embed_ = Tensor(host_embed_.device, compute, w.shape, backend_.device());
       continue;
     }
     if (shape_.base4 && w.kind == WeightKind::kLinear) {
@@ -135,7 +136,9 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
   zero_grads();
 }
 
-Transformer::~Transformer() = default;
+Transformer::~Transformer() {
+  if (host_embed_.host) backend_.deallocate_host_mapped(host_embed_);
+}
 
 void Transformer::bind_lora(DType compute) {
   const Param flat = param_in_arena(*arena_, kLoraFlat, compute, /*decay=*/true);
@@ -199,27 +202,8 @@ std::vector<std::pair<std::string, Tensor>> Transformer::named_weights() {
 }
 
 std::vector<std::pair<std::string, Tensor>> Transformer::host_weights() {
-  if (host_embed_.tensor().empty()) return {};
-  return {{"model.embed_tokens.weight", host_embed_.tensor()}};
-}
-
-void Transformer::embed_tokens(std::span<const int32_t> ids, const Tensor& device_ids, Tensor out) {
-  if (host_embed_.tensor().empty()) {
-    backend_.embedding_forward(device_ids, embed_, out);
-    return;
-  }
-  const Tensor table = host_embed_.tensor();
-  const size_t row = static_cast<size_t>(table.dim(1)) * dtype_size(table.dtype);
-  FITLM_CHECK(
-      out.numel() == static_cast<int64_t>(ids.size()) * table.dim(1) && out.dtype == table.dtype,
-      "model", "embed_tokens of {} ids into {}", ids.size(), out.shape.str());
-  embed_staging_.resize(ids.size() * row);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    FITLM_CHECK(ids[i] >= 0 && ids[i] < table.dim(0), "model", "token id {}", ids[i]);
-    std::memcpy(embed_staging_.data() + i * row,
-                static_cast<const std::byte*>(table.data) + static_cast<size_t>(ids[i]) * row, row);
-  }
-  backend_.upload(out, embed_staging_.data(), table.dtype);
+  if (!host_embed_.host) return {};
+  return {{"model.embed_tokens.weight", Tensor(host_embed_.host, embed_.dtype, embed_.shape)}};
 }
 
 std::vector<std::pair<std::string, Quant4Tensor*>> Transformer::quantized_weights() {

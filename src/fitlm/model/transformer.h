@@ -7,7 +7,6 @@
 #include <array>
 #include <memory>
 #include <optional>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -100,8 +99,9 @@ AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode, const
 // values as a cast after each optimizer step, since the masters only change there.
 bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute);
 // With a 4-bit base the token embedding stays in host memory (1 GiB of an 8B model, 2 GiB of a
-// 70B one): each micro-batch's rows are gathered there and uploaded, T·hidden values instead of
-// the table. Only where the embedding is frozen and not also the LM head (untied).
+// 70B one), pinned and mapped into the device's address space: the embedding op reads the
+// micro-batch's rows there (T·hidden values over PCIe) instead of the table taking device memory.
+// Only where the embedding is frozen and not also the LM head (untied).
 bool embedding_on_host(const ModelConfig& config, TrainMode mode, const RunShape& shape);
 // Whether layer l keeps its activations from forward to backward (false: recomputed).
 bool layer_saved(const ModelConfig& config, TrainMode mode, const RunShape& shape, int l);
@@ -164,14 +164,11 @@ class Transformer {
   // it themselves; the incremental decoder calls it before each layer.
   void prepare_layer(int l);
 
-  // out [T, hidden] = the embedding rows of `ids` (host ids; device_ids the same ids on the
-  // device): a gather on the device, or on the host and one upload (embedding_on_host).
-  void embed_tokens(std::span<const int32_t> ids, const Tensor& device_ids, Tensor out);
-
   // Read-only weight views for the incremental decoder (infer/), which reuses these weights
   // with its own KV cache and activations instead of planning a second copy.
   const LayerWeights& layer(int l) const { return layers_[static_cast<size_t>(l)]; }
-  const Tensor& embed_weight() const { return embed_; }  // a host tensor with embedding_on_host
+  // With embedding_on_host: the backend's mapped view of the host table (ops read it in place).
+  const Tensor& embed_weight() const { return embed_; }
   const Tensor& final_norm_weight() const { return final_norm_; }
   const Tensor& lm_head_weight() const { return lm_head_; }  // = embed when tied
 
@@ -187,8 +184,7 @@ class Transformer {
   std::unique_ptr<Arena> arena_;
   std::vector<LayerWeights> layers_;
   Tensor embed_, final_norm_, lm_head_, d_embed_, d_final_norm_, d_lm_head_;
-  HostBuffer host_embed_;                 // embedding_on_host: the table
-  std::vector<std::byte> embed_staging_;  // embedding_on_host: the gathered rows
+  Backend::HostMapped host_embed_;  // embedding_on_host: the table (embed_ views its device side)
   std::vector<Param> params_;
   std::vector<Param> flat_params_;  // LoRA: the single flat parameter
   uint64_t dropout_seed_ = 0;

@@ -78,7 +78,6 @@ struct Transformer::Impl {
   AttentionShape attn_;
   std::vector<bool> saved_;  // per layer: activations kept (true) or recomputed in backward
   std::vector<int32_t> host_targets_;  // shifted labels of the current batch
-  std::vector<int32_t> host_ids_;      // its input ids
   int64_t n_segments_ = 0;
   std::optional<Phase> phase_;          // check_lifetimes only
   Tensor lora_layer_;                   // lora.layer, or empty when the LoRA values are kept whole

@@ -49,7 +49,6 @@ int64_t Transformer::Impl::upload_batch(const HostBatch& b) {
       for (int32_t i = cu[s]; i + 1 < cu[s + 1]; ++i) host_targets_[i] = b.labels[i + 1];
   }
   n_segments_ = static_cast<int64_t>(cu.size()) - 1;
-  host_ids_ = b.input_ids;
   // Segments of one length let a backend run attention as a dense batch (cuDNN on CUDA).
   bool uniform = true;
   for (size_t s = 1; s + 1 < cu.size(); ++s) uniform = uniform && cu[s + 1] - cu[s] == cu[1];
@@ -89,7 +88,7 @@ void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
   (void)keep_for_backward;  // the plan decides what is kept; recompute re-runs layers
   enter_phase(Phase::kForward);
   Tensor x = rows("layers.0.x_in", t);
-  m_.embed_tokens(host_ids_, rows("input.ids", t), x);
+  be_.embedding_forward(rows("input.ids", t), m_.embed_, x);
   for (int l = 0; l < c_.num_layers; ++l) {
     const Tensor y = rows(
         l + 1 < c_.num_layers ? fmt::format("layers.{}.x_in", l + 1) : std::string("final.x_in"),

@@ -149,6 +149,24 @@ void CudaBackend::check_on_device(const Tensor& t, const char* what) const {
                          t.device.str(), device_);
 }
 
+Backend::HostMapped CudaBackend::allocate_host_mapped(size_t bytes) {
+  HostMapped m;
+  const cudaError_t err = cudaHostAlloc(&m.host, bytes, cudaHostAllocMapped | cudaHostAllocPortable);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cuda",
+                fmt::format("cannot pin {} of host memory for weights kept off the device: {}",
+                            format_bytes(bytes), cudaGetErrorString(err)),
+                ExitCode::kNoFit);
+  }
+  FITLM_CUDA_CHECK(cudaHostGetDevicePointer(&m.device, m.host, 0));
+  return m;
+}
+
+void CudaBackend::deallocate_host_mapped(const HostMapped& m) {
+  if (m.host) cudaFreeHost(m.host);
+}
+
 void* CudaBackend::allocate(size_t bytes) {
   void* p = nullptr;
   const cudaError_t err = cudaMalloc(&p, bytes);

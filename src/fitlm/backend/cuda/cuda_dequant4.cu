@@ -187,8 +187,11 @@ template <typename T, typename R, bool kDQ>
 void launch(const Dq4Params& p, T* out, bool vec, cudaStream_t stream) {
   if (vec) {
     const int64_t n8 = p.n / 8;
-    dequant4_vec_kernel<T, R, kDQ>
-        <<<grid_for((n8 + kUnits - 1) / kUnits, kThreads), kThreads, 0, stream>>>(p, out);
+    // One pass per block (no cap on the grid): with a capped grid-stride loop, blocks that run
+    // one pass more than the others leave the GPU part idle at the end of every matrix.
+    const int64_t passes = (n8 + kThreads * kUnits - 1) / (kThreads * kUnits);
+    dequant4_vec_kernel<T, R, kDQ><<<grid_for(passes * kThreads, kThreads, int64_t{1} << 30),
+                                     kThreads, 0, stream>>>(p, out);
   } else {
     dequant4_scalar_kernel<T, R, kDQ><<<grid_for(p.n, kThreads), kThreads, 0, stream>>>(p, out);
   }
