@@ -18,7 +18,7 @@ if [ -z "${QLORA_SKIP_TESTS:-}" ]; then
   echo "fitlm_cuda_tests rc $?"
   grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^qlora ' "$OUT/cuda_tests.log" | tail -20
 fi
-"$B/cuda_ops_bench" --quick >"$OUT/ops_bench.txt" 2>&1
+"$B/tests/cuda_ops_bench" --quick >"$OUT/ops_bench.txt" 2>&1
 grep -i -A1 "dequantize4" "$OUT/ops_bench.txt"
 bench() {  # name, args...
   local name=$1; shift

@@ -11,7 +11,7 @@ bash scripts/device/build.sh build-device >/tmp/qc-build.log 2>&1 || { tail -40 
 B=$PWD/build-device
 export LD_LIBRARY_PATH=/opt/fitlm-deps/usr/lib/x86_64-linux-gnu:/opt/fitlm-deps/usr/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 {
-  "$B/cuda_ops_bench" --quick 2>&1 | grep -i -A1 "dequantize4"
+  "$B/tests/cuda_ops_bench" --quick 2>&1 | grep -i -A1 "dequantize4"
   "$B/tests/fitlm_cuda_tests" --gtest_filter='*CudnnAttentionDeterminism*:CudaDequant4*:*PackedCase*' \
     --gtest_repeat=3 --gtest_brief=1 2>&1 | grep -vE '^\s*$' | tail -40
   W=/tmp/qc; rm -rf "$W"; mkdir -p "$W"

@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fitlm/core/error.h"
 #include "fitlm/core/quant4_tensor.h"
@@ -107,6 +109,11 @@ class Backend {
   // two f32 roundings, no fused multiply-add), rounded to q.round_to, then stored in out's dtype.
   // Bit-identical across backends (quant::dequantize4 is the host reference).
   virtual void dequantize4(const Quant4Tensor& q, Tensor out) = 0;
+  // Several at once (a layer's seven matrices): the same results; a backend may run them as one
+  // launch.
+  virtual void dequantize4_many(const std::vector<std::pair<const Quant4Tensor*, Tensor>>& work) {
+    for (const auto& [q, out] : work) dequantize4(*q, out);
+  }
 
   // ---- matrix products ----------------------------------------------------------------------
   // c [M,N] = alpha · op(a) · op(b) + beta · c, op(a) [M,K], op(b) [K,N]; op = transpose when set.

@@ -109,6 +109,10 @@ void ProfilingBackend::deallocate_host_mapped(const HostMapped& m) {
 void ProfilingBackend::dequantize4(const Quant4Tensor& q, Tensor out) {
   timed("dequantize4", 0, [&] { inner_.dequantize4(q, out); });
 }
+void ProfilingBackend::dequantize4_many(
+    const std::vector<std::pair<const Quant4Tensor*, Tensor>>& work) {
+  timed("dequantize4 (layer)", 0, [&] { inner_.dequantize4_many(work); });
+}
 void ProfilingBackend::add(const Tensor& a, const Tensor& b, Tensor out) {
   timed("add", 0, [&] { inner_.add(a, b, out); });
 }

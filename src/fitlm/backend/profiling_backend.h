@@ -53,6 +53,7 @@ class ProfilingBackend final : public Backend {
   void bias_backward(const Tensor& dout, Tensor dbias) override;
   void dropout(const Tensor& x, Tensor out, float p, uint64_t seed) override;
   void dequantize4(const Quant4Tensor& q, Tensor out) override;
+  void dequantize4_many(const std::vector<std::pair<const Quant4Tensor*, Tensor>>& work) override;
 
   void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c, float alpha,
             float beta) override;

@@ -76,8 +76,8 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
   const Base4LayerLayout base4_layout = base4_layer_layout(config_);
   for (const WeightSpec& w : weight_specs(config_)) {
     if (w.kind == WeightKind::kEmbed && embedding_on_host(config_, mode_, shape_)) {
-      host_embed_ = backend_.allocate_host_mapped(static_cast<size_t>(w.shape.numel()) *
-                                                  dtype_size(compute));
+      host_embed_ =
+          backend_.allocate_host_mapped(static_cast<size_t>(w.shape.numel()) * dtype_size(compute));
       embed_ = Tensor(host_embed_.device, compute, w.shape, backend_.device());
       continue;
     }

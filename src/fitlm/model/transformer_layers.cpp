@@ -56,11 +56,14 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
 }
 
 void Transformer::Impl::prepare_layer(int l) {
-  if (m_.shape_.base4)
+  if (m_.shape_.base4) {
+    std::vector<std::pair<const Quant4Tensor*, Tensor>> work;
     for (Projection p : kAllProjections) {
       const LinearWeights& lw = m_.layers_[static_cast<size_t>(l)][p];
-      be_.dequantize4(lw.w4, lw.w);
+      work.emplace_back(&lw.w4, lw.w);
     }
+    be_.dequantize4_many(work);  // one launch on CUDA
+  }
   cast_lora(l);
 }
 

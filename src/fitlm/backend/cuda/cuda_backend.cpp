@@ -151,7 +151,8 @@ void CudaBackend::check_on_device(const Tensor& t, const char* what) const {
 
 Backend::HostMapped CudaBackend::allocate_host_mapped(size_t bytes) {
   HostMapped m;
-  const cudaError_t err = cudaHostAlloc(&m.host, bytes, cudaHostAllocMapped | cudaHostAllocPortable);
+  const cudaError_t err =
+      cudaHostAlloc(&m.host, bytes, cudaHostAllocMapped | cudaHostAllocPortable);
   if (err != cudaSuccess) {
     cudaGetLastError();
     throw Error("cuda",

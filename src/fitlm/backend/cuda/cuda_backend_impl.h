@@ -59,6 +59,7 @@ class CudaBackend final : public Backend {
   void dropout(const Tensor& x, Tensor out, float p, uint64_t seed) override;
 
   void dequantize4(const Quant4Tensor& q, Tensor out) override;
+  void dequantize4_many(const std::vector<std::pair<const Quant4Tensor*, Tensor>>& work) override;
 
   void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c, float alpha,
             float beta) override;
@@ -94,6 +95,7 @@ class CudaBackend final : public Backend {
   static constexpr size_t kCudnnReserveBytes = size_t{16} << 20;
 
  private:
+  void check_dequantize4(const Quant4Tensor& q, const Tensor& out) const;
   void check_on_device(const Tensor& t, const char* what) const;
   // The cuDNN attention shape for this call, when the caller promised equal segments and cuDNN
   // can run it (FITLM_ATTENTION=kernels turns the cuDNN path off, for A/B runs).

@@ -5,7 +5,7 @@
 
 namespace fitlm {
 
-void CudaBackend::dequantize4(const Quant4Tensor& q, Tensor out) {
+void CudaBackend::check_dequantize4(const Quant4Tensor& q, const Tensor& out) const {
   check_dequantize4_args("cuda", q, out);
   if (q.numel() == 0) return;
   check_on_device(q.packed, "dequantize4 packed");
@@ -15,7 +15,17 @@ void CudaBackend::dequantize4(const Quant4Tensor& q, Tensor out) {
     check_on_device(q.nested_map, "dequantize4 nested_map");
   }
   check_on_device(out, "dequantize4 out");
-  cuda::launch_dequantize4(q, out, stream_);
+}
+
+void CudaBackend::dequantize4(const Quant4Tensor& q, Tensor out) {
+  check_dequantize4(q, out);
+  cuda::launch_dequantize4({{&q, out}}, stream_);
+}
+
+void CudaBackend::dequantize4_many(
+    const std::vector<std::pair<const Quant4Tensor*, Tensor>>& work) {
+  for (const auto& [q, out] : work) check_dequantize4(*q, out);
+  cuda::launch_dequantize4(work, stream_);
 }
 
 }  // namespace fitlm

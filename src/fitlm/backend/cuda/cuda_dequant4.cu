@@ -136,37 +136,51 @@ __device__ __forceinline__ void store_unit(T* dst, uint32_t w, float absmax, con
   }
 }
 
+// Up to kMaxBatch matrices in one launch (a layer's seven projections): matrix k owns the
+// blocks [first_block[k], first_block[k + 1]), each block one pass of kThreads · kUnits units.
+constexpr int kMaxBatch = 8;
+template <typename T>
+struct Dq4Batch {
+  Dq4Params m[kMaxBatch];
+  T* out[kMaxBatch];
+  int64_t first_block[kMaxBatch + 1];
+  int count;
+};
+
 template <typename T, typename R, bool kDQ>
-__global__ void __launch_bounds__(kThreads) dequant4_vec_kernel(Dq4Params p, T* __restrict__ out) {
+__global__ void __launch_bounds__(kThreads)
+    dequant4_vec_kernel(const __grid_constant__ Dq4Batch<T> batch) {
+  int k = 0;
+  while (k + 1 < batch.count && blockIdx.x >= batch.first_block[k + 1]) ++k;
+  const Dq4Params& p = batch.m[k];
+  T* __restrict__ out = batch.out[k];
+  const int64_t block = int64_t{blockIdx.x} - batch.first_block[k];
   __shared__ float s_table[16];
   __shared__ float s_map[kDQ ? 256 : 1];
   load_tables<kDQ>(p, s_table, s_map);
   const uint32_t* packed = reinterpret_cast<const uint32_t*>(p.packed);
   const int64_t n8 = p.n >> 3;
   const int log2_units_per_block = p.log2_blocksize - 3;
-  const int64_t stride = int64_t{gridDim.x} * (kThreads * kUnits);
-  for (int64_t base = int64_t{blockIdx.x} * (kThreads * kUnits) + threadIdx.x; base < n8;
-       base += stride) {
-    uint32_t w[kUnits];
-    float a[kUnits];
+  const int64_t base = block * (kThreads * kUnits) + threadIdx.x;
+  uint32_t w[kUnits];
+  float a[kUnits];
 #pragma unroll
-    for (int j = 0; j < kUnits; ++j) {
-      const int64_t u = base + j * kThreads;
-      w[j] = 0;
-      a[j] = 0.0f;
-      if (u < n8) {
-        w[j] = __ldg(packed + u);
-        a[j] = block_absmax<kDQ>(p, s_map, u >> log2_units_per_block);
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kUnits; ++j) {
-      const int64_t u = base + j * kThreads;
-      if (u < n8) store_unit<T, R>(out + u * 8, w[j], a[j], s_table);
+  for (int j = 0; j < kUnits; ++j) {
+    const int64_t u = base + j * kThreads;
+    w[j] = 0;
+    a[j] = 0.0f;
+    if (u < n8) {
+      w[j] = __ldg(packed + u);
+      a[j] = block_absmax<kDQ>(p, s_map, u >> log2_units_per_block);
     }
   }
+#pragma unroll
+  for (int j = 0; j < kUnits; ++j) {
+    const int64_t u = base + j * kThreads;
+    if (u < n8) store_unit<T, R>(out + u * 8, w[j], a[j], s_table);
+  }
   const int64_t tail = p.n - n8 * 8;
-  if (blockIdx.x == 0 && threadIdx.x < tail) {
+  if (block == 0 && threadIdx.x < tail) {
     const int64_t i = n8 * 8 + threadIdx.x;
     out[i] = finish<T, R>(element<kDQ>(p, s_table, s_map, i));
   }
@@ -183,34 +197,38 @@ __global__ void __launch_bounds__(kThreads)
     out[i] = finish<T, R>(element<kDQ>(p, s_table, s_map, i));
 }
 
+// Vector path: every matrix of the batch in one launch, one pass per block (no grid-stride
+// loop: blocks that run one pass more than others would idle the GPU at the end of each matrix).
 template <typename T, typename R, bool kDQ>
-void launch(const Dq4Params& p, T* out, bool vec, cudaStream_t stream) {
-  if (vec) {
-    const int64_t n8 = p.n / 8;
-    // One pass per block (no cap on the grid): with a capped grid-stride loop, blocks that run
-    // one pass more than the others leave the GPU part idle at the end of every matrix.
-    const int64_t passes = (n8 + kThreads * kUnits - 1) / (kThreads * kUnits);
-    dequant4_vec_kernel<T, R, kDQ><<<grid_for(passes * kThreads, kThreads, int64_t{1} << 30),
-                                     kThreads, 0, stream>>>(p, out);
-  } else {
-    dequant4_scalar_kernel<T, R, kDQ><<<grid_for(p.n, kThreads), kThreads, 0, stream>>>(p, out);
+void launch_vec(const Dq4Params* ps, T* const* outs, int count, cudaStream_t stream) {
+  Dq4Batch<T> b{};
+  b.count = count;
+  int64_t blocks = 0;
+  for (int k = 0; k < count; ++k) {
+    b.m[k] = ps[k];
+    b.out[k] = outs[k];
+    b.first_block[k] = blocks;
+    const int64_t n8 = ps[k].n / 8;
+    blocks += std::max<int64_t>(1, (n8 + kThreads * kUnits - 1) / (kThreads * kUnits));
   }
+  b.first_block[count] = blocks;
+  dequant4_vec_kernel<T, R, kDQ><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(b);
+}
+
+template <typename T, typename R, bool kDQ>
+void launch_scalar(const Dq4Params& p, T* out, cudaStream_t stream) {
+  dequant4_scalar_kernel<T, R, kDQ><<<grid_for(p.n, kThreads), kThreads, 0, stream>>>(p, out);
 }
 
 bool aligned(const void* ptr, uintptr_t bytes) {
   return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
 }
 
-}  // namespace
-
-void launch_dequantize4(const Quant4Tensor& q, const Tensor& out, cudaStream_t stream) {
-  const int64_t n = q.numel();
-  if (n == 0) return;
+Dq4Params params_of(const Quant4Tensor& q) {
   Dq4Params p{};
   p.packed = q.packed.as<const uint8_t>();
   p.absmax = q.absmax.data;
-  const bool dq = q.double_quant();
-  if (dq) {
+  if (q.double_quant()) {
     p.nested_absmax = q.nested_absmax.as<const float>();
     p.nested_map = q.nested_map.as<const float>();
     p.offset = q.offset;
@@ -219,21 +237,75 @@ void launch_dequantize4(const Quant4Tensor& q, const Tensor& out, cudaStream_t s
   int log2 = 0;
   while ((int64_t{1} << log2) < q.blocksize) ++log2;
   p.log2_blocksize = log2;
-  p.n = n;
+  p.n = q.numel();
   const auto& table = quant::code_table(q.type);
   for (int j = 0; j < 16; ++j) p.table[j] = table[j];
-  const bool vec = aligned(q.packed.data, 4) && aligned(out.data, 16);
-  dispatch_float(out.dtype, [&](auto out_tag) {
+  return p;
+}
+
+bool vector_ok(const Quant4Tensor& q, const Tensor& out) {
+  return aligned(q.packed.data, 4) && aligned(out.data, 16);
+}
+
+// The matrices [begin, end) of `work`, which share out dtype, round_to and double quantization.
+void launch_group(const std::vector<std::pair<const Quant4Tensor*, Tensor>>& work, size_t begin,
+                  size_t end, bool vec, cudaStream_t stream) {
+  const Quant4Tensor& q0 = *work[begin].first;
+  const bool dq = q0.double_quant();
+  dispatch_float(work[begin].second.dtype, [&](auto out_tag) {
     using T = decltype(out_tag);
-    dispatch_float(q.round_to, [&](auto round_tag) {
+    dispatch_float(q0.round_to, [&](auto round_tag) {
       using R = decltype(round_tag);
+      Dq4Params ps[kMaxBatch];
+      T* outs[kMaxBatch];
+      const int count = static_cast<int>(end - begin);
+      for (int k = 0; k < count; ++k) {
+        ps[k] = params_of(*work[begin + k].first);
+        outs[k] = work[begin + k].second.as<T>();
+        if (!vec) {
+          if (dq)
+            launch_scalar<T, R, true>(ps[k], outs[k], stream);
+          else
+            launch_scalar<T, R, false>(ps[k], outs[k], stream);
+        }
+      }
+      if (!vec) return;
       if (dq)
-        launch<T, R, true>(p, out.as<T>(), vec, stream);
+        launch_vec<T, R, true>(ps, outs, count, stream);
       else
-        launch<T, R, false>(p, out.as<T>(), vec, stream);
+        launch_vec<T, R, false>(ps, outs, count, stream);
     });
   });
-  FITLM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void launch_dequantize4(const std::vector<std::pair<const Quant4Tensor*, Tensor>>& work,
+                        cudaStream_t stream) {
+  // Consecutive matrices that can share a launch run as one (at most kMaxBatch); an empty
+  // matrix launches nothing.
+  size_t begin = 0;
+  while (begin < work.size()) {
+    const Quant4Tensor& q0 = *work[begin].first;
+    const Tensor& o0 = work[begin].second;
+    if (q0.numel() == 0) {
+      ++begin;
+      continue;
+    }
+    const bool vec = vector_ok(q0, o0);
+    size_t end = begin + 1;
+    while (vec && end < work.size() && end - begin < kMaxBatch) {
+      const Quant4Tensor& q = *work[end].first;
+      const Tensor& o = work[end].second;
+      if (q.numel() == 0 || !vector_ok(q, o) || o.dtype != o0.dtype || q.round_to != q0.round_to ||
+          q.double_quant() != q0.double_quant())
+        break;
+      ++end;
+    }
+    launch_group(work, begin, end, vec, stream);
+    FITLM_CUDA_CHECK_LAUNCH();
+    begin = end;
+  }
 }
 
 }  // namespace fitlm::cuda

@@ -4,13 +4,19 @@
 
 #include <cuda_runtime_api.h>
 
+#include <utility>
+#include <vector>
+
 #include "fitlm/core/quant4_tensor.h"
 #include "fitlm/core/tensor.h"
 
 namespace fitlm::cuda {
 
-// out = q dequantized. Arguments already checked (check_dequantize4_args, device placement).
-// Vector path when q.packed is 4-byte aligned and out 16-byte aligned, else a scalar kernel.
-void launch_dequantize4(const Quant4Tensor& q, const Tensor& out, cudaStream_t stream);
+// Each out = its q dequantized. Arguments already checked (check_dequantize4_args, device
+// placement). Vector path when q.packed is 4-byte aligned and out 16-byte aligned, else a scalar
+// kernel; consecutive matrices on the vector path with one out dtype, round_to and
+// double-quantization choice share one launch.
+void launch_dequantize4(const std::vector<std::pair<const Quant4Tensor*, Tensor>>& work,
+                        cudaStream_t stream);
 
 }  // namespace fitlm::cuda
