@@ -12,10 +12,11 @@
 // Work split of the vector kernel: a unit is 8 consecutive elements starting at a multiple of 8,
 // i.e. 4 packed bytes (one 32-bit load) and one 16-byte store for 16-bit outputs (two for f32).
 // Blocksizes are powers of two >= 32, so a unit never straddles two blocks: one absmax per unit.
-// Each thread takes kUnits units per grid-stride iteration, kThreads units apart, so each warp
-// instruction loads 128 contiguous bytes and stores 512 (16-bit out) contiguous bytes; all loads
-// of an iteration are issued before the first store. The < 8 elements after the last full unit
-// (an odd count included) are done one per thread by block 0. It needs q.packed 4-byte aligned
+// Each block makes one pass of kThreads · kUnits units over one matrix (a launch covers up to
+// kMaxBatch matrices: a layer's seven); each thread takes kUnits units kThreads apart, so each
+// warp instruction loads 128 contiguous bytes and stores 512 (16-bit out) contiguous bytes, and
+// all its loads are issued before the first store. The < 8 elements after a matrix's last full
+// unit (an odd count included) are done one per thread by that matrix's first block. It needs q.packed 4-byte aligned
 // and out 16-byte aligned (arena buffers are 256-byte aligned, layer-scratch views 64 elements);
 // anything else goes to the scalar kernel (one element per thread, same arithmetic).
 #include <cstdint>
@@ -29,7 +30,7 @@ namespace fitlm::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kUnits = 4;  // units (8 elements each) per thread per iteration
+constexpr int kUnits = 8;  // units (8 elements each) per thread: a block does 16 Ki elements
 
 struct Dq4Params {
   const uint8_t* packed;
