@@ -30,7 +30,7 @@ namespace fitlm::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kUnits = 8;  // units (8 elements each) per thread: a block does 16 Ki elements
+constexpr int kUnits = 4;  // units (8 elements each) per thread: a block does 8 Ki elements
 
 struct Dq4Params {
   const uint8_t* packed;
