@@ -13,6 +13,7 @@
 #include "fitlm/infer/decoder.h"
 #include "fitlm/model/transformer.h"
 #include "fitlm/model/transformer_buffers.h"
+#include "model_test_util.h"
 
 namespace fitlm {
 namespace {
@@ -52,23 +53,15 @@ void fill_normal(Backend& be, const Tensor& t, std::mt19937& rng) {
 void load_weights(Backend& be, Transformer& m, bool quantized, const Base4Layout& layout) {
   std::mt19937 rng(5);
   std::normal_distribution<float> n(0.0f, 0.1f);
-  // Norms, embeddings and lm_head, then LoRA (the same draws in both models).
-  // The embedding (in host memory with a 4-bit base, embedding_on_host) from its own stream.
+  // The embedding (in host memory with a 4-bit base, embedding_on_host) from its own stream,
+  // then norms and lm_head, then LoRA: the same draws in both models.
   std::mt19937 embed_rng(6);
   for (auto& [name, t] : m.named_weights())
     if (name == "model.embed_tokens.weight") fill_normal(be, t, embed_rng);
   for (auto& [name, t] : m.host_weights()) fill_normal(be, t, embed_rng);  // host = CPU memory
-  for (auto& [name, t] : m.named_weights()) {
-    if (name.ends_with("_proj.weight") || name == "model.embed_tokens.weight") continue;
-    std::vector<float> h(static_cast<size_t>(t.numel()));
-    for (float& v : h) v = name.find("norm") != std::string::npos ? 1.0f + n(rng) : n(rng);
-    be.upload(t, h.data(), DType::kF32);
-  }
-  for (Param& p : m.params()) {
-    std::vector<float> h(static_cast<size_t>(p.master.numel()));
-    for (float& v : h) v = n(rng);
-    be.upload(p.master, h.data(), DType::kF32);
-  }
+  model_test::randomize_weights(be, m, rng, [](const std::string& name) {
+    return name.ends_with("_proj.weight") || name == "model.embed_tokens.weight";
+  });
   std::vector<std::pair<std::string, Quant4Tensor*>> packed = m.quantized_weights();
   size_t next = 0;
   for (int l = 0; l < m.config().num_layers; ++l)

@@ -1,6 +1,7 @@
 // Shared set-up of the CPU model tests: random weights in the usual ranges.
 #pragma once
 
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -12,9 +13,12 @@ namespace fitlm::model_test {
 // Weights ~ N(0, 0.1), norm weights ~ 1 + N(0, 0.1), and every trainable parameter's master
 // ~ N(0, 0.1) — a non-zero LoRA B, so that every LoRA gradient is non-zero. Draws from `rng`
 // in that order, so the caller's later draws (batches) continue the same sequence.
-inline void randomize_weights(Backend& be, Transformer& m, std::mt19937& rng) {
+// `skip(name)`: named weights left alone (and drawing nothing), for a caller that fills them.
+inline void randomize_weights(Backend& be, Transformer& m, std::mt19937& rng,
+                              const std::function<bool(const std::string&)>& skip = {}) {
   std::normal_distribution<float> n(0.0f, 0.1f);
   for (auto& [name, t] : m.named_weights()) {
+    if (skip && skip(name)) continue;
     std::vector<float> h(static_cast<size_t>(t.numel()));
     for (float& v : h) v = name.find("norm") != std::string::npos ? 1.0f + n(rng) : n(rng);
     be.upload(t, h.data(), DType::kF32);

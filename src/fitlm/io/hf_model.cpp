@@ -142,10 +142,16 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
   io::read_bnb4bit_config(model.config().raw, (dir / "config.json").string());
   const io::ShardedSafetensors st = io::ShardedSafetensors::open(dir);
   Backend& be = model.backend();
+  // Every tensor, once on the device, leaves this process's memory (release): host memory while
+  // loading stays near one tensor, not the whole mapped checkpoint.
   std::set<std::string> used;
+  auto use = [&](const std::string& name) {
+    used.insert(name);
+    st.release(name);
+  };
   auto use_bnb4bit = [&](const std::string& name) {
     for (const auto& n : st.names())
-      if (n.rfind(name, 0) == 0) used.insert(n);  // the weight and its companion tensors
+      if (n.rfind(name, 0) == 0) use(n);  // the weight and its companion tensors
   };
   for (auto& [name, q] : model.quantized_weights()) {
     check_weight(st, dir, name, q->shape);
@@ -167,12 +173,12 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
         [&](int64_t begin, std::span<float> out) { read_f32_range(bytes, dtype, begin, out); });
     upload_quant4(be, h, *q, name, file);
     q->round_to = dtype;
-    used.insert(name);
+    use(name);
   }
   for (auto& [name, dst] : model.host_weights()) {  // converted on the host, where they stay
     check_weight(st, dir, name, dst.shape);
     st.read_as(name, dst.dtype, dst.data);
-    used.insert(name);
+    use(name);
   }
   std::map<std::string, Tensor> masters;  // trainable base weights whose master is separate
   for (const Param& p : model.params())
@@ -199,7 +205,7 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
     } else {
       be.upload(dst, st.bytes(name).data(), *core);
     }
-    used.insert(name);
+    use(name);
   }
   for (const auto& n : st.names())
     if (!used.count(n)) log::debug("model: ignoring tensor {} in checkpoint", n);

@@ -406,6 +406,15 @@ std::span<const std::byte> SafetensorsFile::bytes(std::string_view name) const {
   return {data_ + t.begin, t.bytes()};
 }
 
+void SafetensorsFile::release(std::string_view name) const {
+  const auto b = bytes(name);
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(b.data()) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(b.data()) + b.size()) / page * page;
+  // Advice only: a failure leaves the pages mapped, which costs memory, not correctness.
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 void SafetensorsFile::read_f32(std::string_view name, float* dst) const {
   read_as(name, DType::kF32, dst);
 }

@@ -93,6 +93,12 @@ class SafetensorsFile {
   std::span<const std::byte> bytes(std::string_view name) const;
   const std::byte* data(std::string_view name) const { return bytes(name).data(); }
 
+  // Drops the mapped pages that lie wholly inside the tensor's bytes from this process's
+  // memory (madvise DONTNEED; a later read maps them again from the file). Loaders call it once
+  // a tensor is on the device, so that loading a model never holds more of the file than the
+  // tensor being read.
+  void release(std::string_view name) const;
+
   // Converts an F32/BF16/F16 tensor to fp32; dst holds info(name).numel() floats.
   void read_f32(std::string_view name, float* dst) const;
   // Writes the tensor as `dst_dtype` into dst (numel * dtype_size(dst_dtype) bytes): float

@@ -39,6 +39,7 @@ class ShardedSafetensors {
     return file_of(name).bytes(name);
   }
   void read_f32(std::string_view name, float* dst) const { file_of(name).read_f32(name, dst); }
+  void release(std::string_view name) const { file_of(name).release(name); }
   void read_as(std::string_view name, DType dst_dtype, void* dst) const {
     file_of(name).read_as(name, dst_dtype, dst);
   }
