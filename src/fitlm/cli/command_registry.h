@@ -4,7 +4,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <functional>
 #include <string>
 #include <vector>
@@ -21,6 +20,9 @@ struct Command {
 };
 
 std::vector<Command>& commands();
+// The process's own command line (main saves it), for a command that restarts itself under a
+// launcher (`fitlm train --nproc N` becomes `mpirun -np N fitlm train ...`).
+std::vector<std::string>& process_args();
 
 struct CommandRegistration {
   CommandRegistration(std::string name, std::string description, SetupFn setup) {

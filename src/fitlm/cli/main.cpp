@@ -11,10 +11,15 @@ std::vector<Command>& commands() {
   static std::vector<Command> all;
   return all;
 }
+std::vector<std::string>& process_args() {
+  static std::vector<std::string> args;
+  return args;
+}
 }  // namespace fitlm::cli
 
 int main(int argc, char** argv) {
   using namespace fitlm;
+  cli::process_args().assign(argv, argv + argc);
   CLI::App app{
       "fitlm: fine-tune Hugging Face LLMs (Llama, Qwen, Mistral) natively on CPUs and GPUs.\n"
       "Run `fitlm <command> --help` for a command's options."};

@@ -1,6 +1,13 @@
 // `fitlm train CONFIG.yaml [--key=value ...] [--resume [DIR]]`: fine-tune with LoRA or full
 // fine-tuning from an axolotl-style YAML config (src/fitlm/train/train_config.h).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 
 #include "fitlm/cli/command_registry.h"
 #include "fitlm/core/error.h"
@@ -16,7 +23,31 @@ struct TrainOptions {
   std::string adapter;
   std::string backend;
   bool check_only = false;
+  int nproc = 1;
 };
+
+// `--nproc N` outside a launcher: this command again, as N ranks under mpirun (each then finds
+// its rank in OMPI_COMM_WORLD_*). Returns mpirun's exit code: the first failing rank's.
+int relaunch_under_mpirun(int nproc) {
+  std::vector<std::string> args = {"mpirun", "-np", std::to_string(nproc), "--oversubscribe"};
+  if (::geteuid() == 0) args.push_back("--allow-run-as-root");  // containers run as root
+  args.push_back(std::filesystem::read_symlink("/proc/self/exe").string());
+  const std::vector<std::string>& self = process_args();
+  for (size_t i = 1; i < self.size(); ++i) {
+    if (self[i] == "--nproc") {
+      ++i;  // and its value
+      continue;
+    }
+    if (self[i].rfind("--nproc=", 0) != 0) args.push_back(self[i]);
+  }
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  log::info("starting {} ranks: {}", nproc, fmt::join(args, " "));
+  ::execvp("mpirun", argv.data());
+  throw_input_error("train", "--nproc {}: cannot run mpirun ({}); install openmpi-bin", nproc,
+                    std::strerror(errno));
+}
 
 // `--key=value` and `--key value` pairs left over by CLI11 become config overrides.
 std::vector<std::string> overrides_from(const std::vector<std::string>& extras) {
@@ -39,6 +70,9 @@ std::vector<std::string> overrides_from(const std::vector<std::string>& extras) 
 }
 
 int run_train(const TrainOptions& o, const std::vector<std::string>& extras) {
+  if (o.nproc < 1) throw_input_error("train", "--nproc must be at least 1, found {}", o.nproc);
+  if (o.nproc > 1 && !std::getenv("OMPI_COMM_WORLD_SIZE") && !o.check_only)
+    return relaunch_under_mpirun(o.nproc);
   std::vector<std::string> overrides = overrides_from(extras);
   if (!o.resume.empty()) overrides.push_back("resume_from_checkpoint=" + o.resume);
   // `--adapter` is both the config key (lora|qlora|full) and "continue this PEFT adapter".
@@ -53,6 +87,7 @@ int run_train(const TrainOptions& o, const std::vector<std::string>& extras) {
     return 0;
   }
   const train::TrainSummary s = train::run_training(cfg);
+  if (!s.lead) return 0;  // rank 0 reports for every rank
   if (s.interrupted) {
     fmt::print(stderr,
                "stopped at step {}/{} (checkpoint saved); resume with: fitlm train {} "
@@ -81,6 +116,9 @@ RunFn setup(CLI::App& app) {
                  "the `adapter` key");
   app.add_option("--backend", o->backend, "cpu, cuda or cuda:N (= backend)");
   app.add_flag("--check", o->check_only, "Validate the config and files, then exit");
+  app.add_option("--nproc", o->nproc,
+                 "Ranks on this machine (data parallel over MPI; CPU ranks with backend: cpu)")
+      ->capture_default_str();
   app.allow_extras();
   app.footer(R"(Any config key can be overridden: --key=value (YAML value syntax).
 
@@ -90,7 +128,7 @@ adapter (lora|full), lora_model_dir, lora_r, lora_alpha, lora_dropout, lora_targ
 use_rslora, micro_batch_size, gradient_accumulation_steps, num_epochs, max_steps,
 learning_rate, lr_scheduler (cosine|linear|constant), warmup_steps, warmup_ratio,
 weight_decay, max_grad_norm, gradient_checkpointing (true|false|auto), max_memory, bf16, fp16, loss_scale (dynamic|none|N),
-loss_scale_init, loss_scale_growth_interval, loss_scale_min, seed, backend, output_dir,
+loss_scale_init, loss_scale_growth_interval, loss_scale_min, seed, backend, strategy, output_dir,
 save_steps, save_total_limit, eval_steps, logging_steps, resume_from_checkpoint.
 
 Outputs in output_dir: adapter_model.safetensors + adapter_config.json (PEFT; LoRA) or a HF

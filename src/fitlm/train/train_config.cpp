@@ -271,6 +271,7 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
       {"loss_scale_min", [](C c, N n, T t) { t.loss_scale_min = get_double(c, n); }},
       {"seed", [](C c, N n, T t) { t.seed = static_cast<uint64_t>(get_nonneg(c, n)); }},
       {"backend", [](C c, N n, T t) { t.backend = get_string(c, n); }},
+      {"strategy", [](C c, N n, T t) { t.strategy = get_string(c, n); }},
       {"output_dir", [](C c, N n, T t) { t.output_dir = get_string(c, n); }},
       {"save_steps", [](C c, N n, T t) { t.save_steps = get_nonneg(c, n); }},
       {"save_total_limit", [](C c, N n, T t) { t.save_total_limit = get_nonneg(c, n); }},
@@ -457,6 +458,9 @@ void validate_train_config(const TrainConfig& c) {
   if (c.bnb_4bit_quant_type != "nf4" && c.bnb_4bit_quant_type != "fp4")
     fail(fmt::format("bnb_4bit_quant_type: expected nf4 or fp4, found '{}'",
                      c.bnb_4bit_quant_type.substr(0, 40)));
+  if (c.strategy != "auto" && c.strategy != "ddp" && c.strategy != "zero2" && c.strategy != "zero3")
+    fail(fmt::format("strategy: expected auto, ddp, zero2 or zero3, found '{}'",
+                     c.strategy.substr(0, 40)));
   if (c.load_in_4bit && c.adapter == AdapterKind::kFull)
     fail("load_in_4bit needs adapter: lora or qlora (4-bit base weights are frozen)");
   if (!c.bnb_4bit_compute_dtype.empty()) {

@@ -81,6 +81,9 @@ struct TrainConfig {
 
   // runtime and outputs
   std::string backend = "cpu";  // cpu | cuda | cuda:N
+  // Several ranks (mpirun, `fitlm train --nproc N`): ddp (replicated model, gradients summed
+  // across ranks) or auto (= ddp today); zero2 and zero3 are accepted names, not yet built.
+  std::string strategy = "auto";
   std::filesystem::path output_dir = "outputs";
   int64_t save_steps = 0;        // 0 = only the final output (and on SIGINT/SIGTERM)
   int64_t save_total_limit = 0;  // 0 = keep every checkpoint

@@ -14,6 +14,7 @@
 #include "fitlm/core/json_input.h"
 #include "fitlm/core/log.h"
 #include "fitlm/core/paths.h"
+#include "fitlm/dist/make_comm.h"
 #include "fitlm/io/hf_model.h"
 #include "fitlm/io/peft_adapter.h"
 #include "fitlm/text/chat_template.h"
@@ -267,6 +268,14 @@ void request_stop() {
 TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   validate_train_config(c);
   const auto t_start = std::chrono::steady_clock::now();
+  // Several ranks (mpirun): data parallel. A global step is world × k micro-batches, read in the
+  // same order by every rank; rank r runs the r-th run of k of them. So N ranks train exactly
+  // what one process trains with N × k accumulation steps (up to the f32 order of the sums).
+  const std::unique_ptr<dist::Comm> comm = dist::make_cpu_comm();
+  const int world = comm->world_size(), rank = comm->rank();
+  const bool lead = rank == 0;  // writes checkpoints, metrics, outputs and the progress line
+  if (!lead) log::set_level(std::max(log::level(), log::Level::kWarn));  // one rank reports
+
   auto seconds_since = [](auto t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
@@ -278,7 +287,8 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   Data data = load_data(c, model_config);
   Batcher batcher(data.train, batch_options(c, data.pad_id, /*shuffle=*/true));
   Batcher eval_batcher(data.eval, batch_options(c, data.pad_id, /*shuffle=*/false));
-  const int64_t k = c.gradient_accumulation_steps;
+  const int64_t k_local = c.gradient_accumulation_steps;
+  const int64_t k = k_local * world;  // micro-batches per global step
   const int64_t per_epoch = batcher.batches_in_epoch(0);
   const int64_t total_steps =
       c.max_steps > 0
@@ -289,6 +299,20 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   const int64_t warmup = resolve_warmup_steps(c, total_steps);
 
   std::unique_ptr<Backend> backend = make_train_backend(c);
+  if (world > 1) {
+    if (backend->device().kind != DeviceKind::kCPU)
+      throw_input_error(kComponent,
+                        "{} ranks on backend {}: several GPUs need NCCL, which fitlm does not "
+                        "use yet; CPU ranks (backend: cpu) run data parallel over MPI",
+                        world, c.backend);
+    if (c.strategy == "zero2" || c.strategy == "zero3")
+      throw_input_error(kComponent,
+                        "strategy: {} is not built yet; ddp (replicated model) is what several "
+                        "ranks run today",
+                        c.strategy);
+    log::info("data parallel (ddp) over {} ranks ({}): {} micro-batches of {} per global step",
+              world, comm->name(), k, c.micro_batch_size);
+  }
   std::optional<LossScaler> scaler;
   if (const auto o = loss_scaler_options(c, backend->compute_dtype())) {
     scaler.emplace(*o);
@@ -348,7 +372,7 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
   state.seed = c.seed;
   state.data_fingerprint = batcher.fingerprint();
   state.adapter = lora ? "lora" : "full";
-  prune_checkpoints(c.output_dir, 0);  // removes temp dirs of a killed run
+  if (lead) prune_checkpoints(c.output_dir, 0);  // removes temp dirs of a killed run
   const auto resume = resume_dir_of(c);
   if (resume) {
     const TrainerState saved = load_checkpoint(model, *resume);
@@ -383,21 +407,30 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
       data.eval.size(), total_steps, k, c.micro_batch_size, format_bytes(model.arena().bytes()));
 
   SignalGuard signals(hooks.handle_signals);
-  MetricsLog metrics(c.output_dir / "metrics.jsonl",
-                     resume ? std::optional<int64_t>(state.global_step) : std::nullopt);
+  // Only the lead rank writes metrics.jsonl; the others log to nowhere.
+  MetricsLog metrics(lead ? c.output_dir / "metrics.jsonl" : std::filesystem::path("/dev/null"),
+                     resume && lead ? std::optional<int64_t>(state.global_step) : std::nullopt);
+  const bool show_progress = hooks.show_progress && lead;
   ProgressReporter progress(total_steps, state.global_step, c.logging_steps, model.arena().bytes(),
-                            hooks.show_progress && ::isatty(2));
+                            show_progress && ::isatty(2));
   TrainSummary summary;
   summary.start_step = state.global_step;
   summary.total_steps = total_steps;
   summary.output_dir = c.output_dir;
+  summary.lead = lead;
   const uint64_t dropout_seed = mix_seed(c.seed, kDropoutStream);
   int64_t last_saved = resume ? state.global_step : -1;
+  // The model is replicated: the lead rank writes the checkpoint, and the others wait for it
+  // (a rank that went on could be killed before the checkpoint it relies on exists).
   auto checkpoint = [&] {
     state.data = batcher.position();
     if (scaler) state.loss_scaler = scaler->state();
-    const auto dir = save_checkpoint(model, state, c.output_dir, c.base_model, c.config_path);
-    prune_checkpoints(c.output_dir, c.save_total_limit);
+    std::filesystem::path dir;
+    if (lead) {
+      dir = save_checkpoint(model, state, c.output_dir, c.base_model, c.config_path);
+      prune_checkpoints(c.output_dir, c.save_total_limit);
+    }
+    comm->barrier();
     last_saved = state.global_step;
     return dir;
   };
@@ -424,9 +457,13 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
             ? static_cast<float>(loss_scale / static_cast<double>(static_cast<float>(scored)))
             : 0.0f;
     double loss_sum = 0.0;
-    for (int64_t i = 0; i < k; ++i) {
+    for (int64_t i = rank * k_local; i < (rank + 1) * k_local; ++i) {
       model.set_dropout_seed(mix_seed(dropout_seed, static_cast<uint64_t>(step * k + i)));
       loss_sum += model.forward_backward(micro[static_cast<size_t>(i)], grad_scale).loss_sum;
+    }
+    if (world > 1) {  // every rank ends with the global step's gradient sum, in rank order
+      for (Param& p : model.optimizer_params()) comm->all_reduce_sum(p.grad);
+      loss_sum = comm->all_reduce_sum(loss_sum);
     }
     const double loss = scored > 0 ? loss_sum / static_cast<double>(scored) : 0.0;
     // A skipped step advances global_step but neither the schedule nor AdamW's step count, as
@@ -475,7 +512,7 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
       // The gradients are discarded (the next step zeroes them before use): no param, m or v
       // changed, and the scale has backed off.
       ++state.skipped_steps;
-      if (hooks.show_progress)
+      if (show_progress)
         progress.note(fmt::format(
             "step {}: gradient overflow at loss scale {:g}; update skipped, scale now {:g}",
             step + 1, loss_scale, scaler->scale()));
@@ -505,21 +542,24 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
       summary.last_loss = loss;
     }
     metrics.step(m);
-    if (hooks.show_progress) progress.step(m);
-    if (hooks.on_step) hooks.on_step(m);
+    if (show_progress) progress.step(m);
+    if (hooks.on_step && lead) hooks.on_step(m);
 
     if (c.eval_steps > 0 && !data.eval.empty() && state.global_step % c.eval_steps == 0 &&
         state.global_step < total_steps) {
       const double el = mean_loss(model, eval_batcher);
       metrics.eval(state.global_step, el);
-      if (hooks.show_progress) progress.eval(state.global_step, el);
+      if (show_progress) progress.eval(state.global_step, el);
     }
     if (c.save_steps > 0 && state.global_step % c.save_steps == 0 &&
         state.global_step < total_steps) {
       const auto dir = checkpoint();
       log::debug("saved {}", dir.string());
     }
-    if (g_stop.load()) {
+    // A signal to any rank stops them all, after the same step.
+    const bool stop =
+        world > 1 ? comm->all_reduce_max(g_stop.load() ? 1.0 : 0.0) > 0.0 : g_stop.load();
+    if (stop) {
       const auto dir = last_saved == state.global_step ? c.output_dir : checkpoint();
       progress.finish();
       log::info(
@@ -551,16 +591,17 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
       metrics.eval(state.global_step, *summary.eval_loss);
       log::info("eval_loss {:.4f}", *summary.eval_loss);
     }
-    if (lora) {
+    if (lead && lora) {
       save_peft_adapter(model, c.output_dir, c.base_model);
       log::info("saved the LoRA adapter (PEFT format) to {}", c.output_dir.string());
-    } else {
+    } else if (lead) {
       save_hf_model(model, c.output_dir, c.base_model);
       log::info("saved the fine-tuned model (HF format) to {}", c.output_dir.string());
     }
-    if (write_loss_plot(metrics.path(), c.output_dir / "loss.svg"))
+    if (lead && write_loss_plot(metrics.path(), c.output_dir / "loss.svg"))
       log::debug("wrote {}", (c.output_dir / "loss.svg").string());
   }
+  comm->barrier();  // the outputs are on disk before any rank reports success
   summary.seconds = seconds_since(t_start);
   return summary;
 }

@@ -37,6 +37,7 @@ struct TrainSummary {
   double loss_scale = 0.0;          // at the end; 0 without loss scaling
   double seconds = 0.0;
   std::filesystem::path output_dir;
+  bool lead = true;  // rank 0 (or the only process): the one that reports
 };
 
 struct TrainHooks {
