@@ -1,7 +1,8 @@
 #!/bin/bash
 # Data parallel on CPU ranks: `fitlm train --nproc N` (N ranks under mpirun, ddp) trains what one
 # process trains with N× the gradient accumulation: the same micro-batches in the same steps,
-# gradients summed across ranks in rank order. LoRA with 2 and 3 ranks, full fine-tuning with 2:
+# gradients summed across ranks in rank order. LoRA with 2 and 3 ranks, full fine-tuning and
+# QLoRA (with gradient checkpointing) with 2:
 # every saved tensor equals the one-process run's to f32 rounding (max |Δ| / max |x| < 1e-4),
 # only rank 0 writes, and the losses logged agree. zero2 is refused with a clear error.
 set -euo pipefail
@@ -27,6 +28,7 @@ learning_rate: 1.0e-3
 save_steps: 3
 logging_steps: 1
 seed: 3
+gradient_checkpointing: $([ "$1" = qlora ] && echo true || echo false)
 output_dir: $3
 YAML
 }
@@ -77,6 +79,11 @@ compare "$T/one3/adapter_model.safetensors" "$T/ddp3/adapter_model.safetensors"
 run full1 full 2 1
 run full2 full 1 2
 compare "$T/full1/model.safetensors" "$T/full2/model.safetensors"
+# QLoRA (the base quantized to NF4 on load) with every layer recomputed.
+run q1 qlora 2 1
+run q2 qlora 1 2
+compare "$T/q1/adapter_model.safetensors" "$T/q2/adapter_model.safetensors"
+grep -q "QLoRA: the base's linear weights are nf4" "$T/q2.log"
 
 cfg lora 1 "$T/z2" >"$T/z2.yaml"
 set +e
