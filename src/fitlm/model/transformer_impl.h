@@ -79,8 +79,10 @@ struct Transformer::Impl {
   std::vector<bool> saved_;  // per layer: activations kept (true) or recomputed in backward
   std::vector<int32_t> host_targets_;  // shifted labels of the current batch
   int64_t n_segments_ = 0;
-  std::optional<Phase> phase_;          // check_lifetimes only
-  Tensor lora_layer_;                   // lora.layer, or empty when the LoRA values are kept whole
+  std::optional<Phase> phase_;  // check_lifetimes only
+  Tensor lora_layer_;           // lora.layer, or empty when the LoRA values are kept whole
+  // 4-bit base: per layer, its projections' packed weights and their base4.layer views.
+  std::vector<std::vector<std::pair<const Quant4Tensor*, Tensor>>> base4_work_;
   std::vector<LoraGroup> lora_groups_;  // LoRA mode only
   bool batch_lora_ = false;             // a group's products run as one (else member by member)
 };

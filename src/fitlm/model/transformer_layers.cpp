@@ -35,6 +35,12 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
   attn_.head_dim = c_.head_dim;
   attn_.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
   if (m_.arena_->contains(kLoraLayer)) lora_layer_ = m_.arena_->get(kLoraLayer);
+  // A 4-bit base: each layer's seven (packed, destination) pairs, built once for prepare_layer.
+  if (m_.shape_.base4)
+    for (const LayerWeights& layer : m_.layers_) {
+      auto& work = base4_work_.emplace_back();
+      for (Projection p : kAllProjections) work.emplace_back(&layer[p].w4, layer[p].w);
+    }
   if (m_.mode_ == TrainMode::kLora) {
     lora_groups_ = lora_groups(m_.lora_);
     batch_lora_ = m_.lora_.dropout == 0.0f && !m_.shape_.lora_per_projection;
@@ -56,14 +62,8 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
 }
 
 void Transformer::Impl::prepare_layer(int l) {
-  if (m_.shape_.base4) {
-    std::vector<std::pair<const Quant4Tensor*, Tensor>> work;
-    for (Projection p : kAllProjections) {
-      const LinearWeights& lw = m_.layers_[static_cast<size_t>(l)][p];
-      work.emplace_back(&lw.w4, lw.w);
-    }
-    be_.dequantize4_many(work);  // one launch on CUDA
-  }
+  if (!base4_work_.empty())
+    be_.dequantize4_many(base4_work_[static_cast<size_t>(l)]);  // one launch on CUDA
   cast_lora(l);
 }
 
