@@ -88,6 +88,16 @@ void Comm::all_gather(const Tensor& in, Tensor out) {
   do_all_gather(in, out);
 }
 
+void Comm::reduce_scatter_sum_blocks(Tensor buf) {
+  check_tensor(buf, "reduce_scatter_sum_blocks", "buf", true);
+  do_reduce_scatter_sum_blocks(buf);
+}
+
+void Comm::all_gather_blocks(Tensor buf) {
+  check_tensor(buf, "all_gather_blocks", "buf", false);
+  do_all_gather_blocks(buf);
+}
+
 void Comm::broadcast(Tensor buf, int root) {
   check_tensor(buf, "broadcast", "buf", false);
   check_peer(root, "broadcast", "root");

@@ -55,6 +55,13 @@ class Comm {
   // send may block until the peer receives, so order pairs to avoid waiting in a cycle.
   void send(const Tensor& t, int peer);
   void recv(Tensor t, int peer);
+  // In place, over the blocks of core/shard.h (rank r owns shard_block(buf.numel(), r, N)), for
+  // sharded strategies whose tensors need not divide by the world size:
+  // afterwards block rank() of `buf` holds the rank-order sum of every rank's block rank(); the
+  // other blocks are unspecified (f32, bf16, f16) ...
+  void reduce_scatter_sum_blocks(Tensor buf);
+  // ... and afterwards every block r of `buf` holds rank r's block r (any dtype).
+  void all_gather_blocks(Tensor buf);
   void barrier();
   // Scalars, for loss sums and global gradient norms: the sum in rank order (in double), and
   // the maximum (NaN when any rank's value is NaN, so one diverged rank is seen by all).
@@ -72,6 +79,8 @@ class Comm {
   virtual void do_all_reduce_sum(Tensor buf) = 0;
   virtual void do_reduce_scatter_sum(const Tensor& in, Tensor out) = 0;
   virtual void do_all_gather(const Tensor& in, Tensor out) = 0;
+  virtual void do_reduce_scatter_sum_blocks(Tensor buf) = 0;
+  virtual void do_all_gather_blocks(Tensor buf) = 0;
   virtual void do_broadcast(Tensor buf, int root) = 0;
   virtual void do_send(const Tensor& t, int peer) = 0;
   virtual void do_recv(Tensor t, int peer) = 0;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/shard.h"
 #include "fitlm/dist/rank_order_sum.h"
 
 namespace fitlm::dist {
@@ -37,6 +38,8 @@ enum class Op : int64_t {
   kReduceScatterSum,
   kAllGather,
   kBroadcast,
+  kReduceScatterBlocks,
+  kAllGatherBlocks,
   kBarrier,
   kScalarSum,
   kScalarMax,
@@ -66,6 +69,8 @@ std::string describe(const Signature& s) {
       return fmt::format("reduce_scatter_sum({} × {} -> {})", dt(), s.a, s.b);
     case Op::kAllGather: return fmt::format("all_gather({} × {} -> {})", dt(), s.a, s.b);
     case Op::kBroadcast: return fmt::format("broadcast({} × {}, root {})", dt(), s.a, s.b);
+    case Op::kReduceScatterBlocks: return fmt::format("reduce_scatter_sum_blocks({} × {})", dt(), s.a);
+    case Op::kAllGatherBlocks: return fmt::format("all_gather_blocks({} × {})", dt(), s.a);
     case Op::kBarrier: return "barrier()";
     case Op::kScalarSum: return "all_reduce_sum(double)";
     case Op::kScalarMax: return "all_reduce_max(double)";
@@ -287,6 +292,44 @@ void MpiComm::do_all_gather(const Tensor& in, Tensor out) {
       const int to = (m.rank + s) % m.size, from = (m.rank - s + m.size) % m.size;
       m.sendrecv(src + o, len, to, dst_base + from * bytes + o, len, from, "all_gather");
     }
+  }
+}
+
+// The blocks of core/shard.h, in rounds of at most one chunk per block: round o covers
+// elements [o, o + chunk) of every rank's block (clipped to the block, so short and empty
+// blocks take part in the rounds they have elements for).
+void MpiComm::do_reduce_scatter_sum_blocks(Tensor buf) {
+  Impl& m = *impl_;
+  m.exchange(signature(Op::kReduceScatterBlocks, buf, 0), "reduce_scatter_sum_blocks");
+  if (m.size == 1) return;
+  const size_t esz = dtype_size(buf.dtype);
+  const int64_t n = buf.numel(), stride = shard_stride(n, m.size);
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(m.max_chunk / esz));
+  auto* base = static_cast<std::byte*>(buf.data);
+  for (int64_t o = 0; o < stride; o += chunk) {
+    for (int r = 0; r < m.size; ++r) {
+      const ShardBlock b = shard_block(n, r, m.size);
+      m.offsets[r] = b.offset + std::min(o, b.size);
+      m.sizes[r] = std::clamp<int64_t>(b.size - o, 0, chunk);
+    }
+    m.reduce_blocks(base, base + m.offsets[m.rank] * esz, buf.dtype, "reduce_scatter_sum_blocks");
+  }
+}
+
+void MpiComm::do_all_gather_blocks(Tensor buf) {
+  Impl& m = *impl_;
+  m.exchange(signature(Op::kAllGatherBlocks, buf, 0), "all_gather_blocks");
+  if (m.size == 1) return;
+  const size_t esz = dtype_size(buf.dtype);
+  const int64_t n = buf.numel(), stride = shard_stride(n, m.size);
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(m.max_chunk / esz));
+  for (int64_t o = 0; o < stride; o += chunk) {
+    for (int r = 0; r < m.size; ++r) {
+      const ShardBlock b = shard_block(n, r, m.size);
+      m.offsets[r] = b.offset + std::min(o, b.size);
+      m.sizes[r] = std::clamp<int64_t>(b.size - o, 0, chunk);
+    }
+    m.gather_blocks(static_cast<std::byte*>(buf.data), esz, "all_gather_blocks");
   }
 }
 

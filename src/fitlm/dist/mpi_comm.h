@@ -58,6 +58,8 @@ class MpiComm final : public Comm {
   void do_all_reduce_sum(Tensor buf) override;
   void do_reduce_scatter_sum(const Tensor& in, Tensor out) override;
   void do_all_gather(const Tensor& in, Tensor out) override;
+  void do_reduce_scatter_sum_blocks(Tensor buf) override;
+  void do_all_gather_blocks(Tensor buf) override;
   void do_broadcast(Tensor buf, int root) override;
   void do_send(const Tensor& t, int peer) override;
   void do_recv(Tensor t, int peer) override;

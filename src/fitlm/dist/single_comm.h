@@ -23,6 +23,8 @@ class SingleComm final : public Comm {
   void do_all_reduce_sum(Tensor) override {}
   void do_reduce_scatter_sum(const Tensor& in, Tensor out) override;
   void do_all_gather(const Tensor& in, Tensor out) override;
+  void do_reduce_scatter_sum_blocks(Tensor) override {}  // one rank: its block is the buffer
+  void do_all_gather_blocks(Tensor) override {}
   void do_broadcast(Tensor, int) override {}
   // Unreachable: Comm::send/recv reject every peer of a one-rank job.
   void do_send(const Tensor&, int) override {}
