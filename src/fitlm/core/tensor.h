@@ -62,6 +62,10 @@ struct Tensor {
   Tensor slice_rows(int64_t begin, int64_t end) const;
   // Same memory, new shape with the same element count.
   Tensor reshape(Shape s) const;
+  // Elements [begin, end) of the tensor laid out flat, as a 1-D view (e.g. a rank's block).
+  Tensor flat_range(int64_t begin, int64_t end) const {
+    return reshape(Shape{numel()}).slice_rows(begin, end);
+  }
 };
 
 // Host memory that owns its bytes, for tests, loaders and CPU-side staging.

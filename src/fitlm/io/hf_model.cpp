@@ -182,7 +182,7 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
   }
   std::map<std::string, Tensor> masters;  // trainable base weights whose master is separate
   for (const Param& p : model.params())
-    if (p.master.data != p.value.data) masters[p.name] = p.master;
+    if (p.full_master().data != p.value.data) masters[p.name] = p.full_master();
   for (auto& [name, dst] : model.named_weights()) {
     check_weight(st, dir, name, dst.shape);
     const auto it = masters.find(name);
@@ -209,6 +209,7 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
   }
   for (const auto& n : st.names())
     if (!used.count(n)) log::debug("model: ignoring tensor {} in checkpoint", n);
+  model.commit_staged_masters();
 }
 
 }  // namespace fitlm

@@ -123,10 +123,11 @@ void load_peft_weights(Transformer& model, const std::filesystem::path& dir) {
     if (!core || !io::st_dtype_is_float_loadable(info.dtype))
       throw_input_error(kComponent, "{}: tensor '{}' must be F32, BF16 or F16", path.string(),
                         name);
-    be.upload(p.master, st.bytes(name).data(), *core);
-    if (p.master.data != p.value.data) be.copy(p.master, p.value);
+    be.upload(p.full_master(), st.bytes(name).data(), *core);
+    if (p.full_master().data != p.value.data) be.copy(p.full_master(), p.value);
     ++loaded;
   }
+  model.commit_staged_masters();
   if (loaded < st.tensors().size())
     log::warn("{}: {} tensors not used by the model", path.string(), st.tensors().size() - loaded);
 }
@@ -161,10 +162,11 @@ void save_peft_adapter(Transformer& model, const std::filesystem::path& dir,
   std::vector<std::vector<float>> host;  // keeps the values alive until write()
   host.reserve(model.params().size());
   for (Param& p : model.params()) {
-    host.emplace_back(static_cast<size_t>(p.master.numel()));
-    model.backend().download(p.master, host.back().data());
+    const Tensor& master = p.full_master();
+    host.emplace_back(static_cast<size_t>(master.numel()));
+    model.backend().download(master, host.back().data());
     w.add_f32(p.name, io::StDType::kF32,
-              {p.master.shape.dims.begin(), p.master.shape.dims.begin() + p.master.ndim()},
+              {master.shape.dims.begin(), master.shape.dims.begin() + master.ndim()},
               host.back().data());
   }
   w.write(dir / "adapter_model.safetensors");

@@ -13,13 +13,18 @@ namespace fitlm {
 namespace {
 
 // A trainable tensor's buffers as plan_transformer's add_trainable names them.
-Param param_in_arena(const Arena& a, const std::string& name, DType compute, bool decay) {
+Param param_in_arena(const Arena& a, const std::string& name, const RunShape& shape,
+                     bool decay) {
   auto get_or_empty = [&](const std::string& n) { return a.contains(n) ? a.get(n) : Tensor{}; };
   Param p;
   p.name = name;
-  p.master = a.get(compute == DType::kF32 ? name : name + ".master");
+  // f32 without a sharded optimizer: the value is the master.
+  p.master = a.get(a.contains(name + ".master") ? name + ".master" : name);
   // Without a compute-dtype copy (LoRA cast per layer) the master is the value.
   p.value = a.contains(name) ? a.get(name) : p.master;
+  p.shard = {0, p.value.numel()};
+  if (shape.optimizer_shard && shape.optimizer_shard->world > 1)
+    p.shard = shard_block(p.value.numel(), *shape.optimizer_shard);
   p.grad = a.get(name + ".grad");
   p.adam_m = get_or_empty(name + ".adam_m");
   p.adam_v = get_or_empty(name + ".adam_v");
@@ -66,7 +71,7 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
   arena_ = std::make_unique<Arena>(backend_, std::move(plan));
   const Arena& a = *arena_;
   auto bind_param = [&](const std::string& name, bool decay) {
-    params_.push_back(param_in_arena(a, name, compute, decay));
+    params_.push_back(param_in_arena(a, name, shape_, decay));
     return params_.back().grad;
   };
   const bool full = mode_ == TrainMode::kFull;
@@ -141,7 +146,7 @@ Transformer::~Transformer() {
 }
 
 void Transformer::bind_lora(DType compute) {
-  const Param flat = param_in_arena(*arena_, kLoraFlat, compute, /*decay=*/true);
+  const Param flat = param_in_arena(*arena_, kLoraFlat, shape_, /*decay=*/true);
   // Padding must hold zeros (the optimizer and the norm run over it).
   for (const Tensor& t : {flat.value, flat.master, flat.grad, flat.adam_m, flat.adam_v})
     if (!t.empty()) backend_.fill(t, 0.0f);
@@ -175,9 +180,12 @@ void Transformer::bind_lora(DType compute) {
         const LoraSlot& s = *slot;
         Param q;
         q.name = s.name;
-        q.value = view(flat.value, s), q.master = view(flat.master, s);
-        q.grad = view(flat.grad, s), q.adam_m = view(flat.adam_m, s);
-        q.adam_v = view(flat.adam_v, s);
+        q.value = view(flat.value, s), q.grad = view(flat.grad, s);
+        q.shard = {0, q.value.numel()};
+        if (!flat.master_is_shard()) {  // a sharded master has no per-tensor views
+          q.master = view(flat.master, s);
+          q.adam_m = view(flat.adam_m, s), q.adam_v = view(flat.adam_v, s);
+        }
         params_.push_back(q);
         LinearWeights& lw = layers_[l][p];
         Tensor value = q.value;
@@ -234,13 +242,25 @@ void Transformer::init_lora(uint64_t seed) {
       std::uniform_real_distribution<float> u(-bound, bound);
       std::vector<float> host(static_cast<size_t>(a.value.numel()));
       for (auto& v : host) v = u(rng);
-      backend_.upload(a.master, host.data(), DType::kF32);
-      backend_.fill(b.master, 0.0f);
-      if (a.master.data != a.value.data) {
-        backend_.copy(a.master, a.value);
-        backend_.copy(b.master, b.value);
+      backend_.upload(a.full_master(), host.data(), DType::kF32);
+      backend_.fill(b.full_master(), 0.0f);
+      if (a.full_master().data != a.value.data) {
+        backend_.copy(a.full_master(), a.value);
+        backend_.copy(b.full_master(), b.value);
       }
     }
+  commit_staged_masters();
+}
+
+void Transformer::commit_staged_masters() {
+  bool staged = false;
+  for (Param& p : optimizer_params()) {
+    if (!p.master_is_shard()) continue;
+    staged = true;
+    if (p.shard.size > 0)
+      backend_.copy(p.grad.flat_range(p.shard.offset, p.shard.end()), p.master);
+  }
+  if (staged) zero_grads();
 }
 
 void Transformer::zero_grads() {

@@ -14,6 +14,7 @@
 #include "fitlm/backend/arena.h"
 #include "fitlm/backend/backend.h"
 #include "fitlm/core/quant4_tensor.h"
+#include "fitlm/core/shard.h"
 #include "fitlm/model/config.h"
 #include "fitlm/text/batch.h"
 
@@ -44,6 +45,10 @@ struct RunShape {
   bool with_optimizer = false;  // AdamW m and v for every trainable parameter
   size_t max_memory = 0;        // arena cap in bytes (0 = none): a plan over it is refused
   std::optional<Base4Layout> base4;  // a 4-bit base; nullopt: weights in the compute dtype
+  // ZeRO-2 (dist/zero2.h): this rank keeps only its block (core/shard.h) of every trainable
+  // tensor's f32 master and AdamW moments; values and gradients stay whole. nullopt or world 1:
+  // everything whole.
+  std::optional<ShardSpec> optimizer_shard;
   // Tests: give every buffer its own bytes, and on entering each phase fill every float buffer
   // that is not live in it with NaN, and check that those of the phase just left still hold NaN.
   // A lifetime declared too short then corrupts the results or throws, wherever buffers sit.
@@ -71,6 +76,14 @@ struct Param {
   std::string name;  // HF name (full) or PEFT name (LoRA)
   Tensor value, master, grad, adam_m, adam_v;
   bool decay = true;  // weight decay applies (not to norms and biases)
+  // The elements of value/grad that master, adam_m and adam_v hold: all of them, or this rank's
+  // block under RunShape::optimizer_shard (then master is a flat tensor of shard.size).
+  ShardBlock shard;
+  bool master_is_shard() const { return master.numel() != value.numel(); }
+  // The whole f32 values: the master, or — when only a block of it is kept — the gradient
+  // buffer, which loaders fill before training (Transformer::commit_staged_masters) and
+  // Strategy::gather_masters fills before saving.
+  const Tensor& full_master() const { return master_is_shard() ? grad : master; }
 };
 
 struct LinearWeights {
@@ -148,6 +161,9 @@ class Transformer {
   // PEFT init for every LoRA pair: A ~ U(−1/√in, 1/√in) from `seed`, B = 0.
   void init_lora(uint64_t seed);
   void zero_grads();
+  // After loaders wrote whole f32 values into Param::full_master() (and the values): a sharded
+  // master takes its block from there, and the gradients are zeroed. Nothing to do otherwise.
+  void commit_staged_masters();
   // Seed for dropout masks of the next forward (set once per optimizer micro-step).
   void set_dropout_seed(uint64_t seed) { dropout_seed_ = seed; }
 

@@ -172,18 +172,22 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
   const int64_t h = c.hidden_size, i = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   const bool training = mode != TrainMode::kFrozen;
   // compute_copy = false: no compute-dtype value beside the f32 master (LoRA cast per layer).
+  // optimizer_shard: the master and moments hold only this rank's block (a separate master
+  // even in f32, since the value stays whole).
+  const bool sharded = shape.optimizer_shard && shape.optimizer_shard->world > 1;
   auto add_trainable = [&](const std::string& name, Shape s, const char* value_group,
                            bool compute_copy = true) {
-    if (compute == DType::kF32) {
+    const Shape kept = sharded ? Shape{shard_block(s.numel(), *shape.optimizer_shard).size} : s;
+    if (compute == DType::kF32 && !sharded) {
       plan.add(name, value_group, s, compute);  // the value is the master
     } else {
       if (compute_copy) plan.add(name, value_group, s, compute);
-      plan.add(name + ".master", "master", s, DType::kF32);
+      plan.add(name + ".master", "master", kept, DType::kF32);
     }
     plan.add(name + ".grad", "grads", s, DType::kF32);
     if (shape.with_optimizer) {
-      plan.add(name + ".adam_m", "optimizer", s, DType::kF32);
-      plan.add(name + ".adam_v", "optimizer", s, DType::kF32);
+      plan.add(name + ".adam_m", "optimizer", kept, DType::kF32);
+      plan.add(name + ".adam_v", "optimizer", kept, DType::kF32);
     }
   };
 
@@ -319,6 +323,8 @@ LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {
 }
 
 bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute) {
+  // The cast reads the whole f32 master, which a sharded optimizer does not keep.
+  if (shape.optimizer_shard && shape.optimizer_shard->world > 1) return false;
   return mode == TrainMode::kLora && (compute != DType::kF32 || shape.cast_lora_per_layer_on_f32);
 }
 

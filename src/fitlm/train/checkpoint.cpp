@@ -81,7 +81,79 @@ void read_tensors(Transformer& model, Tensor Param::*field, const std::string& s
   }
 }
 
+std::string shard_file_name(int rank, int world) {
+  return fmt::format("optimizer-rank-{}-of-{}.safetensors", rank, world);
+}
+
+// The tensors of a rank's optimizer file, in the optimizer params' order.
+struct ShardField {
+  Tensor Param::*field;
+  const char* suffix;
+};
+constexpr ShardField kShardFields[] = {
+    {&Param::master, ".master"}, {&Param::adam_m, ".adam_m"}, {&Param::adam_v, ".adam_v"}};
+
+// This rank's optimizer file: its master and moment blocks. The whole values are rebuilt from
+// the blocks: each rank casts its master block into its block of the value, and the caller
+// exchanges the blocks (dist::Strategy::after_update) before training goes on.
+void read_optimizer_shard(Transformer& model, const std::filesystem::path& dir,
+                          const CheckpointRanks& ranks) {
+  const std::filesystem::path path = dir / shard_file_name(ranks.rank, ranks.world);
+  if (!std::filesystem::exists(path))
+    throw_input_error(kComponent,
+                      "resume: {} has no {}: rank {} of the {} ranks that wrote it is missing "
+                      "its optimizer state; the checkpoint is incomplete",
+                      clip_path(dir.string()), shard_file_name(ranks.rank, ranks.world),
+                      ranks.rank, ranks.world);
+  const io::SafetensorsFile st = io::SafetensorsFile::open(path);
+  for (Param& p : model.optimizer_params())
+    for (const ShardField& f : kShardFields) {
+      Tensor& t = p.*f.field;
+      const std::string name = p.name + f.suffix;
+      if (!st.contains(name))
+        throw_input_error(kComponent, "{}: tensor '{}' is missing", path.string(), name);
+      const auto& info = st.info(name);
+      if (info.dtype != io::StDType::kF32 || !(Shape(info.shape) == Shape{t.numel()}))
+        throw_input_error(kComponent, "{}: tensor '{}' must be F32 [{}], found {} {}",
+                          path.string(), name, t.numel(), io::st_dtype_name(info.dtype),
+                          Shape(info.shape).str());
+      if (t.numel() > 0) model.backend().upload(t, st.bytes(name).data(), DType::kF32);
+    }
+  // The value's block from the master's; the strategy all-gathers the blocks.
+  for (Param& p : model.optimizer_params())
+    if (p.shard.size > 0)
+      model.backend().copy(p.master, p.value.flat_range(p.shard.offset, p.shard.end()));
+}
+
 }  // namespace
+
+std::filesystem::path checkpoint_staging_dir(const std::filesystem::path& output_dir,
+                                             int64_t step) {
+  return output_dir / (kTmpPrefix + std::to_string(step));
+}
+
+std::filesystem::path begin_checkpoint(const std::filesystem::path& output_dir, int64_t step) {
+  const std::filesystem::path tmp = checkpoint_staging_dir(output_dir, step);
+  std::filesystem::remove_all(tmp);
+  std::filesystem::create_directories(tmp);
+  return tmp;
+}
+
+void write_optimizer_shard(Transformer& model, const std::filesystem::path& staging_dir,
+                           const CheckpointRanks& ranks) {
+  model.backend().synchronize();
+  io::SafetensorsWriter w;
+  std::vector<std::vector<float>> host;
+  host.reserve(model.optimizer_params().size() * std::size(kShardFields));
+  for (Param& p : model.optimizer_params())
+    for (const ShardField& f : kShardFields) {
+      const Tensor& t = p.*f.field;
+      host.emplace_back(static_cast<size_t>(t.numel()));
+      if (t.numel() > 0) model.backend().download(t, host.back().data());
+      w.add_f32(p.name + f.suffix, io::StDType::kF32, {t.numel()}, host.back().data());
+    }
+  w.write(staging_dir / shard_file_name(ranks.rank, ranks.world));
+}
 
 void fsync_dir(const std::filesystem::path& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
@@ -93,18 +165,25 @@ void fsync_dir(const std::filesystem::path& dir) {
 std::filesystem::path save_checkpoint(Transformer& model, const TrainerState& state,
                                       const std::filesystem::path& output_dir,
                                       const std::string& base_model,
-                                      const std::filesystem::path& config_file) {
+                                      const std::filesystem::path& config_file,
+                                      const CheckpointRanks& ranks) {
   namespace fs = std::filesystem;
   const std::string n = std::to_string(state.global_step);
   const fs::path tmp = output_dir / (kTmpPrefix + n);
   const fs::path final_dir = output_dir / (kPrefix + n);
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  if (!ranks.sharded_optimizer) begin_checkpoint(output_dir, state.global_step);
   model.backend().synchronize();
-  // Masters are the truth: on bf16 devices `value` is only their rounded copy.
-  write_tensors(model, &Param::master, "", tmp / "trainable.safetensors");
-  write_tensors(model, &Param::adam_m, ".adam_m", tmp / "optimizer_m.safetensors");
-  write_tensors(model, &Param::adam_v, ".adam_v", tmp / "optimizer_v.safetensors");
+  if (ranks.sharded_optimizer) {
+    for (int r = 0; r < ranks.world; ++r)
+      if (!fs::exists(tmp / shard_file_name(r, ranks.world)))
+        throw_internal_error(kComponent, "{}: rank {} did not write its optimizer file {}",
+                             tmp.string(), r, shard_file_name(r, ranks.world));
+  } else {
+    // Masters are the truth: on bf16 devices `value` is only their rounded copy.
+    write_tensors(model, &Param::master, "", tmp / "trainable.safetensors");
+    write_tensors(model, &Param::adam_m, ".adam_m", tmp / "optimizer_m.safetensors");
+    write_tensors(model, &Param::adam_v, ".adam_v", tmp / "optimizer_v.safetensors");
+  }
   if (model.mode() == TrainMode::kLora) save_peft_adapter(model, tmp, base_model);
   if (!config_file.empty() && fs::exists(config_file))
     io::write_file_atomic(tmp / "train_config.yaml", [&] {
@@ -123,6 +202,7 @@ std::filesystem::path save_checkpoint(Transformer& model, const TrainerState& st
       {"optimizer_steps", state.optimizer_steps},
       {"skipped_steps", state.skipped_steps},
   };
+  if (ranks.sharded_optimizer) j["optimizer_shards"] = ranks.world;
   // nlohmann writes doubles with round-trip precision, so the scale reads back bit-exact.
   if (state.loss_scaler)
     j["loss_scaler"] = {{"scale", state.loss_scaler->scale},
@@ -135,13 +215,15 @@ std::filesystem::path save_checkpoint(Transformer& model, const TrainerState& st
   return final_dir;
 }
 
-TrainerState load_checkpoint(Transformer& model, const std::filesystem::path& dir) {
+TrainerState load_checkpoint(Transformer& model, const std::filesystem::path& dir,
+                             const CheckpointRanks& ranks) {
   const auto state_path = dir / "trainer_state.json";
   if (!paths::exists(state_path, kComponent))
     throw_input_error(kComponent, "{} is not a checkpoint (no trainer_state.json)",
                       clip_path(dir.string()));
   const nlohmann::json j = json_input::parse_file(state_path, kComponent);
   TrainerState s;
+  int shards = 0;
   try {
     s.global_step = j.at("global_step").get<int64_t>();
     s.total_steps = j.at("total_steps").get<int64_t>();
@@ -157,16 +239,30 @@ TrainerState load_checkpoint(Transformer& model, const std::filesystem::path& di
       s.loss_scaler =
           LossScalerState{ls.at("scale").get<double>(), ls.at("growth_tracker").get<int64_t>()};
     }
+    shards = j.value("optimizer_shards", 0);
   } catch (const nlohmann::json::exception& e) {
     throw_input_error(kComponent, "{}: {}", clip_path(state_path.string()),
                       json_input::describe(e));
   }
-
-  read_tensors(model, &Param::master, "", dir / "trainable.safetensors");
-  read_tensors(model, &Param::adam_m, ".adam_m", dir / "optimizer_m.safetensors");
-  read_tensors(model, &Param::adam_v, ".adam_v", dir / "optimizer_v.safetensors");
-  for (Param& p : model.params())
-    if (p.master.data != p.value.data) model.backend().copy(p.master, p.value);
+  const int want = ranks.sharded_optimizer ? ranks.world : 0;
+  if (shards != want)
+    throw_input_error(kComponent,
+                      "resume: {} holds {}, this run {}: resume with the strategy and number of "
+                      "ranks that wrote it",
+                      clip_path(dir.string()),
+                      shards ? fmt::format("the optimizer state of {} ranks (zero2)", shards)
+                             : std::string("whole optimizer state (one process or ddp)"),
+                      want ? fmt::format("shards it over {} ranks (zero2)", want)
+                           : std::string("keeps it whole"));
+  if (ranks.sharded_optimizer) {
+    read_optimizer_shard(model, dir, ranks);
+  } else {
+    read_tensors(model, &Param::master, "", dir / "trainable.safetensors");
+    read_tensors(model, &Param::adam_m, ".adam_m", dir / "optimizer_m.safetensors");
+    read_tensors(model, &Param::adam_v, ".adam_v", dir / "optimizer_v.safetensors");
+    for (Param& p : model.params())
+      if (p.master.data != p.value.data) model.backend().copy(p.master, p.value);
+  }
   return s;
 }
 

@@ -37,15 +37,42 @@ struct TrainerState {
   std::optional<LossScalerState> loss_scaler;  // when loss scaling is on
 };
 
+// Several ranks with a sharded optimizer (dist::Strategy::shards_optimizer): each rank's block of
+// every optimizer tensor's master and AdamW moments is its own file in the checkpoint,
+// optimizer-rank-R-of-N.safetensors ("<name>.master", ".adam_m", ".adam_v", flat, block size),
+// and trainer_state.json says "optimizer_shards": N. The ranks write their files into the
+// staging directory first; the lead rank then checks that all N are there, writes the rest and
+// renames, so a crash leaves no checkpoint-N unless every shard is in it.
+struct CheckpointRanks {
+  int rank = 0;
+  int world = 1;
+  bool sharded_optimizer = false;  // false: masters and moments are whole on every rank
+};
+
+// Where checkpoint-<step> is written before its atomic rename.
+std::filesystem::path checkpoint_staging_dir(const std::filesystem::path& output_dir,
+                                             int64_t step);
+// Makes that directory fresh and empty (lead rank only; removes a stale one).
+std::filesystem::path begin_checkpoint(const std::filesystem::path& output_dir, int64_t step);
+// This rank's optimizer file into `staging_dir` (fsynced), for a sharded optimizer.
+void write_optimizer_shard(Transformer& model, const std::filesystem::path& staging_dir,
+                           const CheckpointRanks& ranks);
+
 // Writes checkpoint-<state.global_step> atomically; `base_model` goes into adapter_config.json.
+// With ranks.sharded_optimizer the staging directory (begin_checkpoint) already holds every
+// rank's optimizer file, and the masters the adapter is written from are whole
+// (Strategy::gather_masters); otherwise it starts the staging directory itself.
 std::filesystem::path save_checkpoint(Transformer& model, const TrainerState& state,
                                       const std::filesystem::path& output_dir,
                                       const std::string& base_model,
-                                      const std::filesystem::path& config_file);
+                                      const std::filesystem::path& config_file,
+                                      const CheckpointRanks& ranks = {});
 
 // Restores params (master, then value), AdamW state; returns the trainer state. Errors name
-// the file and tensor when the checkpoint does not match the model.
-TrainerState load_checkpoint(Transformer& model, const std::filesystem::path& dir);
+// the file and tensor when the checkpoint does not match the model, and when it was written by
+// another number of ranks with a sharded optimizer (or one is missing its file).
+TrainerState load_checkpoint(Transformer& model, const std::filesystem::path& dir,
+                             const CheckpointRanks& ranks = {});
 
 // The checkpoint-N with the largest N that is complete, or nullopt.
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& output_dir);

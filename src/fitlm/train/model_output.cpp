@@ -20,7 +20,7 @@ void save_hf_model(Transformer& model, const std::filesystem::path& dir,
                    const std::filesystem::path& base_dir) {
   std::filesystem::create_directories(dir);
   std::map<std::string, Tensor> masters;
-  for (const Param& p : model.params()) masters[p.name] = p.master;
+  for (const Param& p : model.params()) masters[p.name] = p.full_master();
   io::SafetensorsWriter w;
   std::vector<std::vector<float>> host;
   auto weights = model.named_weights();

@@ -30,10 +30,12 @@ int64_t resolve_warmup_steps(const TrainConfig& c, int64_t total_steps) {
 
 OptimizerStepResult adamw_update(Backend& backend, std::vector<Param>& params,
                                  const AdamWParams& hyper, double max_grad_norm,
-                                 double loss_scale) {
+                                 double loss_scale,
+                                 const std::function<double(double)>& sum_partials) {
   OptimizerStepResult r;
   double sq = 0.0;  // f64: finite f32 grads never overflow it, so inf/NaN means a grad is
   for (const Param& p : params) sq += backend.sum_squares(p.grad);
+  if (sum_partials) sq = sum_partials(sq);
   r.grad_norm = std::sqrt(sq) / loss_scale;
   if (!std::isfinite(r.grad_norm)) return r;
   if (max_grad_norm > 0.0) r.clip_scale = std::min(1.0, max_grad_norm / (r.grad_norm + 1e-6));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "fitlm/model/transformer.h"
@@ -31,9 +32,12 @@ struct OptimizerStepResult {
 // clip_grad_norm_ do (max_grad_norm 0 = no clipping), folded into the AdamW kernel's grad
 // scale; decay only where Param.decay; after the update the compute-dtype `value` is refreshed
 // from the f32 `master` when they differ. When ‖g‖ is inf/NaN nothing is updated (the caller
-// skips the step or stops the run).
+// skips the step or stops the run). `sum_partials` turns this process's ‖g‖² over `params`
+// into the global one when the params are this rank's blocks of a sharded optimizer
+// (dist::Strategy::sum_partials); empty: `params` are all of them.
 OptimizerStepResult adamw_update(Backend& backend, std::vector<Param>& params,
                                  const AdamWParams& hyper, double max_grad_norm,
-                                 double loss_scale = 1.0);
+                                 double loss_scale = 1.0,
+                                 const std::function<double(double)>& sum_partials = {});
 
 }  // namespace fitlm::train

@@ -1,0 +1,51 @@
+// Strategy: how the ranks of a data-parallel job share the work of one optimizer step
+// (DESIGN.md: "a strategy is an object the step loop calls at fixed points"). The trainer runs
+// the same loop for every strategy — forward/backward of this rank's micro-batches, then these
+// calls in this order — and never branches on which one it has:
+//
+//   shape(run_shape)              before the plan: what each rank keeps (shards)
+//   attach(model)                 after the model is built, before its weights are loaded
+//   ... load weights, init LoRA, resume ...
+//   per step:
+//     reduce_gradients(model)     the whole global step's gradient sums, in rank order
+//     optimizer_slots(model)      the tensors this rank's AdamW updates (views)
+//     sum_partials(x)             a per-rank partial (‖g‖² over the slots) → the global value
+//     after_update(model)         every rank's values current again
+//   gather_masters(model)         before masters are saved (checkpoint, adapter, model)
+//
+// ddp (ddp.h) replicates everything and all-reduces the gradients; zero2 (zero2.h) keeps each
+// rank's block of the f32 masters and AdamW moments, reduce-scatters the gradients, updates its
+// block and all-gathers the new values. With one rank every strategy is the single-process run.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fitlm/dist/comm.h"
+#include "fitlm/model/transformer.h"
+
+namespace fitlm::dist {
+
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+  virtual std::string name() const = 0;
+
+  virtual void shape(RunShape&) const {}
+  virtual void attach(Transformer&) {}
+  virtual void reduce_gradients(Transformer& model) = 0;
+  virtual std::vector<Param>& optimizer_slots(Transformer& model) = 0;
+  virtual double sum_partials(double v) = 0;
+  virtual void after_update(Transformer&) {}
+  virtual void gather_masters(Transformer&) {}
+  // Whether each rank keeps its own block of the optimizer state (then checkpoints hold one
+  // file per rank, train/checkpoint.h).
+  virtual bool shards_optimizer() const { return false; }
+};
+
+// "ddp", "zero2" ("auto" is ddp until the planner chooses; issue-level strategies that are not
+// built yet are input errors naming what is).
+std::unique_ptr<Strategy> make_strategy(const std::string& name, Comm& comm);
+
+}  // namespace fitlm::dist

@@ -1,0 +1,275 @@
+#include "fitlm/train/train_setup.h"
+
+#include <cmath>
+
+#include "fitlm/backend/registry/make_backend.h"
+#include "fitlm/core/allocation_plan.h"
+#include "fitlm/core/error.h"
+#include "fitlm/core/log.h"
+#include "fitlm/core/paths.h"
+#include "fitlm/dist/make_comm.h"
+#include "fitlm/io/hf_model.h"
+#include "fitlm/io/peft_adapter.h"
+#include "fitlm/text/dataset_split.h"
+#include "fitlm/train/optimizer.h"
+
+namespace fitlm::train {
+namespace {
+
+constexpr const char* kComponent = "train";
+// Independent random streams derived from the one `seed` of the config.
+constexpr uint64_t kLoraInitStream = 0x10A;
+
+LoraConfig lora_config_of(const TrainConfig& c) {
+  LoraConfig lc;
+  lc.r = c.lora_r;
+  lc.alpha = static_cast<float>(c.lora_alpha);
+  lc.dropout = static_cast<float>(c.lora_dropout);
+  lc.use_rslora = c.use_rslora;
+  lc.targets = parse_lora_targets(c.lora_target_modules);
+  return lc;
+}
+
+std::optional<std::filesystem::path> resume_dir_of(const TrainConfig& c) {
+  if (c.resume_from_checkpoint.empty()) return std::nullopt;
+  if (c.resume_from_checkpoint == "latest" || c.resume_from_checkpoint == "true") {
+    auto latest = latest_checkpoint(c.output_dir);
+    if (!latest)
+      log::warn("resume: no checkpoint in {}; starting from step 0", c.output_dir.string());
+    return latest;
+  }
+  const std::filesystem::path dir = c.resume_from_checkpoint;
+  if (!paths::exists(dir / "trainer_state.json", kComponent))
+    throw_input_error(kComponent,
+                      "resume: {} is not a checkpoint directory (no "
+                      "trainer_state.json)",
+                      clip_path(dir.string()));
+  return dir;
+}
+
+// The storage dtype the config asks for: bf16/fp16 select it on CUDA; neither keeps the
+// backend's default (bf16, or FITLM_CUDA_DTYPE). The CPU backend is f32 whatever is asked.
+std::unique_ptr<Backend> make_train_backend(const TrainConfig& c) {
+  std::unique_ptr<Backend> b = c.bf16   ? make_backend(c.backend, DType::kBF16)
+                               : c.fp16 ? make_backend(c.backend, DType::kF16)
+                                        : make_backend(c.backend);
+  if (b->device().kind == DeviceKind::kCPU) {
+    if (c.bf16) log::info("note: bf16 ignored on the CPU backend (it computes and stores fp32)");
+    if (c.fp16)
+      log::info(
+          "note: fp16 on the CPU backend: storage stays fp32, but loss scaling is on as it "
+          "would be on a GPU");
+  }
+  return b;
+}
+
+// Loss scaling is on with `loss_scale: dynamic | <number>`, or by default (`loss_scale` unset)
+// when fp16 is: the config's fp16, or an f16 CUDA backend chosen by FITLM_CUDA_DTYPE.
+std::optional<LossScalerOptions> loss_scaler_options(const TrainConfig& c, DType compute) {
+  const bool f16 = c.fp16 || compute == DType::kF16;
+  LossScaleKind kind = c.loss_scale;
+  if (kind == LossScaleKind::kAuto) kind = f16 ? LossScaleKind::kDynamic : LossScaleKind::kNone;
+  if (kind != LossScaleKind::kDynamic) {
+    const TrainConfig defaults;
+    if (c.loss_scale_init != defaults.loss_scale_init ||
+        c.loss_scale_growth_interval != defaults.loss_scale_growth_interval ||
+        c.loss_scale_min != defaults.loss_scale_min)
+      log::warn(
+          "loss_scale_init / loss_scale_growth_interval / loss_scale_min are ignored: they "
+          "apply to dynamic loss scaling (fp16: true or loss_scale: dynamic)");
+  }
+  if (kind == LossScaleKind::kNone) {
+    if (f16)
+      log::warn("fp16 without loss scaling (loss_scale: none): small gradients underflow to 0");
+    return std::nullopt;
+  }
+  LossScalerOptions o;
+  o.dynamic = kind == LossScaleKind::kDynamic;
+  o.init_scale = o.dynamic ? c.loss_scale_init : c.loss_scale_value;
+  o.growth_interval = c.loss_scale_growth_interval;
+  o.min_scale = o.dynamic ? c.loss_scale_min : c.loss_scale_value;
+  return o;
+}
+
+// Applies max_memory: the arena gets the cap minus the backend's own workspace; with
+// gradient_checkpointing: auto, the fewest recomputed layers that fit. Over the cap, the plan is
+// refused with its breakdown (exit 3) before anything is allocated.
+RunShape fit_memory_cap(const TrainConfig& c, Backend& backend, const ModelConfig& mc,
+                        TrainMode mode, const LoraConfig& lc, RunShape shape) {
+  shape.max_memory = arena_cap(c.max_memory, backend.reserved_bytes());
+  if (!c.gradient_checkpointing_auto) return shape;
+  shape = fit_recompute_or_refuse(mc, mode, lc, shape, backend.compute_dtype(), shape.max_memory);
+  log::info("gradient_checkpointing auto: recomputing {} of {} layers to fit {}",
+            shape.recompute_layers, mc.num_layers, format_bytes(c.max_memory));
+  return shape;
+}
+
+
+// Ranks, strategy and the step's micro-batch counts. Several ranks (mpirun): a global step is
+// world × k micro-batches, read in the same order by every rank; rank r runs the r-th run of k
+// of them. So N ranks train what one process trains with N × k accumulation steps (up to the
+// f32 order of the sums).
+void setup_ranks(TrainJob& job) {
+  const TrainConfig& c = job.config;
+  job.comm = dist::make_cpu_comm();
+  job.world = job.comm->world_size();
+  job.rank = job.comm->rank();
+  job.lead = job.rank == 0;
+  if (!job.lead) log::set_level(std::max(log::level(), log::Level::kWarn));  // one rank reports
+  job.strategy = dist::make_strategy(c.strategy, *job.comm);
+  job.k_local = c.gradient_accumulation_steps;
+  job.k = job.k_local * job.world;
+}
+
+void setup_data(TrainJob& job) {
+  const TrainConfig& c = job.config;
+  job.data = load_train_data(c, job.model_config);
+  job.batcher = std::make_unique<Batcher>(job.data.train,
+                                          batch_options(c, job.data.pad_id, /*shuffle=*/true));
+  job.eval_batcher = std::make_unique<Batcher>(
+      job.data.eval, batch_options(c, job.data.pad_id, /*shuffle=*/false));
+  const int64_t per_epoch = job.batcher->batches_in_epoch(0);
+  job.total_steps =
+      c.max_steps > 0
+          ? c.max_steps
+          : std::max<int64_t>(
+                1, static_cast<int64_t>(std::ceil(c.num_epochs * static_cast<double>(per_epoch) /
+                                                  static_cast<double>(job.k))));
+  job.warmup = resolve_warmup_steps(c, job.total_steps);
+}
+
+void setup_backend(TrainJob& job) {
+  const TrainConfig& c = job.config;
+  job.backend = make_train_backend(c);
+  if (job.world > 1) {
+    if (job.backend->device().kind != DeviceKind::kCPU)
+      throw_input_error(kComponent,
+                        "{} ranks on backend {}: several GPUs need NCCL, which fitlm does not "
+                        "use yet; CPU ranks (backend: cpu) run data parallel over MPI",
+                        job.world, c.backend);
+    log::info("data parallel ({}) over {} ranks ({}): {} micro-batches of {} per global step",
+              job.strategy->name(), job.world, job.comm->name(), job.k, c.micro_batch_size);
+  }
+  if (const auto o = loss_scaler_options(c, job.backend->compute_dtype())) {
+    job.scaler.emplace(*o);
+    if (o->dynamic) {
+      log::info(
+          "dynamic loss scaling: initial scale {:g}, x{:g} every {} good steps, x{:g} on "
+          "overflow (minimum {:g})",
+          o->init_scale, o->growth_factor, o->growth_interval, o->backoff_factor, o->min_scale);
+    } else {
+      log::info("fixed loss scale {:g}", o->init_scale);
+    }
+  }
+}
+
+// The plan's shape from the config (and the strategy), the model, its weights and adapters.
+void setup_model(TrainJob& job) {
+  const TrainConfig& c = job.config;
+  Backend& backend = *job.backend;
+  job.lora = c.adapter == AdapterKind::kLora;
+  LoraConfig lc = lora_config_of(c);
+  if (job.lora && !c.lora_model_dir.empty()) {
+    lc = read_peft_config(c.lora_model_dir);  // the adapter's shape wins over the config's
+    log::info("continuing training of the adapter in {} (r={}, alpha={})", c.lora_model_dir, lc.r,
+              lc.alpha);
+  }
+  RunShape shape;
+  shape.max_tokens = c.micro_batch_size * c.sequence_len;
+  std::optional<QuantizeRequest> quantize;
+  if (c.load_in_4bit) {
+    quantize = QuantizeRequest{};
+    quantize->type =
+        c.bnb_4bit_quant_type == "fp4" ? quant::QuantType::kFP4 : quant::QuantType::kNF4;
+    quantize->double_quant = c.bnb_4bit_use_double_quant;
+  }
+  shape.base4 = base4_layout(job.model_config, c.base_model, quantize);
+  if (shape.base4)
+    log::info("QLoRA: the base's linear weights are {} (blocksize {}{}), dequantized per layer",
+              quant::quant_type_name(shape.base4->type), shape.base4->blocksize,
+              shape.base4->double_quant ? ", double quantization" : "");
+  shape.recompute = c.gradient_checkpointing ? RecomputePolicy::kFull : RecomputePolicy::kSave;
+  shape.with_optimizer = true;
+  job.strategy->shape(shape);
+  const TrainMode train_mode = job.lora ? TrainMode::kLora : TrainMode::kFull;
+  if (c.max_memory) shape = fit_memory_cap(c, backend, job.model_config, train_mode, lc, shape);
+  job.device_in_use_before = backend.memory_in_use();
+  job.model = std::make_unique<Transformer>(backend, job.model_config, train_mode, lc, shape);
+  Transformer& model = *job.model;
+  job.strategy->attach(model);
+  load_model_weights(model, c.base_model);
+  if (job.lora) {
+    if (c.lora_model_dir.empty()) {
+      model.init_lora(mix_seed(c.seed, kLoraInitStream));
+    } else {
+      load_peft_weights(model, c.lora_model_dir);
+    }
+  }
+  for (Param& p : model.optimizer_params()) {
+    if (!p.adam_m.empty()) backend.fill(p.adam_m, 0.0f);
+    if (!p.adam_v.empty()) backend.fill(p.adam_v, 0.0f);
+  }
+  for (const Param& p : model.params()) job.trainable += p.value.numel();
+}
+
+void setup_resume(TrainJob& job) {
+  const TrainConfig& c = job.config;
+  TrainerState& state = job.state;
+  state.total_steps = job.total_steps;
+  state.seed = c.seed;
+  state.data_fingerprint = job.batcher->fingerprint();
+  state.adapter = job.lora ? "lora" : "full";
+  if (job.lead) prune_checkpoints(c.output_dir, 0);  // removes temp dirs of a killed run
+  job.resumed_from = resume_dir_of(c);
+  if (!job.resumed_from) return;
+  const std::filesystem::path& dir = *job.resumed_from;
+  const TrainerState saved = load_checkpoint(*job.model, dir, job.checkpoint_ranks());
+  // A sharded optimizer restored each rank's block of the values; make them whole.
+  job.strategy->after_update(*job.model);
+  if (saved.total_steps != job.total_steps || saved.data_fingerprint != state.data_fingerprint ||
+      saved.adapter != state.adapter || saved.seed != c.seed)
+    throw_input_error(kComponent,
+                      "resume: {} was written by a run with a different config or dataset "
+                      "(steps {} vs {}, seed {} vs {}, adapter {} vs {}, data fingerprint "
+                      "{}match)",
+                      dir.string(), saved.total_steps, job.total_steps, saved.seed, c.seed,
+                      saved.adapter, state.adapter,
+                      saved.data_fingerprint == state.data_fingerprint ? "" : "mis");
+  state.global_step = saved.global_step;
+  state.optimizer_steps = saved.optimizer_steps;
+  state.skipped_steps = saved.skipped_steps;
+  if (job.scaler && job.scaler->dynamic()) {
+    if (saved.loss_scaler) {
+      job.scaler->load_state(*saved.loss_scaler);
+    } else {
+      log::info("resume: {} has no loss-scaler state; starting at loss_scale_init", dir.string());
+    }
+  }
+  job.batcher->seek(saved.data);
+  log::info("resumed from {} at step {}", dir.string(), state.global_step);
+}
+
+}  // namespace
+
+std::unique_ptr<TrainJob> setup_training(const TrainConfig& c) {
+  validate_train_config(c);
+  auto job = std::make_unique<TrainJob>(c);
+  setup_ranks(*job);
+  // The model's config and its checkpoint's tensors first (cheap: no weight is read), then the
+  // data: bad rows should fail before the model takes memory or the planner runs.
+  job->model_config = read_model_config(c.base_model);
+  check_model_weights(job->model_config, c.base_model);
+  setup_data(*job);
+  setup_backend(*job);
+  setup_model(*job);
+  setup_resume(*job);
+  log::info(
+      "training {} on {}: {} trainable parameters ({}), {} train / {} eval examples, "
+      "{} steps of {} x {} micro-batches, memory plan {}",
+      c.base_model, job->backend->name(), job->trainable, job->lora ? "LoRA" : "full",
+      job->data.train.size(), job->data.eval.size(), job->total_steps, job->k,
+      c.micro_batch_size, format_bytes(job->model->arena().bytes()));
+  return job;
+}
+
+}  // namespace fitlm::train
