@@ -1,0 +1,100 @@
+#!/bin/bash
+# ZeRO-2 optimizer sharding on CPU ranks (src/fitlm/dist/zero2.h): `--strategy=zero2` with N
+# ranks trains what one process trains with N× the gradient accumulation — LoRA on 2 and 3
+# ranks, full fine-tuning and QLoRA with gradient checkpointing on 2 — every saved tensor equal
+# to f32 rounding (the global gradient norm is summed in another order). Checkpoints hold one
+# optimizer file per rank and no whole optimizer state; resuming one with the same ranks gives
+# the uninterrupted run's bytes; a checkpoint missing a rank's file, or resumed with another
+# number of ranks or another strategy, is refused (exit 2) with an error that says so.
+set -euo pipefail
+BIN=${FITLM_BIN:?}
+HERE=$(cd "$(dirname "$0")" && pwd)
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
+"$BIN" -q demo --dir "$T" --prepare-only
+cfg() {  # adapter accumulation output_dir
+  cat <<YAML
+base_model: $T/tiny-llama-random
+datasets: [{path: $T/upper_train.jsonl, type: pretokenized}]
+adapter: $1
+lora_r: 4
+lora_alpha: 8
+lora_dropout: 0.1
+sequence_len: 32
+sample_packing: true
+micro_batch_size: 2
+gradient_accumulation_steps: $2
+max_steps: 6
+learning_rate: 1.0e-3
+max_grad_norm: 0.5
+save_steps: 3
+logging_steps: 1
+seed: 3
+gradient_checkpointing: $([ "$1" = qlora ] && echo true || echo false)
+output_dir: $3
+YAML
+}
+run() {  # name adapter accumulation nproc [extra args]
+  cfg "$2" "$3" "$T/$1" >"$T/$1.yaml"
+  "$BIN" train "$T/$1.yaml" --nproc "$4" "${@:5}" 2>"$T/$1.log" || { cat "$T/$1.log"; exit 1; }
+}
+expect_refusal() {  # name message args...
+  local name=$1 msg=$2 rc=0
+  shift 2
+  "$BIN" train "$@" 2>"$T/$name.log" || rc=$?
+  if [ $rc -ne 2 ] || ! grep -q "$msg" "$T/$name.log"; then
+    echo "FAIL: $name: expected exit 2 and '$msg' (rc=$rc)"; cat "$T/$name.log"; exit 1
+  fi
+}
+compare() { /usr/bin/python3 "$HERE/compare_safetensors.py" "$1" "$2"; }
+
+run one2 lora 2 1
+run z2 lora 1 2 --strategy=zero2
+grep -q "data parallel (zero2) over 2 ranks" "$T/z2.log"
+compare "$T/one2/adapter_model.safetensors" "$T/z2/adapter_model.safetensors"
+# The checkpoint: one optimizer file per rank, each with that rank's block (half) of the state.
+ck=$T/z2/checkpoint-3
+test -f "$ck/optimizer-rank-0-of-2.safetensors" && test -f "$ck/optimizer-rank-1-of-2.safetensors"
+test ! -e "$ck/optimizer_m.safetensors" && test ! -e "$ck/trainable.safetensors"
+grep -q '"optimizer_shards": 2' "$ck/trainer_state.json"
+compare "$T/one2/checkpoint-3/adapter_model.safetensors" "$ck/adapter_model.safetensors"
+/usr/bin/python3 - "$ck" <<'PY'
+import json, os, struct, sys
+def sizes(path):
+    with open(path, "rb") as f:
+        h = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    return {k: v["shape"][0] for k, v in h.items() if k != "__metadata__"}
+a, b = (sizes(os.path.join(sys.argv[1], f"optimizer-rank-{r}-of-2.safetensors")) for r in (0, 1))
+total = {k: a[k] + b[k] for k in a}
+for k in a:
+    assert a[k] == (total[k] + 1) // 2, (k, a[k], total[k])  # rank 0: ceil(n / 2)
+print("optimizer blocks:", {k: (a[k], b[k]) for k in a})
+PY
+
+run one3 lora 3 1
+run z3r lora 1 3 --strategy=zero2
+compare "$T/one3/adapter_model.safetensors" "$T/z3r/adapter_model.safetensors"
+run full1 full 2 1
+run full2 full 1 2 --strategy=zero2
+compare "$T/full1/model.safetensors" "$T/full2/model.safetensors"
+run q1 qlora 2 1
+run q2 qlora 1 2 --strategy=zero2
+compare "$T/q1/adapter_model.safetensors" "$T/q2/adapter_model.safetensors"
+
+# Resume from checkpoint-3 of a finished 2-rank run: the same bytes as the run itself.
+cp -r "$T/full2" "$T/full2r"
+rm -f "$T/full2r/model.safetensors"
+sed "s|$T/full2\$|$T/full2r|" "$T/full2.yaml" >"$T/full2r.yaml"
+"$BIN" -q train "$T/full2r.yaml" --nproc 2 --strategy=zero2 \
+  --resume "$T/full2r/checkpoint-3" 2>"$T/full2r.log" || { cat "$T/full2r.log"; exit 1; }
+cmp "$T/full2/model.safetensors" "$T/full2r/model.safetensors"
+
+expect_refusal ranks "holds the optimizer state of 2 ranks (zero2), this run shards it over 3" \
+  "$T/full2r.yaml" --nproc 3 --strategy=zero2 --resume "$T/full2r/checkpoint-3"
+expect_refusal ddp "holds the optimizer state of 2 ranks (zero2), this run keeps it whole" \
+  "$T/full2r.yaml" --nproc 2 --resume "$T/full2r/checkpoint-3"
+rm "$T/full2r/checkpoint-3/optimizer-rank-1-of-2.safetensors"
+expect_refusal missing "rank 1 of the 2 ranks that wrote it is missing its optimizer state" \
+  "$T/full2r.yaml" --nproc 2 --strategy=zero2 --resume "$T/full2r/checkpoint-3"
+echo "zero2 train test passed"
