@@ -14,4 +14,4 @@ apt-get download nlohmann-json3-dev libcli11-dev libfmt-dev libfmt9 libyaml-cpp-
 # Open MPI, for building and loading fitlm_lib (dist/mpi_comm.cpp) there: headers and the
 # libraries libmpi loads, not mpirun (nccl-check.sh starts its ranks itself).
 apt-get download libopenmpi-dev libopenmpi3 libhwloc15 libevent-core-2.1-7 \
-  libevent-pthreads-2.1-7
+  libevent-pthreads-2.1-7 libudev1

@@ -68,15 +68,22 @@ class DeviceBuffer {
                   Shape{end - begin}, Device{DeviceKind::kCUDA, device_});
   }
   // 0xff bytes: NaN in every float dtype, so an element nothing wrote shows.
-  void poison() { cuda_ok(cudaMemset(p_, 0xff, std::max<size_t>(bytes(), 16)), "cudaMemset"); }
+  // The copies run on the legacy stream and may return before they land (pageable memory);
+  // the comm works on the backend's non-blocking stream, so each one ends with a device sync.
+  void poison() {
+    cuda_ok(cudaMemset(p_, 0xff, std::max<size_t>(bytes(), 16)), "cudaMemset");
+    cuda_ok(cudaDeviceSynchronize(), "sync");
+  }
   void upload(const Tensor& host, int64_t at = 0) {
     if (host.bytes() > 0)
       cuda_ok(cudaMemcpy(static_cast<std::byte*>(p_) + at * dtype_size(dtype_), host.data,
                          host.bytes(), cudaMemcpyHostToDevice),
               "upload");
+    cuda_ok(cudaDeviceSynchronize(), "sync");
   }
   HostBuffer download(int64_t begin, int64_t end) const {
     HostBuffer h(dtype_, Shape{end - begin});
+    cuda_ok(cudaDeviceSynchronize(), "sync");
     if (end > begin)
       cuda_ok(cudaMemcpy(h.tensor().data, static_cast<std::byte*>(p_) + begin * dtype_size(dtype_),
                          h.tensor().bytes(), cudaMemcpyDeviceToHost),

@@ -641,6 +641,7 @@ NcclUniqueId broadcast_id(Comm& bootstrap) {
   FITLM_CUDA_CHECK(cudaMalloc(&d, id.size()));
   try {
     FITLM_CUDA_CHECK(cudaMemcpy(d, id.data(), id.size(), cudaMemcpyHostToDevice));
+    FITLM_CUDA_CHECK(cudaDeviceSynchronize());  // the comm's stream does not wait for it
     bootstrap.broadcast(Tensor(d, DType::kU8, Shape{128}, Device{DeviceKind::kCUDA, device}), 0);
     FITLM_CUDA_CHECK(cudaDeviceSynchronize());
     FITLM_CUDA_CHECK(cudaMemcpy(id.data(), d, id.size(), cudaMemcpyDeviceToHost));
