@@ -487,7 +487,7 @@ void NcclComm::do_send(const Tensor& t, int peer) {
     const size_t len = std::min(m.max_chunk, t.bytes() - o);
     m.check(ncclSend(p + o, len, ncclUint8, peer, m.comm, m.stream), what, "ncclSend");
   }
-  m.finish(what);
+  m.wait(what);  // always: the next send rewrites the pinned header its copy reads
 }
 
 void NcclComm::do_recv(Tensor t, int peer) {

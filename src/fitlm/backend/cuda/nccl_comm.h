@@ -53,7 +53,7 @@ struct NcclCommOptions {
   // Wait (with the watchdog) for each operation before returning. Off, the tensor operations
   // only enqueue their work on the stream and return: for benchmarks of the device time; a
   // failure then shows only when the caller synchronizes, without the watchdog. Scalars,
-  // barrier, recv and the signature check always wait.
+  // barrier, send, recv and the signature check always wait.
   bool wait_each_op = true;
 };
 
