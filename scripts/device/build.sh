@@ -19,8 +19,19 @@ export LD_LIBRARY_PATH=$LIBDIR:$LIBDIR/openblas-pthread${LD_LIBRARY_PATH:+:$LD_L
 export PATH=/usr/local/cuda/bin:$PATH
 # Always from scratch: a warm machine once reused stale objects (bench/NOTES.md, session 4).
 rm -rf "$BUILD"
+# Open MPI from the prefix too (dist/mpi_comm.cpp), named directly: its compiler wrappers do not
+# work from a prefix. FITLM_CMAKE_EXTRA adds options (nccl-check.sh: NCCL's location);
+# FITLM_DEVICE_TARGETS replaces the targets.
+MPI_ARGS=()
+if [ -f "$LIBDIR/openmpi/include/mpi.h" ]; then
+  MPI_ARGS=(-DMPI_SKIP_COMPILER_WRAPPER=ON -DMPI_C_HEADER_DIR="$LIBDIR/openmpi/include"
+    -DMPI_C_LIB_NAMES=mpi -DMPI_mpi_LIBRARY="$LIBDIR/libmpi.so.40")
+fi
+# shellcheck disable=SC2086
 cmake -S . -B "$BUILD" -G Ninja -DFITLM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX/usr" >"$BUILD.cmake.log" 2>&1 ||
+  -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX/usr" "${MPI_ARGS[@]}" \
+  ${FITLM_CMAKE_EXTRA:-} >"$BUILD.cmake.log" 2>&1 ||
   { cat "$BUILD.cmake.log"; exit 1; }
-cmake --build "$BUILD" -j "$(nproc)" --target fitlm fitlm_cuda_tests cuda_ops_bench \
+# shellcheck disable=SC2086
+cmake --build "$BUILD" -j "$(nproc)" --target ${FITLM_DEVICE_TARGETS:-fitlm fitlm_cuda_tests cuda_ops_bench} \
   >"$BUILD.build.log" 2>&1 || { grep -B2 -A12 -m4 -E 'error|FAILED' "$BUILD.build.log"; exit 1; }
