@@ -7,6 +7,8 @@
 #include "fitlm/core/error.h"
 #include "fitlm/core/log.h"
 #include "fitlm/core/paths.h"
+#include "fitlm/backend/registry/make_comm_for.h"
+#include "fitlm/dist/launch_env.h"
 #include "fitlm/dist/make_comm.h"
 #include "fitlm/io/hf_model.h"
 #include "fitlm/io/peft_adapter.h"
@@ -49,10 +51,18 @@ std::optional<std::filesystem::path> resume_dir_of(const TrainConfig& c) {
 
 // The storage dtype the config asks for: bf16/fp16 select it on CUDA; neither keeps the
 // backend's default (bf16, or FITLM_CUDA_DTYPE). The CPU backend is f32 whatever is asked.
-std::unique_ptr<Backend> make_train_backend(const TrainConfig& c) {
-  std::unique_ptr<Backend> b = c.bf16   ? make_backend(c.backend, DType::kBF16)
-                               : c.fp16 ? make_backend(c.backend, DType::kF16)
-                                        : make_backend(c.backend);
+// Several ranks on GPUs: rank r of a node takes its local_rank-th GPU, whatever `backend` names.
+std::unique_ptr<Backend> make_train_backend(const TrainConfig& c, const dist::RankEnv& env) {
+  std::string name = c.backend;
+  if (env.world_size > 1 && name.rfind("cuda", 0) == 0) {
+    if (name != "cuda")
+      log::warn("backend: {} with {} ranks: each rank uses GPU local_rank (cuda:{} here)", name,
+                env.world_size, env.local_rank);
+    name = fmt::format("cuda:{}", env.local_rank);
+  }
+  std::unique_ptr<Backend> b = c.bf16   ? make_backend(name, DType::kBF16)
+                               : c.fp16 ? make_backend(name, DType::kF16)
+                                        : make_backend(name);
   if (b->device().kind == DeviceKind::kCPU) {
     if (c.bf16) log::info("note: bf16 ignored on the CPU backend (it computes and stores fp32)");
     if (c.fp16)
@@ -105,19 +115,17 @@ RunShape fit_memory_cap(const TrainConfig& c, Backend& backend, const ModelConfi
 }
 
 
-// Ranks, strategy and the step's micro-batch counts. Several ranks (mpirun): a global step is
-// world × k micro-batches, read in the same order by every rank; rank r runs the r-th run of k
-// of them. So N ranks train what one process trains with N × k accumulation steps (up to the
-// f32 order of the sums).
+// Who this rank is (the launcher's variables) and the step's micro-batch counts; the Comm comes
+// with the backend (setup_backend). Several ranks: a global step is world × k micro-batches,
+// read in the same order by every rank; rank r runs the r-th run of k of them. So N ranks
+// train what one process trains with N × k accumulation steps (up to the f32 order of sums).
 void setup_ranks(TrainJob& job) {
-  const TrainConfig& c = job.config;
-  job.comm = dist::make_cpu_comm();
-  job.world = job.comm->world_size();
-  job.rank = job.comm->rank();
+  job.rank_env = dist::rank_env_from_process().value_or(dist::RankEnv{});
+  job.world = job.rank_env.world_size;
+  job.rank = job.rank_env.rank;
   job.lead = job.rank == 0;
   if (!job.lead) log::set_level(std::max(log::level(), log::Level::kWarn));  // one rank reports
-  job.strategy = dist::make_strategy(c.strategy, *job.comm);
-  job.k_local = c.gradient_accumulation_steps;
+  job.k_local = job.config.gradient_accumulation_steps;
   job.k = job.k_local * job.world;
 }
 
@@ -140,13 +148,15 @@ void setup_data(TrainJob& job) {
 
 void setup_backend(TrainJob& job) {
   const TrainConfig& c = job.config;
-  job.backend = make_train_backend(c);
+  job.backend = make_train_backend(c, job.rank_env);
+  // One rank needs no communication: every strategy is then the single-process run.
+  job.comm = job.world > 1 ? make_comm_for(*job.backend) : dist::make_cpu_comm();
+  if (job.comm->world_size() != job.world || job.comm->rank() != job.rank)
+    throw_internal_error(kComponent, "the launcher says rank {} of {}, the {} comm rank {} of {}",
+                         job.rank, job.world, job.comm->name(), job.comm->rank(),
+                         job.comm->world_size());
+  job.strategy = dist::make_strategy(c.strategy, *job.comm);
   if (job.world > 1) {
-    if (job.backend->device().kind != DeviceKind::kCPU)
-      throw_input_error(kComponent,
-                        "{} ranks on backend {}: several GPUs need NCCL, which fitlm does not "
-                        "use yet; CPU ranks (backend: cpu) run data parallel over MPI",
-                        job.world, c.backend);
     log::info("data parallel ({}) over {} ranks ({}): {} micro-batches of {} per global step",
               job.strategy->name(), job.world, job.comm->name(), job.k, c.micro_batch_size);
   }

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "fitlm/dist/comm.h"
+#include "fitlm/dist/launch_env.h"
 #include "fitlm/dist/strategy.h"
 #include "fitlm/model/transformer.h"
 #include "fitlm/text/pack.h"
@@ -25,6 +26,7 @@ struct TrainJob {
   const TrainConfig& config;
   std::unique_ptr<dist::Comm> comm;
   std::unique_ptr<dist::Strategy> strategy;
+  dist::RankEnv rank_env;  // from the launcher (one rank without one)
   int world = 1, rank = 0;
   bool lead = true;  // rank 0: writes checkpoints, metrics, outputs and the progress line
 
