@@ -19,8 +19,17 @@ export LD_LIBRARY_PATH=$LIBDIR:$LIBDIR/openblas-pthread${LD_LIBRARY_PATH:+:$LD_L
 export PATH=/usr/local/cuda/bin:$PATH
 # Always from scratch: a warm machine once reused stale objects (bench/NOTES.md, session 4).
 rm -rf "$BUILD"
+# NCCL (backend/cuda/nccl_comm.h) from the CUDA toolkit, else from the Python package
+# nvidia-nccl-cu13 (the device's toolkit has none); linked by path, so binaries find it (RPATH).
+if [ ! -f /usr/local/cuda/include/nccl.h ]; then
+  nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null ||
+    find / -path /proc -prune -o -name nccl.h -path '*nvidia/nccl/include*' -print 2>/dev/null | head -1 | xargs -r dirname | xargs -r dirname)
+  echo "NCCL from $nccl"
+  ln -sf libnccl.so.2 "$nccl/lib/libnccl.so" 2>/dev/null
+  FITLM_CMAKE_EXTRA="${FITLM_CMAKE_EXTRA:-} -DFITLM_NCCL_INCLUDE_DIR=$nccl/include -DFITLM_NCCL_LIBRARY=$nccl/lib/libnccl.so.2"
+fi
 # Open MPI from the prefix too (dist/mpi_comm.cpp), named directly: its compiler wrappers do not
-# work from a prefix. FITLM_CMAKE_EXTRA adds options (nccl-check.sh: NCCL's location);
+# work from a prefix. FITLM_CMAKE_EXTRA adds options (NCCL's location above, and any others);
 # FITLM_DEVICE_TARGETS replaces the targets.
 MPI_ARGS=()
 if [ -f "$LIBDIR/openmpi/include/mpi.h" ]; then

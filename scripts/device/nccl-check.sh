@@ -8,15 +8,6 @@
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 start=$(date +%s)
-# NCCL from the CUDA toolkit, else from the Python package nvidia-nccl-cu13.
-if [ ! -f /usr/local/cuda/include/nccl.h ]; then
-  nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null ||
-    find / -path /proc -prune -o -name nccl.h -path '*nvidia/nccl/include*' -print 2>/dev/null | head -1 | xargs -r dirname | xargs -r dirname)
-  echo "NCCL from $nccl"
-  ln -sf libnccl.so.2 "$nccl/lib/libnccl.so" 2>/dev/null
-  export FITLM_CMAKE_EXTRA="-DFITLM_NCCL_INCLUDE_DIR=$nccl/include -DFITLM_NCCL_LIBRARY=$nccl/lib/libnccl.so.2"
-  export LD_LIBRARY_PATH=$nccl/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fi
 FITLM_DEVICE_TARGETS=nccl_comm_check bash scripts/device/build.sh build-device || {
   tail -30 build-device.cmake.log; exit 1
 }
