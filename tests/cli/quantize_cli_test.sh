@@ -19,8 +19,10 @@ set +e
 "$BIN" plan --arch tiny --quantize nf4 --mode full 2>"$T/full.err"; rc=$?
 "$BIN" plan --arch tiny --quantize nf3 2>"$T/type.err"; rc_type=$?
 set -e
-test $rc -eq 2 && grep -q "full fine-tuning of a 4-bit base is not supported" "$T/full.err"
-test $rc_type -ne 0 && grep -q "nf3" "$T/type.err"
+test $rc -eq 2
+grep -q "full fine-tuning of a 4-bit base is not supported" "$T/full.err"
+test $rc_type -ne 0
+grep -q "nf3" "$T/type.err"
 
 bench() { "$BIN" -q bench --arch tiny --backend cpu --seq 64 --steps 1 --warmup 1 --gemm-size 64 --json "$@"; }
 bench >"$T/b16.json"
@@ -49,5 +51,6 @@ ev --model "$M" >"$T/e16.json"
 set +e
 ev --model "$T/m4" --quantize fp4 2>"$T/mismatch.err"; rc=$?
 set -e
-test $rc -eq 2 && grep -q "already quantized as nf4; --quantize fp4 cannot change that" "$T/mismatch.err"
+test $rc -eq 2
+grep -q "already quantized as nf4; --quantize fp4 cannot change that" "$T/mismatch.err"
 echo "quantize CLI test passed"

@@ -55,8 +55,10 @@ grep -q "data parallel (zero2) over 2 ranks" "$T/z2.log"
 compare "$T/one2/adapter_model.safetensors" "$T/z2/adapter_model.safetensors"
 # The checkpoint: one optimizer file per rank, each with that rank's block (half) of the state.
 ck=$T/z2/checkpoint-3
-test -f "$ck/optimizer-rank-0-of-2.safetensors" && test -f "$ck/optimizer-rank-1-of-2.safetensors"
-test ! -e "$ck/optimizer_m.safetensors" && test ! -e "$ck/trainable.safetensors"
+test -f "$ck/optimizer-rank-0-of-2.safetensors"
+test -f "$ck/optimizer-rank-1-of-2.safetensors"
+test ! -e "$ck/optimizer_m.safetensors"
+test ! -e "$ck/trainable.safetensors"
 grep -q '"optimizer_shards": 2' "$ck/trainer_state.json"
 compare "$T/one2/checkpoint-3/adapter_model.safetensors" "$ck/adapter_model.safetensors"
 /usr/bin/python3 - "$ck" <<'PY'

@@ -45,5 +45,6 @@ echo "load_in_4bit: true" >>"$T/bad.yaml"
 set +e
 "$BIN" train "$T/bad.yaml" 2>"$T/bad.log"; rc=$?
 set -e
-test $rc -eq 2 && grep -q "load_in_4bit needs adapter: lora or qlora" "$T/bad.log"
+test $rc -eq 2
+grep -q "load_in_4bit needs adapter: lora or qlora" "$T/bad.log"
 echo "qlora train test passed"

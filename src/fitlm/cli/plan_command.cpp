@@ -17,8 +17,17 @@ struct PlanOptions {
   RecomputeChoice recompute;
   QuantizeOption quantize;
   int64_t seq = 2048, micro_batch = 1, lora_r = 16, logits_chunk = 1024;
+  int nproc = 1;
+  std::string strategy = "ddp";
   bool verbose = false;
 };
+
+// The shape rank r of `nproc` runs under `strategy` (dist/strategy.h): ddp replicates the whole
+// plan; zero2 keeps the rank's block of every master and AdamW moment.
+RunShape rank_shape(RunShape shape, const PlanOptions& o, int rank) {
+  if (o.strategy == "zero2" && o.nproc > 1) shape.optimizer_shard = ShardSpec{rank, o.nproc};
+  return shape;
+}
 
 int run_plan(const PlanOptions& o) {
   if (o.model.empty() == o.arch.empty())
@@ -39,14 +48,27 @@ int run_plan(const PlanOptions& o) {
                       : o.dtype == "f16" ? DType::kF16
                                          : DType::kBF16;
   const size_t cap = o.max_memory.empty() ? 0 : parse_byte_size(o.max_memory);
-  shape = apply_recompute(o.recompute, shape, c, mode, lora, dtype, cap);
+  if (o.nproc < 1) throw_input_error("plan", "--nproc must be at least 1, found {}", o.nproc);
+  if (o.strategy == "zero3")
+    throw_input_error("plan", "--strategy zero3 is not built yet; ddp and zero2 are");
+  // Recompute is chosen for rank 0's plan, the largest: later ranks' blocks are never bigger.
+  shape = apply_recompute(o.recompute, rank_shape(shape, o, 0), c, mode, lora, dtype, cap);
   const AllocationPlan plan = plan_transformer(c, mode, lora, shape, dtype);
   fmt::print(
       "{} ({} parameters), {} {}{}, {} tokens per micro-batch, recompute {}\n", c.architecture_name,
       c.parameter_count(), o.mode, o.dtype,
       shape.base4 ? fmt::format(" on a {} base", quant::quant_type_name(shape.base4->type)) : "",
       shape.max_tokens, describe_recompute(c, shape));
+  if (o.nproc > 1)
+    fmt::print("{} ranks, strategy {}: {}; rank 0's plan:\n", o.nproc, o.strategy,
+               o.strategy == "zero2" ? "each keeps its block of the masters and AdamW moments"
+                                     : "every rank holds this whole plan");
   fmt::print("{}", plan.summary());
+  if (o.nproc > 1 && o.strategy == "zero2")
+    for (int r = 1; r < o.nproc; ++r)
+      fmt::print("rank {}: {}\n", r,
+                 format_bytes(
+                     plan_transformer(c, mode, lora, rank_shape(shape, o, r), dtype).total_bytes()));
   if (o.verbose)
     for (const BufferSpec& b : plan.buffers())
       fmt::print("  {:>12}  {:<10} {:<6} {:<16} {:<12} {}\n", b.offset, b.group,
@@ -80,7 +102,14 @@ RunFn setup(CLI::App& app) {
   app.add_option("--lora-r", o->lora_r, "LoRA rank")->capture_default_str();
   app.add_option("--logits-chunk", o->logits_chunk, "Rows of logits per loss chunk")
       ->capture_default_str();
-  app.add_option("--max-memory", o->max_memory, "Budget, e.g. 15GiB: exit 3 when over it");
+  app.add_option("--max-memory", o->max_memory,
+                 "Budget per GPU, e.g. 15GiB: exit 3 when rank 0's plan is over it");
+  app.add_option("--nproc", o->nproc, "Ranks (GPUs) of the job: the plan is per rank")
+      ->capture_default_str();
+  app.add_option("--strategy", o->strategy,
+                 "ddp (replicated) or zero2 (masters and AdamW moments sharded over the ranks)")
+      ->check(CLI::IsMember({"ddp", "zero2", "zero3"}))
+      ->capture_default_str();
   o->quantize.add_to(app);
   app.add_flag("--buffers", o->verbose,
                "List every buffer with its offset and the phases it lives in");
