@@ -45,6 +45,14 @@ compare "$T/one2/adapter_model.safetensors" "$T/ddp2/adapter_model.safetensors"
 grep -q "data parallel (ddp) over 2 ranks" "$T/ddp2.log"
 test "$(grep -c '"loss"' "$T/ddp2/metrics.jsonl")" -eq 6  # one writer: one line per step
 test -d "$T/ddp2/checkpoint-3"
+# Per-rank memory: one line with both ranks' planned (equal: replicated) and measured bytes.
+/usr/bin/python3 - "$T/ddp2/metrics.jsonl" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if "rank_planned_bytes" in l]
+assert len(lines) == 1 and lines[0]["step"] == 1, lines
+p = lines[0]["rank_planned_bytes"]
+assert len(p) == 2 and p[0] == p[1] > 0 and len(lines[0]["rank_measured_bytes"]) == 2, lines
+PY
 /usr/bin/python3 - "$T/one2/metrics.jsonl" "$T/ddp2/metrics.jsonl" <<'PY'
 import json, sys
 a, b = ([json.loads(l)["loss"] for l in open(p) if '"loss"' in l] for p in sys.argv[1:])

@@ -130,4 +130,10 @@ double Comm::all_reduce_max(double v) {
   return do_all_reduce_max(v);
 }
 
+std::vector<double> Comm::all_gather_scalars(double v) {
+  std::vector<double> out(static_cast<size_t>(world_size()));
+  for (int r = 0; r < world_size(); ++r) out[r] = do_all_reduce_sum(r == rank() ? v : 0.0);
+  return out;
+}
+
 }  // namespace fitlm::dist

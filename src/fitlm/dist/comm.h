@@ -19,6 +19,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "fitlm/core/tensor.h"
 
@@ -67,6 +68,9 @@ class Comm {
   // the maximum (NaN when any rank's value is NaN, so one diverged rank is seen by all).
   double all_reduce_sum(double v);
   double all_reduce_max(double v);
+  // Every rank's `v`, rank 0 first, on every rank (reports: per-rank memory). One scalar
+  // all-reduce per rank: for a few values, not for tensors.
+  std::vector<double> all_gather_scalars(double v);
 
   // Ends every rank of the job now with `exit_code`. For a rank that must stop alone (a bad
   // input, a failed check) while the others may be waiting for it inside a collective.

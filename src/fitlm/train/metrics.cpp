@@ -116,6 +116,14 @@ void MetricsLog::step(const StepMetrics& m) {
   append(j.dump());
 }
 
+void MetricsLog::ranks(int64_t step, const std::vector<double>& planned_bytes,
+                       const std::vector<double>& measured_bytes) {
+  append(nlohmann::json{{"step", step},
+                        {"rank_planned_bytes", planned_bytes},
+                        {"rank_measured_bytes", measured_bytes}}
+             .dump());
+}
+
 void MetricsLog::eval(int64_t step, double eval_loss) {
   append(nlohmann::json{{"step", step}, {"eval_loss", eval_loss}}.dump());
 }

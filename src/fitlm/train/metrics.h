@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace fitlm::train {
 
@@ -53,6 +54,10 @@ class MetricsLog {
   MetricsLog(const std::filesystem::path& path, std::optional<int64_t> keep_until_step);
   void step(const StepMetrics& m);
   void eval(int64_t step, double eval_loss);
+  // Several ranks: each rank's planned device bytes (arena + backend workspace) and measured
+  // ones (0 where the backend cannot tell), one line after the run's first step.
+  void ranks(int64_t step, const std::vector<double>& planned_bytes,
+             const std::vector<double>& measured_bytes);
   const std::filesystem::path& path() const { return path_; }
 
  private:

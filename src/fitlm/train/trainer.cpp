@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -252,8 +253,14 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
                      job.resumed_from && lead ? std::optional<int64_t>(state.global_step)
                                               : std::nullopt);
   const bool show_progress = hooks.show_progress && lead;
+  // Every rank's plan (zero2's ranks differ by their blocks' rounding); the bar shows the
+  // largest, plus the backend's own workspace: what the fullest device holds.
+  const std::vector<double> rank_planned =
+      job.comm->all_gather_scalars(static_cast<double>(model.arena().bytes()));
+  const size_t largest =
+      static_cast<size_t>(*std::max_element(rank_planned.begin(), rank_planned.end()));
   ProgressReporter progress(job.total_steps, state.global_step, c.logging_steps,
-                            model.arena().bytes(), show_progress && ::isatty(2));
+                            largest + job.backend->reserved_bytes(), show_progress && ::isatty(2));
   TrainSummary summary;
   summary.start_step = state.global_step;
   summary.total_steps = job.total_steps;
@@ -271,6 +278,14 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
       summary.last_loss = m.loss;
     }
     metrics.step(m);
+    if (job.world > 1 && state.global_step == summary.start_step + 1) {
+      const size_t now = job.backend->memory_in_use();
+      metrics.ranks(state.global_step, rank_planned,
+                    job.comm->all_gather_scalars(
+                        now > job.device_in_use_before
+                            ? static_cast<double>(now - job.device_in_use_before)
+                            : 0.0));
+    }
     if (show_progress) progress.step(m);
     if (hooks.on_step && lead) hooks.on_step(m);
 
