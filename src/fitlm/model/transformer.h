@@ -171,6 +171,8 @@ class Transformer {
   // buffer shard.layer) must receive every rank's shard of the layer whose `shard` this is,
   // concatenated in rank order: dist::Comm::all_gather(shard, full). Every rank calls
   // prepare_layer for the same layers in the same order, so the gather may be a collective.
+  // What the backend runs after it on its stream (dequantize, the layer's GEMMs) must see
+  // `full` complete: a gather on another stream orders itself before returning.
   // Needed before any forward when world > 1; with world 1 and none set, prepare_layer copies.
   using LayerGather = std::function<void(const Tensor& shard, Tensor full)>;
   void set_layer_gather(LayerGather gather) { layer_gather_ = std::move(gather); }

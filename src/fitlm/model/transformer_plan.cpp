@@ -192,10 +192,11 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
 //   after F (R recomputes them), so it lives in F and from R to its last read, M or A (in M,
 //   act.act, act.gate and act.up take dact, dgate and dup, and in M and A act.lora_u.* take
 //   the LoRA gradients duᵀ: layer_backward);
-// - lora.layer and base4.layer {F N R M A} (LoRA cast per layer, 4-bit base dequantized per
-//   layer): each layer casts its adapters and dequantizes its weights before it runs,
-//   in forward and in backward; the backward of layer l casts while N, or the A of layer l+1,
-//   is still the current phase;
+// - lora.layer, base4.layer and shard.layer {F N R M A} (LoRA cast per layer, 4-bit base
+//   dequantized per layer, ZeRO-3 layer gathered): each layer gathers its weights, casts its
+//   adapters and dequantizes its weights before it runs, in forward and in backward; the
+//   backward of layer l does so while N, or the A of layer l+1, is still the current phase;
+// - layers.<l>.shard (ZeRO-3): this rank's bytes of layer l's weights, whole job;
 // - final.x_in {F L N}: written by the last layer, read by the final norm and its backward;
 // - final.xn, loss.* {L}; final.rstd {L N};
 // - scratch.dxn {L N M A}: dlogits -> dxn in L, read in N; then each layer's M and A reuse it;
