@@ -46,6 +46,15 @@ struct RunShape {
   bool with_optimizer = false;  // AdamW m and v for every trainable parameter
   size_t max_memory = 0;        // arena cap in bytes (0 = none): a plan over it is refused
   std::optional<Base4Layout> base4;  // a 4-bit base; nullopt: weights in the compute dtype
+  // Tests: give every buffer its own bytes, and on entering each phase fill every float buffer
+  // that is not live in it with NaN, and check that those of the phase just left still hold NaN.
+  // A lifetime declared too short then corrupts the results or throws, wherever buffers sit.
+  bool check_lifetimes = false;
+  // Tests: cast LoRA adapters per layer (lora_cast_per_layer) on an f32 backend too.
+  bool cast_lora_per_layer_on_f32 = false;
+  // Tests: run the LoRA products of every target on its own, as for a group that is not fully
+  // targeted or with dropout (lora_groups), instead of once per group of targets sharing an input.
+  bool lora_per_projection = false;
   // ZeRO-3 for LoRA and QLoRA: this rank (of `world`) keeps only its shard of every decoder
   // layer's large frozen tensors, and each layer is gathered from every rank just before it
   // runs (Transformer::set_layer_gather).
@@ -63,15 +72,6 @@ struct RunShape {
   // zero2 instead). Frozen mode (inference, the incremental decoder) works: every caller of
   // prepare_layer gathers. nullopt (or world 1 without a gather set) keeps today's layout.
   std::optional<ShardSpec> layer_shard;
-  // Tests: give every buffer its own bytes, and on entering each phase fill every float buffer
-  // that is not live in it with NaN, and check that those of the phase just left still hold NaN.
-  // A lifetime declared too short then corrupts the results or throws, wherever buffers sit.
-  bool check_lifetimes = false;
-  // Tests: cast LoRA adapters per layer (lora_cast_per_layer) on an f32 backend too.
-  bool cast_lora_per_layer_on_f32 = false;
-  // Tests: run the LoRA products of every target on its own, as for a group that is not fully
-  // targeted or with dropout (lora_groups), instead of once per group of targets sharing an input.
-  bool lora_per_projection = false;
 };
 
 // One micro-batch on the host (text/batch.h): labels aligned with input_ids as in HF; the model
