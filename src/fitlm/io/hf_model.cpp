@@ -1,6 +1,8 @@
 #include "fitlm/io/hf_model.h"
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -135,6 +137,150 @@ void read_f32_range(std::span<const std::byte> bytes, DType dtype, int64_t begin
   }
 }
 
+using UseTensor = std::function<void(const std::string&)>;
+
+// The layout check upload_quant4 makes, for a packed weight copied part by part.
+void check_quant4_layout(const quant::Quantized4& h, const Quant4Tensor& q, const std::string& name,
+                         const std::string& file) {
+  if (h.type != q.type || h.blocksize != q.blocksize || h.double_quant != q.double_quant() ||
+      h.numel != q.numel())
+    throw_input_error("model",
+                      "{}: '{}' is {} with blocksize {}{}, but the model was planned as {} with "
+                      "blocksize {}{}",
+                      clip_path(file), name, quant::quant_type_name(h.type), h.blocksize,
+                      h.double_quant ? " and double quantization" : "",
+                      quant::quant_type_name(q.type), q.blocksize,
+                      q.double_quant() ? " and double quantization" : "");
+}
+
+// ZeRO-3 (RunShape::layer_shard): of each layer's blob (layer_shard_layout) only this rank's
+// bytes are loaded, tensor by tensor: a 16-bit tensor's elements in the rank's range are
+// converted (by the backend's upload, as an unsharded model's whole tensor is), a 4-bit one is
+// read (bitsandbytes) or quantized (16/32-bit checkpoint) whole on the host, as unsharded, and
+// the bytes of its parts in the range are copied. Each tensor's pages are released once it is
+// done, so host memory stays near one tensor.
+void load_layer_shards(Transformer& model, const io::ShardedSafetensors& st,
+                       const std::filesystem::path& dir, const UseTensor& use,
+                       const UseTensor& use_bnb4bit) {
+  Backend& be = model.backend();
+  const DType compute = be.compute_dtype();
+  const LayerShardLayout blob = layer_shard_layout(model.config(), model.shape(), compute);
+  const ShardBlock mine = blob.range();  // bytes of the blob
+  std::map<std::string, Quant4Tensor*> packed;
+  for (auto& [name, q] : model.sharded_quantized_weights()) packed[name] = q;
+  for (int l = 0; l < model.config().num_layers; ++l) {
+    const Tensor shard = model.layer_shard(l);
+    const std::string prefix = fmt::format("model.layers.{}.", l);
+    // The rank's part of blob bytes [begin, begin + n): where it starts in the source (bytes
+    // from `begin`) and the view of the shard it goes to (`dtype` elements), or nullopt.
+    auto overlap = [&](size_t begin, size_t n,
+                       DType dtype) -> std::optional<std::pair<size_t, Tensor>> {
+      const size_t a = std::max(begin, static_cast<size_t>(mine.offset));
+      const size_t b = std::min(begin + n, static_cast<size_t>(mine.end()));
+      if (a >= b) return std::nullopt;
+      const size_t es = dtype_size(dtype);
+      FITLM_CHECK((a - begin) % es == 0 && (b - a) % es == 0, "model",
+                  "layer shard boundary inside an element");
+      return std::pair{
+          a - begin, Tensor(static_cast<char*>(shard.data) + (a - static_cast<size_t>(mine.offset)),
+                            dtype, Shape{static_cast<int64_t>((b - a) / es)}, shard.device)};
+    };
+    for (size_t i = 0; i < blob.entries.size();) {
+      const LayerBlobEntry& e = blob.entries[i];
+      const std::string name = prefix + e.suffix;
+      if (e.part == BlobPart::kWeight || e.part == BlobPart::kBias) {
+        ++i;
+        check_weight(st, dir, name, e.shape);
+        const auto part = overlap(e.offset, e.bytes(), compute);
+        if (io::is_bnb4bit_weight(st, name)) {  // dequantized as the unsharded loader does
+          if (part) {
+            const io::Bnb4bitWeight w = io::read_bnb4bit_weight(st, name);
+            std::vector<float> values(static_cast<size_t>(w.q.numel));
+            io::dequantize_bnb4bit(w, values);
+            be.upload(part->second, values.data() + part->first / dtype_size(compute), DType::kF32);
+          }
+          use_bnb4bit(name);
+          continue;
+        }
+        if (part) {
+          const DType file = *io::to_core_dtype(st.info(name).dtype);
+          const size_t first = part->first / dtype_size(compute);  // element
+          be.upload(part->second, st.bytes(name).data() + first * dtype_size(file), file);
+        }
+        use(name);
+        continue;
+      }
+      // A packed weight: its parts are entries i .. j − 1.
+      FITLM_CHECK(e.part == BlobPart::kPacked && packed.count(name), "model",
+                  "layer blob entry {} is not a packed weight", name);
+      size_t j = i + 1;
+      while (j < blob.entries.size() && blob.entries[j].projection == e.projection &&
+             blob.entries[j].part != BlobPart::kBias)
+        ++j;
+      Quant4Tensor& q = *packed.at(name);
+      check_weight(st, dir, name, q.shape);
+      const std::string file = st.file_of(name).path().string();
+      bool any = false;
+      for (size_t k = i; k < j; ++k)
+        any |= overlap(blob.entries[k].offset, blob.entries[k].bytes(), DType::kU8).has_value();
+      quant::Quantized4 h;
+      const bool bnb = io::is_bnb4bit_weight(st, name);
+      if (bnb) {
+        const io::Bnb4bitWeight w = io::read_bnb4bit_weight(st, name);
+        h = w.q;
+        q.round_to = w.dtype;
+      } else {
+        const io::SafetensorsTensorInfo& info = st.info(name);
+        const DType dtype = *io::to_core_dtype(info.dtype);
+        q.round_to = dtype;
+        // Every rank needs the offset of double quantization (a host-side field), hence the
+        // whole tensor quantized even when none of its bytes are this rank's.
+        if (any || q.double_quant()) {
+          const auto bytes = st.bytes(name);
+          h = quant::quantize4_chunked(info.numel(), q.type, q.blocksize, q.double_quant(),
+                                       [&](int64_t begin, std::span<float> out) {
+                                         read_f32_range(bytes, dtype, begin, out);
+                                       });
+        } else {
+          h.type = q.type, h.blocksize = q.blocksize, h.numel = q.numel();  // for the check
+        }
+      }
+      check_quant4_layout(h, q, name, file);
+      q.offset = h.offset;
+      for (size_t k = i; k < j && any; ++k) {
+        const LayerBlobEntry& p = blob.entries[k];
+        const void* src = nullptr;
+        size_t size = 0;
+        switch (p.part) {
+          case BlobPart::kPacked: src = h.packed.data(), size = h.packed.size(); break;
+          case BlobPart::kAbsmax:
+            if (h.double_quant)
+              src = h.absmax_codes.data(), size = h.absmax_codes.size();
+            else
+              src = h.absmax.data(), size = h.absmax.size() * sizeof(float);
+            break;
+          case BlobPart::kNestedAbsmax:
+            src = h.nested_absmax.data(), size = h.nested_absmax.size() * sizeof(float);
+            break;
+          case BlobPart::kNestedMap:
+            src = h.nested_map.data(), size = h.nested_map.size() * sizeof(float);
+            break;
+          default: break;
+        }
+        FITLM_CHECK(src && size == p.bytes(), "model", "{}: part {} has {} bytes, planned {}", name,
+                    p.suffix, size, p.bytes());
+        if (const auto part = overlap(p.offset, p.bytes(), DType::kU8))
+          be.upload(part->second, static_cast<const std::byte*>(src) + part->first, DType::kU8);
+      }
+      if (bnb)
+        use_bnb4bit(name);
+      else
+        use(name);
+      i = j;
+    }
+  }
+}
+
 }  // namespace
 
 void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
@@ -175,6 +321,7 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
     q->round_to = dtype;
     use(name);
   }
+  if (model.shape().layer_shard) load_layer_shards(model, st, dir, use, use_bnb4bit);
   for (auto& [name, dst] : model.host_weights()) {  // converted on the host, where they stay
     check_weight(st, dir, name, dst.shape);
     st.read_as(name, dst.dtype, dst.data);

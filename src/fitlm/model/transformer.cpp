@@ -79,7 +79,16 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
   layers_.resize(config_.num_layers);
   const Tensor base4_layer = a.contains(kBase4Layer) ? a.get(kBase4Layer) : Tensor{};
   const Base4LayerLayout base4_layout = base4_layer_layout(config_);
+  // A 4-bit base: layer l's projection p is dequantized into its slot of base4.layer.
+  auto base4_view = [&](Projection p, const Shape& s) {
+    return Tensor(static_cast<char*>(base4_layer.data) +
+                      base4_layout.offset[static_cast<size_t>(p)] * dtype_size(compute),
+                  compute, s, base4_layer.device);
+  };
   for (const WeightSpec& w : weight_specs(config_)) {
+    // ZeRO-3: bound below to the gathered blob.
+    if (shape_.layer_shard && (w.kind == WeightKind::kLinear || w.kind == WeightKind::kBias))
+      continue;
     if (w.kind == WeightKind::kEmbed && embedding_on_host(config_, mode_, shape_)) {
       host_embed_ =
           backend_.allocate_host_mapped(static_cast<size_t>(w.shape.numel()) * dtype_size(compute));
@@ -89,10 +98,7 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
     if (shape_.base4 && w.kind == WeightKind::kLinear) {
       LinearWeights& lw = layers_[w.layer][w.projection];
       lw.w4 = quant4_in_arena(a, w.name, w.shape, *shape_.base4);
-      lw.w =
-          Tensor(static_cast<char*>(base4_layer.data) +
-                     base4_layout.offset[static_cast<size_t>(w.projection)] * dtype_size(compute),
-                 compute, w.shape, base4_layer.device);
+      lw.w = base4_view(w.projection, w.shape);
       continue;
     }
     const Tensor t = a.get(w.name);
@@ -133,6 +139,38 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
     }
   }
   if (config_.tie_word_embeddings) lm_head_ = embed_, d_lm_head_ = d_embed_;
+  if (shape_.layer_shard) {
+    // Every layer's views of its sharded tensors point into the one gathered blob (the same
+    // layout for every layer), which prepare_layer fills before the layer runs.
+    const LayerShardLayout blob = layer_shard_layout(config_, shape_, compute);
+    const Tensor full = a.get(kShardLayer);
+    const std::vector<uint8_t> zeros(blob.shard_bytes, 0);  // the padding between tensors
+    for (int l = 0; l < config_.num_layers; ++l) {
+      layer_shards_.push_back(a.get(layer_shard_name(l)));
+      backend_.upload(layer_shards_.back(), zeros.data(), DType::kU8);
+      for (const LayerBlobEntry& e : blob.entries) {
+        const Tensor v(static_cast<char*>(full.data) + e.offset, e.dtype, e.shape, full.device);
+        LinearWeights& lw = layers_[static_cast<size_t>(l)][e.projection];
+        switch (e.part) {
+          case BlobPart::kWeight: lw.w = v; break;
+          case BlobPart::kBias: lw.b = v; break;
+          case BlobPart::kPacked: lw.w4.packed = v; break;
+          case BlobPart::kAbsmax: lw.w4.absmax = v; break;
+          case BlobPart::kNestedAbsmax: lw.w4.nested_absmax = v; break;
+          case BlobPart::kNestedMap: lw.w4.nested_map = v; break;
+        }
+      }
+      if (!shape_.base4) continue;
+      for (Projection p : kAllProjections) {
+        const auto [rows, cols] = projection_shape(config_, p);
+        LinearWeights& lw = layers_[static_cast<size_t>(l)][p];
+        lw.w4.type = shape_.base4->type;
+        lw.w4.blocksize = shape_.base4->blocksize;
+        lw.w4.shape = Shape{rows, cols};
+        lw.w = base4_view(p, lw.w4.shape);
+      }
+    }
+  }
   if (mode_ == TrainMode::kLora) bind_lora(compute);
   impl_ = std::make_unique<Impl>(*this);
   const std::vector<float> inv = config_.rope_inv_freq();
@@ -215,11 +253,28 @@ std::vector<std::pair<std::string, Tensor>> Transformer::host_weights() {
 }
 
 std::vector<std::pair<std::string, Quant4Tensor*>> Transformer::quantized_weights() {
+  if (shape_.layer_shard) return {};
+  return packed_weights();
+}
+
+std::vector<std::pair<std::string, Quant4Tensor*>> Transformer::sharded_quantized_weights() {
+  if (!shape_.layer_shard) return {};
+  return packed_weights();
+}
+
+std::vector<std::pair<std::string, Quant4Tensor*>> Transformer::packed_weights() {
   std::vector<std::pair<std::string, Quant4Tensor*>> out;
   if (!shape_.base4) return out;
   for (const WeightSpec& w : weight_specs(config_))
     if (w.kind == WeightKind::kLinear) out.emplace_back(w.name, &layers_[w.layer][w.projection].w4);
   return out;
+}
+
+Tensor Transformer::layer_shard(int l) const {
+  if (l < 0 || static_cast<size_t>(l) >= layer_shards_.size())
+    throw_internal_error("model", "layer_shard({}) of a model with {} sharded layers", l,
+                         layer_shards_.size());
+  return layer_shards_[static_cast<size_t>(l)];
 }
 
 void Transformer::prepare_layer(int l) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -58,6 +59,23 @@ struct RunShape {
   // Tests: run the LoRA products of every target on its own, as for a group that is not fully
   // targeted or with dropout (lora_groups), instead of once per group of targets sharing an input.
   bool lora_per_projection = false;
+  // ZeRO-3 for LoRA and QLoRA: this rank (of `world`) keeps only its shard of every decoder
+  // layer's large frozen tensors, and each layer is gathered from every rank just before it
+  // runs (Transformer::set_layer_gather).
+  // - Sharded, per layer: every linear projection's weight (in the compute dtype, or with base4
+  //   its packed data: nibbles, absmax, nested absmax, nested map) and its bias if any, laid
+  //   out as one byte blob of B bytes (layer_shard_layout, transformer_buffers.h: the same
+  //   layout for every layer, each tensor 256-byte aligned, B a multiple of world·256). Rank r
+  //   keeps bytes [r·B/world, (r+1)·B/world) of each layer's blob, layers.<l>.shard.
+  // - Replicated as without it: the norms of every layer, the embedding (or on the host,
+  //   embedding_on_host), the final norm and lm_head, the LoRA adapters and their state.
+  // - Per-layer cost on every rank: one gathered blob, shard.layer (B bytes), plus with base4
+  //   the one dequantized layer base4.layer it already needs; both live while layers run
+  //   (F N R M A) and share bytes with the loss head's buffers.
+  // Full fine-tuning with it is an input error (the full model shards its optimizer state with
+  // zero2 instead). Frozen mode (inference, the incremental decoder) works: every caller of
+  // prepare_layer gathers. nullopt (or world 1 without a gather set) keeps today's layout.
+  std::optional<ShardSpec> layer_shard;
 };
 
 // One micro-batch on the host (text/batch.h): labels aligned with input_ids as in HF; the model
@@ -88,8 +106,10 @@ struct Param {
 
 struct LinearWeights {
   Tensor w, b;                              // [out, in], [out] (b may be empty); with a 4-bit
-                                            // base, w is valid only while its layer runs
+                                            // base, w is valid only while its layer runs, and
+                                            // with layer_shard w and b are
   Quant4Tensor w4;                          // the 4-bit weight w is dequantized from, or empty
+                                            // (with layer_shard, valid while its layer runs)
   Tensor dw, db;                            // full fine-tuning grads (f32), empty otherwise
   Tensor lora_a, lora_b, dlora_a, dlora_b;  // empty when not a LoRA target; with
                                             // lora_cast_per_layer, lora_a/b are valid only
@@ -149,7 +169,25 @@ class Transformer {
   // those in the compute dtype, and (4-bit base) the packed ones, whose host-side fields
   // (offset, round_to) the loader sets.
   std::vector<std::pair<std::string, Tensor>> named_weights();
+  // With RunShape::layer_shard the decoder's linear weights and biases are in neither list
+  // (quantized_weights() is empty): loaders fill layer_shard(l) (layer_shard_layout,
+  // transformer_buffers.h) and set the host-side fields of sharded_quantized_weights().
   std::vector<std::pair<std::string, Quant4Tensor*>> quantized_weights();
+  // With layer_shard and a 4-bit base: each decoder linear's packed weight by HF name. Its
+  // tensors view the gathered blob shard.layer, which only prepare_layer writes: loaders set
+  // only the host-side fields (offset, round_to).
+  std::vector<std::pair<std::string, Quant4Tensor*>> sharded_quantized_weights();
+  // With layer_shard: this rank's bytes of layer l's blob (U8, B / world bytes).
+  Tensor layer_shard(int l) const;
+  // With layer_shard: how prepare_layer gathers a layer. `full` (U8, world × shard bytes, the
+  // buffer shard.layer) must receive every rank's shard of the layer whose `shard` this is,
+  // concatenated in rank order: dist::Comm::all_gather(shard, full). Every rank calls
+  // prepare_layer for the same layers in the same order, so the gather may be a collective.
+  // What the backend runs after it on its stream (dequantize, the layer's GEMMs) must see
+  // `full` complete: a gather on another stream orders itself before returning.
+  // Needed before any forward when world > 1; with world 1 and none set, prepare_layer copies.
+  using LayerGather = std::function<void(const Tensor& shard, Tensor full)>;
+  void set_layer_gather(LayerGather gather) { layer_gather_ = std::move(gather); }
   // Those kept in host memory (embedding_on_host), in the compute dtype.
   std::vector<std::pair<std::string, Tensor>> host_weights();
   // Every trainable tensor by its HF/PEFT name (checkpoints, adapters, tests).
@@ -174,8 +212,9 @@ class Transformer {
   // Full logits [T, V] on the host (tests, generation): row t predicts token t+1.
   std::vector<float> logits(const HostBatch& batch);
 
-  // Makes layer l's weights readable through layer(l): dequantizes a 4-bit base into
-  // base4.layer and casts LoRA adapters kept per layer (nothing otherwise). Every layer shares
+  // Makes layer l's weights readable through layer(l): gathers its shards into shard.layer
+  // (layer_shard), dequantizes a 4-bit base into base4.layer and casts LoRA adapters kept per
+  // layer (nothing otherwise). Every layer shares
   // those buffers, so the views hold until the next call. The forward and backward passes call
   // it themselves; the incremental decoder calls it before each layer.
   void prepare_layer(int l);
@@ -192,6 +231,7 @@ class Transformer {
   struct Activations;
   struct Impl;
   void bind_lora(DType compute);  // flat LoRA buffers → per-tensor views
+  std::vector<std::pair<std::string, Quant4Tensor*>> packed_weights();  // every layer's w4
   Backend& backend_;
   ModelConfig config_;
   TrainMode mode_;
@@ -199,6 +239,8 @@ class Transformer {
   RunShape shape_;
   std::unique_ptr<Arena> arena_;
   std::vector<LayerWeights> layers_;
+  std::vector<Tensor> layer_shards_;  // layer_shard: layers.<l>.shard
+  LayerGather layer_gather_;
   Tensor embed_, final_norm_, lm_head_, d_embed_, d_final_norm_, d_lm_head_;
   Backend::HostMapped host_embed_;  // embedding_on_host: the table (embed_ views its device side)
   std::vector<Param> params_;

@@ -92,6 +92,38 @@ struct Base4LayerLayout {
 };
 Base4LayerLayout base4_layer_layout(const ModelConfig& c);
 
+// ZeRO-3 (RunShape::layer_shard): one decoder layer's sharded tensors as one byte blob, the
+// same layout for every layer. Per projection (kAllProjections order) its weight — in the
+// compute dtype, or with a 4-bit base its packed parts in add_quant4_weight's order (nibbles,
+// absmax, nested absmax, nested map) — then its bias if any. Each tensor starts on a
+// kLayerBlobAlign boundary (so views of the gathered blob are aligned), and the blob is padded
+// to a multiple of world·kLayerBlobAlign so that every rank's shard (shard_block, core/shard.h)
+// has the same size and is aligned too.
+inline constexpr const char* kShardLayer = "shard.layer";  // the gathered blob of one layer
+inline constexpr size_t kLayerBlobAlign = 256;
+std::string layer_shard_name(int layer);  // "layers.<l>.shard": rank's bytes of layer l
+enum class BlobPart { kWeight, kBias, kPacked, kAbsmax, kNestedAbsmax, kNestedMap };
+struct LayerBlobEntry {
+  Projection projection;
+  BlobPart part;
+  std::string suffix;  // name after "model.layers.<l>.": "self_attn.q_proj.weight", its bias,
+                       // or a packed part as the plan names it ("...weight.absmax")
+  DType dtype;
+  Shape shape;
+  size_t offset = 0;  // bytes into the blob
+  size_t bytes() const { return static_cast<size_t>(shape.numel()) * dtype_size(dtype); }
+};
+struct LayerShardLayout {
+  std::vector<LayerBlobEntry> entries;  // in blob order
+  size_t bytes = 0;                     // B, padding included
+  size_t shard_bytes = 0;               // B / world
+  ShardSpec spec;
+  // Rank's byte range of the blob: shard_block(B, spec) (every block is shard_bytes long).
+  ShardBlock range() const { return shard_block(static_cast<int64_t>(bytes), spec); }
+};
+// Empty (bytes 0) without RunShape::layer_shard.
+LayerShardLayout layer_shard_layout(const ModelConfig& c, const RunShape& shape, DType compute);
+
 // layer −1: the shared set used with RecomputePolicy::kFull.
 std::string activation_buffer_name(int layer, const std::string& name);
 

@@ -39,9 +39,10 @@ struct Transformer::Impl {
   // (NaN) those dead in the next.
   void enter_phase(std::optional<Phase> next);
 
-  // Before layer l runs: its 4-bit weights dequantized into base4.layer, and (lora_cast_per_layer)
-  // its adapters cast from the f32 masters into lora.layer. Every layer's LinearWeights::w and
-  // lora_a/b view those buffers.
+  // Before layer l runs: (layer_shard) its blob gathered from every rank into shard.layer, its
+  // 4-bit weights dequantized into base4.layer, and (lora_cast_per_layer) its adapters cast
+  // from the f32 masters into lora.layer. Every layer's LinearWeights::w, b, w4 and lora_a/b
+  // view those buffers.
   void prepare_layer(int l);
 
  private:
@@ -71,6 +72,7 @@ struct Transformer::Impl {
   uint64_t dropout_seed(int layer, Projection p) const;
   Tensor cu_seqlens() const;  // the current batch's [n_segments + 1] offsets
   void cast_lora(int l);
+  void gather_layer(int l);
 
   Transformer& m_;
   Backend& be_;
@@ -81,6 +83,7 @@ struct Transformer::Impl {
   int64_t n_segments_ = 0;
   std::optional<Phase> phase_;  // check_lifetimes only
   Tensor lora_layer_;           // lora.layer, or empty when the LoRA values are kept whole
+  Tensor shard_layer_;          // shard.layer (layer_shard), or empty
   // 4-bit base: per layer, its projections' packed weights and their base4.layer views.
   std::vector<std::vector<std::pair<const Quant4Tensor*, Tensor>>> base4_work_;
   std::vector<LoraGroup> lora_groups_;  // LoRA mode only

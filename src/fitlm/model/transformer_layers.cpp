@@ -35,6 +35,7 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
   attn_.head_dim = c_.head_dim;
   attn_.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
   if (m_.arena_->contains(kLoraLayer)) lora_layer_ = m_.arena_->get(kLoraLayer);
+  if (m_.arena_->contains(kShardLayer)) shard_layer_ = m_.arena_->get(kShardLayer);
   // A 4-bit base: each layer's seven (packed, destination) pairs, built once for prepare_layer.
   if (m_.shape_.base4)
     for (const LayerWeights& layer : m_.layers_) {
@@ -62,9 +63,25 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
 }
 
 void Transformer::Impl::prepare_layer(int l) {
+  if (!shard_layer_.empty()) gather_layer(l);
   if (!base4_work_.empty())
     be_.dequantize4_many(base4_work_[static_cast<size_t>(l)]);  // one launch on CUDA
   cast_lora(l);
+}
+
+void Transformer::Impl::gather_layer(int l) {
+  const Tensor& shard = m_.layer_shards_[static_cast<size_t>(l)];
+  if (m_.layer_gather_) {
+    m_.layer_gather_(shard, shard_layer_);
+    return;
+  }
+  const int world = m_.shape_.layer_shard->world;
+  if (world != 1)
+    throw_internal_error("model",
+                         "layer {} is sharded over {} ranks but no gather is set "
+                         "(Transformer::set_layer_gather)",
+                         l, world);
+  be_.copy(shard, shard_layer_);  // one rank: its shard is the whole blob
 }
 
 void Transformer::Impl::cast_lora(int l) {

@@ -70,16 +70,24 @@ void Transformer::Impl::enter_phase(std::optional<Phase> next) {
   for (const BufferSpec& b : arena.plan().buffers()) {
     if (b.lifetime.is_whole_job() || b.dtype == DType::kI32) continue;
     const Tensor buf = arena.get(b.name);
+    // Byte buffers (the gathered blob of layer_shard) are poisoned with 0xFF bytes, which read
+    // as NaN through any float view of them.
+    const bool bytes = b.dtype == DType::kU8;
     if (phase_ && !b.lifetime.contains(static_cast<int>(*phase_))) {
       host.resize(static_cast<size_t>(buf.numel()));
       be_.download(buf, host.data());
-      if (!std::all_of(host.begin(), host.end(), [](float v) { return std::isnan(v); }))
+      if (!std::all_of(host.begin(), host.end(),
+                       [&](float v) { return bytes ? v == 255.0f : std::isnan(v); }))
         throw_internal_error("plan", "{} was written in phase {}, outside its lifetime ({})",
                              b.name, names[static_cast<size_t>(*phase_)],
                              arena.plan().describe(b.lifetime));
     }
-    if (next && !b.lifetime.contains(static_cast<int>(*next)))
-      be_.fill(buf, std::numeric_limits<float>::quiet_NaN());
+    if (next && !b.lifetime.contains(static_cast<int>(*next))) {
+      if (bytes)
+        be_.upload(buf, std::vector<uint8_t>(buf.bytes(), 0xFF).data(), DType::kU8);
+      else
+        be_.fill(buf, std::numeric_limits<float>::quiet_NaN());
+    }
   }
   phase_ = next;
 }

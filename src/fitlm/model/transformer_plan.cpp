@@ -109,6 +109,46 @@ Base4LayerLayout base4_layer_layout(const ModelConfig& c) {
   return out;
 }
 
+std::string layer_shard_name(int layer) {
+  return fmt::format("layers.{}.shard", layer);
+}
+
+LayerShardLayout layer_shard_layout(const ModelConfig& c, const RunShape& shape, DType compute) {
+  LayerShardLayout out;
+  if (!shape.layer_shard) return out;
+  out.spec = *shape.layer_shard;
+  if (out.spec.world < 1 || out.spec.rank < 0 || out.spec.rank >= out.spec.world)
+    throw_input_error("plan", "layer shard: rank {} of world {} is not a rank", out.spec.rank,
+                      out.spec.world);
+  auto align = [](size_t n, size_t a) { return (n + a - 1) / a * a; };
+  auto add = [&](Projection p, BlobPart part, std::string suffix, DType dtype, Shape s) {
+    out.entries.push_back({p, part, std::move(suffix), dtype, s, out.bytes});
+    out.bytes = align(out.bytes + out.entries.back().bytes(), kLayerBlobAlign);
+  };
+  for (Projection p : kAllProjections) {
+    const auto [rows, cols] = projection_shape(c, p);
+    const std::string module = projection_module(p), w = module + ".weight";
+    if (shape.base4) {  // add_quant4_weight's buffers, in its order
+      const int64_t n = rows * cols, bs = shape.base4->blocksize;
+      const bool dq = shape.base4->double_quant;
+      add(p, BlobPart::kPacked, w, DType::kU8, Shape{quant4_packed_bytes(n)});
+      add(p, BlobPart::kAbsmax, w + ".absmax", dq ? DType::kU8 : DType::kF32,
+          Shape{quant4_blocks(n, bs)});
+      if (dq) {
+        add(p, BlobPart::kNestedAbsmax, w + ".nested_absmax", DType::kF32,
+            Shape{quant4_nested_blocks(n, bs)});
+        add(p, BlobPart::kNestedMap, w + ".nested_map", DType::kF32, Shape{256});
+      }
+    } else {
+      add(p, BlobPart::kWeight, w, compute, Shape{rows, cols});
+    }
+    if (projection_has_bias(c, p)) add(p, BlobPart::kBias, module + ".bias", compute, Shape{rows});
+  }
+  out.bytes = align(out.bytes, kLayerBlobAlign * static_cast<size_t>(out.spec.world));
+  out.shard_bytes = out.bytes / static_cast<size_t>(out.spec.world);
+  return out;
+}
+
 std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraConfig& lora,
                                              TrainMode mode, int64_t t) {
   const int64_t h = c.hidden_size, i = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
@@ -152,10 +192,11 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
 //   after F (R recomputes them), so it lives in F and from R to its last read, M or A (in M,
 //   act.act, act.gate and act.up take dact, dgate and dup, and in M and A act.lora_u.* take
 //   the LoRA gradients duᵀ: layer_backward);
-// - lora.layer and base4.layer {F N R M A} (LoRA cast per layer, 4-bit base dequantized per
-//   layer): each layer casts its adapters and dequantizes its weights before it runs,
-//   in forward and in backward; the backward of layer l casts while N, or the A of layer l+1,
-//   is still the current phase;
+// - lora.layer, base4.layer and shard.layer {F N R M A} (LoRA cast per layer, 4-bit base
+//   dequantized per layer, ZeRO-3 layer gathered): each layer gathers its weights, casts its
+//   adapters and dequantizes its weights before it runs, in forward and in backward; the
+//   backward of layer l does so while N, or the A of layer l+1, is still the current phase;
+// - layers.<l>.shard (ZeRO-3): this rank's bytes of layer l's weights, whole job;
 // - final.x_in {F L N}: written by the last layer, read by the final norm and its backward;
 // - final.xn, loss.* {L}; final.rstd {L N};
 // - scratch.dxn {L N M A}: dlogits -> dxn in L, read in N; then each layer's M and A reuse it;
@@ -195,9 +236,26 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
     throw_input_error("plan",
                       "full fine-tuning of a 4-bit base is not supported: train LoRA on it "
                       "(adapter: qlora), or load the base in 16 bits");
+  if (shape.layer_shard && mode == TrainMode::kFull)
+    throw_input_error("plan",
+                      "ZeRO-3 shards frozen weights (LoRA, QLoRA); full fine-tuning shards with "
+                      "zero2");
   const bool host_embedding = embedding_on_host(c, mode, shape);
+  // ZeRO-3: a layer's linear weights and biases are its blob's bytes (layer_shard_layout), of
+  // which this rank keeps its shard; the layer about to run is gathered into shard.layer, read
+  // wherever a layer runs, as base4.layer.
+  const LayerShardLayout blob = layer_shard_layout(c, shape, compute);
+  if (shape.layer_shard) {
+    for (int l = 0; l < c.num_layers; ++l)
+      plan.add(layer_shard_name(l), "weights.shard", Shape{static_cast<int64_t>(blob.shard_bytes)},
+               DType::kU8);
+    plan.add(kShardLayer, "gather", Shape{static_cast<int64_t>(blob.bytes)}, DType::kU8,
+             live_in({F, N, R, M, A}));
+  }
   for (const WeightSpec& w : weight_specs(c)) {
     if (host_embedding && w.kind == WeightKind::kEmbed) continue;
+    if (shape.layer_shard && (w.kind == WeightKind::kLinear || w.kind == WeightKind::kBias))
+      continue;
     if (shape.base4 && w.kind == WeightKind::kLinear)
       add_quant4_weight(plan, w.name, w.shape, *shape.base4);
     else if (mode == TrainMode::kFull)

@@ -1,0 +1,403 @@
+// ZeRO-3 for LoRA and QLoRA (RunShape::layer_shard): each rank keeps only its shard of every
+// decoder layer's linear weights and biases and gathers a layer's blob before it runs. On the
+// f32 CPU backend, N sharded models (ranks 0..N−1, loaded from the same checkpoint, each
+// gathering the other models' shards of the layer in-process, as an all-gather would) must
+// compute exactly what one unsharded model computes: losses, every LoRA gradient, logits and
+// the incremental decoder's logits, bit for bit (the gather is a copy). Each rank's plan holds
+// about 1/N of the layers' weight bytes.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+
+#include "fitlm/core/error.h"
+#include "fitlm/infer/decoder.h"
+#include "fitlm/io/hf_model.h"
+#include "fitlm/io/quantize_model.h"
+#include "fitlm/io/safetensors.h"
+#include "fitlm/model/transformer.h"
+#include "fitlm/model/transformer_buffers.h"
+
+namespace fitlm {
+namespace {
+
+namespace fs = std::filesystem;
+
+nlohmann::json config_json(const std::string& arch) {
+  nlohmann::json j = {{"architectures", {arch}},  {"vocab_size", 97},
+                      {"hidden_size", 48},        {"intermediate_size", 72},
+                      {"num_hidden_layers", 3},   {"num_attention_heads", 4},
+                      {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},
+                      {"rope_theta", 10000.0},    {"tie_word_embeddings", false}};
+  if (arch == "Qwen3ForCausalLM") j["head_dim"] = 16;
+  return j;
+}
+
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag) {
+    static int counter = 0;
+    path_ = fs::temp_directory_path() /
+            fmt::format("fitlm_layer_shard_{}_{}_{}", ::getpid(), tag, counter++);
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// A Hugging Face directory with random weights (N(0, 0.1), norms 1 + N(0, 0.1)) in `dtype`.
+// `bad_shape`: that tensor gets one row too many.
+void write_model(const fs::path& dir, const nlohmann::json& cfg, io::StDType dtype,
+                 const std::string& bad_shape = "") {
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << cfg.dump(2);
+  const ModelConfig c = ModelConfig::from_json(cfg, "test");
+  std::mt19937 rng(17);
+  std::normal_distribution<float> n(0.0f, 0.1f);
+  std::vector<std::vector<float>> values;
+  io::SafetensorsWriter w;
+  for (const WeightSpec& s : weight_specs(c)) {
+    std::vector<int64_t> shape(s.shape.dims.begin(), s.shape.dims.begin() + s.shape.ndim);
+    if (s.name == bad_shape) ++shape[0];
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;
+    std::vector<float>& v = values.emplace_back(static_cast<size_t>(numel));
+    for (float& x : v) x = s.kind == WeightKind::kNorm ? 1.0f + n(rng) : n(rng);
+    w.add_f32(s.name, dtype, shape, v.data());
+  }
+  w.write(dir / "model.safetensors");
+}
+
+struct Case {
+  std::string arch = "LlamaForCausalLM";
+  io::StDType file_dtype = io::StDType::kBF16;
+  std::optional<Base4Layout> base4 =
+      std::nullopt;           // quantized on load, or with prequantized from the file
+  bool prequantized = false;  // a bitsandbytes checkpoint (fitlm quantize)
+  TrainMode mode = TrainMode::kLora;
+  int recompute_layers = -2;  // -2: save every layer
+  bool cast_per_layer = true;
+};
+
+std::string describe(const Case& k) {
+  return fmt::format("{} file={} base4={} bs={} dq={} prequantized={} mode={} recompute={}", k.arch,
+                     io::st_dtype_name(k.file_dtype),
+                     k.base4 ? quant::quant_type_name(k.base4->type) : "none",
+                     k.base4 ? k.base4->blocksize : 0, k.base4 && k.base4->double_quant,
+                     k.prequantized, static_cast<int>(k.mode), k.recompute_layers);
+}
+
+struct Outputs {
+  std::vector<double> losses;
+  std::vector<std::vector<float>> grads;
+  std::vector<float> logits, decoded;
+};
+
+RunShape run_shape(const Case& k, std::optional<ShardSpec> shard, bool check_lifetimes) {
+  RunShape shape;
+  shape.max_tokens = 24;
+  shape.logits_chunk = 8;
+  shape.with_optimizer = true;
+  shape.check_lifetimes = check_lifetimes;
+  shape.cast_lora_per_layer_on_f32 = k.cast_per_layer;
+  if (k.recompute_layers >= -1) {
+    shape.recompute = RecomputePolicy::kFull;
+    shape.recompute_layers = k.recompute_layers;
+  }
+  shape.base4 = k.base4;
+  shape.layer_shard = shard;
+  return shape;
+}
+
+LoraConfig lora_config() {
+  LoraConfig lora;
+  lora.r = 4;
+  lora.alpha = 8;
+  return lora;
+}
+
+std::unique_ptr<Transformer> make_model(Backend& be, const fs::path& dir, const Case& k,
+                                        std::optional<ShardSpec> shard, bool check_lifetimes) {
+  auto m = std::make_unique<Transformer>(be, read_model_config(dir), k.mode, lora_config(),
+                                         run_shape(k, shard, check_lifetimes));
+  load_model_weights(*m, dir);
+  // Non-zero LoRA masters (B too), the same draws in every model, so every gradient is non-zero.
+  std::mt19937 rng(3);
+  std::normal_distribution<float> n(0.0f, 0.1f);
+  for (Param& p : m->params()) {
+    std::vector<float> h(static_cast<size_t>(p.master.numel()));
+    for (float& v : h) v = n(rng);
+    be.upload(p.master, h.data(), DType::kF32);
+    if (p.value.data != p.master.data) be.copy(p.master, p.value);
+  }
+  return m;
+}
+
+TokenBatch batch(std::mt19937& rng, std::vector<int32_t> cu) {
+  TokenBatch b;
+  b.cu_seqlens = cu;
+  for (int i = 0; i < cu.back(); ++i) b.input_ids.push_back(static_cast<int32_t>(rng() % 97));
+  b.labels = b.input_ids;
+  return b;
+}
+
+Outputs run(Backend& be, Transformer& m) {
+  std::mt19937 rng(9);
+  const TokenBatch b1 = batch(rng, {0, 11, 24}), b2 = batch(rng, {0, 17});
+  Outputs out;
+  if (m.mode() == TrainMode::kLora) {
+    out.losses.push_back(m.forward_backward(b1, 1.0f / 24).loss_sum);
+    out.losses.push_back(m.forward_backward(b2, 1.0f / 17).loss_sum);
+    for (Param& p : m.params()) {
+      out.grads.emplace_back(static_cast<size_t>(p.grad.numel()));
+      be.download(p.grad, out.grads.back().data());
+    }
+  }
+  out.losses.push_back(m.forward_loss(b1).loss_sum);
+  out.logits = m.logits(b2);
+  if (m.mode() == TrainMode::kFrozen) {  // the decoder calls prepare_layer, which gathers
+    Decoder d(m, {}, DecoderShape{1, 16});
+    out.decoded = d.prefill({{3, 1, 4, 1, 5}});
+    const std::vector<float> next = d.step(std::vector<int32_t>{9});
+    out.decoded.insert(out.decoded.end(), next.begin(), next.end());
+  }
+  return out;
+}
+
+// Model r's gather: every model's shard of the layer whose shard `shard` is, in rank order
+// (what Comm::all_gather does across processes). Counts its calls in *calls.
+void set_gather(Backend& be, const std::vector<std::unique_ptr<Transformer>>& models, size_t r,
+                int* calls) {
+  Transformer& self = *models[r];
+  self.set_layer_gather([&be, &models, &self, calls](const Tensor& shard, Tensor full) {
+    int l = 0;
+    while (self.layer_shard(l).data != shard.data) ++l;  // layer_shard throws past the end
+    const size_t s = shard.bytes();
+    ASSERT_EQ(full.bytes(), s * models.size());
+    ASSERT_EQ(full.dtype, DType::kU8);
+    for (size_t k = 0; k < models.size(); ++k)
+      be.copy(models[k]->layer_shard(l), Tensor(static_cast<char*>(full.data) + k * s, DType::kU8,
+                                                Shape{static_cast<int64_t>(s)}, full.device));
+    ++*calls;
+  });
+}
+
+void expect_same(const Outputs& got, const Outputs& want, const std::string& what) {
+  EXPECT_EQ(got.losses, want.losses) << what;
+  ASSERT_EQ(got.grads.size(), want.grads.size()) << what;
+  for (size_t i = 0; i < got.grads.size(); ++i) EXPECT_EQ(got.grads[i], want.grads[i]) << what;
+  EXPECT_EQ(got.logits, want.logits) << what;
+  EXPECT_EQ(got.decoded, want.decoded) << what;
+}
+
+// A checkpoint directory for the case: 16/32-bit, or rewritten 4-bit by `fitlm quantize`.
+fs::path checkpoint(const TempDir& tmp, const Case& k) {
+  const fs::path dense = tmp.path() / "dense";
+  write_model(dense, config_json(k.arch), k.file_dtype);
+  if (!k.prequantized) return dense;
+  const fs::path q = tmp.path() / "bnb";
+  QuantizeOptions o;
+  o.type = k.base4->type;
+  o.double_quant = k.base4->double_quant;
+  o.blocksize = k.base4->blocksize;
+  quantize_model(dense, q, o);
+  return q;
+}
+
+TEST(LayerShard, ShardedRanksComputeExactlyAsOneUnshardedModel) {
+  using Q = quant::QuantType;
+  const std::vector<Case> cases = {
+      {},
+      {.file_dtype = io::StDType::kF32, .recompute_layers = 1, .cast_per_layer = false},
+      {.arch = "Qwen3ForCausalLM", .recompute_layers = -1},
+      {.arch = "Qwen2ForCausalLM"},  // q/k/v biases are sharded too
+      {.base4 = Base4Layout{Q::kNF4, 64, true}},
+      {.base4 = Base4Layout{Q::kFP4, 64, false}, .recompute_layers = 1},
+      {.arch = "Qwen3ForCausalLM", .base4 = Base4Layout{Q::kNF4, 64, true}},
+      {.arch = "Qwen3ForCausalLM", .base4 = Base4Layout{Q::kFP4, 128, true}, .prequantized = true},
+      {.base4 = Base4Layout{Q::kNF4, 64, true}, .prequantized = true},
+      {.arch = "Qwen2ForCausalLM", .base4 = Base4Layout{Q::kNF4, 32, false}},
+      {.mode = TrainMode::kFrozen},
+      {.arch = "Qwen3ForCausalLM",
+       .base4 = Base4Layout{Q::kNF4, 64, true},
+       .mode = TrainMode::kFrozen},
+  };
+  auto be = make_backend("cpu");
+  for (const Case& k : cases) {
+    SCOPED_TRACE(describe(k));
+    TempDir tmp("exact");
+    const fs::path dir = checkpoint(tmp, k);
+    const Outputs want = run(*be, *make_model(*be, dir, k, std::nullopt, false));
+    for (double l : want.losses) EXPECT_TRUE(std::isfinite(l));
+    for (const auto& g : want.grads)
+      EXPECT_TRUE(std::any_of(g.begin(), g.end(), [](float v) { return v != 0.0f; }));
+    for (int world : {1, 2, 3}) {
+      for (bool check : {false, true}) {
+        if (check && world == 2) continue;  // lifetimes: world 1 and 3 are enough
+        std::vector<std::unique_ptr<Transformer>> models;
+        for (int r = 0; r < world; ++r)
+          models.push_back(make_model(*be, dir, k, ShardSpec{r, world}, check));
+        std::vector<int> calls(static_cast<size_t>(world), 0);
+        // World 1 runs without a gather too: prepare_layer copies the one shard.
+        for (size_t r = 0; r < models.size() && world > 1; ++r)
+          set_gather(*be, models, r, &calls[r]);
+        for (int r = 0; r < world; ++r) {
+          const Outputs got = run(*be, *models[static_cast<size_t>(r)]);
+          expect_same(got, want, fmt::format("rank {} of {} check_lifetimes={}", r, world, check));
+          if (world > 1) {
+            EXPECT_GT(calls[static_cast<size_t>(r)], 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The bytes the plan gives the decoder layers' sharded tensors: each rank's shards, or an
+// unsharded model's linear weights (16-bit or packed) and biases.
+size_t layer_weight_bytes(const AllocationPlan& plan) {
+  size_t sum = 0;
+  for (const BufferSpec& b : plan.buffers()) {
+    const bool in_layer = b.name.starts_with("model.layers.");
+    const bool linear = b.name.find("_proj.") != std::string::npos;
+    if (b.group == "weights.shard" || (in_layer && linear)) sum += b.bytes;
+  }
+  return sum;
+}
+
+TEST(LayerShard, EachRankPlansItsShareOfTheLayerWeights) {
+  struct Config {
+    nlohmann::json json;
+    std::optional<Base4Layout> base4;
+  };
+  nlohmann::json llama = config_json("LlamaForCausalLM");
+  // A small Llama with realistic proportions (hidden 1024, 8 layers): the numbers the report
+  // quotes.
+  nlohmann::json small = llama;
+  small["hidden_size"] = 1024, small["intermediate_size"] = 2816, small["num_hidden_layers"] = 8;
+  small["num_attention_heads"] = 16, small["num_key_value_heads"] = 4, small["vocab_size"] = 32000;
+  const std::vector<Config> configs = {{llama, std::nullopt},
+                                       {llama, Base4Layout{}},
+                                       {config_json("Qwen2ForCausalLM"), std::nullopt},
+                                       {config_json("Qwen3ForCausalLM"), Base4Layout{}},
+                                       {small, std::nullopt},
+                                       {small, Base4Layout{}}};
+  for (const Config& cfg : configs) {
+    const ModelConfig c = ModelConfig::from_json(cfg.json, "test");
+    for (DType compute : {DType::kF32, DType::kBF16}) {
+      RunShape shape;
+      shape.max_tokens = 64;
+      shape.base4 = cfg.base4;
+      const AllocationPlan whole =
+          plan_transformer(c, TrainMode::kLora, lora_config(), shape, compute);
+      const size_t unsharded = layer_weight_bytes(whole);
+      for (int world : {1, 2, 3, 8}) {
+        SCOPED_TRACE(fmt::format("{} base4={} {} world {}", c.architecture_name,
+                                 cfg.base4.has_value(), dtype_name(compute), world));
+        const LayerShardLayout blob = layer_shard_layout(
+            c,
+            [&] {
+              RunShape s = shape;
+              s.layer_shard = ShardSpec{0, world};
+              return s;
+            }(),
+            compute);
+        for (int r = 0; r < world; ++r) {
+          RunShape s = shape;
+          s.layer_shard = ShardSpec{r, world};
+          const AllocationPlan plan =
+              plan_transformer(c, TrainMode::kLora, lora_config(), s, compute);
+          const size_t mine = layer_weight_bytes(plan);
+          EXPECT_EQ(mine, blob.shard_bytes * static_cast<size_t>(c.num_layers));
+          // Padding only: each tensor's start rounded up to 256 bytes and the blob to world·256.
+          const size_t slack = c.num_layers * kLayerBlobAlign * (blob.entries.size() + world);
+          EXPECT_GE(mine * world, unsharded);
+          EXPECT_LE(mine * world, unsharded + slack);
+          EXPECT_EQ(plan.at(kShardLayer).bytes, blob.bytes);
+          EXPECT_EQ(plan.at(kShardLayer).group, "gather");
+          // Norms, embedding (or on the host) and lm_head stay replicated.
+          EXPECT_TRUE(plan.contains("model.layers.0.input_layernorm.weight"));
+          EXPECT_TRUE(plan.contains("lm_head.weight"));
+          EXPECT_EQ(plan.contains("model.embed_tokens.weight"),
+                    whole.contains("model.embed_tokens.weight"));
+          EXPECT_FALSE(plan.contains("model.layers.0.self_attn.q_proj.weight"));
+          if (cfg.json == small && r == 0)
+            std::printf(
+                "[layer_shard] %s %s base4=%d world %d: layer weights %s per rank "
+                "(unsharded %s), plan total %s (unsharded %s)\n",
+                c.architecture_name.c_str(), std::string(dtype_name(compute)).c_str(),
+                cfg.base4.has_value(), world, format_bytes(mine).c_str(),
+                format_bytes(unsharded).c_str(), format_bytes(plan.total_bytes()).c_str(),
+                format_bytes(whole.total_bytes()).c_str());
+        }
+        EXPECT_EQ(blob.bytes % (kLayerBlobAlign * world), 0u);
+        for (const LayerBlobEntry& e : blob.entries) EXPECT_EQ(e.offset % kLayerBlobAlign, 0u);
+      }
+    }
+  }
+}
+
+TEST(LayerShard, FullFineTuningIsRefused) {
+  const ModelConfig c = ModelConfig::from_json(config_json("LlamaForCausalLM"), "test");
+  RunShape shape;
+  shape.max_tokens = 16;
+  shape.layer_shard = ShardSpec{0, 2};
+  try {
+    plan_transformer(c, TrainMode::kFull, lora_config(), shape, DType::kF32);
+    FAIL() << "full fine-tuning with layer_shard was planned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kBadInput);
+    EXPECT_NE(e.message().find("full fine-tuning shards with zero2"), std::string::npos)
+        << e.message();
+  }
+  auto be = make_backend("cpu");
+  EXPECT_THROW({ Transformer m(*be, c, TrainMode::kFull, lora_config(), shape); }, Error);
+}
+
+TEST(LayerShard, NoGatherWithSeveralRanksIsAnError) {
+  auto be = make_backend("cpu");
+  TempDir tmp("nogather");
+  write_model(tmp.path(), config_json("LlamaForCausalLM"), io::StDType::kF32);
+  Case k;
+  auto m = make_model(*be, tmp.path(), k, ShardSpec{0, 2}, false);
+  std::mt19937 rng(1);
+  EXPECT_THROW(m->forward_loss(batch(rng, {0, 8})), Error);
+}
+
+TEST(LayerShard, LoaderErrorsNameTheFileAndTensor) {
+  auto be = make_backend("cpu");
+  const std::string bad = "model.layers.1.mlp.down_proj.weight";
+  for (bool base4 : {false, true}) {
+    TempDir tmp("bad");
+    write_model(tmp.path(), config_json("LlamaForCausalLM"), io::StDType::kBF16, bad);
+    RunShape shape;
+    shape.max_tokens = 16;
+    if (base4) shape.base4 = Base4Layout{};
+    for (int r : {0, 1}) {  // whether or not the rank's bytes hold any of that tensor
+      shape.layer_shard = ShardSpec{r, 2};
+      Transformer m(*be, read_model_config(tmp.path()), TrainMode::kLora, lora_config(), shape);
+      try {
+        load_model_weights(m, tmp.path());
+        FAIL() << "a wrong shape was loaded";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ExitCode::kBadInput);
+        EXPECT_NE(e.message().find(bad), std::string::npos) << e.message();
+        EXPECT_NE(e.message().find("model.safetensors"), std::string::npos) << e.message();
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fitlm
