@@ -2,9 +2,12 @@
 # `fitlm plan --nproc N --strategy S` prints the plan of every rank: with zero2 the f32 masters
 # and AdamW moments of each rank are its block, 1/N of the single-process plan's (within the
 # blocks' rounding), the weights, gradients and activations are whole; with ddp every rank holds
-# the single-process plan. zero3 is refused with a clear error (exit 2).
+# the single-process plan; with zero3 (LoRA, QLoRA) also every layer's frozen weights are split,
+# and full fine-tuning with zero3 is refused (exit 2).
 set -euo pipefail
 BIN=${FITLM_BIN:?}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
 group() {  # plan-output group → bytes
   /usr/bin/python3 -c '
 import re, sys
@@ -32,10 +35,42 @@ done
 ddp=$("$BIN" plan --arch llama-3.2-1b --mode full --seq 512 --nproc 2 --strategy ddp)
 grep -q "every rank holds this whole plan" <<<"$ddp"
 test "$(group arena <<<"$one")" = "$(group arena <<<"$ddp")"
+# zero3 (LoRA, and QLoRA's 4-bit base): every layer's frozen weights split over the ranks, one
+# gathered layer in their place; the embedding, lm_head and norms stay whole.
+for q in "" "--quantize nf4"; do
+  # shellcheck disable=SC2086
+  "$BIN" plan --arch llama-3.1-8b --seq 1024 $q --buffers >"$T/one.txt"
+  # shellcheck disable=SC2086
+  "$BIN" plan --arch llama-3.1-8b --seq 1024 $q --nproc 2 --strategy zero3 --buffers >"$T/z3.txt"
+  grep -q "each keeps its block of the masters, AdamW moments and every layer's frozen weights" "$T/z3.txt"
+  /usr/bin/python3 - "$T/one.txt" "$T/z3.txt" <<'PY'
+import re, sys
+def layer_bytes(text, pattern):  # sum of buffer bytes whose name matches, from --buffers lines
+    units = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+    total = 0
+    for line in text.splitlines():
+        m = re.match(r"\s+(\d+)\s+(\S+)\s+(\S+)\s+(\[[^\]]*\])\s+.*\s(\S+)$", line)
+        if m and re.fullmatch(pattern, m.group(5)):
+            dims = [int(x) for x in re.findall(r"\d+", m.group(4))]
+            n = 1
+            for d in dims: n *= d
+            size = {"bf16": 2, "f16": 2, "f32": 4, "u8": 1, "i32": 4}[m.group(3).lower()]
+            total += n * size
+    return total
+one, z3 = (open(p).read() for p in sys.argv[1:3])
+full = layer_bytes(one, r"model\.layers\.\d+\.(self_attn|mlp)\.\w+\.weight(\.\w+)?")
+shards = layer_bytes(z3, r"layers\.\d+\.shard")
+gathered = layer_bytes(z3, r"shard\.layer")
+assert full > 0 and shards > 0 and gathered > 0, (full, shards, gathered)
+ratio = shards * 2 / full
+assert 1.0 <= ratio < 1.001, ratio  # each rank: half of every layer, plus alignment padding
+assert layer_bytes(z3, r"model\.embed_tokens\.weight") == layer_bytes(one, r"model\.embed_tokens\.weight")
+print(f"zero3 over 2 ranks: layer weights {full} -> {shards} bytes per rank (+ one gathered layer, {gathered})")
+PY
+done
 rc=0
-"$BIN" plan --arch llama-3.2-1b --nproc 2 --strategy zero3 >/dev/null 2>"${TMPDIR:-/tmp}/z3.$$" || rc=$?
-if [ $rc -ne 2 ] || ! grep -q "zero3 is not built yet" "${TMPDIR:-/tmp}/z3.$$"; then
-  echo "FAIL: zero3 should be refused with exit 2 (rc=$rc)"; exit 1
+"$BIN" plan --arch llama-3.2-1b --mode full --nproc 2 --strategy zero3 >/dev/null 2>"$T/err" || rc=$?
+if [ $rc -ne 2 ] || ! grep -q "full fine-tuning shards with zero2" "$T/err"; then
+  echo "FAIL: full fine-tuning with zero3 should be refused with exit 2 (rc=$rc)"; cat "$T/err"; exit 1
 fi
-rm -f "${TMPDIR:-/tmp}/z3.$$"
 echo "plan ranks test passed"

@@ -4,7 +4,7 @@
 # gradients summed across ranks in rank order. LoRA with 2 and 3 ranks, full fine-tuning and
 # QLoRA (with gradient checkpointing) with 2:
 # every saved tensor equals the one-process run's to f32 rounding (max |Δ| / max |x| < 1e-4),
-# only rank 0 writes, and the losses logged agree. zero3 is refused with a clear error.
+# only rank 0 writes, and the losses logged agree. An unknown strategy is a clear error.
 set -euo pipefail
 BIN=${FITLM_BIN:?}
 T=$(mktemp -d)
@@ -70,11 +70,11 @@ run q2 qlora 1 2
 compare "$T/q1/adapter_model.safetensors" "$T/q2/adapter_model.safetensors"
 grep -q "QLoRA: the base's linear weights are nf4" "$T/q2.log"
 
-# zero3 is not built yet: a clear error, exit 2.
-cfg lora 1 "$T/z3" >"$T/z3.yaml"
+# An unknown strategy: a clear error, exit 2.
+cfg lora 1 "$T/z4" >"$T/z4.yaml"
 rc=0
-"$BIN" train "$T/z3.yaml" --nproc 2 --strategy=zero3 2>"$T/z3.log" || rc=$?
-if [ $rc -ne 2 ] || ! grep -q "strategy: zero3 is not built yet" "$T/z3.log"; then
-  echo "FAIL: zero3 should be refused with exit 2 (rc=$rc)"; cat "$T/z3.log"; exit 1
+"$BIN" train "$T/z4.yaml" --nproc 2 --strategy=zero4 2>"$T/z4.log" || rc=$?
+if [ $rc -ne 2 ] || ! grep -q "strategy: expected auto, ddp, zero2 or zero3, found 'zero4'" "$T/z4.log"; then
+  echo "FAIL: zero4 should be refused with exit 2 (rc=$rc)"; cat "$T/z4.log"; exit 1
 fi
 echo "ddp train test passed"

@@ -23,9 +23,12 @@ struct PlanOptions {
 };
 
 // The shape rank r of `nproc` runs under `strategy` (dist/strategy.h): ddp replicates the whole
-// plan; zero2 keeps the rank's block of every master and AdamW moment.
+// plan; zero2 keeps the rank's block of every master and AdamW moment; zero3 also the rank's
+// bytes of every layer's frozen weights.
 RunShape rank_shape(RunShape shape, const PlanOptions& o, int rank) {
-  if (o.strategy == "zero2" && o.nproc > 1) shape.optimizer_shard = ShardSpec{rank, o.nproc};
+  if (o.nproc == 1 || o.strategy == "ddp") return shape;
+  shape.optimizer_shard = ShardSpec{rank, o.nproc};
+  if (o.strategy == "zero3") shape.layer_shard = ShardSpec{rank, o.nproc};
   return shape;
 }
 
@@ -49,8 +52,6 @@ int run_plan(const PlanOptions& o) {
                                          : DType::kBF16;
   const size_t cap = o.max_memory.empty() ? 0 : parse_byte_size(o.max_memory);
   if (o.nproc < 1) throw_input_error("plan", "--nproc must be at least 1, found {}", o.nproc);
-  if (o.strategy == "zero3")
-    throw_input_error("plan", "--strategy zero3 is not built yet; ddp and zero2 are");
   // Recompute is chosen for rank 0's plan, the largest: later ranks' blocks are never bigger.
   shape = apply_recompute(o.recompute, rank_shape(shape, o, 0), c, mode, lora, dtype, cap);
   const AllocationPlan plan = plan_transformer(c, mode, lora, shape, dtype);
@@ -61,10 +62,12 @@ int run_plan(const PlanOptions& o) {
       shape.max_tokens, describe_recompute(c, shape));
   if (o.nproc > 1)
     fmt::print("{} ranks, strategy {}: {}; rank 0's plan:\n", o.nproc, o.strategy,
-               o.strategy == "zero2" ? "each keeps its block of the masters and AdamW moments"
-                                     : "every rank holds this whole plan");
+               o.strategy == "ddp"     ? "every rank holds this whole plan"
+               : o.strategy == "zero2" ? "each keeps its block of the masters and AdamW moments"
+                                       : "each keeps its block of the masters, AdamW moments "
+                                         "and every layer's frozen weights");
   fmt::print("{}", plan.summary());
-  if (o.nproc > 1 && o.strategy == "zero2")
+  if (o.nproc > 1 && o.strategy != "ddp")
     for (int r = 1; r < o.nproc; ++r)
       fmt::print("rank {}: {}\n", r,
                  format_bytes(
@@ -107,7 +110,8 @@ RunFn setup(CLI::App& app) {
   app.add_option("--nproc", o->nproc, "Ranks (GPUs) of the job: the plan is per rank")
       ->capture_default_str();
   app.add_option("--strategy", o->strategy,
-                 "ddp (replicated) or zero2 (masters and AdamW moments sharded over the ranks)")
+                 "ddp (replicated), zero2 (masters and AdamW moments sharded over the ranks) or "
+                 "zero3 (the frozen base's layers sharded too: LoRA, QLoRA)")
       ->check(CLI::IsMember({"ddp", "zero2", "zero3"}))
       ->capture_default_str();
   o->quantize.add_to(app);

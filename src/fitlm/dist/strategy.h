@@ -15,7 +15,8 @@
 //
 // ddp (ddp.h) replicates everything and all-reduces the gradients; zero2 (zero2.h) keeps each
 // rank's block of the f32 masters and AdamW moments, reduce-scatters the gradients, updates its
-// block and all-gathers the new values. With one rank every strategy is the single-process run.
+// block and all-gathers the new values; zero3 (zero3.h) also shards the frozen base's layers and
+// gathers each before it runs. With one rank every strategy is the single-process run.
 #pragma once
 
 #include <memory>
@@ -44,8 +45,8 @@ class Strategy {
   virtual bool shards_optimizer() const { return false; }
 };
 
-// "ddp", "zero2" ("auto" is ddp until the planner chooses; issue-level strategies that are not
-// built yet are input errors naming what is).
+// "ddp", "zero2", "zero3" ("auto" is ddp until the planner chooses); another name is an input
+// error.
 std::unique_ptr<Strategy> make_strategy(const std::string& name, Comm& comm);
 
 }  // namespace fitlm::dist

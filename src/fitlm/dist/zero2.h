@@ -19,7 +19,7 @@
 
 namespace fitlm::dist {
 
-class Zero2Strategy final : public Strategy {
+class Zero2Strategy : public Strategy {
  public:
   explicit Zero2Strategy(Comm& comm) : comm_(comm) {}
   std::string name() const override { return "zero2"; }
@@ -31,8 +31,10 @@ class Zero2Strategy final : public Strategy {
   void gather_masters(Transformer& model) override;
   bool shards_optimizer() const override { return comm_.world_size() > 1; }
 
- private:
+ protected:
   Comm& comm_;
+
+ private:
   std::vector<Param> slots_;  // this rank's blocks of optimizer_params(), built on first use
 };
 

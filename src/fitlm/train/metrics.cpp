@@ -117,10 +117,12 @@ void MetricsLog::step(const StepMetrics& m) {
 }
 
 void MetricsLog::ranks(int64_t step, const std::vector<double>& planned_bytes,
-                       const std::vector<double>& measured_bytes) {
+                       const std::vector<double>& measured_bytes,
+                       const std::vector<double>& host_peak_bytes) {
   append(nlohmann::json{{"step", step},
                         {"rank_planned_bytes", planned_bytes},
-                        {"rank_measured_bytes", measured_bytes}}
+                        {"rank_measured_bytes", measured_bytes},
+                        {"rank_host_peak_bytes", host_peak_bytes}}
              .dump());
 }
 

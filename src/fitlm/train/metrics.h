@@ -54,10 +54,12 @@ class MetricsLog {
   MetricsLog(const std::filesystem::path& path, std::optional<int64_t> keep_until_step);
   void step(const StepMetrics& m);
   void eval(int64_t step, double eval_loss);
-  // Several ranks: each rank's planned device bytes (arena + backend workspace) and measured
-  // ones (0 where the backend cannot tell), one line after the run's first step.
+  // Several ranks: each rank's planned device bytes (its arena), the device bytes measured in
+  // use by the run (0 where the backend cannot tell) and the process's peak host RSS so far
+  // (loading included), one line after the run's first step.
   void ranks(int64_t step, const std::vector<double>& planned_bytes,
-             const std::vector<double>& measured_bytes);
+             const std::vector<double>& measured_bytes,
+             const std::vector<double>& host_peak_bytes);
   const std::filesystem::path& path() const { return path_; }
 
  private:

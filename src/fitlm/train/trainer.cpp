@@ -1,5 +1,6 @@
 #include "fitlm/train/trainer.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -65,6 +66,13 @@ double mean_loss(Transformer& model, Batcher& batcher) {
     total.tokens += r.tokens;
   }
   return total.tokens ? total.loss_sum / static_cast<double>(total.tokens) : NAN;
+}
+
+// This process's peak resident set so far (Linux: ru_maxrss is in KiB).
+double peak_host_rss_bytes() {
+  struct rusage u = {};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) * 1024.0;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -280,11 +288,11 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
     metrics.step(m);
     if (job.world > 1 && state.global_step == summary.start_step + 1) {
       const size_t now = job.backend->memory_in_use();
-      metrics.ranks(state.global_step, rank_planned,
-                    job.comm->all_gather_scalars(
-                        now > job.device_in_use_before
-                            ? static_cast<double>(now - job.device_in_use_before)
-                            : 0.0));
+      const double measured =
+          now > job.device_in_use_before ? static_cast<double>(now - job.device_in_use_before) : 0;
+      const std::vector<double> measured_all = job.comm->all_gather_scalars(measured);
+      metrics.ranks(state.global_step, rank_planned, measured_all,
+                    job.comm->all_gather_scalars(peak_host_rss_bytes()));
     }
     if (show_progress) progress.step(m);
     if (hooks.on_step && lead) hooks.on_step(m);
