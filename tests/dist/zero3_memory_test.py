@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """ZeRO-3 keeps each rank's host memory near its shard while it loads and trains.
 
-A random bf16 Llama-style checkpoint whose layers dominate (6 layers of 15.2M parameters, a
+A random bf16 Llama-style checkpoint whose layers dominate (12 layers of 15.2M parameters, a
 2048-token vocabulary) is trained for one LoRA step on 2 CPU ranks, once with ddp and once with
-zero3. On the CPU backend the arena is host memory (f32: 365 MiB of layer weights per replica).
+zero3. On the CPU backend the arena is host memory (f32: 696 MiB of layer weights per replica).
 Each rank reports its peak RSS after the first step, loading included (metrics.jsonl,
 rank_host_peak_bytes). With zero3 every rank must peak within its own plan (`fitlm plan --nproc 2
 --strategy zero3`: half the layers plus one gathered layer) + 200 MiB (runtime, MPI, one tensor
-in flight while loading), and below the ddp ranks' peak by at least 40% of the layer weights.
+in flight while loading), and below the ddp ranks' peak by at least 80% of what zero3 saves on
+paper: half the layer weights less the one gathered layer.
 """
 import json
 import os
@@ -17,7 +18,7 @@ import tempfile
 
 FITLM = os.environ.get("FITLM_BIN", "build/fitlm")
 CFG = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=2048,
-           hidden_size=1024, intermediate_size=4096, num_hidden_layers=6, num_attention_heads=16,
+           hidden_size=1024, intermediate_size=4096, num_hidden_layers=12, num_attention_heads=16,
            num_key_value_heads=4, max_position_embeddings=256, rms_norm_eps=1e-5,
            rope_theta=10000.0, tie_word_embeddings=False, torch_dtype="bfloat16")
 MIB = 1 << 20
@@ -88,10 +89,10 @@ def main():
             if b > zero3_plan + 200 * MIB:
                 sys.exit(f"FAIL: zero3 rank {r} peaked at {b / MIB:.0f} MiB, over its plan "
                          f"{zero3_plan / MIB:.0f} MiB + 200 MiB")
-            if b > a - 0.4 * layers_f32:
+            saving = layers_f32 / 2 - layers_f32 / CFG["num_hidden_layers"]
+            if a - b < 0.8 * saving:
                 sys.exit(f"FAIL: zero3 rank {r} peaked at {b / MIB:.0f} MiB, ddp at "
-                         f"{a / MIB:.0f} MiB: not 40% of the layers ({layers_f32 / MIB:.0f} MiB) "
-                         "below")
+                         f"{a / MIB:.0f} MiB: not 80% of the {saving / MIB:.0f} MiB saving below")
     print("zero3 memory test passed")
 
 
