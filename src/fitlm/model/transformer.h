@@ -67,8 +67,9 @@ struct RunShape {
   //   out as one byte blob of B bytes (layer_shard_layout, transformer_buffers.h: the same
   //   layout for every layer, each tensor 256-byte aligned, B a multiple of world·256). Rank r
   //   keeps bytes [r·B/world, (r+1)·B/world) of each layer's blob, layers.<l>.shard.
-  // - Replicated as without it: the norms of every layer, the embedding (or on the host,
-  //   embedding_on_host), the final norm and lm_head, the LoRA adapters and their state.
+  // - Replicated as without it: the norms of every layer, the final norm and lm_head, the LoRA
+  //   adapters and their state; the embedding too, but in host memory over several ranks
+  //   (embedding_on_host) unless tied to lm_head.
   // - Per-layer cost on every rank: one gathered blob, shard.layer (B bytes), plus with base4
   //   the one dequantized layer base4.layer it already needs; both live while layers run
   //   (F N R M A) and share bytes with the loss head's buffers.
@@ -131,10 +132,12 @@ AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode, const
 // layer-sized buffer, so the LoRA values take one layer's bytes instead of all layers'. Same
 // values as a cast after each optimizer step, since the masters only change there.
 bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute);
-// With a 4-bit base the token embedding stays in host memory (1 GiB of an 8B model, 2 GiB of a
-// 70B one), pinned and mapped into the device's address space: the embedding op reads the
-// micro-batch's rows there (T·hidden values over PCIe) instead of the table taking device memory.
-// Only where the embedding is frozen and not also the LM head (untied).
+// With a 4-bit base, or ZeRO-3's sharded layers (layer_shard over several ranks), the token
+// embedding stays in host memory (1 GiB of an 8B model, 2 GiB of a 70B one), pinned and mapped
+// into the device's address space: the embedding op reads the micro-batch's rows there
+// (T·hidden values over PCIe) instead of the table taking device memory — the jobs that shrink
+// the layers to fit small GPUs should not keep a whole vocabulary table there. Only where the
+// embedding is frozen and not also the LM head (untied).
 bool embedding_on_host(const ModelConfig& config, TrainMode mode, const RunShape& shape);
 // Whether layer l keeps its activations from forward to backward (false: recomputed).
 bool layer_saved(const ModelConfig& config, TrainMode mode, const RunShape& shape, int l);

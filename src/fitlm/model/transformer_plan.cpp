@@ -387,7 +387,8 @@ bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute) {
 }
 
 bool embedding_on_host(const ModelConfig& c, TrainMode mode, const RunShape& shape) {
-  return shape.base4 && mode != TrainMode::kFull && !c.tie_word_embeddings;
+  const bool sharded = shape.layer_shard && shape.layer_shard->world > 1;
+  return (shape.base4 || sharded) && mode != TrainMode::kFull && !c.tie_word_embeddings;
 }
 
 bool layer_saved(const ModelConfig& c, TrainMode mode, const RunShape& shape, int l) {
