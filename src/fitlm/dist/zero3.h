@@ -5,7 +5,8 @@
 // and each rank loads only its bytes. Before a layer runs — forward, recompute, backward — the
 // model calls the gather this strategy sets: an all_gather of the layer's shards into the one
 // layer-sized buffer the plan holds for it (then a 4-bit base is dequantized from there as
-// without sharding). Replicated: norms, embedding, final norm and lm_head.
+// without sharding). Replicated: norms, final norm and lm_head; the frozen untied embedding
+// stays in host memory (embedding_on_host).
 // Each layer is gathered twice per micro-batch (forward and backward), blocking: prefetching the
 // next layer on a communication stream is not built. Full fine-tuning is refused (plan): its
 // trainable weights would need per-layer gradient reduce-scatter; zero2 shards its optimizer.
