@@ -6,6 +6,7 @@
 # optimizer file per rank and no whole optimizer state; resuming one with the same ranks gives
 # the uninterrupted run's bytes; a checkpoint missing a rank's file, or resumed with another
 # number of ranks or another strategy, is refused (exit 2) with an error that says so.
+# `strategy: auto` with max_memory takes the first of ddp, zero2 whose plan fits.
 set -euo pipefail
 BIN=${FITLM_BIN:?}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -80,6 +81,14 @@ compare "$T/one3/adapter_model.safetensors" "$T/z3r/adapter_model.safetensors"
 run full1 full 2 1
 run full2 full 1 2 --strategy=zero2
 compare "$T/full1/model.safetensors" "$T/full2/model.safetensors"
+# strategy: auto with a cap per rank that ddp's plan (6.60 MiB) is over and zero2's (5.91 MiB)
+# under picks zero2, and trains the same bytes as zero2 named; under both caps it is exit 3.
+run auto full 1 2 --strategy=auto --max_memory=6.3MiB
+grep -q "strategy auto: ddp needs 6.60 MiB, zero2 (5.91 MiB per rank fits 6.30 MiB)" "$T/auto.log"
+cmp "$T/full2/model.safetensors" "$T/auto/model.safetensors"
+rc=0
+"$BIN" train "$T/auto.yaml" --nproc 2 --strategy=auto --max_memory=5MiB 2>"$T/auto5.log" || rc=$?
+if [ $rc -ne 3 ]; then echo "FAIL: auto under every plan: exit $rc, expected 3"; cat "$T/auto5.log"; exit 1; fi
 run q1 qlora 2 1
 run q2 qlora 1 2 --strategy=zero2
 compare "$T/q1/adapter_model.safetensors" "$T/q2/adapter_model.safetensors"

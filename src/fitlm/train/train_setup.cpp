@@ -155,11 +155,6 @@ void setup_backend(TrainJob& job) {
     throw_internal_error(kComponent, "the launcher says rank {} of {}, the {} comm rank {} of {}",
                          job.rank, job.world, job.comm->name(), job.comm->rank(),
                          job.comm->world_size());
-  job.strategy = dist::make_strategy(c.strategy, *job.comm);
-  if (job.world > 1) {
-    log::info("data parallel ({}) over {} ranks ({}): {} micro-batches of {} per global step",
-              job.strategy->name(), job.world, job.comm->name(), job.k, c.micro_batch_size);
-  }
   if (const auto o = loss_scaler_options(c, job.backend->compute_dtype())) {
     job.scaler.emplace(*o);
     if (o->dynamic) {
@@ -171,6 +166,46 @@ void setup_backend(TrainJob& job) {
       log::info("fixed loss scale {:g}", o->init_scale);
     }
   }
+}
+
+// Sets job.strategy and returns the shape it plans. A named strategy is taken as it is.
+// `strategy: auto` over several ranks with max_memory: the first of ddp, zero2, zero3 (not for
+// full fine-tuning) whose plan fits the cap per rank — they move the same bytes per step, and
+// each later one keeps less (zero3 also gathers every layer twice per micro-batch). Without a
+// cap, or on one rank, auto is ddp. With gradient_checkpointing: auto, each candidate first
+// recomputes what it must to fit.
+RunShape choose_strategy(TrainJob& job, TrainMode mode, const LoraConfig& lc, RunShape base) {
+  const TrainConfig& c = job.config;
+  std::vector<std::string> candidates = {c.strategy};
+  if (c.strategy == "auto" && job.world > 1 && c.max_memory) {
+    candidates = {"ddp", "zero2"};
+    if (mode != TrainMode::kFull) candidates.push_back("zero3");
+  }
+  std::string tried;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    job.strategy = dist::make_strategy(candidates[i], *job.comm);
+    RunShape shape = base;
+    job.strategy->shape(shape);
+    if (!c.max_memory) return shape;
+    const bool last = i + 1 == candidates.size();
+    try {
+      shape = fit_memory_cap(c, *job.backend, job.model_config, mode, lc, shape);
+      const size_t bytes =
+          plan_transformer(job.model_config, mode, lc, shape, job.backend->compute_dtype())
+              .total_bytes();
+      if (bytes <= shape.max_memory || last) {
+        if (candidates.size() > 1)
+          log::info("strategy auto: {}{} ({} per rank fits {})", tried, job.strategy->name(),
+                    format_bytes(bytes), format_bytes(c.max_memory));
+        return shape;
+      }
+      tried += fmt::format("{} needs {}, ", job.strategy->name(), format_bytes(bytes));
+    } catch (const Error& e) {
+      if (e.code() != ExitCode::kNoFit || last) throw;
+      tried += fmt::format("{} does not fit, ", job.strategy->name());
+    }
+  }
+  throw_internal_error(kComponent, "choose_strategy: no candidate");
 }
 
 // The plan's shape from the config (and the strategy), the model, its weights and adapters.
@@ -200,9 +235,11 @@ void setup_model(TrainJob& job) {
               shape.base4->double_quant ? ", double quantization" : "");
   shape.recompute = c.gradient_checkpointing ? RecomputePolicy::kFull : RecomputePolicy::kSave;
   shape.with_optimizer = true;
-  job.strategy->shape(shape);
   const TrainMode train_mode = job.lora ? TrainMode::kLora : TrainMode::kFull;
-  if (c.max_memory) shape = fit_memory_cap(c, backend, job.model_config, train_mode, lc, shape);
+  shape = choose_strategy(job, train_mode, lc, shape);
+  if (job.world > 1)
+    log::info("data parallel ({}) over {} ranks ({}): {} micro-batches of {} per global step",
+              job.strategy->name(), job.world, job.comm->name(), job.k, c.micro_batch_size);
   job.device_in_use_before = backend.memory_in_use();
   job.model = std::make_unique<Transformer>(backend, job.model_config, train_mode, lc, shape);
   Transformer& model = *job.model;
