@@ -189,6 +189,44 @@ TEST(Safetensors, WriterRejectsBadEntries) {
   expect_bad_input([&] { w.write("/nonexistent-dir-fitlm/x.safetensors"); }, "cannot create");
 }
 
+// A produced source is called once, while the file is written (after add(), not in it), with a
+// buffer of numel() floats; its values are converted as a borrowed f32 source's would be.
+TEST(Safetensors, ProducedSourcesAreWrittenLikeBorrowedOnes) {
+  TempDir dir;
+  const auto a = random_floats(7 * 3, 11), b = random_floats(5, 12);
+  int calls = 0;
+  SafetensorsWriter produced, borrowed;
+  produced.add_f32_produced("a", StDType::kBF16, {7, 3}, [&](float* out) {
+    ++calls;
+    std::memcpy(out, a.data(), a.size() * sizeof(float));
+  });
+  produced.add_f32_produced("b", StDType::kF32, {5}, [&](float* out) {
+    ++calls;
+    std::memcpy(out, b.data(), b.size() * sizeof(float));
+  });
+  produced.add_f32_produced("none", StDType::kF16, {0}, [&](float*) { ++calls; });
+  EXPECT_EQ(calls, 0);
+  borrowed.add_f32("a", StDType::kBF16, {7, 3}, a.data());
+  borrowed.add_f32("b", StDType::kF32, {5}, b.data());
+  borrowed.add_f32("none", StDType::kF16, {0}, nullptr);
+  produced.write(dir / "p.safetensors");
+  borrowed.write(dir / "b.safetensors");
+  EXPECT_EQ(calls, 2);  // not for the empty tensor
+  const SafetensorsFile p = SafetensorsFile::open(dir / "p.safetensors");
+  const SafetensorsFile q = SafetensorsFile::open(dir / "b.safetensors");
+  for (const char* name : {"a", "b"}) {
+    ASSERT_EQ(p.bytes(name).size(), q.bytes(name).size()) << name;
+    EXPECT_EQ(std::memcmp(p.bytes(name).data(), q.bytes(name).data(), p.bytes(name).size()), 0)
+        << name;
+  }
+  SafetensorsWriter bad;
+  SafetensorsEntry both = SafetensorsEntry::from_f32("both", StDType::kF32, {1}, a.data());
+  both.produce_f32 = [](float*) {};
+  expect_bad_input([&] { bad.add(both); }, "more than one source");
+  expect_bad_input([&] { bad.add_f32_produced("i", StDType::kI32, {1}, [](float*) {}); },
+                   "cannot convert f32 values");
+}
+
 TEST(Safetensors, AllDtypeNamesParse) {
   for (const char* s :
        {"BOOL",    "F4",          "F6_E2M3",     "F6_E3M2", "U8",  "I8",  "F8_E5M2", "F8_E4M3",

@@ -158,16 +158,13 @@ void save_peft_adapter(Transformer& model, const std::filesystem::path& dir,
   for (Projection p : lc.targets) targets.push_back(projection_name(p));
   cfg["target_modules"] = targets;
 
-  io::SafetensorsWriter w;
-  std::vector<std::vector<float>> host;  // keeps the values alive until write()
-  host.reserve(model.params().size());
+  io::SafetensorsWriter w;  // each tensor downloaded while the file is written
+  Backend& be = model.backend();
   for (Param& p : model.params()) {
-    const Tensor& master = p.full_master();
-    host.emplace_back(static_cast<size_t>(master.numel()));
-    model.backend().download(master, host.back().data());
-    w.add_f32(p.name, io::StDType::kF32,
-              {master.shape.dims.begin(), master.shape.dims.begin() + master.ndim()},
-              host.back().data());
+    const Tensor master = p.full_master();
+    w.add_f32_produced(p.name, io::StDType::kF32,
+                       {master.shape.dims.begin(), master.shape.dims.begin() + master.ndim()},
+                       [&be, master](float* out) { be.download(master, out); });
   }
   w.write(dir / "adapter_model.safetensors");
   io::write_file_atomic(dir / "adapter_config.json", cfg.dump(2) + "\n");

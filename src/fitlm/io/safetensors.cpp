@@ -470,10 +470,11 @@ void SafetensorsWriter::add(SafetensorsEntry e) {
       *numel > uint64_t(std::numeric_limits<int64_t>::max()))
     fail(fmt::format("shape {} is too large", shape_str(e.shape)));
   if (bits % 8 != 0) fail("shape does not fill a whole number of bytes");
-  if (e.f32 && e.raw) fail("both a raw and an f32 source are set");
-  if (e.f32 && !st_dtype_is_float_loadable(e.dtype))
+  const int sources = (e.f32 != nullptr) + (e.raw != nullptr) + (e.produce_f32 != nullptr);
+  if (sources > 1) fail("more than one source is set");
+  if ((e.f32 || e.produce_f32) && !st_dtype_is_float_loadable(e.dtype))
     fail(fmt::format("cannot convert f32 values to {}", st_dtype_name(e.dtype)));
-  if (!e.f32 && !e.raw && bits > 0) fail("no source data");
+  if (sources == 0 && bits > 0) fail("no source data");
   names_.emplace(e.name, entries_.size());
   data_bytes_ += bits / 8;
   entries_.push_back(std::move(e));
@@ -503,10 +504,17 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
   out.write(&n, 8);
   out.write(text);
   std::vector<std::byte> buf;
+  std::vector<float> produced;         // one produced tensor at a time
   constexpr int64_t kChunk = 1 << 16;  // elements converted per write
   for (const auto& e : entries_) {
+    const float* f32 = e.f32;
+    if (e.produce_f32 && e.numel() > 0) {
+      produced.resize(static_cast<size_t>(e.numel()));
+      e.produce_f32(produced.data());
+      f32 = produced.data();
+    }
     if (e.raw || e.dtype == StDType::kF32) {
-      const void* src = e.raw ? static_cast<const void*>(e.raw) : e.f32;
+      const void* src = e.raw ? static_cast<const void*>(e.raw) : f32;
       if (e.bytes() > 0) out.write(src, e.bytes());
       continue;
     }
@@ -514,7 +522,7 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
     buf.resize(kChunk * dtype_size(dst));
     for (int64_t i = 0; i < e.numel(); i += kChunk) {
       const int64_t n_i = std::min(kChunk, e.numel() - i);
-      convert_floats(StDType::kF32, reinterpret_cast<const std::byte*>(e.f32 + i), dst, buf.data(),
+      convert_floats(StDType::kF32, reinterpret_cast<const std::byte*>(f32 + i), dst, buf.data(),
                      n_i);
       out.write(buf.data(), n_i * dtype_size(dst));
     }

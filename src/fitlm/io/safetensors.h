@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -126,7 +127,11 @@ struct SafetensorsEntry {
   StDType dtype = StDType::kF32;  // the dtype stored in the file
   std::vector<int64_t> shape;
   const std::byte* raw = nullptr;  // bytes already in `dtype`, or
-  const float* f32 = nullptr;      // fp32 values converted to `dtype` (F32/BF16/F16) on write
+  const float* f32 = nullptr;      // fp32 values converted to `dtype` (F32/BF16/F16) on write,
+  // or fp32 values produced on write into a buffer of numel() floats (a device tensor
+  // downloaded then), so that saving a model from a device holds one tensor on the host at a
+  // time instead of all of them
+  std::function<void(float*)> produce_f32;
 
   static SafetensorsEntry from_bytes(std::string name, StDType dtype, std::vector<int64_t> shape,
                                      const void* bytes);
@@ -148,6 +153,12 @@ class SafetensorsWriter {
   }
   void add_f32(std::string name, StDType dtype, std::vector<int64_t> shape, const float* values) {
     add(SafetensorsEntry::from_f32(std::move(name), dtype, std::move(shape), values));
+  }
+  void add_f32_produced(std::string name, StDType dtype, std::vector<int64_t> shape,
+                        std::function<void(float*)> produce) {
+    SafetensorsEntry e{std::move(name), dtype, std::move(shape)};
+    e.produce_f32 = std::move(produce);
+    add(std::move(e));
   }
   void set_metadata(std::string key, std::string value);
 

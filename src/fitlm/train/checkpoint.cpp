@@ -52,14 +52,12 @@ std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(
 // Writes `name → host copy of tensor` for one field of every param into one safetensors file.
 void write_tensors(Transformer& model, Tensor Param::*field, const std::string& suffix,
                    const std::filesystem::path& path) {
-  io::SafetensorsWriter w;
-  std::vector<std::vector<float>> host;
-  host.reserve(model.params().size());
+  io::SafetensorsWriter w;  // each tensor downloaded while the file is written
+  Backend& be = model.backend();
   for (Param& p : model.params()) {
-    const Tensor& t = p.*field;
-    host.emplace_back(static_cast<size_t>(t.numel()));
-    model.backend().download(t, host.back().data());
-    w.add_f32(p.name + suffix, io::StDType::kF32, dims_of(t), host.back().data());
+    const Tensor t = p.*field;
+    w.add_f32_produced(p.name + suffix, io::StDType::kF32, dims_of(t),
+                       [&be, t](float* out) { be.download(t, out); });
   }
   w.write(path);
 }
@@ -103,8 +101,8 @@ void read_optimizer_shard(Transformer& model, const std::filesystem::path& dir,
     throw_input_error(kComponent,
                       "resume: {} has no {}: rank {} of the {} ranks that wrote it is missing "
                       "its optimizer state; the checkpoint is incomplete",
-                      clip_path(dir.string()), shard_file_name(ranks.rank, ranks.world),
-                      ranks.rank, ranks.world);
+                      clip_path(dir.string()), shard_file_name(ranks.rank, ranks.world), ranks.rank,
+                      ranks.world);
   const io::SafetensorsFile st = io::SafetensorsFile::open(path);
   for (Param& p : model.optimizer_params())
     for (const ShardField& f : kShardFields) {
@@ -142,15 +140,13 @@ std::filesystem::path begin_checkpoint(const std::filesystem::path& output_dir, 
 void write_optimizer_shard(Transformer& model, const std::filesystem::path& staging_dir,
                            const CheckpointRanks& ranks) {
   model.backend().synchronize();
-  io::SafetensorsWriter w;
-  std::vector<std::vector<float>> host;
-  host.reserve(model.optimizer_params().size() * std::size(kShardFields));
+  io::SafetensorsWriter w;  // each tensor downloaded while the file is written
+  Backend& be = model.backend();
   for (Param& p : model.optimizer_params())
     for (const ShardField& f : kShardFields) {
-      const Tensor& t = p.*f.field;
-      host.emplace_back(static_cast<size_t>(t.numel()));
-      if (t.numel() > 0) model.backend().download(t, host.back().data());
-      w.add_f32(p.name + f.suffix, io::StDType::kF32, {t.numel()}, host.back().data());
+      const Tensor t = p.*f.field;
+      w.add_f32_produced(p.name + f.suffix, io::StDType::kF32, {t.numel()},
+                         [&be, t](float* out) { be.download(t, out); });
     }
   w.write(staging_dir / shard_file_name(ranks.rank, ranks.world));
 }

@@ -21,17 +21,15 @@ void save_hf_model(Transformer& model, const std::filesystem::path& dir,
   std::filesystem::create_directories(dir);
   std::map<std::string, Tensor> masters;
   for (const Param& p : model.params()) masters[p.name] = p.full_master();
+  // Each tensor is downloaded while the file is written: one on the host at a time.
   io::SafetensorsWriter w;
-  std::vector<std::vector<float>> host;
-  auto weights = model.named_weights();
-  host.reserve(weights.size());
-  for (auto& [name, t] : weights) {
+  for (auto& [name, t] : model.named_weights()) {
     const auto it = masters.find(name);
-    const Tensor& src = it != masters.end() ? it->second : t;
-    host.emplace_back(static_cast<size_t>(src.numel()));
-    model.backend().download(src, host.back().data());
-    w.add_f32(name, io::StDType::kF32,
-              {src.shape.dims.begin(), src.shape.dims.begin() + src.ndim()}, host.back().data());
+    const Tensor src = it != masters.end() ? it->second : t;
+    Backend& be = model.backend();
+    w.add_f32_produced(name, io::StDType::kF32,
+                       {src.shape.dims.begin(), src.shape.dims.begin() + src.ndim()},
+                       [&be, src](float* out) { be.download(src, out); });
   }
   w.write(dir / "model.safetensors");
   nlohmann::json cfg = model.config().to_json();
