@@ -69,9 +69,10 @@ int run_plan(const PlanOptions& o) {
   fmt::print("{}", plan.summary());
   if (o.nproc > 1 && o.strategy != "ddp")
     for (int r = 1; r < o.nproc; ++r)
-      fmt::print("rank {}: {}\n", r,
-                 format_bytes(
-                     plan_transformer(c, mode, lora, rank_shape(shape, o, r), dtype).total_bytes()));
+      fmt::print(
+          "rank {}: {}\n", r,
+          format_bytes(
+              plan_transformer(c, mode, lora, rank_shape(shape, o, r), dtype).total_bytes()));
   if (o.verbose)
     for (const BufferSpec& b : plan.buffers())
       fmt::print("  {:>12}  {:<10} {:<6} {:<16} {:<12} {}\n", b.offset, b.group,

@@ -69,7 +69,8 @@ std::string describe(const Signature& s) {
       return fmt::format("reduce_scatter_sum({} × {} -> {})", dt(), s.a, s.b);
     case Op::kAllGather: return fmt::format("all_gather({} × {} -> {})", dt(), s.a, s.b);
     case Op::kBroadcast: return fmt::format("broadcast({} × {}, root {})", dt(), s.a, s.b);
-    case Op::kReduceScatterBlocks: return fmt::format("reduce_scatter_sum_blocks({} × {})", dt(), s.a);
+    case Op::kReduceScatterBlocks:
+      return fmt::format("reduce_scatter_sum_blocks({} × {})", dt(), s.a);
     case Op::kAllGatherBlocks: return fmt::format("all_gather_blocks({} × {})", dt(), s.a);
     case Op::kBarrier: return "barrier()";
     case Op::kScalarSum: return "all_reduce_sum(double)";

@@ -10,7 +10,8 @@ void Zero3Strategy::shape(RunShape& s) const {
 void Zero3Strategy::attach(Transformer& model) {
   if (comm_.world_size() == 1) return;
   Comm& comm = comm_;
-  model.set_layer_gather([&comm](const Tensor& shard, Tensor full) { comm.all_gather(shard, full); });
+  model.set_layer_gather(
+      [&comm](const Tensor& shard, Tensor full) { comm.all_gather(shard, full); });
 }
 
 }  // namespace fitlm::dist

@@ -13,8 +13,7 @@ namespace fitlm {
 namespace {
 
 // A trainable tensor's buffers as plan_transformer's add_trainable names them.
-Param param_in_arena(const Arena& a, const std::string& name, const RunShape& shape,
-                     bool decay) {
+Param param_in_arena(const Arena& a, const std::string& name, const RunShape& shape, bool decay) {
   auto get_or_empty = [&](const std::string& n) { return a.contains(n) ? a.get(n) : Tensor{}; };
   Param p;
   p.name = name;
@@ -312,8 +311,7 @@ void Transformer::commit_staged_masters() {
   for (Param& p : optimizer_params()) {
     if (!p.master_is_shard()) continue;
     staged = true;
-    if (p.shard.size > 0)
-      backend_.copy(p.grad.flat_range(p.shard.offset, p.shard.end()), p.master);
+    if (p.shard.size > 0) backend_.copy(p.grad.flat_range(p.shard.offset, p.shard.end()), p.master);
   }
   if (staged) zero_grads();
 }

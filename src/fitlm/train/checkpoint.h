@@ -50,8 +50,7 @@ struct CheckpointRanks {
 };
 
 // Where checkpoint-<step> is written before its atomic rename.
-std::filesystem::path checkpoint_staging_dir(const std::filesystem::path& output_dir,
-                                             int64_t step);
+std::filesystem::path checkpoint_staging_dir(const std::filesystem::path& output_dir, int64_t step);
 // Makes that directory fresh and empty (lead rank only; removes a stale one).
 std::filesystem::path begin_checkpoint(const std::filesystem::path& output_dir, int64_t step);
 // This rank's optimizer file into `staging_dir` (fsynced), for a sharded optimizer.

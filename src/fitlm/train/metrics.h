@@ -58,8 +58,7 @@ class MetricsLog {
   // use by the run (0 where the backend cannot tell) and the process's peak host RSS so far
   // (loading included), one line after the run's first step.
   void ranks(int64_t step, const std::vector<double>& planned_bytes,
-             const std::vector<double>& measured_bytes,
-             const std::vector<double>& host_peak_bytes);
+             const std::vector<double>& measured_bytes, const std::vector<double>& host_peak_bytes);
   const std::filesystem::path& path() const { return path_; }
 
  private:

@@ -29,8 +29,7 @@ int64_t resolve_warmup_steps(const TrainConfig& c, int64_t total_steps) {
 }
 
 OptimizerStepResult adamw_update(Backend& backend, std::vector<Param>& params,
-                                 const AdamWParams& hyper, double max_grad_norm,
-                                 double loss_scale,
+                                 const AdamWParams& hyper, double max_grad_norm, double loss_scale,
                                  const std::function<double(double)>& sum_partials) {
   OptimizerStepResult r;
   double sq = 0.0;  // f64: finite f32 grads never overflow it, so inf/NaN means a grad is

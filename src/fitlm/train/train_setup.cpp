@@ -3,11 +3,11 @@
 #include <cmath>
 
 #include "fitlm/backend/registry/make_backend.h"
+#include "fitlm/backend/registry/make_comm_for.h"
 #include "fitlm/core/allocation_plan.h"
 #include "fitlm/core/error.h"
 #include "fitlm/core/log.h"
 #include "fitlm/core/paths.h"
-#include "fitlm/backend/registry/make_comm_for.h"
 #include "fitlm/dist/launch_env.h"
 #include "fitlm/dist/make_comm.h"
 #include "fitlm/io/hf_model.h"
@@ -113,7 +113,6 @@ RunShape fit_memory_cap(const TrainConfig& c, Backend& backend, const ModelConfi
             shape.recompute_layers, mc.num_layers, format_bytes(c.max_memory));
   return shape;
 }
-
 
 // Who this rank is (the launcher's variables) and the step's micro-batch counts; the Comm comes
 // with the backend (setup_backend). Several ranks: a global step is world × k micro-batches,
@@ -314,8 +313,8 @@ std::unique_ptr<TrainJob> setup_training(const TrainConfig& c) {
       "training {} on {}: {} trainable parameters ({}), {} train / {} eval examples, "
       "{} steps of {} x {} micro-batches, memory plan {}",
       c.base_model, job->backend->name(), job->trainable, job->lora ? "LoRA" : "full",
-      job->data.train.size(), job->data.eval.size(), job->total_steps, job->k,
-      c.micro_batch_size, format_bytes(job->model->arena().bytes()));
+      job->data.train.size(), job->data.eval.size(), job->total_steps, job->k, c.micro_batch_size,
+      format_bytes(job->model->arena().bytes()));
   return job;
 }
 

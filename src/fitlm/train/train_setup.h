@@ -47,9 +47,7 @@ struct TrainJob {
 
   TrainerState state;  // at the start: step 0, or the resumed checkpoint's
   std::optional<std::filesystem::path> resumed_from;
-  CheckpointRanks checkpoint_ranks() const {
-    return {rank, world, strategy->shards_optimizer()};
-  }
+  CheckpointRanks checkpoint_ranks() const { return {rank, world, strategy->shards_optimizer()}; }
 
   explicit TrainJob(const TrainConfig& c) : config(c) {}
 };

@@ -137,8 +137,8 @@ StepMetrics train_step(TrainJob& job, std::vector<TokenBatch>& micro, uint64_t d
   o.grad_norm = loss;  // NaN/inf: an overflowed forward pass has no usable gradient either
   if (std::isfinite(loss)) {
     dist::Strategy& strategy = *job.strategy;
-    o = adamw_update(*job.backend, strategy.optimizer_slots(model), h, c.max_grad_norm,
-                     loss_scale, [&](double partial) { return strategy.sum_partials(partial); });
+    o = adamw_update(*job.backend, strategy.optimizer_slots(model), h, c.max_grad_norm, loss_scale,
+                     [&](double partial) { return strategy.sum_partials(partial); });
     if (o.applied) strategy.after_update(model);
   }
   const bool overflow = !o.applied;
@@ -149,16 +149,16 @@ StepMetrics train_step(TrainJob& job, std::vector<TokenBatch>& micro, uint64_t d
                             o.grad_norm, step + 1),
                 ExitCode::kDiverged);
   if (overflow && scaler->at_min())
-    throw Error(kComponent,
-                fmt::format("{} is {} at step {} with loss scale {:g}, the {}: backing off "
-                            "cannot help, training diverged. Nothing was saved for this step; "
-                            "the last checkpoint (if any) is intact. Try a lower "
-                            "learning_rate{}.",
-                            std::isfinite(loss) ? "gradient norm" : "loss", o.grad_norm, step + 1,
-                            loss_scale,
-                            scaler->dynamic() ? "minimum (loss_scale_min)" : "fixed loss_scale",
-                            scaler->dynamic() ? " or loss_scale_min" : " or loss_scale: dynamic"),
-                ExitCode::kDiverged);
+    throw Error(
+        kComponent,
+        fmt::format("{} is {} at step {} with loss scale {:g}, the {}: backing off "
+                    "cannot help, training diverged. Nothing was saved for this step; "
+                    "the last checkpoint (if any) is intact. Try a lower "
+                    "learning_rate{}.",
+                    std::isfinite(loss) ? "gradient norm" : "loss", o.grad_norm, step + 1,
+                    loss_scale, scaler->dynamic() ? "minimum (loss_scale_min)" : "fixed loss_scale",
+                    scaler->dynamic() ? " or loss_scale_min" : " or loss_scale: dynamic"),
+        ExitCode::kDiverged);
   if (scaler) scaler->update(overflow);
   if (overflow) {
     // The gradients are discarded (the next step zeroes them before use): no param, m or v
@@ -166,8 +166,8 @@ StepMetrics train_step(TrainJob& job, std::vector<TokenBatch>& micro, uint64_t d
     ++state.skipped_steps;
     if (show_progress)
       progress.note(fmt::format(
-          "step {}: gradient overflow at loss scale {:g}; update skipped, scale now {:g}",
-          step + 1, loss_scale, scaler->scale()));
+          "step {}: gradient overflow at loss scale {:g}; update skipped, scale now {:g}", step + 1,
+          loss_scale, scaler->scale()));
   } else {
     ++state.optimizer_steps;
   }
@@ -257,9 +257,9 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
 
   SignalGuard signals(hooks.handle_signals);
   // Only the lead rank writes metrics.jsonl; the others log to nowhere.
-  MetricsLog metrics(lead ? c.output_dir / "metrics.jsonl" : std::filesystem::path("/dev/null"),
-                     job.resumed_from && lead ? std::optional<int64_t>(state.global_step)
-                                              : std::nullopt);
+  MetricsLog metrics(
+      lead ? c.output_dir / "metrics.jsonl" : std::filesystem::path("/dev/null"),
+      job.resumed_from && lead ? std::optional<int64_t>(state.global_step) : std::nullopt);
   const bool show_progress = hooks.show_progress && lead;
   // Every rank's plan (zero2's ranks differ by their blocks' rounding); the bar shows the
   // largest, plus the backend's own workspace: what the fullest device holds.
@@ -310,8 +310,8 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
       log::debug("saved {}", dir.string());
     }
     // A signal to any rank stops them all, after the same step.
-    const bool stop = job.world > 1 ? job.comm->all_reduce_max(g_stop.load() ? 1.0 : 0.0) > 0.0
-                                    : g_stop.load();
+    const bool stop =
+        job.world > 1 ? job.comm->all_reduce_max(g_stop.load() ? 1.0 : 0.0) > 0.0 : g_stop.load();
     if (stop) {
       const bool saved_now = last_saved == state.global_step;
       const auto dir = saved_now ? c.output_dir : save_job_checkpoint(job);
