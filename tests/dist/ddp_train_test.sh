@@ -6,39 +6,9 @@
 # every saved tensor equals the one-process run's to f32 rounding (max |Δ| / max |x| < 1e-4),
 # only rank 0 writes, and the losses logged agree. An unknown strategy is a clear error.
 set -euo pipefail
-BIN=${FITLM_BIN:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-export OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
-"$BIN" -q demo --dir "$T" --prepare-only
-cfg() {  # adapter accumulation output_dir
-  cat <<YAML
-base_model: $T/tiny-llama-random
-datasets: [{path: $T/upper_train.jsonl, type: pretokenized}]
-adapter: $1
-lora_r: 4
-lora_alpha: 8
-lora_dropout: 0.1
-sequence_len: 32
-sample_packing: true
-micro_batch_size: 2
-gradient_accumulation_steps: $2
-max_steps: 6
-learning_rate: 1.0e-3
-save_steps: 3
-logging_steps: 1
-seed: 3
-gradient_checkpointing: $([ "$1" = qlora ] && echo true || echo false)
-output_dir: $3
-YAML
-}
-compare() {  # file_a file_b
-  /usr/bin/python3 "$(dirname "$0")/compare_safetensors.py" "$1" "$2"
-}
-run() {  # name adapter accumulation nproc
-  cfg "$2" "$3" "$T/$1" >"$T/$1.yaml"
-  "$BIN" train "$T/$1.yaml" --nproc "$4" 2>"$T/$1.log" || { cat "$T/$1.log"; exit 1; }
-}
+# shellcheck source=train_test_lib.sh
+source "$(dirname "$0")/train_test_lib.sh"
+
 run one2 lora 2 1
 run ddp2 lora 1 2
 compare "$T/one2/adapter_model.safetensors" "$T/ddp2/adapter_model.safetensors"

@@ -157,6 +157,17 @@ struct MpiComm::Impl {
     sum_in_rank_order(pieces, dtype, sizes[rank], out);
   }
 
+  // offsets/sizes for round `o` of the core/shard.h blocks of n elements: elements
+  // [o, o + chunk) of every rank's block, clipped to the block (short and empty blocks take part
+  // in the rounds they have elements for).
+  void set_block_round(int64_t n, int64_t o, int64_t chunk) {
+    for (int r = 0; r < size; ++r) {
+      const ShardBlock b = shard_block(n, r, size);
+      offsets[r] = b.offset + std::min(o, b.size);
+      sizes[r] = std::clamp<int64_t>(b.size - o, 0, chunk);
+    }
+  }
+
   // Every rank sends its block of `buf` to every other rank: afterwards all blocks are
   // everywhere. The send and receive regions of a step are different blocks.
   void gather_blocks(std::byte* buf, size_t esz, const char* op) {
@@ -296,9 +307,7 @@ void MpiComm::do_all_gather(const Tensor& in, Tensor out) {
   }
 }
 
-// The blocks of core/shard.h, in rounds of at most one chunk per block: round o covers
-// elements [o, o + chunk) of every rank's block (clipped to the block, so short and empty
-// blocks take part in the rounds they have elements for).
+// The blocks of core/shard.h, in rounds of at most one chunk per block (set_block_round).
 void MpiComm::do_reduce_scatter_sum_blocks(Tensor buf) {
   Impl& m = *impl_;
   m.exchange(signature(Op::kReduceScatterBlocks, buf, 0), "reduce_scatter_sum_blocks");
@@ -308,11 +317,7 @@ void MpiComm::do_reduce_scatter_sum_blocks(Tensor buf) {
   const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(m.max_chunk / esz));
   auto* base = static_cast<std::byte*>(buf.data);
   for (int64_t o = 0; o < stride; o += chunk) {
-    for (int r = 0; r < m.size; ++r) {
-      const ShardBlock b = shard_block(n, r, m.size);
-      m.offsets[r] = b.offset + std::min(o, b.size);
-      m.sizes[r] = std::clamp<int64_t>(b.size - o, 0, chunk);
-    }
+    m.set_block_round(n, o, chunk);
     m.reduce_blocks(base, base + m.offsets[m.rank] * esz, buf.dtype, "reduce_scatter_sum_blocks");
   }
 }
@@ -325,11 +330,7 @@ void MpiComm::do_all_gather_blocks(Tensor buf) {
   const int64_t n = buf.numel(), stride = shard_stride(n, m.size);
   const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(m.max_chunk / esz));
   for (int64_t o = 0; o < stride; o += chunk) {
-    for (int r = 0; r < m.size; ++r) {
-      const ShardBlock b = shard_block(n, r, m.size);
-      m.offsets[r] = b.offset + std::min(o, b.size);
-      m.sizes[r] = std::clamp<int64_t>(b.size - o, 0, chunk);
-    }
+    m.set_block_round(n, o, chunk);
     m.gather_blocks(static_cast<std::byte*>(buf.data), esz, "all_gather_blocks");
   }
 }
