@@ -117,7 +117,8 @@ RunFn setup(CLI::App& app) {
   app.add_option("--backend", o->backend, "cpu, cuda or cuda:N (= backend)");
   app.add_flag("--check", o->check_only, "Validate the config and files, then exit");
   app.add_option("--nproc", o->nproc,
-                 "Ranks on this machine (data parallel over MPI; CPU ranks with backend: cpu)")
+                 "Ranks on this machine under mpirun: CPU ranks (backend: cpu, over MPI) or one GPU "
+                 "each (backend: cuda, over NCCL); what each keeps is the strategy key")
       ->capture_default_str();
   app.allow_extras();
   app.footer(R"(Any config key can be overridden: --key=value (YAML value syntax).
@@ -128,7 +129,9 @@ adapter (lora|full), lora_model_dir, lora_r, lora_alpha, lora_dropout, lora_targ
 use_rslora, micro_batch_size, gradient_accumulation_steps, num_epochs, max_steps,
 learning_rate, lr_scheduler (cosine|linear|constant), warmup_steps, warmup_ratio,
 weight_decay, max_grad_norm, gradient_checkpointing (true|false|auto), max_memory, bf16, fp16, loss_scale (dynamic|none|N),
-loss_scale_init, loss_scale_growth_interval, loss_scale_min, seed, backend, strategy, output_dir,
+loss_scale_init, loss_scale_growth_interval, loss_scale_min, seed, backend,
+strategy (auto|ddp|zero2|zero3: several ranks replicate the model, shard the optimizer state,
+or also shard the frozen base's layers; auto takes the first that fits max_memory), output_dir,
 save_steps, save_total_limit, eval_steps, logging_steps, resume_from_checkpoint.
 
 Outputs in output_dir: adapter_model.safetensors + adapter_config.json (PEFT; LoRA) or a HF
@@ -142,6 +145,7 @@ Examples:
   fitlm train my.yaml --resume out/checkpoint-400
   fitlm train my.yaml --adapter out/previous-adapter  # continue a PEFT adapter
   fitlm train my.yaml --check                        # validate only
+  fitlm train my.yaml --nproc 2 --strategy=zero3     # 2 GPUs (or CPU ranks), base sharded
 See docs/training.md.)");
   CLI::App* self = &app;
   return [o, self] { return run_train(*o, self->remaining()); };
