@@ -5,6 +5,7 @@
 #include "fitlm/cli/recompute_options.h"
 #include "fitlm/core/byte_size.h"
 #include "fitlm/core/error.h"
+#include "fitlm/dist/gpu_comm_memory.h"
 #include "fitlm/io/hf_model.h"
 #include "fitlm/model/presets.h"
 #include "fitlm/model/transformer.h"
@@ -67,6 +68,10 @@ int run_plan(const PlanOptions& o) {
                                        : "each keeps its block of the masters, AdamW moments "
                                          "and every layer's frozen weights");
   fmt::print("{}", plan.summary());
+  if (o.nproc > 1 && dtype != DType::kF32)
+    fmt::print("  + GPU comm staging  {}  (per GPU, outside the arena; NCCL's own buffers not "
+               "counted)\n",
+               format_bytes(dist::gpu_comm_reserved_bytes(static_cast<int>(o.nproc))));
   if (o.nproc > 1 && o.strategy != "ddp")
     for (int r = 1; r < o.nproc; ++r)
       fmt::print(

@@ -18,6 +18,7 @@
 #include "fitlm/backend/cuda/cuda_check.h"
 #include "fitlm/backend/cuda/cuda_rank_order_sum.cuh"
 #include "fitlm/core/error.h"
+#include "fitlm/dist/gpu_comm_memory.h"
 #include "fitlm/core/shard.h"
 
 namespace fitlm::dist {
@@ -96,8 +97,11 @@ double timeout_from(double option) {
   return v;
 }
 
-// Device bytes beside the staging buffer: every rank's signature and two send/recv headers.
+// Device bytes beside the staging buffer: every rank's signature and two send/recv headers
+// (what dist/gpu_comm_memory.h counts for the planner).
 size_t control_bytes(int world) {
+  static_assert(sizeof(Signature) == dist::kGpuCommSignatureBytes &&
+                sizeof(P2pHeader) == dist::kGpuCommHeaderBytes);
   return static_cast<size_t>(world) * sizeof(Signature) + 2 * sizeof(P2pHeader);
 }
 
@@ -118,8 +122,7 @@ using Clock = std::chrono::steady_clock;
 }  // namespace
 
 size_t nccl_comm_reserved_bytes(int world, const NcclCommOptions& options) {
-  return static_cast<size_t>(std::max(0, world - 1)) * options.max_chunk_bytes +
-         control_bytes(world);
+  return dist::gpu_comm_reserved_bytes(world, options.max_chunk_bytes);
 }
 
 struct NcclComm::Impl {

@@ -36,13 +36,14 @@
 
 #include "fitlm/backend/backend.h"
 #include "fitlm/dist/comm.h"
+#include "fitlm/dist/gpu_comm_memory.h"
 
 namespace fitlm::dist {
 
 struct NcclCommOptions {
   // Bytes of one rank's block per round of a sum; the staging buffer is (N − 1) × this. Every
   // rank must use the same value. Tests set it small to exercise the chunked paths.
-  size_t max_chunk_bytes = size_t{32} << 20;
+  size_t max_chunk_bytes = dist::kGpuCommChunkBytes;
   // Seconds an operation may take before the watchdog aborts the communicator. The variable
   // FITLM_COMM_TIMEOUT_S, when set, overrides it.
   double timeout_s = 60;
