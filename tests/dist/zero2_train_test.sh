@@ -50,6 +50,12 @@ cmp "$T/full2/model.safetensors" "$T/auto/model.safetensors"
 rc=0
 "$BIN" train "$T/auto.yaml" --nproc 2 --strategy=auto --max_memory=5MiB 2>"$T/auto5.log" || rc=$?
 if [ $rc -ne 3 ]; then echo "FAIL: auto under every plan: exit $rc, expected 3"; cat "$T/auto5.log"; exit 1; fi
+# One cap per GPU: the ranks plan for the smallest; a list that does not match the ranks is exit 2.
+run autol full 1 2 --strategy=auto "--max_memory=[7MiB, 6.3MiB]"
+grep -q "max_memory: 2 caps; every rank plans for the smallest, 6.30 MiB" "$T/autol.log"
+grep -q "strategy auto: ddp needs 6.60 MiB, zero2" "$T/autol.log"
+expect_refusal caps "max_memory lists 3 caps, but this node runs 2 ranks" \
+  "$T/auto.yaml" --nproc 2 "--max_memory=[7MiB, 7MiB, 7MiB]"
 run q1 qlora 2 1
 run q2 qlora 1 2 --strategy=zero2
 compare "$T/q1/adapter_model.safetensors" "$T/q2/adapter_model.safetensors"

@@ -251,10 +251,19 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
          t.gradient_checkpointing_auto = n.IsScalar() && n.Scalar() == "auto";
          t.gradient_checkpointing = t.gradient_checkpointing_auto || get_bool(c, n);
        }},
-      {"max_memory",
+      {"max_memory",  // one cap for every GPU, or a list (one per GPU of a node)
        [](C c, N n, T t) {
          try {
-           t.max_memory = parse_byte_size(get_string(c, n));
+           t.max_memory_per_gpu.clear();
+           if (n.IsSequence()) {
+             if (n.size() == 0) throw_input_error(kComponent, "an empty list");
+             for (const YAML::Node& e : n)
+               t.max_memory_per_gpu.push_back(parse_byte_size(get_string(c, e)));
+             t.max_memory = *std::min_element(t.max_memory_per_gpu.begin(),
+                                              t.max_memory_per_gpu.end());
+           } else {
+             t.max_memory = parse_byte_size(get_string(c, n));
+           }
          } catch (const Error& e) {
            throw_input_error(kComponent, "{}: key 'max_memory': {}", c.source, e.message());
          }

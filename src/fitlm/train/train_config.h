@@ -68,6 +68,9 @@ struct TrainConfig {
   bool gradient_checkpointing = false;
   bool gradient_checkpointing_auto = false;  // `auto`: recompute the fewest layers under max_memory
   size_t max_memory = 0;                     // device bytes fitlm may use (0 = no cap)
+  // `max_memory: [15GiB, 23GiB]`: one cap per GPU of a node. Data-parallel ranks run one plan,
+  // so they all plan for max_memory = the smallest; the list is checked against the ranks.
+  std::vector<size_t> max_memory_per_gpu;
   bool bf16 = false;
   bool fp16 = false;
   // Loss scaling (loss_scaler.h, GradScaler semantics): multiply the loss gradient by the scale,

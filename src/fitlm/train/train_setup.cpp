@@ -124,6 +124,15 @@ void setup_ranks(TrainJob& job) {
   job.rank = job.rank_env.rank;
   job.lead = job.rank == 0;
   if (!job.lead) log::set_level(std::max(log::level(), log::Level::kWarn));  // one rank reports
+  const std::vector<size_t>& caps = job.config.max_memory_per_gpu;
+  if (caps.size() > 1 && static_cast<int>(caps.size()) != job.rank_env.local_world_size)
+    throw_input_error(kComponent,
+                      "max_memory lists {} caps, but this node runs {} ranks: give one cap per GPU "
+                      "(or a single value for all)",
+                      caps.size(), job.rank_env.local_world_size);
+  if (caps.size() > 1 && job.lead)
+    log::info("max_memory: {} caps; every rank plans for the smallest, {}", caps.size(),
+              format_bytes(job.config.max_memory));
   job.k_local = job.config.gradient_accumulation_steps;
   job.k = job.k_local * job.world;
 }
