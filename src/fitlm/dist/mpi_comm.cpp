@@ -173,12 +173,18 @@ struct MpiComm::Impl {
     const auto spin_until = start + std::chrono::microseconds(100);
     const auto yield_until =
         start + std::chrono::milliseconds(1) + std::chrono::nanoseconds(request_bytes);
-    const auto deadline =
+    auto deadline =
         start + std::chrono::duration_cast<Clock::duration>(
                     std::chrono::duration<double>(timeout_s > 0 ? std::min(timeout_s, 1e9) : 1.0));
     int sleep_us = 10;
+    auto last = start;
     while (!done) {
       const auto now = Clock::now();
+      // A gap between polls far over the 1 ms sleep: this process was not running (stopped,
+      // e.g. SIGSTOP and then SIGCONT from mpirun ending the job). Not time spent waiting for
+      // the others, so it does not count.
+      if (now - last > std::chrono::milliseconds(500)) deadline += now - last;
+      last = now;
       if (timeout_s > 0 && now > deadline) timed_out(op, call, step, timeout_s);
       if (now < spin_until) {
         // poll again at once

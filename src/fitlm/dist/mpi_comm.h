@@ -18,12 +18,13 @@
 // naming this rank, the op and the peer. A rank that dies is detected by mpirun, which ends
 // the job; the other ranks do not need to notice it themselves. A rank that hangs (a loop, a
 // deadlock, SIGSTOP) is seen by the ranks waiting for it: every wait is non-blocking calls
-// (MPI_Isend / MPI_Irecv / MPI_Ibcast) polled with MPI_Testall, yielding and then sleeping up
-// to 1 ms between polls; a wait past MpiCommOptions::timeout_s prints one line naming this
-// rank, the op and its sizes, the MPI step and the rank(s) it waited for, and calls MPI_Abort
-// (exit code ExitCode::kRankFailed, 5), since a hung rank cannot take part in a clean shutdown.
-// barrier_long waits comm_io_timeout_s(timeout_s) instead (comm.h). MPI_Init and the
-// communicator's setup still block.
+// (MPI_Isend / MPI_Irecv / MPI_Ibcast) polled with MPI_Testall, back to back, then yielding,
+// then sleeping up to 1 ms between polls; a wait past MpiCommOptions::timeout_s prints one line
+// naming this rank, the op and its sizes, the MPI step and the rank(s) it waited for (in a
+// pairwise step also a rank that itself waits for the hung one), and calls MPI_Abort (exit code
+// ExitCode::kRankFailed, 5), since a hung rank cannot take part in a clean shutdown. Time this
+// rank itself was stopped does not count. barrier_long waits comm_io_timeout_s(timeout_s)
+// instead (comm.h). MPI_Init and the communicator's setup still block.
 #pragma once
 
 #include <cstddef>
