@@ -8,9 +8,12 @@
 //   comm_mpi_check --fault KIND --fault-rank R
 //                                         all-reduces in a loop until rank R fails: KIND exit
 //                                         (std::exit(3) instead of joining one), abort (another
-//                                         thread aborts while it is inside one) or throw
-//                                         (fitlm::Error instead of joining one)
+//                                         thread aborts while it is inside one), throw
+//                                         (fitlm::Error instead of joining one) or hang (sleeps
+//                                         for good instead of joining one: the others' timeout,
+//                                         FITLM_COMM_TIMEOUT_S, must end the job)
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -379,6 +382,10 @@ int run_fault(const std::string& kind, int fault_rank) {
     if (faulty && round == 5 && kind == "exit") std::exit(3);
     if (faulty && round == 5 && kind == "throw")
       throw_internal_error("check", "rank {} fails on purpose", fault_rank);
+    if (faulty && round == 5 && kind == "hang") {
+      fmt::print(stderr, "rank {} hangs on purpose\n", fault_rank);
+      for (;;) ::pause();
+    }
     comm->all_reduce_sum(buf.tensor());
   }
   fmt::print(stderr, "rank {}: no rank failed within 30 s\n", comm->rank());

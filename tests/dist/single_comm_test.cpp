@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -52,6 +53,32 @@ TEST(SingleComm, IsOneRank) {
   EXPECT_EQ(c.local_rank(), 0);
   EXPECT_EQ(c.local_world_size(), 1);
   EXPECT_EQ(c.name(), "single");
+  c.barrier();
+  c.barrier_long();
+}
+
+// barrier_long's timeout: the larger of the comm's and FITLM_COMM_IO_TIMEOUT_S (1800 s unset);
+// 0 on either side is no limit.
+TEST(CommIoTimeout, LargerOfTheCommsAndTheVariable) {
+  unsetenv("FITLM_COMM_IO_TIMEOUT_S");
+  EXPECT_EQ(comm_io_timeout_s(60), 1800);
+  EXPECT_EQ(comm_io_timeout_s(4000), 4000);
+  EXPECT_EQ(comm_io_timeout_s(0), 0);
+  setenv("FITLM_COMM_IO_TIMEOUT_S", "90", 1);
+  EXPECT_EQ(comm_io_timeout_s(60), 90);
+  EXPECT_EQ(comm_io_timeout_s(120), 120);
+  setenv("FITLM_COMM_IO_TIMEOUT_S", "0", 1);
+  EXPECT_EQ(comm_io_timeout_s(60), 0);
+  setenv("FITLM_COMM_IO_TIMEOUT_S", "ten", 1);
+  try {
+    comm_io_timeout_s(60);
+    ADD_FAILURE() << "no error for FITLM_COMM_IO_TIMEOUT_S=ten";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kBadInput);
+    EXPECT_NE(std::string(e.what()).find("FITLM_COMM_IO_TIMEOUT_S='ten'"), std::string::npos)
+        << e.what();
+  }
+  unsetenv("FITLM_COMM_IO_TIMEOUT_S");
 }
 
 TEST(SingleComm, CollectivesCopyOrKeep) {

@@ -17,6 +17,9 @@ enum class ExitCode : int {
   kBadInput = 2,  // malformed file, bad config, wrong shapes, unknown architecture
   kNoFit = 3,     // the allocation plan does not fit the memory budget
   kDiverged = 4,  // NaN/inf loss
+  // A rank of a multi-rank job hung (or stopped answering): another rank waited past the comm's
+  // timeout (FITLM_COMM_TIMEOUT_S) and ended the whole job.
+  kRankFailed = 5,
 };
 
 class Error : public std::runtime_error {

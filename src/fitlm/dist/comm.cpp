@@ -1,7 +1,9 @@
 #include "fitlm/dist/comm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
 
 #include "fitlm/core/error.h"
 
@@ -27,6 +29,20 @@ std::string describe(const Tensor& t) {
 }
 
 }  // namespace
+
+double comm_io_timeout_s(double timeout_s) {
+  double io = 1800;
+  if (const char* env = std::getenv("FITLM_COMM_IO_TIMEOUT_S"); env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    io = std::strtod(env, &end);
+    if (end == env || *end != '\0' || !(io >= 0) || !std::isfinite(io))
+      throw_input_error("launch",
+                        "FITLM_COMM_IO_TIMEOUT_S='{}' is not a number of seconds (0: no limit)",
+                        clip(env));
+  }
+  if (timeout_s == 0 || io == 0) return 0;
+  return std::max(timeout_s, io);
+}
 
 void Comm::check_tensor(const Tensor& t, const char* op, const char* what, bool summed) const {
   if (t.numel() < 0)
@@ -120,6 +136,10 @@ void Comm::recv(Tensor t, int peer) {
 
 void Comm::barrier() {
   do_barrier();
+}
+
+void Comm::barrier_long() {
+  do_barrier_long();
 }
 
 double Comm::all_reduce_sum(double v) {

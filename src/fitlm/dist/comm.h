@@ -25,6 +25,11 @@
 
 namespace fitlm::dist {
 
+// The timeout of Comm::barrier_long for a comm whose operations time out after `timeout_s`
+// (0: never): max(timeout_s, FITLM_COMM_IO_TIMEOUT_S), the variable defaulting to 1800 s;
+// 0 (either one) waits forever. Throws an input error on a malformed variable.
+double comm_io_timeout_s(double timeout_s);
+
 class Comm {
  public:
   virtual ~Comm() = default;
@@ -64,6 +69,11 @@ class Comm {
   // ... and afterwards every block r of `buf` holds rank r's block r (any dtype).
   void all_gather_blocks(Tensor buf);
   void barrier();
+  // A barrier at which the other ranks wait while one does long I/O (rank 0 writing a
+  // checkpoint or the final model, which may take minutes for a big model). Its timeout is
+  // comm_io_timeout_s(the comm's timeout) instead of the comm's own (MpiComm, NcclComm: the
+  // wait that ends the job when a rank hangs).
+  void barrier_long();
   // Scalars, for loss sums and global gradient norms: the sum in rank order (in double), and
   // the maximum (NaN when any rank's value is NaN, so one diverged rank is seen by all).
   double all_reduce_sum(double v);
@@ -89,6 +99,7 @@ class Comm {
   virtual void do_send(const Tensor& t, int peer) = 0;
   virtual void do_recv(Tensor t, int peer) = 0;
   virtual void do_barrier() = 0;
+  virtual void do_barrier_long() = 0;
   virtual double do_all_reduce_sum(double v) = 0;
   virtual double do_all_reduce_max(double v) = 0;
 

@@ -4,8 +4,10 @@
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
+#include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +16,8 @@
 #include <exception>
 #include <limits>
 #include <span>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "fitlm/core/error.h"
@@ -27,6 +31,9 @@ constexpr const char* kComponent = "dist";
 // Tags keep the pairwise exchanges inside collectives apart from send/recv messages.
 constexpr int kCollectiveTag = 1;
 constexpr int kP2pTag = 2;
+constexpr int kSignatureTag = 3;
+
+using Clock = std::chrono::steady_clock;
 
 // MpiComms alive in this process, and whether one of them initialized MPI (then the last one
 // finalizes it). Construction and destruction happen on one thread.
@@ -43,6 +50,10 @@ enum class Op : int64_t {
   kBarrier,
   kScalarSum,
   kScalarMax,
+  kBarrierLong,
+  // Not collectives (never exchanged): for the timeout message. b is the peer.
+  kSend,
+  kRecv,
 };
 
 // What a rank is calling, exchanged before each collective (see mpi_comm.h). For sizes, a and
@@ -75,12 +86,34 @@ std::string describe(const Signature& s) {
     case Op::kBarrier: return "barrier()";
     case Op::kScalarSum: return "all_reduce_sum(double)";
     case Op::kScalarMax: return "all_reduce_max(double)";
+    case Op::kBarrierLong: return "barrier_long()";
+    case Op::kSend: return fmt::format("send({} × {} to rank {})", dt(), s.a, s.b);
+    case Op::kRecv: return fmt::format("recv({} × {} from rank {})", dt(), s.a, s.b);
   }
   return fmt::format("op#{}", s.op);
 }
 
 Signature signature(Op op, const Tensor& t, int64_t b) {
   return {static_cast<int64_t>(op), static_cast<int64_t>(t.dtype), t.numel(), b, 0};
+}
+
+// MpiCommOptions::timeout_s, or FITLM_COMM_TIMEOUT_S when set (0: no limit).
+double timeout_from(double option) {
+  const char* env = std::getenv("FITLM_COMM_TIMEOUT_S");
+  if (env == nullptr || *env == '\0') return option;
+  char* end = nullptr;
+  const double v = std::strtod(env, &end);
+  if (end == env || *end != '\0' || !(v >= 0) || !std::isfinite(v))
+    throw_input_error(
+        "launch", "FITLM_COMM_TIMEOUT_S='{}' is not a number of seconds (0: no limit)", clip(env));
+  return v;
+}
+
+std::string rank_list(std::vector<int> ranks) {
+  std::sort(ranks.begin(), ranks.end());
+  ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
+  if (ranks.size() == 1) return fmt::format("rank {}", ranks[0]);
+  return fmt::format("ranks {}", fmt::join(ranks, ", "));
 }
 
 }  // namespace
@@ -92,10 +125,19 @@ struct MpiComm::Impl {
   std::vector<std::byte> scratch;       // the ranks' copies of one block: size × chunk
   std::vector<const void*> pieces;      // pointers into scratch, rank order
   std::vector<int64_t> offsets, sizes;  // one block per rank, in elements
+  double timeout = 60;                  // seconds one wait may last; 0: no limit
+  // The wait in progress: its requests, the rank each one waits for, and their bytes.
+  Signature current{};  // the operation, for the timeout message
+  std::vector<MPI_Request> requests;
+  std::vector<int> request_peers;
+  size_t request_bytes = 0;
 
   // Turns an MPI error code into fitlm::Error naming this rank, the op and the call.
-  void check(int rc, const char* op, const std::string& call) const {
+  void check(int rc, const char* op, std::string_view call) {
     if (rc == MPI_SUCCESS) return;
+    requests.clear();  // the wait in progress is over
+    request_peers.clear();
+    request_bytes = 0;
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
     if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
@@ -109,12 +151,98 @@ struct MpiComm::Impl {
     return static_cast<int>(bytes);
   }
 
-  // Every rank's signature; throws on every rank when they are not all the same call.
-  std::vector<Signature> exchange(const Signature& mine, const char* op) {
+  // A non-blocking call, part of the wait in progress, waiting for rank `peer`.
+  MPI_Request* post(int peer, size_t bytes) {
+    request_peers.push_back(peer);
+    request_bytes += bytes;
+    return &requests.emplace_back(MPI_REQUEST_NULL);
+  }
+
+  // Waits until every posted request has completed, polling: back to back for the first 100 µs
+  // (most waits end within microseconds, and a syscall between polls made small collectives
+  // twice as slow as the blocking calls), then yielding until 1 ms (a rank waiting on a busy
+  // core lets the one it waits for run; a large message gets 1 ns a byte more, since its
+  // transfer moves only while MPI is polled), then sleeping, growing to 1 ms between polls, so
+  // a long wait costs no CPU.
+  // Past `timeout_s` (0: no limit) it ends the job (timed_out). `call` names the MPI calls.
+  void wait(const char* op, const char* call, int step, double timeout_s) {
+    const int n = static_cast<int>(requests.size());
+    int done = 0;
+    check(MPI_Testall(n, requests.data(), &done, MPI_STATUSES_IGNORE), op, call);
+    const auto start = Clock::now();
+    const auto spin_until = start + std::chrono::microseconds(100);
+    const auto yield_until =
+        start + std::chrono::milliseconds(1) + std::chrono::nanoseconds(request_bytes);
+    auto deadline =
+        start + std::chrono::duration_cast<Clock::duration>(
+                    std::chrono::duration<double>(timeout_s > 0 ? std::min(timeout_s, 1e9) : 1.0));
+    int sleep_us = 10;
+    auto last = start;
+    while (!done) {
+      const auto now = Clock::now();
+      // A gap between polls far over the 1 ms sleep: this process was not running (stopped,
+      // e.g. SIGSTOP and then SIGCONT from mpirun ending the job). Not time spent waiting for
+      // the others, so it does not count.
+      if (now - last > std::chrono::milliseconds(500)) deadline += now - last;
+      last = now;
+      if (timeout_s > 0 && now > deadline) timed_out(op, call, step, timeout_s);
+      if (now < spin_until) {
+        // poll again at once
+      } else if (now < yield_until) {
+        sched_yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+        sleep_us = std::min(1000, 2 * sleep_us);
+      }
+      check(MPI_Testall(n, requests.data(), &done, MPI_STATUSES_IGNORE), op, call);
+    }
+    requests.clear();
+    request_peers.clear();
+    request_bytes = 0;
+  }
+
+  // A rank did not answer within the timeout. It may be stuck for good (a loop, a deadlock,
+  // SIGSTOP), so no clean shutdown can include it: print why and end every rank through mpirun.
+  [[noreturn]] void timed_out(const char* op, const char* call, int step, double timeout_s) {
+    std::vector<int> waiting;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      int flag = 0;
+      if (MPI_Test(&requests[i], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || !flag)
+        waiting.push_back(request_peers[i]);
+    }
+    if (waiting.empty()) waiting = request_peers;
+    const std::string where = step > 0 ? fmt::format("{} step {}", call, step) : call;
+    std::fprintf(stderr,
+                 "error: [%s] rank %d of %d: %s waited %g s for %s (%s): a rank died or hangs; "
+                 "ending the job (exit %d; FITLM_COMM_TIMEOUT_S sets the timeout)\n",
+                 kComponent, rank, size, current.op != 0 ? describe(current).c_str() : op,
+                 timeout_s, rank_list(waiting).c_str(), where.c_str(),
+                 static_cast<int>(ExitCode::kRankFailed));
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, static_cast<int>(ExitCode::kRankFailed));
+    std::_Exit(static_cast<int>(ExitCode::kRankFailed));  // MPI_Abort does not return
+  }
+
+  // Every rank's signature; throws on every rank when they are not all the same call. Point to
+  // point with every other rank (40 bytes each) rather than MPI_Iallgather, so that a rank that
+  // never arrives is named by the ranks that wait for it.
+  std::vector<Signature> exchange(const Signature& mine, const char* op, double timeout_s) {
+    current = mine;
     std::vector<Signature> all(static_cast<size_t>(size));
-    check(MPI_Allgather(&mine, sizeof(Signature), MPI_BYTE, all.data(), sizeof(Signature), MPI_BYTE,
-                        comm),
-          op, "MPI_Allgather of the call signatures");
+    all[rank] = mine;
+    for (int s = 1; s < size; ++s) {
+      const int src = (rank - s + size) % size;
+      check(MPI_Irecv(&all[src], sizeof(Signature), MPI_BYTE, src, kSignatureTag, comm,
+                      post(src, sizeof(Signature))),
+            op, "MPI_Irecv of a call signature");
+    }
+    for (int s = 1; s < size; ++s) {
+      const int dst = (rank + s) % size;
+      check(MPI_Isend(&all[rank], sizeof(Signature), MPI_BYTE, dst, kSignatureTag, comm,
+                      post(dst, sizeof(Signature))),
+            op, "MPI_Isend of the call signature");
+    }
+    wait(op, "the exchange of call signatures", 0, timeout_s);
     std::string others;
     int differing = 0;
     for (int r = 1; r < size; ++r) {
@@ -129,12 +257,20 @@ struct MpiComm::Impl {
                            rank, size, describe(all[0]), others);
     return all;
   }
+  std::vector<Signature> exchange(const Signature& mine, const char* op) {
+    return exchange(mine, op, timeout);
+  }
 
+  // Step `step` of a pairwise exchange: sends to `dst` and receives from `src` at once.
   void sendrecv(const void* send, size_t send_bytes, int dst, void* recv, size_t recv_bytes,
-                int src, const char* op) {
-    check(MPI_Sendrecv(send, count(send_bytes), MPI_BYTE, dst, kCollectiveTag, recv,
-                       count(recv_bytes), MPI_BYTE, src, kCollectiveTag, comm, MPI_STATUS_IGNORE),
-          op, fmt::format("MPI_Sendrecv (to rank {}, from rank {})", dst, src));
+                int src, const char* op, int step) {
+    check(MPI_Irecv(recv, count(recv_bytes), MPI_BYTE, src, kCollectiveTag, comm,
+                    post(src, recv_bytes)),
+          op, "MPI_Irecv");
+    check(MPI_Isend(send, count(send_bytes), MPI_BYTE, dst, kCollectiveTag, comm,
+                    post(dst, send_bytes)),
+          op, "MPI_Isend");
+    wait(op, "MPI_Isend/MPI_Irecv", step, timeout);
   }
 
   // Rank r receives every rank's copy of its block r of `in` (offsets/sizes: one block per
@@ -150,7 +286,7 @@ struct MpiComm::Impl {
     for (int s = 1; s < size; ++s) {
       const int dst = (rank + s) % size, src = (rank - s + size) % size;
       sendrecv(in + offsets[dst] * esz, static_cast<size_t>(sizes[dst]) * esz, dst,
-               slots + src * mine, mine, src, op);
+               slots + src * mine, mine, src, op, s);
     }
     pieces.resize(static_cast<size_t>(size));
     for (int r = 0; r < size; ++r) pieces[r] = slots + r * mine;
@@ -174,7 +310,7 @@ struct MpiComm::Impl {
     for (int s = 1; s < size; ++s) {
       const int dst = (rank + s) % size, src = (rank - s + size) % size;
       sendrecv(buf + offsets[rank] * esz, static_cast<size_t>(sizes[rank]) * esz, dst,
-               buf + offsets[src] * esz, static_cast<size_t>(sizes[src]) * esz, src, op);
+               buf + offsets[src] * esz, static_cast<size_t>(sizes[src]) * esz, src, op, s);
     }
   }
 };
@@ -183,6 +319,8 @@ std::unique_ptr<MpiComm> MpiComm::init(MpiCommOptions options) {
   if (options.max_chunk_bytes < 8 || options.max_chunk_bytes > static_cast<size_t>(INT_MAX))
     throw_internal_error(kComponent, "MpiComm: max_chunk_bytes {} is not in [8, 2^31 - 1]",
                          options.max_chunk_bytes);
+  if (!(options.timeout_s >= 0) || !std::isfinite(options.timeout_s))
+    throw_internal_error(kComponent, "MpiComm: timeout_s {} is not >= 0", options.timeout_s);
   int finalized = 0, initialized = 0;
   MPI_Finalized(&finalized);
   if (finalized)
@@ -204,6 +342,7 @@ std::unique_ptr<MpiComm> MpiComm::init(MpiCommOptions options) {
 
   auto impl = std::make_unique<Impl>();
   impl->max_chunk = options.max_chunk_bytes;
+  impl->timeout = timeout_from(options.timeout_s);
   // A fatal error handler until ours is set: a failure here ends the job through mpirun.
   MPI_Comm_dup(MPI_COMM_WORLD, &impl->comm);
   MPI_Comm_set_errhandler(impl->comm, MPI_ERRORS_RETURN);
@@ -302,7 +441,7 @@ void MpiComm::do_all_gather(const Tensor& in, Tensor out) {
     const size_t len = std::min(m.max_chunk, bytes - o);
     for (int s = 1; s < m.size; ++s) {
       const int to = (m.rank + s) % m.size, from = (m.rank - s + m.size) % m.size;
-      m.sendrecv(src + o, len, to, dst_base + from * bytes + o, len, from, "all_gather");
+      m.sendrecv(src + o, len, to, dst_base + from * bytes + o, len, from, "all_gather", s);
     }
   }
 }
@@ -339,10 +478,12 @@ void MpiComm::do_broadcast(Tensor buf, int root) {
   Impl& m = *impl_;
   m.exchange(signature(Op::kBroadcast, buf, root), "broadcast");
   auto* p = static_cast<std::byte*>(buf.data);
+  // MPI_Ibcast relays through other ranks; the root is the rank a timeout names.
   for (size_t o = 0; o < buf.bytes(); o += m.max_chunk) {
     const size_t len = std::min(m.max_chunk, buf.bytes() - o);
-    m.check(MPI_Bcast(p + o, m.count(len), MPI_BYTE, root, m.comm), "broadcast",
-            fmt::format("MPI_Bcast (root rank {})", root));
+    m.check(MPI_Ibcast(p + o, m.count(len), MPI_BYTE, root, m.comm, m.post(root, len)), "broadcast",
+            "MPI_Ibcast");
+    m.wait("broadcast", "MPI_Ibcast, from the root or a rank relaying it", 0, m.timeout);
   }
 }
 
@@ -353,20 +494,26 @@ void MpiComm::do_send(const Tensor& t, int peer) {
   Impl& m = *impl_;
   const int64_t header[3] = {static_cast<int64_t>(t.dtype), t.numel(),
                              static_cast<int64_t>(m.max_chunk)};
-  const std::string call = fmt::format("MPI_Send (to rank {})", peer);
-  m.check(MPI_Send(header, 3, MPI_INT64_T, peer, kP2pTag, m.comm), "send", call);
+  m.current = signature(Op::kSend, t, peer);
+  m.check(MPI_Isend(header, 3, MPI_INT64_T, peer, kP2pTag, m.comm, m.post(peer, sizeof header)),
+          "send", "MPI_Isend");
+  m.wait("send", "MPI_Isend of the header", 0, m.timeout);
   const auto* p = static_cast<const std::byte*>(t.data);
   for (size_t o = 0; o < t.bytes(); o += m.max_chunk) {
     const size_t len = std::min(m.max_chunk, t.bytes() - o);
-    m.check(MPI_Send(p + o, m.count(len), MPI_BYTE, peer, kP2pTag, m.comm), "send", call);
+    m.check(MPI_Isend(p + o, m.count(len), MPI_BYTE, peer, kP2pTag, m.comm, m.post(peer, len)),
+            "send", "MPI_Isend");
+    m.wait("send", "MPI_Isend", 0, m.timeout);
   }
 }
 
 void MpiComm::do_recv(Tensor t, int peer) {
   Impl& m = *impl_;
-  const std::string call = fmt::format("MPI_Recv (from rank {})", peer);
+  m.current = signature(Op::kRecv, t, peer);
   int64_t header[3] = {0, 0, 0};
-  m.check(MPI_Recv(header, 3, MPI_INT64_T, peer, kP2pTag, m.comm, MPI_STATUS_IGNORE), "recv", call);
+  m.check(MPI_Irecv(header, 3, MPI_INT64_T, peer, kP2pTag, m.comm, m.post(peer, sizeof header)),
+          "recv", "MPI_Irecv");
+  m.wait("recv", "MPI_Irecv of the header", 0, m.timeout);
   const int64_t dtype = header[0], numel = header[1], chunk = header[2];
   const bool known = dtype >= 0 && dtype <= static_cast<int64_t>(DType::kI64) && numel >= 0 &&
                      chunk >= 8 && chunk <= INT_MAX;
@@ -380,8 +527,9 @@ void MpiComm::do_recv(Tensor t, int peer) {
   for (size_t o = 0; o < bytes; o += static_cast<size_t>(chunk)) {
     const size_t len = std::min(static_cast<size_t>(chunk), bytes - o);
     std::byte* to = match ? p + o : m.scratch.data();
-    m.check(MPI_Recv(to, m.count(len), MPI_BYTE, peer, kP2pTag, m.comm, MPI_STATUS_IGNORE), "recv",
-            call);
+    m.check(MPI_Irecv(to, m.count(len), MPI_BYTE, peer, kP2pTag, m.comm, m.post(peer, len)), "recv",
+            "MPI_Irecv");
+    m.wait("recv", "MPI_Irecv", 0, m.timeout);
   }
   if (!match)
     throw_internal_error(
@@ -392,6 +540,11 @@ void MpiComm::do_recv(Tensor t, int peer) {
 // The signature exchange is an all-gather: no rank leaves it before every rank has entered.
 void MpiComm::do_barrier() {
   impl_->exchange(Signature{static_cast<int64_t>(Op::kBarrier), 0, 0, 0, 0}, "barrier");
+}
+
+void MpiComm::do_barrier_long() {
+  impl_->exchange(Signature{static_cast<int64_t>(Op::kBarrierLong), 0, 0, 0, 0}, "barrier_long",
+                  comm_io_timeout_s(impl_->timeout));
 }
 
 double MpiComm::do_all_reduce_sum(double v) {

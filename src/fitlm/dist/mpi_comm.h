@@ -10,13 +10,21 @@
 // of N × MpiCommOptions::max_chunk_bytes, plus (N−1)/N·n local adds; host scratch is N × one
 // chunk. Not MPI's fastest all-reduce, but the bits do not depend on it.
 //
-// Before each collective the ranks exchange what they are calling (op, dtype, sizes: one
-// 40-byte all-gather, latency only), so a rank that calls something else or other sizes gets
-// a clear error on every rank instead of a hang or garbage.
+// Before each collective the ranks exchange what they are calling (op, dtype, sizes: 40 bytes
+// to and from every other rank, latency only), so a rank that calls something else or other sizes
+// gets a clear error on every rank instead of a hang or garbage.
 //
 // Failures: the communicator returns errors (MPI_ERRORS_RETURN) and each becomes fitlm::Error
 // naming this rank, the op and the peer. A rank that dies is detected by mpirun, which ends
-// the job; the other ranks do not need to notice it themselves.
+// the job; the other ranks do not need to notice it themselves. A rank that hangs (a loop, a
+// deadlock, SIGSTOP) is seen by the ranks waiting for it: every wait is non-blocking calls
+// (MPI_Isend / MPI_Irecv / MPI_Ibcast) polled with MPI_Testall, back to back, then yielding,
+// then sleeping up to 1 ms between polls; a wait past MpiCommOptions::timeout_s prints one line
+// naming this rank, the op and its sizes, the MPI step and the rank(s) it waited for (in a
+// pairwise step also a rank that itself waits for the hung one), and calls MPI_Abort (exit code
+// ExitCode::kRankFailed, 5), since a hung rank cannot take part in a clean shutdown. Time this
+// rank itself was stopped does not count. barrier_long waits comm_io_timeout_s(timeout_s)
+// instead (comm.h). MPI_Init and the communicator's setup still block.
 #pragma once
 
 #include <cstddef>
@@ -31,6 +39,9 @@ struct MpiCommOptions {
   // tensors go in chunks; it also bounds the scratch of a sum (world size × this). Every rank
   // must use the same value. Tests set it small to exercise the chunked paths.
   size_t max_chunk_bytes = size_t{64} << 20;
+  // Seconds one wait for other ranks may last before this rank ends the job (see Failures);
+  // 0: no limit. The variable FITLM_COMM_TIMEOUT_S, when set, overrides it (as for NcclComm).
+  double timeout_s = 60;
 };
 
 class MpiComm final : public Comm {
@@ -64,6 +75,7 @@ class MpiComm final : public Comm {
   void do_send(const Tensor& t, int peer) override;
   void do_recv(Tensor t, int peer) override;
   void do_barrier() override;
+  void do_barrier_long() override;
   double do_all_reduce_sum(double v) override;
   double do_all_reduce_max(double v) override;
 

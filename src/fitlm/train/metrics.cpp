@@ -78,6 +78,11 @@ void ProgressReporter::finish() {
 
 MetricsLog::MetricsLog(const std::filesystem::path& path, std::optional<int64_t> keep_until)
     : path_(path) {
+  // Only a regular file is restarted or rewritten: the ranks other than the lead log to
+  // /dev/null, which (as root) must not be removed or replaced by a file.
+  std::error_code ec;
+  const auto st = std::filesystem::status(path_, ec);
+  if (std::filesystem::exists(st) && !std::filesystem::is_regular_file(st)) return;
   if (!keep_until) {
     std::filesystem::remove(path_);  // a fresh run starts a fresh log
     return;

@@ -204,17 +204,17 @@ std::filesystem::path save_job_checkpoint(TrainJob& job) {
   if (job.lora) job.strategy->gather_masters(*job.model);
   if (ranks.sharded_optimizer) {
     if (job.lead) begin_checkpoint(c.output_dir, state.global_step);
-    job.comm->barrier();
+    job.comm->barrier_long();
     write_optimizer_shard(*job.model, checkpoint_staging_dir(c.output_dir, state.global_step),
                           ranks);
-    job.comm->barrier();
+    job.comm->barrier_long();
   }
   std::filesystem::path dir;
   if (job.lead) {
     dir = save_checkpoint(*job.model, state, c.output_dir, c.base_model, c.config_path, ranks);
     prune_checkpoints(c.output_dir, c.save_total_limit);
   }
-  job.comm->barrier();
+  job.comm->barrier_long();
   return dir;
 }
 
@@ -339,7 +339,7 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
     log::info("{} of {} steps skipped on gradient overflow (loss scale now {:g})",
               state.skipped_steps, state.global_step, summary.loss_scale);
   if (!summary.interrupted) write_outputs(job, metrics, summary);
-  job.comm->barrier();  // the outputs are on disk before any rank reports success
+  job.comm->barrier_long();  // the outputs are on disk before any rank reports success
   summary.seconds = seconds_since(t_start);
   return summary;
 }

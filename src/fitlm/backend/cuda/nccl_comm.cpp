@@ -534,6 +534,21 @@ void NcclComm::do_barrier() {
   impl_->exchange(Signature{static_cast<int64_t>(Op::kBarrier), 0, 0, 0, 0}, "barrier()");
 }
 
+// The barrier while another rank does long I/O: the same exchange, with the I/O timeout (no
+// limit: a year, which the deadline arithmetic still holds).
+void NcclComm::do_barrier_long() {
+  Impl& m = *impl_;
+  const double timeout = m.timeout, io = comm_io_timeout_s(timeout);
+  m.timeout = io > 0 ? io : 365.0 * 24 * 3600;
+  try {
+    m.exchange(Signature{static_cast<int64_t>(Op::kBarrier), 0, 0, 0, 0}, "barrier_long()");
+  } catch (...) {
+    m.timeout = timeout;
+    throw;
+  }
+  m.timeout = timeout;
+}
+
 double NcclComm::do_all_reduce_sum(double v) {
   const Signature* all = impl_->exchange(
       Signature{static_cast<int64_t>(Op::kScalarSum), 0, 0, 0, v}, "all_reduce_sum(double)");

@@ -45,7 +45,7 @@ struct NcclCommOptions {
   // rank must use the same value. Tests set it small to exercise the chunked paths.
   size_t max_chunk_bytes = dist::kGpuCommChunkBytes;
   // Seconds an operation may take before the watchdog aborts the communicator. The variable
-  // FITLM_COMM_TIMEOUT_S, when set, overrides it.
+  // FITLM_COMM_TIMEOUT_S, when set, overrides it. barrier_long waits comm_io_timeout_s(it).
   double timeout_s = 60;
   // Seconds ncclCommInitRankConfig may wait for every rank to arrive (ranks start unevenly).
   double init_timeout_s = 300;
@@ -93,6 +93,7 @@ class NcclComm final : public Comm {
   void do_send(const Tensor& t, int peer) override;
   void do_recv(Tensor t, int peer) override;
   void do_barrier() override;
+  void do_barrier_long() override;
   double do_all_reduce_sum(double v) override;
   double do_all_reduce_max(double v) override;
 
