@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/shard.h"
 #include "fitlm/core/tensor.h"
 #include "fitlm/dist/make_comm.h"
 #include "fitlm/dist/mpi_comm.h"
@@ -197,6 +198,40 @@ class Check {
                  "in is f32, out is bf16", "reduce_scatter_sum of mixed dtypes");
   }
 
+  // The in-place block collectives over core/shard.h's blocks (sizes below the world size give
+  // empty blocks; others leave the last block short): block rank() of the reduce-scatter is the
+  // rank-order sum of every rank's block; after the all-gather every block is its owner's.
+  void blocks(const std::vector<int64_t>& sizes) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      for (int64_t count : sizes) {
+        const ShardBlock mine = shard_block(count, me_, n_);
+        const int id = next_id_++;
+        HostBuffer buf = input(id, me_, dtype, count);
+        comm_.reduce_scatter_sum_blocks(buf.tensor());
+        const HostBuffer want = expected_sum(id, dtype, count, mine.offset, mine.size);
+        expect_same(buf.tensor().flat_range(mine.offset, mine.end()), want.tensor(),
+                    fmt::format("reduce_scatter_sum_blocks {} × {}", dtype_name(dtype), count));
+
+        const int gid = next_id_++;
+        HostBuffer gathered = input(id, me_, dtype, count);  // other blocks: not the owners'
+        const HostBuffer own = input(gid, me_, dtype, count);
+        const size_t esz = dtype_size(dtype);
+        if (mine.size > 0)
+          std::memcpy(static_cast<std::byte*>(gathered.tensor().data) + mine.offset * esz,
+                      static_cast<const std::byte*>(own.tensor().data) + mine.offset * esz,
+                      static_cast<size_t>(mine.size) * esz);
+        comm_.all_gather_blocks(gathered.tensor());
+        for (int r = 0; r < n_; ++r) {
+          const ShardBlock b = shard_block(count, r, n_);
+          expect_same(gathered.tensor().flat_range(b.offset, b.end()),
+                      input(gid, r, dtype, count).tensor().flat_range(b.offset, b.end()),
+                      fmt::format("all_gather_blocks {} × {}: block of rank {}", dtype_name(dtype),
+                                  count, r));
+        }
+      }
+    }
+  }
+
   void all_gather(const std::vector<int64_t>& sizes) {
     for (DType dtype : {DType::kF32, DType::kBF16, DType::kU8, DType::kI64}) {
       for (int64_t count : sizes) {
@@ -340,6 +375,7 @@ int run_checks(uint64_t seed) {
     c.all_reduce({0, 1, 2, n - 1, n + 1, 7, 1000, 4099, 65539});
     c.reduce_scatter({1, 3, 1000, 4097});
     c.all_gather({0, 1, 5, 1003});
+    c.blocks({0, 1, 2, n + 1, 7, 1000, 4099, 65539});
     c.broadcast({1, 1000, 65539});
     if (n >= 2) c.send_recv({0, 1, 1000, 65539});
     if (n >= 2) c.disagreement();
@@ -355,6 +391,7 @@ int run_checks(uint64_t seed) {
     c.all_reduce({1, 5, 13, 37, 100});
     c.reduce_scatter({1, 7, 50});
     c.all_gather({1, 5, 31});
+    c.blocks({1, 5, 13, 37, 100});
     c.broadcast({1, 29});
     if (n >= 2) c.send_recv({7, 41});
     failures += c.failures();

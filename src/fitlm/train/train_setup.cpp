@@ -317,6 +317,9 @@ std::unique_ptr<TrainJob> setup_training(const TrainConfig& c) {
   setup_data(*job);
   setup_backend(*job);
   setup_model(*job);
+  // Ranks load at different speeds (zero3: each its own bytes; a slow disk): wait for all of
+  // them with the I/O timeout, so the step loop's collectives keep the short one.
+  job->comm->barrier_long();
   setup_resume(*job);
   log::info(
       "training {} on {}: {} trainable parameters ({}), {} train / {} eval examples, "
