@@ -22,6 +22,7 @@
 
 #include "fitlm/core/error.h"
 #include "fitlm/core/shard.h"
+#include "fitlm/dist/call_signature.h"
 #include "fitlm/dist/rank_order_sum.h"
 
 namespace fitlm::dist {
@@ -40,74 +41,8 @@ using Clock = std::chrono::steady_clock;
 int g_live = 0;
 bool g_initialized_here = false;
 
-enum class Op : int64_t {
-  kAllReduceSum = 1,
-  kReduceScatterSum,
-  kAllGather,
-  kBroadcast,
-  kReduceScatterBlocks,
-  kAllGatherBlocks,
-  kBarrier,
-  kScalarSum,
-  kScalarMax,
-  kBarrierLong,
-  // Not collectives (never exchanged): for the timeout message. b is the peer.
-  kSend,
-  kRecv,
-};
-
-// What a rank is calling, exchanged before each collective (see mpi_comm.h). For sizes, a and
-// b are the element counts of in and out; for broadcast, b is the root. `value` carries the
-// scalar of the scalar reductions, so they need no second message.
-struct Signature {
-  int64_t op = 0, dtype = 0, a = 0, b = 0;
-  double value = 0;
-};
-
-bool same_call(const Signature& x, const Signature& y) {
-  return x.op == y.op && x.dtype == y.dtype && x.a == y.a && x.b == y.b;
-}
-
-std::string describe(const Signature& s) {
-  const auto dt = [&] {
-    return s.dtype >= 0 && s.dtype <= static_cast<int64_t>(DType::kI64)
-               ? std::string(dtype_name(static_cast<DType>(s.dtype)))
-               : fmt::format("dtype#{}", s.dtype);
-  };
-  switch (static_cast<Op>(s.op)) {
-    case Op::kAllReduceSum: return fmt::format("all_reduce_sum({} × {})", dt(), s.a);
-    case Op::kReduceScatterSum:
-      return fmt::format("reduce_scatter_sum({} × {} -> {})", dt(), s.a, s.b);
-    case Op::kAllGather: return fmt::format("all_gather({} × {} -> {})", dt(), s.a, s.b);
-    case Op::kBroadcast: return fmt::format("broadcast({} × {}, root {})", dt(), s.a, s.b);
-    case Op::kReduceScatterBlocks:
-      return fmt::format("reduce_scatter_sum_blocks({} × {})", dt(), s.a);
-    case Op::kAllGatherBlocks: return fmt::format("all_gather_blocks({} × {})", dt(), s.a);
-    case Op::kBarrier: return "barrier()";
-    case Op::kScalarSum: return "all_reduce_sum(double)";
-    case Op::kScalarMax: return "all_reduce_max(double)";
-    case Op::kBarrierLong: return "barrier_long()";
-    case Op::kSend: return fmt::format("send({} × {} to rank {})", dt(), s.a, s.b);
-    case Op::kRecv: return fmt::format("recv({} × {} from rank {})", dt(), s.a, s.b);
-  }
-  return fmt::format("op#{}", s.op);
-}
-
-Signature signature(Op op, const Tensor& t, int64_t b) {
-  return {static_cast<int64_t>(op), static_cast<int64_t>(t.dtype), t.numel(), b, 0};
-}
-
-// MpiCommOptions::timeout_s, or FITLM_COMM_TIMEOUT_S when set (0: no limit).
-double timeout_from(double option) {
-  const char* env = std::getenv("FITLM_COMM_TIMEOUT_S");
-  if (env == nullptr || *env == '\0') return option;
-  char* end = nullptr;
-  const double v = std::strtod(env, &end);
-  if (end == env || *end != '\0' || !(v >= 0) || !std::isfinite(v))
-    throw_input_error(
-        "launch", "FITLM_COMM_TIMEOUT_S='{}' is not a number of seconds (0: no limit)", clip(env));
-  return v;
-}
+using Op = CallOp;
+using Signature = CallSignature;
 
 std::string rank_list(std::vector<int> ranks) {
   std::sort(ranks.begin(), ranks.end());
@@ -342,7 +277,7 @@ std::unique_ptr<MpiComm> MpiComm::init(MpiCommOptions options) {
 
   auto impl = std::make_unique<Impl>();
   impl->max_chunk = options.max_chunk_bytes;
-  impl->timeout = timeout_from(options.timeout_s);
+  impl->timeout = comm_timeout_s(options.timeout_s, /*zero_is_no_limit=*/true);
   // A fatal error handler until ours is set: a failure here ends the job through mpirun.
   MPI_Comm_dup(MPI_COMM_WORLD, &impl->comm);
   MPI_Comm_set_errhandler(impl->comm, MPI_ERRORS_RETURN);
@@ -390,7 +325,7 @@ void MpiComm::abort(int exit_code) {
 
 void MpiComm::do_all_reduce_sum(Tensor buf) {
   Impl& m = *impl_;
-  m.exchange(signature(Op::kAllReduceSum, buf, 0), "all_reduce_sum");
+  m.exchange(call_signature(Op::kAllReduceSum, buf, 0), "all_reduce_sum");
   if (m.size == 1) return;
   const size_t esz = dtype_size(buf.dtype);
   const int64_t n = buf.numel();
@@ -414,7 +349,7 @@ void MpiComm::do_all_reduce_sum(Tensor buf) {
 
 void MpiComm::do_reduce_scatter_sum(const Tensor& in, Tensor out) {
   Impl& m = *impl_;
-  m.exchange(signature(Op::kReduceScatterSum, in, out.numel()), "reduce_scatter_sum");
+  m.exchange(call_signature(Op::kReduceScatterSum, in, out.numel()), "reduce_scatter_sum");
   const size_t esz = dtype_size(in.dtype);
   const int64_t n = out.numel();
   const int64_t block = std::max<int64_t>(1, static_cast<int64_t>(m.max_chunk / esz));
@@ -431,7 +366,7 @@ void MpiComm::do_reduce_scatter_sum(const Tensor& in, Tensor out) {
 
 void MpiComm::do_all_gather(const Tensor& in, Tensor out) {
   Impl& m = *impl_;
-  m.exchange(signature(Op::kAllGather, in, out.numel()), "all_gather");
+  m.exchange(call_signature(Op::kAllGather, in, out.numel()), "all_gather");
   const size_t bytes = in.bytes();
   auto* dst_base = static_cast<std::byte*>(out.data);
   const auto* src = static_cast<const std::byte*>(in.data);
@@ -449,7 +384,7 @@ void MpiComm::do_all_gather(const Tensor& in, Tensor out) {
 // The blocks of core/shard.h, in rounds of at most one chunk per block (set_block_round).
 void MpiComm::do_reduce_scatter_sum_blocks(Tensor buf) {
   Impl& m = *impl_;
-  m.exchange(signature(Op::kReduceScatterBlocks, buf, 0), "reduce_scatter_sum_blocks");
+  m.exchange(call_signature(Op::kReduceScatterBlocks, buf, 0), "reduce_scatter_sum_blocks");
   if (m.size == 1) return;
   const size_t esz = dtype_size(buf.dtype);
   const int64_t n = buf.numel(), stride = shard_stride(n, m.size);
@@ -463,7 +398,7 @@ void MpiComm::do_reduce_scatter_sum_blocks(Tensor buf) {
 
 void MpiComm::do_all_gather_blocks(Tensor buf) {
   Impl& m = *impl_;
-  m.exchange(signature(Op::kAllGatherBlocks, buf, 0), "all_gather_blocks");
+  m.exchange(call_signature(Op::kAllGatherBlocks, buf, 0), "all_gather_blocks");
   if (m.size == 1) return;
   const size_t esz = dtype_size(buf.dtype);
   const int64_t n = buf.numel(), stride = shard_stride(n, m.size);
@@ -476,7 +411,7 @@ void MpiComm::do_all_gather_blocks(Tensor buf) {
 
 void MpiComm::do_broadcast(Tensor buf, int root) {
   Impl& m = *impl_;
-  m.exchange(signature(Op::kBroadcast, buf, root), "broadcast");
+  m.exchange(call_signature(Op::kBroadcast, buf, root), "broadcast");
   auto* p = static_cast<std::byte*>(buf.data);
   // MPI_Ibcast relays through other ranks; the root is the rank a timeout names.
   for (size_t o = 0; o < buf.bytes(); o += m.max_chunk) {
@@ -494,7 +429,7 @@ void MpiComm::do_send(const Tensor& t, int peer) {
   Impl& m = *impl_;
   const int64_t header[3] = {static_cast<int64_t>(t.dtype), t.numel(),
                              static_cast<int64_t>(m.max_chunk)};
-  m.current = signature(Op::kSend, t, peer);
+  m.current = call_signature(Op::kSend, t, peer);
   m.check(MPI_Isend(header, 3, MPI_INT64_T, peer, kP2pTag, m.comm, m.post(peer, sizeof header)),
           "send", "MPI_Isend");
   m.wait("send", "MPI_Isend of the header", 0, m.timeout);
@@ -509,7 +444,7 @@ void MpiComm::do_send(const Tensor& t, int peer) {
 
 void MpiComm::do_recv(Tensor t, int peer) {
   Impl& m = *impl_;
-  m.current = signature(Op::kRecv, t, peer);
+  m.current = call_signature(Op::kRecv, t, peer);
   int64_t header[3] = {0, 0, 0};
   m.check(MPI_Irecv(header, 3, MPI_INT64_T, peer, kP2pTag, m.comm, m.post(peer, sizeof header)),
           "recv", "MPI_Irecv");

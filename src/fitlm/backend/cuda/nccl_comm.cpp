@@ -18,84 +18,22 @@
 #include "fitlm/backend/cuda/cuda_check.h"
 #include "fitlm/backend/cuda/cuda_rank_order_sum.cuh"
 #include "fitlm/core/error.h"
-#include "fitlm/dist/gpu_comm_memory.h"
 #include "fitlm/core/shard.h"
+#include "fitlm/dist/call_signature.h"
+#include "fitlm/dist/gpu_comm_memory.h"
 
 namespace fitlm::dist {
 namespace {
 
 constexpr const char* kComponent = "dist";
 
-enum class Op : int64_t {
-  kAllReduceSum = 1,
-  kReduceScatterSum,
-  kAllGather,
-  kBroadcast,
-  kReduceScatterBlocks,
-  kAllGatherBlocks,
-  kBarrier,
-  kScalarSum,
-  kScalarMax,
-  kSend,
-  kRecv,
-};
-
-// What a rank is calling, all-gathered before each collective (nccl_comm.h). a and b are the
-// element counts of in and out; for broadcast b is the root, for send/recv the peer. `value`
-// carries the scalar of the scalar reductions.
-struct Signature {
-  int64_t op = 0, dtype = 0, a = 0, b = 0;
-  double value = 0;
-};
-static_assert(sizeof(Signature) == 40);
+using Op = CallOp;
+using Signature = CallSignature;
 
 // The header of a send: what the receiver checks before it takes the data.
 struct P2pHeader {
   int64_t dtype = 0, numel = 0, chunk = 0;
 };
-
-bool same_call(const Signature& x, const Signature& y) {
-  return x.op == y.op && x.dtype == y.dtype && x.a == y.a && x.b == y.b;
-}
-
-std::string describe(const Signature& s) {
-  const auto dt = [&] {
-    return s.dtype >= 0 && s.dtype <= static_cast<int64_t>(DType::kI64)
-               ? std::string(dtype_name(static_cast<DType>(s.dtype)))
-               : fmt::format("dtype#{}", s.dtype);
-  };
-  switch (static_cast<Op>(s.op)) {
-    case Op::kAllReduceSum: return fmt::format("all_reduce_sum({} × {})", dt(), s.a);
-    case Op::kReduceScatterSum:
-      return fmt::format("reduce_scatter_sum({} × {} -> {})", dt(), s.a, s.b);
-    case Op::kAllGather: return fmt::format("all_gather({} × {} -> {})", dt(), s.a, s.b);
-    case Op::kBroadcast: return fmt::format("broadcast({} × {}, root {})", dt(), s.a, s.b);
-    case Op::kReduceScatterBlocks:
-      return fmt::format("reduce_scatter_sum_blocks({} × {})", dt(), s.a);
-    case Op::kAllGatherBlocks: return fmt::format("all_gather_blocks({} × {})", dt(), s.a);
-    case Op::kBarrier: return "barrier()";
-    case Op::kScalarSum: return "all_reduce_sum(double)";
-    case Op::kScalarMax: return "all_reduce_max(double)";
-    case Op::kSend: return fmt::format("send({} × {} to rank {})", dt(), s.a, s.b);
-    case Op::kRecv: return fmt::format("recv({} × {} from rank {})", dt(), s.a, s.b);
-  }
-  return fmt::format("op#{}", s.op);
-}
-
-Signature signature(Op op, const Tensor& t, int64_t b) {
-  return {static_cast<int64_t>(op), static_cast<int64_t>(t.dtype), t.numel(), b, 0};
-}
-
-double timeout_from(double option) {
-  const char* env = std::getenv("FITLM_COMM_TIMEOUT_S");
-  if (env == nullptr || *env == '\0') return option;
-  char* end = nullptr;
-  const double v = std::strtod(env, &end);
-  if (end == env || *end != '\0' || !(v > 0) || !std::isfinite(v))
-    throw_input_error("launch", "FITLM_COMM_TIMEOUT_S='{}' is not a positive number of seconds",
-                      clip(env));
-  return v;
-}
 
 // Device bytes beside the staging buffer: every rank's signature and two send/recv headers
 // (what dist/gpu_comm_memory.h counts for the planner).
@@ -414,7 +352,7 @@ void NcclComm::abort(int exit_code) {
 
 void NcclComm::do_all_reduce_sum(Tensor buf) {
   Impl& m = *impl_;
-  const std::string what = m.begin(signature(Op::kAllReduceSum, buf, 0));
+  const std::string what = m.begin(call_signature(Op::kAllReduceSum, buf, 0));
   if (m.size == 1) return;
   m.reduce_blocks(buf, what);
   m.gather_blocks(buf, what);
@@ -423,7 +361,7 @@ void NcclComm::do_all_reduce_sum(Tensor buf) {
 
 void NcclComm::do_reduce_scatter_sum(const Tensor& in, Tensor out) {
   Impl& m = *impl_;
-  const std::string what = m.begin(signature(Op::kReduceScatterSum, in, out.numel()));
+  const std::string what = m.begin(call_signature(Op::kReduceScatterSum, in, out.numel()));
   const size_t esz = dtype_size(in.dtype);
   const int64_t n = out.numel();
   const int64_t chunk = static_cast<int64_t>(staging_slot_elems(m.max_chunk, esz));
@@ -441,7 +379,7 @@ void NcclComm::do_reduce_scatter_sum(const Tensor& in, Tensor out) {
 
 void NcclComm::do_all_gather(const Tensor& in, Tensor out) {
   Impl& m = *impl_;
-  const std::string what = m.begin(signature(Op::kAllGather, in, out.numel()));
+  const std::string what = m.begin(call_signature(Op::kAllGather, in, out.numel()));
   if (in.bytes() > 0)
     m.check(ncclAllGather(in.data, out.data, in.bytes(), ncclUint8, m.comm, m.stream), what,
             "ncclAllGather");
@@ -450,7 +388,7 @@ void NcclComm::do_all_gather(const Tensor& in, Tensor out) {
 
 void NcclComm::do_reduce_scatter_sum_blocks(Tensor buf) {
   Impl& m = *impl_;
-  const std::string what = m.begin(signature(Op::kReduceScatterBlocks, buf, 0));
+  const std::string what = m.begin(call_signature(Op::kReduceScatterBlocks, buf, 0));
   if (m.size == 1) return;
   m.reduce_blocks(buf, what);
   m.finish(what);
@@ -458,7 +396,7 @@ void NcclComm::do_reduce_scatter_sum_blocks(Tensor buf) {
 
 void NcclComm::do_all_gather_blocks(Tensor buf) {
   Impl& m = *impl_;
-  const std::string what = m.begin(signature(Op::kAllGatherBlocks, buf, 0));
+  const std::string what = m.begin(call_signature(Op::kAllGatherBlocks, buf, 0));
   if (m.size == 1) return;
   m.gather_blocks(buf, what);
   m.finish(what);
@@ -466,7 +404,7 @@ void NcclComm::do_all_gather_blocks(Tensor buf) {
 
 void NcclComm::do_broadcast(Tensor buf, int root) {
   Impl& m = *impl_;
-  const std::string what = m.begin(signature(Op::kBroadcast, buf, root));
+  const std::string what = m.begin(call_signature(Op::kBroadcast, buf, root));
   if (m.size > 1 && buf.bytes() > 0)
     m.check(ncclBroadcast(buf.data, buf.data, buf.bytes(), ncclUint8, root, m.comm, m.stream), what,
             "ncclBroadcast");
@@ -478,7 +416,7 @@ void NcclComm::do_broadcast(Tensor buf, int root) {
 // (the sender does not hang) before it throws. No signature exchange: only two ranks take part.
 void NcclComm::do_send(const Tensor& t, int peer) {
   Impl& m = *impl_;
-  const std::string what = describe(signature(Op::kSend, t, peer));
+  const std::string what = describe(call_signature(Op::kSend, t, peer));
   m.check_usable(what);
   *m.h_hdr(0) = {static_cast<int64_t>(t.dtype), t.numel(), static_cast<int64_t>(m.max_chunk)};
   FITLM_CUDA_CHECK(
@@ -495,7 +433,7 @@ void NcclComm::do_send(const Tensor& t, int peer) {
 
 void NcclComm::do_recv(Tensor t, int peer) {
   Impl& m = *impl_;
-  const std::string what = describe(signature(Op::kRecv, t, peer));
+  const std::string what = describe(call_signature(Op::kRecv, t, peer));
   m.check_usable(what);
   m.check(ncclRecv(m.d_hdr(1), sizeof(P2pHeader), ncclUint8, peer, m.comm, m.stream), what,
           "ncclRecv");
@@ -597,7 +535,7 @@ std::unique_ptr<NcclComm> create(Backend& backend, const NcclRanks& ranks, const
   impl->local_rank = ranks.local_rank;
   impl->local_size = ranks.local_world;
   impl->max_chunk = options.max_chunk_bytes;
-  impl->timeout = timeout_from(options.timeout_s);
+  impl->timeout = comm_timeout_s(options.timeout_s, /*zero_is_no_limit=*/false);
   impl->check_calls = options.check_calls;
   impl->wait_each_op = options.wait_each_op;
   impl->bootstrap = std::move(owned);
