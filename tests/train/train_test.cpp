@@ -56,6 +56,18 @@ TEST(TrainConfig, ParsesKeysAndOverrides) {
   EXPECT_TRUE(c.bf16);
 }
 
+TEST(TrainConfig, MaxMemoryIsOneCapOrOnePerGpu) {
+  const TrainConfig one = parse_train_config("max_memory: 15GiB\n", "t.yaml", {});
+  EXPECT_EQ(one.max_memory, size_t{15} << 30);
+  EXPECT_TRUE(one.max_memory_per_gpu.empty());
+  const TrainConfig list = parse_train_config("max_memory: [23GiB, 15GiB]\n", "t.yaml", {});
+  EXPECT_EQ(list.max_memory, size_t{15} << 30);  // data-parallel ranks plan for the smallest
+  EXPECT_EQ(list.max_memory_per_gpu, (std::vector<size_t>{size_t{23} << 30, size_t{15} << 30}));
+  EXPECT_NE(error_of("max_memory: []\n").find("key 'max_memory': an empty list"),
+            std::string::npos);
+  EXPECT_NE(error_of("max_memory: [15GiB, lots]\n").find("key 'max_memory'"), std::string::npos);
+}
+
 TEST(TrainConfig, QloraIsLoraWithA4BitBase) {
   const TrainConfig c =
       parse_train_config("adapter: qlora\nbnb_4bit_quant_type: fp4\n", "t.yaml", {});
