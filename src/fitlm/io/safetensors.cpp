@@ -436,15 +436,32 @@ void SafetensorsFile::read_as(std::string_view name, DType dst_dtype, void* dst)
 
 SafetensorsEntry SafetensorsEntry::from_bytes(std::string name, StDType dtype,
                                               std::vector<int64_t> shape, const void* bytes) {
-  SafetensorsEntry e{std::move(name), dtype, std::move(shape)};
+  SafetensorsEntry e;
+  e.name = std::move(name);
+  e.dtype = dtype;
+  e.shape = std::move(shape);
   e.raw = static_cast<const std::byte*>(bytes);
   return e;
 }
 
 SafetensorsEntry SafetensorsEntry::from_f32(std::string name, StDType dtype,
                                             std::vector<int64_t> shape, const float* values) {
-  SafetensorsEntry e{std::move(name), dtype, std::move(shape)};
+  SafetensorsEntry e;
+  e.name = std::move(name);
+  e.dtype = dtype;
+  e.shape = std::move(shape);
   e.f32 = values;
+  return e;
+}
+
+SafetensorsEntry SafetensorsEntry::from_producer(std::string name, StDType dtype,
+                                                 std::vector<int64_t> shape,
+                                                 std::function<void(float*)> produce) {
+  SafetensorsEntry e;
+  e.name = std::move(name);
+  e.dtype = dtype;
+  e.shape = std::move(shape);
+  e.produce_f32 = std::move(produce);
   return e;
 }
 

@@ -137,6 +137,9 @@ struct SafetensorsEntry {
                                      const void* bytes);
   static SafetensorsEntry from_f32(std::string name, StDType dtype, std::vector<int64_t> shape,
                                    const float* values);
+  static SafetensorsEntry from_producer(std::string name, StDType dtype,
+                                        std::vector<int64_t> shape,
+                                        std::function<void(float*)> produce);
   int64_t numel() const;
   uint64_t bytes() const;  // size in the file
 };
@@ -156,9 +159,8 @@ class SafetensorsWriter {
   }
   void add_f32_produced(std::string name, StDType dtype, std::vector<int64_t> shape,
                         std::function<void(float*)> produce) {
-    SafetensorsEntry e{std::move(name), dtype, std::move(shape)};
-    e.produce_f32 = std::move(produce);
-    add(std::move(e));
+    add(SafetensorsEntry::from_producer(std::move(name), dtype, std::move(shape),
+                                        std::move(produce)));
   }
   void set_metadata(std::string key, std::string value);
 
