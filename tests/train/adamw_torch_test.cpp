@@ -60,8 +60,8 @@ TEST(AdamW, MatchesTorch) {
   std::vector<float> pm(n, 0), pv(n, 0), qm(n, 0), qv(n, 0), gp(n), gq(n);
   auto t = [&](std::vector<float>& v) { return Tensor(v.data(), DType::kF32, Shape{n}); };
   std::vector<Param> params(2);
-  params[0] = {"p", t(p), t(p), t(gp), t(pm), t(pv), true};
-  params[1] = {"q", t(q), t(q), t(gq), t(qm), t(qv), false};
+  params[0] = {"p", t(p), t(p), t(gp), t(pm), t(pv), true, {0, n}};
+  params[1] = {"q", t(q), t(q), t(gq), t(qm), t(qv), false, {0, n}};
   for (int s = 0; s < steps; ++s) {
     std::copy_n(g.begin() + (2 * s) * n, n, gp.begin());
     std::copy_n(g.begin() + (2 * s + 1) * n, n, gq.begin());

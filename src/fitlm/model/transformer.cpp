@@ -170,7 +170,7 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
       }
     }
   }
-  if (mode_ == TrainMode::kLora) bind_lora(compute);
+  if (mode_ == TrainMode::kLora) bind_lora();
   impl_ = std::make_unique<Impl>(*this);
   const std::vector<float> inv = config_.rope_inv_freq();
   backend_.upload(a.get("input.inv_freq"), inv.data(), DType::kF32);
@@ -182,7 +182,7 @@ Transformer::~Transformer() {
   if (host_embed_.host) backend_.deallocate_host_mapped(host_embed_);
 }
 
-void Transformer::bind_lora(DType compute) {
+void Transformer::bind_lora() {
   const Param flat = param_in_arena(*arena_, kLoraFlat, shape_, /*decay=*/true);
   // Padding must hold zeros (the optimizer and the norm run over it).
   for (const Tensor& t : {flat.value, flat.master, flat.grad, flat.adam_m, flat.adam_v})

@@ -233,7 +233,7 @@ class Transformer {
  private:
   struct Activations;
   struct Impl;
-  void bind_lora(DType compute);  // flat LoRA buffers → per-tensor views
+  void bind_lora();  // flat LoRA buffers → per-tensor views
   std::vector<std::pair<std::string, Quant4Tensor*>> packed_weights();  // every layer's w4
   Backend& backend_;
   ModelConfig config_;
