@@ -4,8 +4,8 @@
 
 namespace fitlm {
 
-void upload_quant4(Backend& be, const quant::Quantized4& h, Quant4Tensor& q,
-                   const std::string& name, const std::string& file) {
+void check_quant4_layout(const quant::Quantized4& h, const Quant4Tensor& q, const std::string& name,
+                         const std::string& file) {
   if (h.type != q.type || h.blocksize != q.blocksize || h.double_quant != q.double_quant() ||
       h.numel != q.numel())
     throw_input_error("model",
@@ -15,6 +15,11 @@ void upload_quant4(Backend& be, const quant::Quantized4& h, Quant4Tensor& q,
                       h.double_quant ? " and double quantization" : "",
                       quant::quant_type_name(q.type), q.blocksize,
                       q.double_quant() ? " and double quantization" : "");
+}
+
+void upload_quant4(Backend& be, const quant::Quantized4& h, Quant4Tensor& q,
+                   const std::string& name, const std::string& file) {
+  check_quant4_layout(h, q, name, file);
   be.upload(q.packed, h.packed.data(), DType::kU8);
   if (!h.double_quant) {
     be.upload(q.absmax, h.absmax.data(), DType::kF32);

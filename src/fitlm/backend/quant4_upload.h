@@ -13,5 +13,8 @@ namespace fitlm {
 // naming `name` in `file`.
 void upload_quant4(Backend& be, const quant::Quantized4& h, Quant4Tensor& q,
                    const std::string& name, const std::string& file);
+// That layout check alone, for loaders that copy the parts themselves (a ZeRO-3 shard).
+void check_quant4_layout(const quant::Quantized4& h, const Quant4Tensor& q, const std::string& name,
+                         const std::string& file);
 
 }  // namespace fitlm

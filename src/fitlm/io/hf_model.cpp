@@ -139,20 +139,6 @@ void read_f32_range(std::span<const std::byte> bytes, DType dtype, int64_t begin
 
 using UseTensor = std::function<void(const std::string&)>;
 
-// The layout check upload_quant4 makes, for a packed weight copied part by part.
-void check_quant4_layout(const quant::Quantized4& h, const Quant4Tensor& q, const std::string& name,
-                         const std::string& file) {
-  if (h.type != q.type || h.blocksize != q.blocksize || h.double_quant != q.double_quant() ||
-      h.numel != q.numel())
-    throw_input_error("model",
-                      "{}: '{}' is {} with blocksize {}{}, but the model was planned as {} with "
-                      "blocksize {}{}",
-                      clip_path(file), name, quant::quant_type_name(h.type), h.blocksize,
-                      h.double_quant ? " and double quantization" : "",
-                      quant::quant_type_name(q.type), q.blocksize,
-                      q.double_quant() ? " and double quantization" : "");
-}
-
 // ZeRO-3 (RunShape::layer_shard): of each layer's blob (layer_shard_layout) only this rank's
 // bytes are loaded, tensor by tensor: a 16-bit tensor's elements in the rank's range are
 // converted (by the backend's upload, as an unsharded model's whole tensor is), a 4-bit one is
