@@ -14,6 +14,7 @@
 #include <memory>
 #include <random>
 
+#include "fitlm/backend/profiling_backend.h"
 #include "fitlm/core/error.h"
 #include "fitlm/infer/decoder.h"
 #include "fitlm/io/hf_model.h"
@@ -104,7 +105,8 @@ struct Outputs {
   std::vector<float> logits, decoded;
 };
 
-RunShape run_shape(const Case& k, std::optional<ShardSpec> shard, bool check_lifetimes) {
+RunShape run_shape(const Case& k, std::optional<ShardSpec> shard, bool check_lifetimes,
+                   bool offload = false) {
   RunShape shape;
   shape.max_tokens = 24;
   shape.logits_chunk = 8;
@@ -117,6 +119,7 @@ RunShape run_shape(const Case& k, std::optional<ShardSpec> shard, bool check_lif
   }
   shape.base4 = k.base4;
   shape.layer_shard = shard;
+  shape.offload_layers = offload;
   return shape;
 }
 
@@ -128,9 +131,10 @@ LoraConfig lora_config() {
 }
 
 std::unique_ptr<Transformer> make_model(Backend& be, const fs::path& dir, const Case& k,
-                                        std::optional<ShardSpec> shard, bool check_lifetimes) {
+                                        std::optional<ShardSpec> shard, bool check_lifetimes,
+                                        bool offload = false) {
   auto m = std::make_unique<Transformer>(be, read_model_config(dir), k.mode, lora_config(),
-                                         run_shape(k, shard, check_lifetimes));
+                                         run_shape(k, shard, check_lifetimes, offload));
   load_model_weights(*m, dir);
   // Non-zero LoRA masters (B too), the same draws in every model, so every gradient is non-zero.
   std::mt19937 rng(3);
@@ -215,9 +219,9 @@ fs::path checkpoint(const TempDir& tmp, const Case& k) {
   return q;
 }
 
-TEST(LayerShard, ShardedRanksComputeExactlyAsOneUnshardedModel) {
+std::vector<Case> exact_cases() {
   using Q = quant::QuantType;
-  const std::vector<Case> cases = {
+  return {
       {},
       {.file_dtype = io::StDType::kF32, .recompute_layers = 1, .cast_per_layer = false},
       {.arch = "Qwen3ForCausalLM", .recompute_layers = -1},
@@ -233,8 +237,11 @@ TEST(LayerShard, ShardedRanksComputeExactlyAsOneUnshardedModel) {
        .base4 = Base4Layout{Q::kNF4, 64, true},
        .mode = TrainMode::kFrozen},
   };
+}
+
+TEST(LayerShard, ShardedRanksComputeExactlyAsOneUnshardedModel) {
   auto be = make_backend("cpu");
-  for (const Case& k : cases) {
+  for (const Case& k : exact_cases()) {
     SCOPED_TRACE(describe(k));
     TempDir tmp("exact");
     const fs::path dir = checkpoint(tmp, k);
@@ -398,6 +405,113 @@ TEST(LayerShard, LoaderErrorsNameTheFileAndTensor) {
       }
     }
   }
+}
+
+// Offloaded layers (RunShape::offload_layers): every layer's blob in host memory, copied into
+// one of two device buffers before it runs while the next one's copy starts. A stale or
+// half-copied buffer would run another layer's weights, so the outputs must equal the resident
+// model's bit for bit — with lifetimes checked, the layer buffers poisoned outside them.
+TEST(OffloadLayers, OffloadedLayersComputeExactlyAsResidentOnes) {
+  auto be = make_backend("cpu");
+  for (const Case& k : exact_cases()) {
+    SCOPED_TRACE(describe(k));
+    TempDir tmp("offload");
+    const fs::path dir = checkpoint(tmp, k);
+    const Outputs want = run(*be, *make_model(*be, dir, k, std::nullopt, false));
+    for (bool check : {false, true}) {
+      auto m = make_model(*be, dir, k, std::nullopt, check, /*offload=*/true);
+      EXPECT_GT(m->host_bytes(), 0u);
+      expect_same(run(*be, *m), want, fmt::format("offloaded, check_lifetimes={}", check));
+    }
+  }
+}
+
+// The copies themselves: each layer once per pass — forward in order, backward in reverse,
+// the next one queued while the current one runs — never twice, whatever is recomputed.
+TEST(OffloadLayers, EachLayerIsCopiedOncePerPass) {
+  auto cpu = make_backend("cpu");
+  ProfilingBackend be(*cpu);
+  be.set_enabled(true);
+  TempDir tmp("copies");
+  nlohmann::json cfg = config_json("LlamaForCausalLM");
+  cfg["num_hidden_layers"] = 5;  // odd: the first and last layer share a buffer
+  write_model(tmp.path(), cfg, io::StDType::kBF16);
+  for (int recompute : {-2, 2, -1}) {
+    Case k;
+    k.recompute_layers = recompute;
+    auto m = make_model(be, tmp.path(), k, std::nullopt, false, /*offload=*/true);
+    std::mt19937 rng(5);
+    const TokenBatch b = batch(rng, {0, 9, 20});
+    auto copies = [&] {
+      const auto it = be.times().find("copy_async");
+      return it == be.times().end() ? int64_t{0} : it->second.calls;
+    };
+    be.reset();
+    m->forward_backward(b, 1.0f / 20);
+    EXPECT_EQ(copies(), 10) << "recompute " << recompute;
+    be.reset();
+    m->forward_loss(b);
+    EXPECT_EQ(copies(), 5) << "recompute " << recompute;
+  }
+}
+
+TEST(OffloadLayers, PlanKeepsLayersInHostMemory) {
+  nlohmann::json small = config_json("LlamaForCausalLM");
+  small["hidden_size"] = 1024, small["intermediate_size"] = 2816, small["num_hidden_layers"] = 8;
+  small["num_attention_heads"] = 16, small["num_key_value_heads"] = 4, small["vocab_size"] = 32000;
+  const ModelConfig c = ModelConfig::from_json(small, "test");
+  for (const std::optional<Base4Layout>& base4 : {std::optional<Base4Layout>{}, {Base4Layout{}}}) {
+    SCOPED_TRACE(fmt::format("base4={}", base4.has_value()));
+    RunShape shape;
+    shape.max_tokens = 64;
+    shape.base4 = base4;
+    const AllocationPlan resident =
+        plan_transformer(c, TrainMode::kLora, lora_config(), shape, DType::kBF16);
+    shape.offload_layers = true;
+    const AllocationPlan device =
+        plan_transformer(c, TrainMode::kLora, lora_config(), shape, DType::kBF16);
+    const AllocationPlan host = plan_transformer_host(c, TrainMode::kLora, shape, DType::kBF16);
+    const LayerShardLayout blob = layer_shard_layout(c, shape, DType::kBF16);
+    EXPECT_EQ(layer_weight_bytes(device), 0u);
+    EXPECT_EQ(device.at(kShardLayer).bytes, blob.bytes);
+    EXPECT_EQ(device.at(kShardLayerNext).bytes, blob.bytes);
+    EXPECT_FALSE(device.contains("model.embed_tokens.weight"));
+    EXPECT_TRUE(device.contains("lm_head.weight"));
+    size_t blobs = 0;
+    for (int l = 0; l < c.num_layers; ++l) blobs += host.at(layer_shard_name(l)).bytes;
+    EXPECT_EQ(blobs, blob.bytes * static_cast<size_t>(c.num_layers));
+    EXPECT_GE(blobs, layer_weight_bytes(resident));
+    EXPECT_TRUE(host.contains("model.embed_tokens.weight"));
+    // The device keeps two layers where it kept every one (and no embedding).
+    EXPECT_LT(device.total_bytes() + layer_weight_bytes(resident) - 2 * blob.bytes,
+              resident.total_bytes());
+    std::printf("[offload] base4=%d: device plan %s (resident %s), host %s\n", base4.has_value(),
+                format_bytes(device.total_bytes()).c_str(),
+                format_bytes(resident.total_bytes()).c_str(),
+                format_bytes(host.total_bytes()).c_str());
+  }
+  RunShape none;
+  none.max_tokens = 64;
+  EXPECT_EQ(plan_transformer_host(c, TrainMode::kLora, none, DType::kBF16).total_bytes(), 0u);
+}
+
+TEST(OffloadLayers, FullFineTuningAndZero3AreRefused) {
+  const ModelConfig c = ModelConfig::from_json(config_json("LlamaForCausalLM"), "test");
+  RunShape shape;
+  shape.max_tokens = 16;
+  shape.offload_layers = true;
+  auto refused = [&](TrainMode mode, const RunShape& s, const char* why) {
+    try {
+      plan_transformer(c, mode, lora_config(), s, DType::kF32);
+      ADD_FAILURE() << "planned: " << why;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ExitCode::kBadInput);
+      EXPECT_NE(e.message().find(why), std::string::npos) << e.message();
+    }
+  };
+  refused(TrainMode::kFull, shape, "full fine-tuning trains those weights");
+  shape.layer_shard = ShardSpec{0, 2};
+  refused(TrainMode::kLora, shape, "with zero3");
 }
 
 }  // namespace

@@ -93,6 +93,14 @@ class Backend {
   // ---- elementwise --------------------------------------------------------------------------
   virtual void fill(Tensor x, float value) = 0;
   virtual void copy(const Tensor& src, Tensor dst) = 0;                // casts between dtypes
+  // dst <- src (same dtype and size; either may be host memory from allocate_host_mapped) on
+  // the backend's transfer queue: it starts after every op queued so far and does not hold
+  // back the ops queued after it, until wait_transfers(). So a copy into a buffer the queued
+  // ops still read is safe, and ops queued while it runs overlap it (CUDA: a second stream).
+  // CPU: a plain copy.
+  virtual void copy_async(const Tensor& src, Tensor dst) { copy(src, dst); }
+  // Ops queued from now on run after every copy_async queued before.
+  virtual void wait_transfers() {}
   virtual void add(const Tensor& a, const Tensor& b, Tensor out) = 0;  // out = a + b; may alias
   virtual void axpy(float alpha, const Tensor& x, Tensor y) = 0;       // y += alpha * x
   virtual void scale(Tensor x, float alpha) = 0;                       // x *= alpha

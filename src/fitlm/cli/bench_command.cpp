@@ -3,6 +3,7 @@
 // device's measured GEMM rate, and planned vs measured memory.
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
 
 #include "fitlm/backend/profiling_backend.h"
@@ -14,6 +15,7 @@
 #include "fitlm/core/log.h"
 #include "fitlm/model/presets.h"
 #include "fitlm/model/transformer.h"
+#include "fitlm/model/transformer_buffers.h"
 
 namespace fitlm::cli {
 namespace {
@@ -27,6 +29,7 @@ struct BenchOptions {
   int64_t gemm_size = 8192;
   bool json = false;
   bool profile = false;
+  bool offload_weights = false;
   // Rows packed from segments of random lengths in [packed_min, packed_max] (the last one cut to
   // fill the row), one set of rows per batch, `packed_batches` batches used in turn.
   bool packed = false;
@@ -94,6 +97,41 @@ void fill_random_quant4(Backend& be, const std::vector<Quant4Tensor*>& weights, 
   }
 }
 
+// Layer blobs (offloaded layers): each layer's stored blob viewed as its tensors — 16-bit
+// weights and biases into `weights`, 4-bit ones as copies of the model's Quant4Tensors whose
+// views point into the stored blob (returned with the model's own, whose host-side fields
+// fill_random_quant4 sets on the copies) — to be filled like resident weights.
+using StoredQuant4 = std::vector<std::pair<Quant4Tensor*, Quant4Tensor>>;
+StoredQuant4 stored_blob_views(Transformer& model, DType compute, std::vector<Tensor>& weights) {
+  StoredQuant4 out;
+  const LayerShardLayout blob = layer_shard_layout(model.config(), model.shape(), compute);
+  if (blob.bytes == 0 || blob.spec.world != 1) return out;
+  std::map<std::string, Quant4Tensor*> by_name;
+  for (auto& [name, q] : model.sharded_quantized_weights()) by_name[name] = q;
+  for (int l = 0; l < model.config().num_layers; ++l) {
+    const Tensor store = model.layer_shard(l);
+    auto view = [&](const LayerBlobEntry& e) {
+      return Tensor(static_cast<char*>(store.data) + e.offset, e.dtype, e.shape, store.device);
+    };
+    for (const LayerBlobEntry& e : blob.entries) {
+      switch (e.part) {
+        case BlobPart::kWeight:
+        case BlobPart::kBias: weights.push_back(view(e)); break;
+        case BlobPart::kPacked: {
+          Quant4Tensor* q = by_name.at(fmt::format("model.layers.{}.{}", l, e.suffix));
+          out.emplace_back(q, *q);
+          out.back().second.packed = view(e);
+          break;
+        }
+        case BlobPart::kAbsmax: out.back().second.absmax = view(e); break;
+        case BlobPart::kNestedAbsmax: out.back().second.nested_absmax = view(e); break;
+        case BlobPart::kNestedMap: out.back().second.nested_map = view(e); break;
+      }
+    }
+  }
+  return out;
+}
+
 // GEMM rate of this backend in the compute dtype: n×n×n products, median of several.
 double measure_gemm_tflops(Backend& be, int64_t n) {
   AllocationPlan plan;
@@ -132,6 +170,7 @@ int run_bench(const BenchOptions& o) {
   shape.logits_chunk = o.logits_chunk;
   shape.with_optimizer = true;
   shape.base4 = o.quantize.layout();
+  shape.offload_layers = o.offload_weights;
   if (!o.max_memory.empty())
     shape.max_memory = arena_cap(parse_byte_size(o.max_memory), be->reserved_bytes());
   shape = apply_recompute(o.recompute, shape, c, mode, lora, be->compute_dtype(), shape.max_memory);
@@ -139,11 +178,18 @@ int run_bench(const BenchOptions& o) {
   const size_t mem_before = be->memory_in_use();
   Transformer model(*be, c, mode, lora, shape);
   const size_t planned = model.arena().bytes();
-  log::info("bench: {} {} on {}: arena {}\n{}", o.arch, o.mode, be->device_description(),
-            format_bytes(planned), model.arena().plan().summary());
+  log::info("bench: {} {} on {}: arena {}{}\n{}", o.arch, o.mode, be->device_description(),
+            format_bytes(planned),
+            model.host_bytes() ? " + " + format_bytes(model.host_bytes()) + " in host memory" : "",
+            model.arena().plan().summary());
   std::vector<Tensor> weights;
   for (auto& [name, t] : model.named_weights()) weights.push_back(t);
+  StoredQuant4 stored4 = stored_blob_views(model, be->compute_dtype(), weights);
   fill_random(*be, weights, 0.02f, 1);
+  std::vector<Quant4Tensor*> copies4;
+  for (auto& [own, copy] : stored4) copies4.push_back(&copy);
+  fill_random_quant4(*be, copies4, 0.02f);
+  for (auto& [own, copy] : stored4) own->offset = copy.offset, own->round_to = copy.round_to;
   std::vector<Tensor> host_weights;  // embedding_on_host: filled on the host
   for (auto& [name, t] : model.host_weights()) host_weights.push_back(t);
   if (!host_weights.empty()) fill_random(*make_backend("cpu"), host_weights, 0.02f, 1);
@@ -237,11 +283,11 @@ int run_bench(const BenchOptions& o) {
         "\"recompute\": \"{}\", \"tokens_per_s\": {:.1f}, \"model_tflops\": {:.2f}, "
         "\"gemm_tflops\": {:.2f}, \"gemm_fraction\": {:.3f}, \"planned_bytes\": {}, "
         "\"measured_bytes\": {}, \"loss\": {:.4f}, \"packed\": {}, \"segments\": [{}], "
-        "\"quantize\": \"{}\"}}\n",
+        "\"quantize\": \"{}\", \"host_bytes\": {}}}\n",
         o.arch, o.mode, be->device_description(), o.seq, o.micro_batch, recompute, tokens_per_s,
         tflops, gemm, tflops / gemm, planned, measured,
         last.loss_sum / std::max<int64_t>(1, last.tokens), o.packed, segment_counts,
-        o.quantize.type.empty() ? "none" : o.quantize.type);
+        o.quantize.type.empty() ? "none" : o.quantize.type, model.host_bytes());
   } else {
     fmt::print("{} {}{} seq {} × {} recompute {} on {}\n", o.arch, o.mode,
                o.quantize.type.empty() ? "" : " on a 4-bit " + o.quantize.type + " base", o.seq,
@@ -253,8 +299,10 @@ int run_bench(const BenchOptions& o) {
         "  {:.0f} tokens/s, {:.3f} s/step, model {:.3g} TFLOP/s = {:.1f}% of the measured "
         "{:.3g} TFLOP/s GEMM rate\n",
         tokens_per_s, secs, tflops, 100.0 * tflops / gemm, gemm);
-    fmt::print("  memory: planned {} , measured {}\n", format_bytes(planned),
-               measured ? format_bytes(measured) : std::string("n/a on this backend"));
+    fmt::print("  memory: planned {} , measured {}{}\n", format_bytes(planned),
+               measured ? format_bytes(measured) : std::string("n/a on this backend"),
+               model.host_bytes() ? ", + " + format_bytes(model.host_bytes()) + " in host memory"
+                                  : "");
   }
   if (!profile.empty()) fmt::print("profile (ops timed one by one; per step):\n{}", profile);
   return 0;
@@ -284,6 +332,9 @@ RunFn setup(CLI::App& app) {
   app.add_option("--gemm-size", o->gemm_size, "n of the n³ GEMM whose rate is the yardstick")
       ->capture_default_str();
   app.add_flag("--json", o->json, "One JSON line");
+  app.add_flag("--offload-weights", o->offload_weights,
+               "Keep every layer's frozen weights in host memory, copied in per layer (LoRA, "
+               "QLoRA)");
   app.add_flag("--packed", o->packed,
                "Pack each row from segments of random lengths (seeded; see --packed-min/-max), "
                "several batches in turn, so that packed attention (cu_seqlens) is measured");

@@ -20,6 +20,7 @@ struct PlanOptions {
   int64_t seq = 2048, micro_batch = 1, lora_r = 16, logits_chunk = 1024;
   int nproc = 1;
   std::string strategy = "ddp";
+  std::string offload = "none";
   bool verbose = false;
 };
 
@@ -46,6 +47,7 @@ int run_plan(const PlanOptions& o) {
   shape.max_tokens = o.seq * o.micro_batch;
   shape.logits_chunk = o.logits_chunk;
   shape.with_optimizer = mode != TrainMode::kFrozen;
+  shape.offload_layers = o.offload == "weights";
   shape.base4 =
       o.model.empty() ? o.quantize.layout() : base4_layout(c, o.model, o.quantize.request());
   const DType dtype = o.dtype == "f32"   ? DType::kF32
@@ -68,6 +70,12 @@ int run_plan(const PlanOptions& o) {
                                        : "each keeps its block of the masters, AdamW moments "
                                          "and every layer's frozen weights");
   fmt::print("{}", plan.summary());
+  const AllocationPlan host = plan_transformer_host(c, mode, shape, dtype);
+  if (host.total_bytes() > 0) {
+    fmt::print("host memory (pinned, per rank): {}\n", format_bytes(host.total_bytes()));
+    for (const auto& [group, bytes] : host.group_totals())
+      fmt::print("  {:<14} {:>12}\n", group, format_bytes(bytes));
+  }
   if (o.nproc > 1 && dtype != DType::kF32)
     fmt::print("  + GPU comm staging  {}  (per GPU, outside the arena; NCCL's own buffers not "
                "counted)\n",
@@ -119,6 +127,11 @@ RunFn setup(CLI::App& app) {
                  "ddp (replicated), zero2 (masters and AdamW moments sharded over the ranks) or "
                  "zero3 (the frozen base's layers sharded too: LoRA, QLoRA)")
       ->check(CLI::IsMember({"ddp", "zero2", "zero3"}))
+      ->capture_default_str();
+  app.add_option("--offload", o->offload,
+                 "weights: keep every layer's frozen weights in host memory and copy each in "
+                 "before it runs (LoRA, QLoRA)")
+      ->check(CLI::IsMember({"none", "weights"}))
       ->capture_default_str();
   o->quantize.add_to(app);
   app.add_flag("--buffers", o->verbose,

@@ -139,8 +139,8 @@ void read_f32_range(std::span<const std::byte> bytes, DType dtype, int64_t begin
 
 using UseTensor = std::function<void(const std::string&)>;
 
-// ZeRO-3 (RunShape::layer_shard): of each layer's blob (layer_shard_layout) only this rank's
-// bytes are loaded, tensor by tensor: a 16-bit tensor's elements in the rank's range are
+// ZeRO-3 (RunShape::layer_shard) and offloaded layers (the whole blob, in host memory): of each
+// layer's blob (layer_shard_layout) only this rank's bytes are loaded, tensor by tensor: a 16-bit tensor's elements in the rank's range are
 // converted (by the backend's upload, as an unsharded model's whole tensor is), a 4-bit one is
 // read (bitsandbytes) or quantized (16/32-bit checkpoint) whole on the host, as unsharded, and
 // the bytes of its parts in the range are copied. Each tensor's pages are released once it is
@@ -307,7 +307,7 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
     q->round_to = dtype;
     use(name);
   }
-  if (model.shape().layer_shard) load_layer_shards(model, st, dir, use, use_bnb4bit);
+  if (layer_blob_spec(model.shape())) load_layer_shards(model, st, dir, use, use_bnb4bit);
   for (auto& [name, dst] : model.host_weights()) {  // converted on the host, where they stay
     check_weight(st, dir, name, dst.shape);
     st.read_as(name, dst.dtype, dst.data);

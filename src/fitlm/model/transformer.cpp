@@ -7,6 +7,7 @@
 #include <random>
 
 #include "fitlm/core/error.h"
+#include "fitlm/core/host_memory.h"
 #include "fitlm/model/transformer_impl.h"
 
 namespace fitlm {
@@ -69,6 +70,18 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
                 ExitCode::kNoFit);
   arena_ = std::make_unique<Arena>(backend_, std::move(plan));
   const Arena& a = *arena_;
+  host_plan_ = plan_transformer_host(config_, mode_, shape_, compute);
+  if (host_plan_.total_bytes() > 0) {
+    const std::optional<size_t> available = host_memory_available();
+    if (available && host_plan_.total_bytes() > *available)
+      throw Error("plan",
+                  fmt::format("the plan keeps {} in host memory but this machine has {} "
+                              "available:\n{}",
+                              format_bytes(host_plan_.total_bytes()), format_bytes(*available),
+                              host_plan_.summary()),
+                  ExitCode::kNoFit);
+    host_block_ = backend_.allocate_host_mapped(host_plan_.total_bytes());
+  }
   auto bind_param = [&](const std::string& name, bool decay) {
     params_.push_back(param_in_arena(a, name, shape_, decay));
     return params_.back().grad;
@@ -84,14 +97,12 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
                       base4_layout.offset[static_cast<size_t>(p)] * dtype_size(compute),
                   compute, s, base4_layer.device);
   };
+  const bool blobs = layer_blob_spec(shape_).has_value();
   for (const WeightSpec& w : weight_specs(config_)) {
-    // ZeRO-3: bound below to the gathered blob.
-    if (shape_.layer_shard && (w.kind == WeightKind::kLinear || w.kind == WeightKind::kBias))
-      continue;
+    // ZeRO-3, offloaded layers: bound below to the blob the layer runs from.
+    if (blobs && (w.kind == WeightKind::kLinear || w.kind == WeightKind::kBias)) continue;
     if (w.kind == WeightKind::kEmbed && embedding_on_host(config_, mode_, shape_)) {
-      host_embed_ =
-          backend_.allocate_host_mapped(static_cast<size_t>(w.shape.numel()) * dtype_size(compute));
-      embed_ = Tensor(host_embed_.device, compute, w.shape, backend_.device());
+      embed_ = host_buffer(w.name);
       continue;
     }
     if (shape_.base4 && w.kind == WeightKind::kLinear) {
@@ -138,14 +149,18 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
     }
   }
   if (config_.tie_word_embeddings) lm_head_ = embed_, d_lm_head_ = d_embed_;
-  if (shape_.layer_shard) {
-    // Every layer's views of its sharded tensors point into the one gathered blob (the same
-    // layout for every layer), which prepare_layer fills before the layer runs.
+  if (blobs) {
+    // Every layer's views of its blob's tensors point into the device buffer it runs from (the
+    // same layout for every layer), which prepare_layer fills before the layer runs: the one
+    // gathered blob, or with offloaded layers one of two buffers by the layer's parity, so that
+    // consecutive layers (forward and backward alike) use different ones.
     const LayerShardLayout blob = layer_shard_layout(config_, shape_, compute);
-    const Tensor full = a.get(kShardLayer);
     const std::vector<uint8_t> zeros(blob.shard_bytes, 0);  // the padding between tensors
     for (int l = 0; l < config_.num_layers; ++l) {
-      layer_shards_.push_back(a.get(layer_shard_name(l)));
+      const bool odd = shape_.offload_layers && l % 2 == 1;
+      const Tensor full = a.get(odd ? kShardLayerNext : kShardLayer);
+      const std::string name = layer_shard_name(l);
+      layer_shards_.push_back(shape_.offload_layers ? host_buffer(name) : a.get(name));
       backend_.upload(layer_shards_.back(), zeros.data(), DType::kU8);
       for (const LayerBlobEntry& e : blob.entries) {
         const Tensor v(static_cast<char*>(full.data) + e.offset, e.dtype, e.shape, full.device);
@@ -179,7 +194,13 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
 }
 
 Transformer::~Transformer() {
-  if (host_embed_.host) backend_.deallocate_host_mapped(host_embed_);
+  if (host_block_.host) backend_.deallocate_host_mapped(host_block_);
+}
+
+Tensor Transformer::host_buffer(const std::string& name) const {
+  const BufferSpec& b = host_plan_.at(name);
+  return Tensor(static_cast<char*>(host_block_.device) + b.offset, b.dtype, b.shape,
+                backend_.device());
 }
 
 void Transformer::bind_lora() {
@@ -247,17 +268,19 @@ std::vector<std::pair<std::string, Tensor>> Transformer::named_weights() {
 }
 
 std::vector<std::pair<std::string, Tensor>> Transformer::host_weights() {
-  if (!host_embed_.host) return {};
-  return {{"model.embed_tokens.weight", Tensor(host_embed_.host, embed_.dtype, embed_.shape)}};
+  if (!embedding_on_host(config_, mode_, shape_)) return {};
+  const std::string name = "model.embed_tokens.weight";
+  const BufferSpec& b = host_plan_.at(name);
+  return {{name, Tensor(static_cast<char*>(host_block_.host) + b.offset, b.dtype, b.shape)}};
 }
 
 std::vector<std::pair<std::string, Quant4Tensor*>> Transformer::quantized_weights() {
-  if (shape_.layer_shard) return {};
+  if (layer_blob_spec(shape_)) return {};
   return packed_weights();
 }
 
 std::vector<std::pair<std::string, Quant4Tensor*>> Transformer::sharded_quantized_weights() {
-  if (!shape_.layer_shard) return {};
+  if (!layer_blob_spec(shape_)) return {};
   return packed_weights();
 }
 
@@ -279,7 +302,7 @@ Tensor Transformer::layer_shard(int l) const {
 void Transformer::prepare_layer(int l) {
   if (l < 0 || l >= config_.num_layers)
     throw_internal_error("model", "prepare_layer({}) of a {}-layer model", l, config_.num_layers);
-  impl_->prepare_layer(l);
+  impl_->prepare_layer(l, l + 1);  // callers run the layers in order
 }
 
 void Transformer::init_lora(uint64_t seed) {

@@ -77,7 +77,21 @@ struct RunShape {
   // zero2 instead). Frozen mode (inference, the incremental decoder) works: every caller of
   // prepare_layer gathers. nullopt (or world 1 without a gather set) keeps today's layout.
   std::optional<ShardSpec> layer_shard;
+  // Parameter offload (LoRA and QLoRA): every decoder layer's frozen weights, laid out as the
+  // blob of layer_shard_layout with the whole blob as this process's shard, live in pinned
+  // host memory (plan_transformer_host) instead of the device. prepare_layer copies a layer in
+  // before it runs, on the backend's transfer queue (Backend::copy_async), and starts copying
+  // the layer that runs next into the other of two device buffers (shard.layer,
+  // shard.layer.next), so the copy of one layer overlaps the compute of another. The embedding
+  // stays in host memory too (embedding_on_host). With layer_shard over several ranks: not
+  // built (an input error).
+  bool offload_layers = false;
 };
+
+// Whether the decoder's linear weights are kept as per-layer byte blobs (ZeRO-3's shards or
+// offloaded layers), and the part of each blob this process keeps: layer_shard, or the whole
+// blob ({0, 1}) when only offload_layers asks for blobs.
+std::optional<ShardSpec> layer_blob_spec(const RunShape& shape);
 
 // One micro-batch on the host (text/batch.h): labels aligned with input_ids as in HF; the model
 // shifts them inside each segment. Empty position_ids / cu_seqlens mean 0.. / one segment.
@@ -127,12 +141,18 @@ struct LayerWeights {
 
 AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode, const LoraConfig& lora,
                                 const RunShape& shape, DType compute);
+// What the same job keeps in (pinned) host memory: the embedding with embedding_on_host, every
+// layer's blob with RunShape::offload_layers. Buffers live for the whole job; empty plan when
+// nothing is kept there.
+AllocationPlan plan_transformer_host(const ModelConfig& config, TrainMode mode,
+                                     const RunShape& shape, DType compute);
 // LoRA on a 16-bit compute dtype keeps no 16-bit copy of every adapter: before each layer runs
 // (forward, recompute or backward), that layer's adapters are cast from the f32 masters into one
 // layer-sized buffer, so the LoRA values take one layer's bytes instead of all layers'. Same
 // values as a cast after each optimizer step, since the masters only change there.
 bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute);
-// With a 4-bit base, or ZeRO-3's sharded layers (layer_shard over several ranks), the token
+// With a 4-bit base, ZeRO-3's sharded layers (layer_shard over several ranks) or offloaded
+// layers (offload_layers), the token
 // embedding stays in host memory (1 GiB of an 8B model, 2 GiB of a 70B one), pinned and mapped
 // into the device's address space: the embedding op reads the micro-batch's rows there
 // (T·hidden values over PCIe) instead of the table taking device memory — the jobs that shrink
@@ -167,6 +187,8 @@ class Transformer {
   const RunShape& shape() const { return shape_; }
   Backend& backend() { return backend_; }
   const Arena& arena() const { return *arena_; }
+  // Bytes kept in pinned host memory (plan_transformer_host).
+  size_t host_bytes() const { return host_plan_.total_bytes(); }
 
   // Base weights by HF tensor name ("model.layers.0.self_attn.q_proj.weight"), for loaders:
   // those in the compute dtype, and (4-bit base) the packed ones, whose host-side fields
@@ -245,7 +267,11 @@ class Transformer {
   std::vector<Tensor> layer_shards_;  // layer_shard: layers.<l>.shard
   LayerGather layer_gather_;
   Tensor embed_, final_norm_, lm_head_, d_embed_, d_final_norm_, d_lm_head_;
-  Backend::HostMapped host_embed_;  // embedding_on_host: the table (embed_ views its device side)
+  // plan_transformer_host's buffers, in one pinned block mapped into the device's address
+  // space (the embedding table with embedding_on_host, offloaded layer blobs).
+  AllocationPlan host_plan_;
+  Backend::HostMapped host_block_;
+  Tensor host_buffer(const std::string& name) const;  // its device-side (mapped) view
   std::vector<Param> params_;
   std::vector<Param> flat_params_;  // LoRA: the single flat parameter
   uint64_t dropout_seed_ = 0;

@@ -100,6 +100,8 @@ Base4LayerLayout base4_layer_layout(const ModelConfig& c);
 // to a multiple of world·kLayerBlobAlign so that every rank's shard (shard_block, core/shard.h)
 // has the same size and is aligned too.
 inline constexpr const char* kShardLayer = "shard.layer";  // the gathered blob of one layer
+// Offloaded layers: the blob of the layer that runs next, copied in while one runs.
+inline constexpr const char* kShardLayerNext = "shard.layer.next";
 inline constexpr size_t kLayerBlobAlign = 256;
 std::string layer_shard_name(int layer);  // "layers.<l>.shard": rank's bytes of layer l
 enum class BlobPart { kWeight, kBias, kPacked, kAbsmax, kNestedAbsmax, kNestedMap };
@@ -121,7 +123,7 @@ struct LayerShardLayout {
   // Rank's byte range of the blob: shard_block(B, spec) (every block is shard_bytes long).
   ShardBlock range() const { return shard_block(static_cast<int64_t>(bytes), spec); }
 };
-// Empty (bytes 0) without RunShape::layer_shard.
+// Empty (bytes 0) without layer blobs (layer_blob_spec).
 LayerShardLayout layer_shard_layout(const ModelConfig& c, const RunShape& shape, DType compute);
 
 // layer −1: the shared set used with RecomputePolicy::kFull.

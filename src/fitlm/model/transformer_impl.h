@@ -39,11 +39,13 @@ struct Transformer::Impl {
   // (NaN) those dead in the next.
   void enter_phase(std::optional<Phase> next);
 
-  // Before layer l runs: (layer_shard) its blob gathered from every rank into shard.layer, its
-  // 4-bit weights dequantized into base4.layer, and (lora_cast_per_layer) its adapters cast
-  // from the f32 masters into lora.layer. Every layer's LinearWeights::w, b, w4 and lora_a/b
-  // view those buffers.
-  void prepare_layer(int l);
+  // Before layer l runs: (layer_shard) its blob gathered from every rank into shard.layer, or
+  // (offload_layers) copied from host memory into its buffer; its 4-bit weights dequantized
+  // into base4.layer, and (lora_cast_per_layer) its adapters cast from the f32 masters into
+  // lora.layer. Every layer's LinearWeights::w, b, w4 and lora_a/b view those buffers.
+  // `next`: the layer the caller runs after this one (−1: none), whose copy from host memory
+  // may start now.
+  void prepare_layer(int l, int next);
 
  private:
   LayerActivations activations(int layer, int64_t t) const;
@@ -73,6 +75,7 @@ struct Transformer::Impl {
   Tensor cu_seqlens() const;  // the current batch's [n_segments + 1] offsets
   void cast_lora(int l);
   void gather_layer(int l);
+  void fetch_offloaded_layer(int l, int next);
 
   Transformer& m_;
   Backend& be_;
@@ -83,7 +86,12 @@ struct Transformer::Impl {
   int64_t n_segments_ = 0;
   std::optional<Phase> phase_;  // check_lifetimes only
   Tensor lora_layer_;           // lora.layer, or empty when the LoRA values are kept whole
-  Tensor shard_layer_;          // shard.layer (layer_shard), or empty
+  Tensor shard_layer_;          // shard.layer (layer blobs), or empty
+  Tensor shard_layer_next_;     // shard.layer.next (offload_layers), or empty
+  // offload_layers: the layer whose copy was started into each buffer (even layers run from
+  // shard.layer, odd ones from shard.layer.next) in this pass, or −1. Reset at every pass's
+  // start and end: between passes other buffers may share their bytes.
+  std::array<int, 2> fetched_{-1, -1};
   // 4-bit base: per layer, its projections' packed weights and their base4.layer views.
   std::vector<std::vector<std::pair<const Quant4Tensor*, Tensor>>> base4_work_;
   std::vector<LoraGroup> lora_groups_;  // LoRA mode only

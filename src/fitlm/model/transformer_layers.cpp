@@ -36,6 +36,7 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
   attn_.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
   if (m_.arena_->contains(kLoraLayer)) lora_layer_ = m_.arena_->get(kLoraLayer);
   if (m_.arena_->contains(kShardLayer)) shard_layer_ = m_.arena_->get(kShardLayer);
+  if (m_.arena_->contains(kShardLayerNext)) shard_layer_next_ = m_.arena_->get(kShardLayerNext);
   // A 4-bit base: each layer's seven (packed, destination) pairs, built once for prepare_layer.
   if (m_.shape_.base4)
     for (const LayerWeights& layer : m_.layers_) {
@@ -62,8 +63,11 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
   }
 }
 
-void Transformer::Impl::prepare_layer(int l) {
-  if (!shard_layer_.empty()) gather_layer(l);
+void Transformer::Impl::prepare_layer(int l, int next) {
+  if (!shard_layer_next_.empty())
+    fetch_offloaded_layer(l, next);
+  else if (!shard_layer_.empty())
+    gather_layer(l);
   if (!base4_work_.empty())
     be_.dequantize4_many(base4_work_[static_cast<size_t>(l)]);  // one launch on CUDA
   cast_lora(l);
@@ -82,6 +86,21 @@ void Transformer::Impl::gather_layer(int l) {
                          "(Transformer::set_layer_gather)",
                          l, world);
   be_.copy(shard, shard_layer_);  // one rank: its shard is the whole blob
+}
+
+void Transformer::Impl::fetch_offloaded_layer(int l, int next) {
+  auto buffer = [&](int layer) { return layer % 2 ? shard_layer_next_ : shard_layer_; };
+  auto start = [&](int layer) {
+    // Queued after everything the compute stream holds so far, so after the last reads of the
+    // buffer by the layer before (the one with the same parity).
+    be_.copy_async(m_.layer_shards_[static_cast<size_t>(layer)], buffer(layer));
+    fetched_[static_cast<size_t>(layer % 2)] = layer;
+  };
+  if (fetched_[static_cast<size_t>(l % 2)] != l) start(l);
+  be_.wait_transfers();  // layer l's copy is complete before its first op
+  if (next >= 0 && next < c_.num_layers && next % 2 != l % 2 &&
+      fetched_[static_cast<size_t>(next % 2)] != next)
+    start(next);
 }
 
 void Transformer::Impl::cast_lora(int l) {

@@ -63,6 +63,7 @@ int64_t Transformer::Impl::upload_batch(const HostBatch& b) {
 }
 
 void Transformer::Impl::enter_phase(std::optional<Phase> next) {
+  if (!next) fetched_ = {-1, -1};  // the pass ends: other buffers may take the layer buffers' bytes
   if (!m_.shape_.check_lifetimes) return;
   const Arena& arena = *m_.arena_;
   const std::vector<std::string> names = phase_names();
@@ -95,13 +96,14 @@ void Transformer::Impl::enter_phase(std::optional<Phase> next) {
 void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
   (void)keep_for_backward;  // the plan decides what is kept; recompute re-runs layers
   enter_phase(Phase::kForward);
+  fetched_ = {-1, -1};
   Tensor x = rows("layers.0.x_in", t);
   be_.embedding_forward(rows("input.ids", t), m_.embed_, x);
   for (int l = 0; l < c_.num_layers; ++l) {
     const Tensor y = rows(
         l + 1 < c_.num_layers ? fmt::format("layers.{}.x_in", l + 1) : std::string("final.x_in"),
         t);
-    prepare_layer(l);
+    prepare_layer(l, l + 1);
     layer_forward(l, activations(l, t), rows(fmt::format("layers.{}.x_in", l), t), y, t);
   }
   // The final norm starts the loss head's phase: its output is read there only.
@@ -146,12 +148,14 @@ LossResult Transformer::Impl::loss(int64_t t, float grad_scale, bool backward) {
 void Transformer::Impl::backward(int64_t t) {
   Tensor dres = rows("scratch.dres", t);
   enter_phase(Phase::kNormBackward);
+  fetched_ = {-1, -1};  // the loss head's buffers shared bytes with the layer buffers
   be_.rmsnorm_backward(rows("scratch.dxn", t), rows("final.x_in", t), m_.final_norm_,
                        rows("final.rstd", t), dres, m_.d_final_norm_);
   for (int l = c_.num_layers - 1; l >= 0; --l) {
     const LayerActivations a = activations(l, t);
     const Tensor x = rows(fmt::format("layers.{}.x_in", l), t);
-    prepare_layer(l);  // in N or the previous layer's A: lora.layer and base4.layer live there too
+    // In N or the previous layer's A: lora.layer, base4.layer and the layer buffers live there too.
+    prepare_layer(l, l - 1);
     if (!saved_[static_cast<size_t>(l)]) {
       enter_phase(Phase::kRecompute);
       layer_forward(l, a, x, Tensor{}, t);

@@ -113,10 +113,17 @@ std::string layer_shard_name(int layer) {
   return fmt::format("layers.{}.shard", layer);
 }
 
+std::optional<ShardSpec> layer_blob_spec(const RunShape& shape) {
+  if (shape.layer_shard) return shape.layer_shard;
+  if (shape.offload_layers) return ShardSpec{0, 1};
+  return std::nullopt;
+}
+
 LayerShardLayout layer_shard_layout(const ModelConfig& c, const RunShape& shape, DType compute) {
   LayerShardLayout out;
-  if (!shape.layer_shard) return out;
-  out.spec = *shape.layer_shard;
+  const std::optional<ShardSpec> spec = layer_blob_spec(shape);
+  if (!spec) return out;
+  out.spec = *spec;
   if (out.spec.world < 1 || out.spec.rank < 0 || out.spec.rank >= out.spec.world)
     throw_input_error("plan", "layer shard: rank {} of world {} is not a rank", out.spec.rank,
                       out.spec.world);
@@ -240,22 +247,36 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
     throw_input_error("plan",
                       "ZeRO-3 shards frozen weights (LoRA, QLoRA); full fine-tuning shards with "
                       "zero2");
+  if (shape.offload_layers && mode == TrainMode::kFull)
+    throw_input_error("plan",
+                      "offload: weights keeps frozen layers in host memory (LoRA, QLoRA); full "
+                      "fine-tuning trains those weights on the device");
+  if (shape.offload_layers && shape.layer_shard && shape.layer_shard->world > 1)
+    throw_input_error("plan",
+                      "offload: weights with zero3 (sharded layers in host memory) is not "
+                      "built: use one of them");
   const bool host_embedding = embedding_on_host(c, mode, shape);
   // ZeRO-3: a layer's linear weights and biases are its blob's bytes (layer_shard_layout), of
   // which this rank keeps its shard; the layer about to run is gathered into shard.layer, read
   // wherever a layer runs, as base4.layer.
+  // Offloaded layers: the blobs are in the host plan, and the layer that runs next is copied
+  // into shard.layer.next while one runs (both live wherever layers run).
   const LayerShardLayout blob = layer_shard_layout(c, shape, compute);
-  if (shape.layer_shard) {
-    for (int l = 0; l < c.num_layers; ++l)
-      plan.add(layer_shard_name(l), "weights.shard", Shape{static_cast<int64_t>(blob.shard_bytes)},
-               DType::kU8);
-    plan.add(kShardLayer, "gather", Shape{static_cast<int64_t>(blob.bytes)}, DType::kU8,
+  const bool blobs = layer_blob_spec(shape).has_value();
+  if (blobs) {
+    if (!shape.offload_layers)
+      for (int l = 0; l < c.num_layers; ++l)
+        plan.add(layer_shard_name(l), "weights.shard",
+                 Shape{static_cast<int64_t>(blob.shard_bytes)}, DType::kU8);
+    const Shape whole{static_cast<int64_t>(blob.bytes)};
+    plan.add(kShardLayer, shape.offload_layers ? "offload" : "gather", whole, DType::kU8,
              live_in({F, N, R, M, A}));
+    if (shape.offload_layers)
+      plan.add(kShardLayerNext, "offload", whole, DType::kU8, live_in({F, N, R, M, A}));
   }
   for (const WeightSpec& w : weight_specs(c)) {
     if (host_embedding && w.kind == WeightKind::kEmbed) continue;
-    if (shape.layer_shard && (w.kind == WeightKind::kLinear || w.kind == WeightKind::kBias))
-      continue;
+    if (blobs && (w.kind == WeightKind::kLinear || w.kind == WeightKind::kBias)) continue;
     if (shape.base4 && w.kind == WeightKind::kLinear)
       add_quant4_weight(plan, w.name, w.shape, *shape.base4);
     else if (mode == TrainMode::kFull)
@@ -388,7 +409,24 @@ bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute) {
 
 bool embedding_on_host(const ModelConfig& c, TrainMode mode, const RunShape& shape) {
   const bool sharded = shape.layer_shard && shape.layer_shard->world > 1;
-  return (shape.base4 || sharded) && mode != TrainMode::kFull && !c.tie_word_embeddings;
+  return (shape.base4 || sharded || shape.offload_layers) && mode != TrainMode::kFull &&
+         !c.tie_word_embeddings;
+}
+
+AllocationPlan plan_transformer_host(const ModelConfig& c, TrainMode mode, const RunShape& shape,
+                                     DType compute) {
+  AllocationPlan plan;
+  if (embedding_on_host(c, mode, shape))
+    for (const WeightSpec& w : weight_specs(c))
+      if (w.kind == WeightKind::kEmbed) plan.add(w.name, "embedding", w.shape, compute);
+  if (shape.offload_layers) {
+    const LayerShardLayout blob = layer_shard_layout(c, shape, compute);
+    for (int l = 0; l < c.num_layers; ++l)
+      plan.add(layer_shard_name(l), "weights.offload", Shape{static_cast<int64_t>(blob.bytes)},
+               DType::kU8);
+  }
+  plan.finalize();
+  return plan;
 }
 
 bool layer_saved(const ModelConfig& c, TrainMode mode, const RunShape& shape, int l) {

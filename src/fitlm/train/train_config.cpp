@@ -281,6 +281,29 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
       {"seed", [](C c, N n, T t) { t.seed = static_cast<uint64_t>(get_nonneg(c, n)); }},
       {"backend", [](C c, N n, T t) { t.backend = get_string(c, n); }},
       {"strategy", [](C c, N n, T t) { t.strategy = get_string(c, n); }},
+      {"offload",  // a buffer class, or a list of them
+       [](C c, N n, T t) {
+         std::vector<std::string> classes;
+         if (n.IsSequence())
+           for (const YAML::Node& e : n) classes.push_back(get_string(c, e));
+         else
+           classes.push_back(get_string(c, n));
+         t.offload_weights = false;
+         for (const std::string& v : classes) {
+           if (v == "weights") {
+             t.offload_weights = true;
+           } else if (v == "optimizer" || v == "activations") {
+             throw_input_error(kComponent,
+                               "{}: key 'offload': offloading {} is not built yet (only "
+                               "weights)",
+                               c.source, v);
+           } else if (v != "none") {
+             throw_input_error(kComponent,
+                               "{}: key 'offload': expected weights or none, found '{}'",
+                               c.source, clip(v));
+           }
+         }
+       }},
       {"output_dir", [](C c, N n, T t) { t.output_dir = get_string(c, n); }},
       {"save_steps", [](C c, N n, T t) { t.save_steps = get_nonneg(c, n); }},
       {"save_total_limit", [](C c, N n, T t) { t.save_total_limit = get_nonneg(c, n); }},

@@ -84,9 +84,13 @@ struct TrainConfig {
 
   // runtime and outputs
   std::string backend = "cpu";  // cpu | cuda | cuda:N
-  // Several ranks (mpirun, `fitlm train --nproc N`): ddp (replicated model, gradients summed
-  // across ranks) or auto (= ddp today); zero2 and zero3 are accepted names, not yet built.
+  // Several ranks (mpirun, `fitlm train --nproc N`): ddp, zero2, zero3 (dist/strategy.h), or
+  // auto (the first of them whose plan fits max_memory).
   std::string strategy = "auto";
+  // `offload: [weights]` (or `offload: weights`): what lives in host memory instead of the
+  // device. weights: every decoder layer's frozen weights (LoRA, QLoRA), copied in per layer
+  // (RunShape::offload_layers).
+  bool offload_weights = false;
   std::filesystem::path output_dir = "outputs";
   int64_t save_steps = 0;        // 0 = only the final output (and on SIGINT/SIGTERM)
   int64_t save_total_limit = 0;  // 0 = keep every checkpoint

@@ -243,6 +243,7 @@ void setup_model(TrainJob& job) {
               shape.base4->double_quant ? ", double quantization" : "");
   shape.recompute = c.gradient_checkpointing ? RecomputePolicy::kFull : RecomputePolicy::kSave;
   shape.with_optimizer = true;
+  shape.offload_layers = c.offload_weights;
   const TrainMode train_mode = job.lora ? TrainMode::kLora : TrainMode::kFull;
   shape = choose_strategy(job, train_mode, lc, shape);
   if (job.world > 1)
@@ -323,10 +324,13 @@ std::unique_ptr<TrainJob> setup_training(const TrainConfig& c) {
   setup_resume(*job);
   log::info(
       "training {} on {}: {} trainable parameters ({}), {} train / {} eval examples, "
-      "{} steps of {} x {} micro-batches, memory plan {}",
+      "{} steps of {} x {} micro-batches, memory plan {}{}",
       c.base_model, job->backend->name(), job->trainable, job->lora ? "LoRA" : "full",
       job->data.train.size(), job->data.eval.size(), job->total_steps, job->k, c.micro_batch_size,
-      format_bytes(job->model->arena().bytes()));
+      format_bytes(job->model->arena().bytes()),
+      job->model->host_bytes()
+          ? fmt::format(" + {} in host memory", format_bytes(job->model->host_bytes()))
+          : "");
   return job;
 }
 

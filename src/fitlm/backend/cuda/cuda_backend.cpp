@@ -101,6 +101,9 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
     throw_input_error("cuda", "{} (sm_{}{}) has no bf16 matrix units: use FITLM_CUDA_DTYPE=f16",
                       prop.name, prop.major, prop.minor);
   FITLM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  FITLM_CUDA_CHECK(cudaStreamCreateWithFlags(&transfer_stream_, cudaStreamNonBlocking));
+  FITLM_CUDA_CHECK(cudaEventCreateWithFlags(&compute_ready_, cudaEventDisableTiming));
+  FITLM_CUDA_CHECK(cudaEventCreateWithFlags(&transfers_done_, cudaEventDisableTiming));
   FITLM_CUBLAS_CHECK(cublasLtCreate(&lt_));
   FITLM_CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
   // [Σx² result][its per-block partials][error flags]
@@ -123,6 +126,10 @@ CudaBackend::~CudaBackend() {
   if (lt_workspace_) cudaFree(lt_workspace_);
   if (lt_) cublasLtDestroy(lt_);
   if (stream_) cudaStreamDestroy(stream_);
+  if (transfer_stream_) cudaStreamSynchronize(transfer_stream_);
+  if (transfer_stream_) cudaStreamDestroy(transfer_stream_);
+  if (compute_ready_) cudaEventDestroy(compute_ready_);
+  if (transfers_done_) cudaEventDestroy(transfers_done_);
 }
 
 std::string CudaBackend::name() const {
@@ -193,7 +200,7 @@ void CudaBackend::upload(Tensor dst, const void* src, DType src_dtype) {
   const int64_t n = dst.numel();
   if (n == 0) return;
   if (src_dtype == dst.dtype) {
-    FITLM_CUDA_CHECK(cudaMemcpyAsync(dst.data, src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
+    FITLM_CUDA_CHECK(cudaMemcpyAsync(dst.data, src, dst.bytes(), cudaMemcpyDefault, stream_));
   } else {
     FITLM_CHECK(is_float(dst.dtype), "cuda", "upload converts into float dtypes only, not {}",
                 dtype_name(dst.dtype));
@@ -201,7 +208,7 @@ void CudaBackend::upload(Tensor dst, const void* src, DType src_dtype) {
     for (int64_t i = 0; i < n; ++i)
       host_store(staged.data(), dst.dtype, i, host_load(src, src_dtype, i));
     FITLM_CUDA_CHECK(
-        cudaMemcpyAsync(dst.data, staged.data(), dst.bytes(), cudaMemcpyHostToDevice, stream_));
+        cudaMemcpyAsync(dst.data, staged.data(), dst.bytes(), cudaMemcpyDefault, stream_));
     FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));  // `staged` dies here
     return;
   }
@@ -213,21 +220,22 @@ void CudaBackend::download(const Tensor& src, float* dst) {
   const int64_t n = src.numel();
   if (n == 0) return;
   if (src.dtype == DType::kF32) {
-    FITLM_CUDA_CHECK(cudaMemcpyAsync(dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
+    FITLM_CUDA_CHECK(cudaMemcpyAsync(dst, src.data, src.bytes(), cudaMemcpyDefault, stream_));
     FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return;
   }
   std::vector<std::byte> staged(src.bytes());
   FITLM_CUDA_CHECK(
-      cudaMemcpyAsync(staged.data(), src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
+      cudaMemcpyAsync(staged.data(), src.data, src.bytes(), cudaMemcpyDefault, stream_));
   FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   for (int64_t i = 0; i < n; ++i) dst[i] = host_load(staged.data(), src.dtype, i);
 }
 
 void CudaBackend::synchronize() {
   FITLM_CUDA_CHECK(cudaMemcpyAsync(h_flags_, d_flags_, kNumFlags * sizeof(int),
-                                   cudaMemcpyDeviceToHost, stream_));
+                                   cudaMemcpyDefault, stream_));
   FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  FITLM_CUDA_CHECK(cudaStreamSynchronize(transfer_stream_));  // copy_async's too
   const bool bad_id = h_flags_[kFlagBadTokenId] != 0, bad_label = h_flags_[kFlagBadLabel] != 0;
   if (bad_id || bad_label) {
     FITLM_CUDA_CHECK(cudaMemsetAsync(d_flags_, 0, kNumFlags * sizeof(int), stream_));
@@ -245,6 +253,25 @@ void CudaBackend::fill(Tensor x, float value) {
   cuda::launch_fill(x, value, stream_);
 }
 
+void CudaBackend::copy_async(const Tensor& src, Tensor dst) {
+  check_on_device(src, "copy_async src");
+  check_on_device(dst, "copy_async dst");
+  FITLM_CHECK(src.dtype == dst.dtype && src.numel() == dst.numel(), "cuda",
+              "copy_async {} {} -> {} {}", dtype_name(src.dtype), src.shape.str(),
+              dtype_name(dst.dtype), dst.shape.str());
+  if (src.numel() == 0) return;
+  FITLM_CUDA_CHECK(cudaEventRecord(compute_ready_, stream_));
+  FITLM_CUDA_CHECK(cudaStreamWaitEvent(transfer_stream_, compute_ready_, 0));
+  FITLM_CUDA_CHECK(
+      cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDefault, transfer_stream_));
+  // Re-recorded after each copy: a wait on it covers every copy queued so far (one stream).
+  FITLM_CUDA_CHECK(cudaEventRecord(transfers_done_, transfer_stream_));
+}
+
+void CudaBackend::wait_transfers() {
+  FITLM_CUDA_CHECK(cudaStreamWaitEvent(stream_, transfers_done_, 0));
+}
+
 void CudaBackend::copy(const Tensor& src, Tensor dst) {
   check_on_device(src, "copy src");
   check_on_device(dst, "copy dst");
@@ -253,7 +280,7 @@ void CudaBackend::copy(const Tensor& src, Tensor dst) {
   if (src.dtype == dst.dtype) {
     if (src.data != dst.data && src.numel() > 0)
       FITLM_CUDA_CHECK(
-          cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDeviceToDevice, stream_));
+          cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDefault, stream_));
     return;
   }
   FITLM_CHECK(is_float(src.dtype) && is_float(dst.dtype), "cuda", "copy {} -> {} unsupported",

@@ -51,6 +51,8 @@ class CudaBackend final : public Backend {
 
   void fill(Tensor x, float value) override;
   void copy(const Tensor& src, Tensor dst) override;
+  void copy_async(const Tensor& src, Tensor dst) override;
+  void wait_transfers() override;
   void add(const Tensor& a, const Tensor& b, Tensor out) override;
   void axpy(float alpha, const Tensor& x, Tensor y) override;
   void scale(Tensor x, float alpha) override;
@@ -104,6 +106,10 @@ class CudaBackend final : public Backend {
   int device_;
   DType compute_;
   cudaStream_t stream_ = nullptr;
+  // copy_async's queue, and the events that order it after the compute stream and back.
+  cudaStream_t transfer_stream_ = nullptr;
+  cudaEvent_t compute_ready_ = nullptr;
+  cudaEvent_t transfers_done_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   void* lt_workspace_ = nullptr;
   double* d_sum_ = nullptr;  // sum_squares accumulator (device)

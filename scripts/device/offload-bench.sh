@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Issue 13, parameter offload on one GPU: the CUDA build; the CUDA test that offloaded layers
+# compute exactly what resident ones do; the trainer with `offload: [weights]` byte-identical to
+# the resident run; then Llama-3.1-8B shapes (LoRA r16 on all seven projections, seq 2048, full
+# recompute) resident against offloaded, 16-bit and NF4, micro-batch 1 and 4; and
+# Llama-3.1-70B NF4 QLoRA resident against offloaded.
+#   run: carry [".debs"], command: bash scripts/device/offload-bench.sh [part]
+# part: all (default), 8b (tests and 8B benches) or 70b. FITLM_REUSE_BUILD=1 keeps a build made
+# by an earlier call of this session. Results on stdout; logs under /tmp/fitlm-offload.
+set -uo pipefail
+PART=${1:-all}
+OUT=/tmp/fitlm-offload
+mkdir -p "$OUT"
+start=$(date +%s)
+FITLM_DEVICE_TARGETS="fitlm fitlm_cuda_tests" bash scripts/device/build.sh build-device \
+  >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+echo "build: $(($(date +%s) - start)) s"
+B=$PWD/build-device
+export LD_LIBRARY_PATH=/opt/fitlm-deps/usr/lib/x86_64-linux-gnu:/opt/fitlm-deps/usr/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1
+grep MemTotal /proc/meminfo
+bench() {  # name, args...
+  local name=$1; shift
+  "$B/fitlm" bench --recompute full --seq 2048 --json "$@" \
+    >"$OUT/bench-$name.json" 2>"$OUT/bench-$name.log"
+  echo "$name rc $?: $(cat "$OUT/bench-$name.json")"
+}
+if [ "$PART" = all ] || [ "$PART" = 8b ]; then
+  echo "== CUDA tests: offload, model vs CPU"
+  "$B/tests/fitlm_cuda_tests" --gtest_brief=1 --gtest_filter='CudaOffload*:ModelVsCpu*' 2>&1 |
+    grep -E '^\[  PASSED  \]|^\[  FAILED  \]|Failure|tests ran' | head -12
+  echo "== trainer: offload: [weights] against resident, QLoRA and LoRA on CUDA"
+  W=/tmp/fitlm-offload/train; rm -rf "$W"; mkdir -p "$W"
+  "$B/fitlm" -q demo --dir "$W/d" --prepare-only
+  for adapter in qlora lora; do
+    for run in resident offloaded; do
+      cat >"$W/$adapter-$run.yaml" <<YAML
+base_model: $W/d/tiny-llama-random
+datasets: [{path: $W/d/upper_train.jsonl, type: pretokenized}]
+adapter: $adapter
+lora_r: 8
+lora_alpha: 16
+sequence_len: 64
+sample_packing: true
+micro_batch_size: 4
+max_steps: 20
+learning_rate: 1.0e-3
+save_steps: 10
+logging_steps: 5
+seed: 7
+backend: cuda
+bf16: true
+gradient_checkpointing: true
+output_dir: $W/$adapter-$run
+YAML
+      [ $run = offloaded ] && echo "offload: [weights]" >>"$W/$adapter-$run.yaml"
+      "$B/fitlm" -q train "$W/$adapter-$run.yaml" 2>"$W/$adapter-$run.log" || tail -5 "$W/$adapter-$run.log"
+    done
+    cmp "$W/$adapter-resident/adapter_model.safetensors" "$W/$adapter-offloaded/adapter_model.safetensors" &&
+      echo "$adapter: offloaded adapter identical to resident"
+  done
+  echo "== 8B benches"
+  bench 8b-lora-resident --arch llama-3.1-8b
+  bench 8b-lora-offload --arch llama-3.1-8b --offload-weights
+  bench 8b-lora-mb4-resident --arch llama-3.1-8b --micro-batch 4
+  bench 8b-lora-mb4-offload --arch llama-3.1-8b --micro-batch 4 --offload-weights
+  bench 8b-qlora-resident --arch llama-3.1-8b --quantize nf4
+  bench 8b-qlora-offload --arch llama-3.1-8b --quantize nf4 --offload-weights
+fi
+if [ "$PART" = all ] || [ "$PART" = 70b ]; then
+  echo "== 70B QLoRA"
+  bench 70b-qlora-resident --arch llama-3.1-70b --quantize nf4 --steps 2 --warmup 1
+  bench 70b-qlora-offload --arch llama-3.1-70b --quantize nf4 --offload-weights --steps 2 --warmup 1
+  grep -h "host memory" "$OUT"/bench-70b-*.log | head -2
+fi
+echo "total: $(($(date +%s) - start)) s"
