@@ -17,6 +17,7 @@
 #include "fitlm/io/hf_model.h"
 #include "fitlm/io/safetensors.h"
 #include "fitlm/model/transformer.h"
+#include "fitlm/model/transformer_buffers.h"
 
 using namespace fitlm;
 namespace fs = std::filesystem;
