@@ -76,6 +76,9 @@ class Backend {
     void* device = nullptr;
   };
   virtual HostMapped allocate_host_mapped(size_t bytes);
+  // Device memory the driver takes to map `host_bytes` of allocate_host_mapped memory into the
+  // device's address space, outside every arena (CUDA: cuda_host_mapping_bytes).
+  virtual size_t host_mapping_bytes(size_t /*host_bytes*/) const { return 0; }
   virtual void deallocate_host_mapped(const HostMapped& m);
   // dst (any dtype on this device) <- host data of `src_dtype` with dst.numel() elements.
   virtual void upload(Tensor dst, const void* src, DType src_dtype) = 0;
@@ -192,6 +195,14 @@ class Backend {
   virtual void adamw_step(Tensor param, const Tensor& grad, Tensor m, Tensor v,
                           const AdamWParams& p, float grad_scale) = 0;
 };
+
+// CUDA's device-side cost of mapped pinned host memory, measured on an H200 (driver 580,
+// bench/NOTES.md session 8): 2.0–2.1 MiB of device memory per GiB mapped (1/512, about 8 bytes
+// per 4 KiB page), on top of the arena. Rounded up to whole MiB.
+inline size_t cuda_host_mapping_bytes(size_t host_bytes) {
+  constexpr size_t kMiB = size_t{1} << 20;
+  return (host_bytes / 512 + kMiB - 1) / kMiB * kMiB;
+}
 
 inline Backend::HostMapped Backend::allocate_host_mapped(size_t bytes) {
   void* p = ::operator new(bytes);

@@ -177,7 +177,8 @@ int run_bench(const BenchOptions& o) {
   const std::string recompute = describe_recompute(c, shape);
   const size_t mem_before = be->memory_in_use();
   Transformer model(*be, c, mode, lora, shape);
-  const size_t planned = model.arena().bytes();
+  // The arena and the device memory that mapping the host buffers takes.
+  const size_t planned = model.arena().bytes() + be->host_mapping_bytes(model.host_bytes());
   log::info("bench: {} {} on {}: arena {}{}\n{}", o.arch, o.mode, be->device_description(),
             format_bytes(planned),
             model.host_bytes() ? " + " + format_bytes(model.host_bytes()) + " in host memory" : "",

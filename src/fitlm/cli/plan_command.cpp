@@ -72,7 +72,10 @@ int run_plan(const PlanOptions& o) {
   fmt::print("{}", plan.summary());
   const AllocationPlan host = plan_transformer_host(c, mode, shape, dtype);
   if (host.total_bytes() > 0) {
-    fmt::print("host memory (pinned, per rank): {}\n", format_bytes(host.total_bytes()));
+    fmt::print("host memory (pinned, per rank): {}; mapping it takes {} of each GPU's memory "
+               "(CUDA) besides the arena\n",
+               format_bytes(host.total_bytes()),
+               format_bytes(cuda_host_mapping_bytes(host.total_bytes())));
     for (const auto& [group, bytes] : host.group_totals())
       fmt::print("  {:<14} {:>12}\n", group, format_bytes(bytes));
   }

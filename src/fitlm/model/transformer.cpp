@@ -62,15 +62,19 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
     throw_input_error("lora", "LoRA needs r > 0 and at least one target module");
   const DType compute = backend_.compute_dtype();
   AllocationPlan plan = plan_transformer(config_, mode_, lora_, shape_, compute);
-  if (shape_.max_memory && plan.total_bytes() > shape_.max_memory)
+  host_plan_ = plan_transformer_host(config_, mode_, shape_, compute);
+  // Mapping the host buffers costs device memory too (Backend::host_mapping_bytes).
+  const size_t mapping = backend_.host_mapping_bytes(host_plan_.total_bytes());
+  if (shape_.max_memory && plan.total_bytes() + mapping > shape_.max_memory)
     throw Error("plan",
-                fmt::format("the plan needs {} but the memory cap is {}:\n{}",
-                            format_bytes(plan.total_bytes()), format_bytes(shape_.max_memory),
-                            plan.summary()),
+                fmt::format("the plan needs {}{} but the memory cap is {}:\n{}",
+                            format_bytes(plan.total_bytes()),
+                            mapping ? fmt::format(" + {} to map host memory", format_bytes(mapping))
+                                    : "",
+                            format_bytes(shape_.max_memory), plan.summary()),
                 ExitCode::kNoFit);
   arena_ = std::make_unique<Arena>(backend_, std::move(plan));
   const Arena& a = *arena_;
-  host_plan_ = plan_transformer_host(config_, mode_, shape_, compute);
   if (host_plan_.total_bytes() > 0) {
     const std::optional<size_t> available = host_memory_available();
     if (available && host_plan_.total_bytes() > *available)

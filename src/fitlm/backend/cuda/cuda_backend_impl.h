@@ -41,6 +41,9 @@ class CudaBackend final : public Backend {
   void* allocate(size_t bytes) override;
   void deallocate(void* ptr) override;
   HostMapped allocate_host_mapped(size_t bytes) override;
+  size_t host_mapping_bytes(size_t host_bytes) const override {
+    return cuda_host_mapping_bytes(host_bytes);
+  }
   void deallocate_host_mapped(const HostMapped& m) override;
   void upload(Tensor dst, const void* src, DType src_dtype) override;
   void download(const Tensor& src, float* dst) override;
