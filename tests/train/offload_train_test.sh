@@ -39,4 +39,13 @@ expect_refusal full "full fine-tuning trains those weights" "$T/full.yaml"
 cfg lora 1 "$T/opt" >"$T/opt.yaml"
 echo "offload: [weights, optimizer]" >>"$T/opt.yaml"
 expect_refusal optimizer "offloading optimizer is not built yet" "$T/opt.yaml"
+# A host side over the machine's available memory stops before anything is pinned (exit 3):
+# Llama-3.1-70B's layers in f32 (the CPU backend's dtype) are ~255 GiB.
+rc=0
+"$BIN" bench --arch llama-3.1-70b --backend cpu --offload-weights --steps 1 --warmup 0 \
+  >"$T/host.log" 2>&1 || rc=$?
+if [ $rc -ne 3 ] || ! grep -q "in host memory but this machine has" "$T/host.log"; then
+  echo "FAIL: a host plan over the machine's memory was not refused with exit 3 (rc=$rc)"
+  cat "$T/host.log"; exit 1
+fi
 echo "offload train test passed"

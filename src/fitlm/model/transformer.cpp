@@ -73,19 +73,18 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
                                     : "",
                             format_bytes(shape_.max_memory), plan.summary()),
                 ExitCode::kNoFit);
+  const std::optional<size_t> available = host_memory_available();
+  if (available && host_plan_.total_bytes() > *available)
+    throw Error("plan",
+                fmt::format("the plan keeps {} in host memory but this machine has {} "
+                            "available:\n{}",
+                            format_bytes(host_plan_.total_bytes()), format_bytes(*available),
+                            host_plan_.summary()),
+                ExitCode::kNoFit);
   arena_ = std::make_unique<Arena>(backend_, std::move(plan));
   const Arena& a = *arena_;
-  if (host_plan_.total_bytes() > 0) {
-    const std::optional<size_t> available = host_memory_available();
-    if (available && host_plan_.total_bytes() > *available)
-      throw Error("plan",
-                  fmt::format("the plan keeps {} in host memory but this machine has {} "
-                              "available:\n{}",
-                              format_bytes(host_plan_.total_bytes()), format_bytes(*available),
-                              host_plan_.summary()),
-                  ExitCode::kNoFit);
+  if (host_plan_.total_bytes() > 0)
     host_block_ = backend_.allocate_host_mapped(host_plan_.total_bytes());
-  }
   auto bind_param = [&](const std::string& name, bool decay) {
     params_.push_back(param_in_arena(a, name, shape_, decay));
     return params_.back().grad;
