@@ -5,7 +5,8 @@
 # recompute) resident against offloaded, 16-bit and NF4, micro-batch 1 and 4; and
 # Llama-3.1-70B NF4 QLoRA resident against offloaded.
 #   run: carry [".debs"], command: bash scripts/device/offload-bench.sh [part]
-# part: all (default), 8b (tests and 8B benches) or 70b. FITLM_REUSE_BUILD=1 keeps a build made
+# part: all (default), 8b (tests and 8B benches), 70b, or opt (optimizer offload: trainer,
+# Llama-3.2-1B and -3.1-8B full fine-tuning, 8B LoRA). FITLM_REUSE_BUILD=1 keeps a build made
 # by an earlier call of this session. Results on stdout; logs under /tmp/fitlm-offload.
 set -uo pipefail
 PART=${1:-all}
@@ -72,5 +73,41 @@ if [ "$PART" = all ] || [ "$PART" = 70b ]; then
   bench 70b-qlora-resident --arch llama-3.1-70b --quantize nf4 --steps 2 --warmup 1
   bench 70b-qlora-offload --arch llama-3.1-70b --quantize nf4 --offload-weights --steps 2 --warmup 1
   grep -h "host memory" "$OUT"/bench-70b-*.log | head -2
+fi
+if [ "$PART" = all ] || [ "$PART" = opt ]; then
+  echo "== optimizer offload: trainer, full fine-tuning and LoRA, against resident"
+  W=/tmp/fitlm-offload/opt; rm -rf "$W"; mkdir -p "$W"
+  "$B/fitlm" -q demo --dir "$W/d" --prepare-only
+  for adapter in full lora; do
+    for run in resident offloaded; do
+      cat >"$W/$adapter-$run.yaml" <<YAML
+base_model: $W/d/tiny-llama-random
+datasets: [{path: $W/d/upper_train.jsonl, type: pretokenized}]
+adapter: $adapter
+sequence_len: 64
+sample_packing: true
+micro_batch_size: 4
+max_steps: 20
+learning_rate: 1.0e-4
+save_steps: 10
+logging_steps: 5
+seed: 7
+backend: cuda
+bf16: true
+output_dir: $W/$adapter-$run
+YAML
+      [ $run = offloaded ] && echo "offload: [optimizer]" >>"$W/$adapter-$run.yaml"
+      "$B/fitlm" -q train "$W/$adapter-$run.yaml" 2>"$W/$adapter-$run.log" || tail -5 "$W/$adapter-$run.log"
+    done
+    f=adapter_model.safetensors; [ $adapter = full ] && f=model.safetensors
+    cmp "$W/$adapter-resident/$f" "$W/$adapter-offloaded/$f" &&
+      echo "$adapter: offloaded optimizer gives the resident bytes"
+  done
+  bench 1b-full-resident --arch llama-3.2-1b --mode full
+  bench 1b-full-offopt --arch llama-3.2-1b --mode full --offload-optimizer
+  bench 8b-lora-offopt --arch llama-3.1-8b --offload-optimizer
+  bench 8b-full-offopt --arch llama-3.1-8b --mode full --offload-optimizer --steps 3 --warmup 1
+  bench 8b-full-resident --arch llama-3.1-8b --mode full --steps 3 --warmup 1
+  tail -2 "$OUT/bench-8b-full-resident.log"
 fi
 echo "total: $(($(date +%s) - start)) s"

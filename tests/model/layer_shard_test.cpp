@@ -470,7 +470,7 @@ TEST(OffloadLayers, PlanKeepsLayersInHostMemory) {
     shape.offload_layers = true;
     const AllocationPlan device =
         plan_transformer(c, TrainMode::kLora, lora_config(), shape, DType::kBF16);
-    const AllocationPlan host = plan_transformer_host(c, TrainMode::kLora, shape, DType::kBF16);
+    const AllocationPlan host = plan_transformer_host(c, TrainMode::kLora, lora_config(), shape, DType::kBF16);
     const LayerShardLayout blob = layer_shard_layout(c, shape, DType::kBF16);
     EXPECT_EQ(layer_weight_bytes(device), 0u);
     EXPECT_EQ(device.at(kShardLayer).bytes, blob.bytes);
@@ -492,7 +492,7 @@ TEST(OffloadLayers, PlanKeepsLayersInHostMemory) {
   }
   RunShape none;
   none.max_tokens = 64;
-  EXPECT_EQ(plan_transformer_host(c, TrainMode::kLora, none, DType::kBF16).total_bytes(), 0u);
+  EXPECT_EQ(plan_transformer_host(c, TrainMode::kLora, lora_config(), none, DType::kBF16).total_bytes(), 0u);
 }
 
 TEST(OffloadLayers, FullFineTuningAndZero3AreRefused) {

@@ -1,44 +1,68 @@
 #!/bin/bash
-# Parameter offload (`offload: weights`, RunShape::offload_layers): every decoder layer's frozen
-# weights live in host memory and are copied in before the layer runs. On the CPU backend the
-# copies are plain copies, so a run with offload must write exactly the bytes of the same run
-# without it: LoRA, and QLoRA (the packed 4-bit bytes are what is offloaded) with gradient
-# checkpointing; resuming an offloaded run from its checkpoint too. Full fine-tuning with it and
-# offload classes that are not built are refused with exit 2.
+# Offload (`offload:`): `weights` keeps every decoder layer's frozen weights in host memory,
+# copied in before the layer runs (RunShape::offload_layers); `optimizer` keeps the f32 masters
+# and AdamW moments there (RunShape::offload_optimizer). On the CPU backend host memory is where
+# everything is anyway, so a run with offload must write exactly the bytes of the same run
+# without it: weights with LoRA and QLoRA (the packed 4-bit bytes are what is offloaded, with
+# gradient checkpointing), optimizer with LoRA and full fine-tuning, both with QLoRA, optimizer
+# with zero2 over 2 ranks; resuming offloaded runs from their checkpoints too. Full fine-tuning
+# with offloaded weights, offload classes that are not built, and a host side over the
+# machine's memory are refused.
 set -euo pipefail
 # shellcheck source=../dist/train_test_lib.sh
 source "$(dirname "$0")/../dist/train_test_lib.sh"
 
-offloaded() {  # name adapter: the run's config plus `offload: weights`, trained on one process
-  cfg "$2" 2 "$T/$1" >"$T/$1.yaml"
-  echo "offload: [weights]" >>"$T/$1.yaml"
-  "$BIN" train "$T/$1.yaml" 2>"$T/$1.log" || { cat "$T/$1.log"; exit 1; }
-}
-for adapter in lora qlora; do
-  run "resident-$adapter" "$adapter" 2 1
-  offloaded "offloaded-$adapter" "$adapter"
-  if ! grep -q "in host memory" "$T/offloaded-$adapter.log"; then
-    echo "FAIL: the offloaded run did not report its host memory"; cat "$T/offloaded-$adapter.log"
-    exit 1
+offloaded() {  # name adapter accumulation classes [train args]: `run` plus `offload: [classes]`
+  cfg "$2" "$3" "$T/$1" >"$T/$1.yaml"
+  echo "offload: [$4]" >>"$T/$1.yaml"
+  "$BIN" train "$T/$1.yaml" "${@:5}" 2>"$T/$1.log" || { cat "$T/$1.log"; exit 1; }
+  if ! grep -q "in host memory" "$T/$1.log"; then
+    echo "FAIL: $1 did not report its host memory"; cat "$T/$1.log"; exit 1
   fi
-  cmp "$T/resident-$adapter/adapter_model.safetensors" \
-    "$T/offloaded-$adapter/adapter_model.safetensors"
-done
+}
+same() {  # two runs' outputs byte-identical: adapter or full model, and checkpoint-3
+  local out=adapter_model.safetensors
+  [ -f "$T/$1/$out" ] || out=model.safetensors
+  cmp "$T/$1/$out" "$T/$2/$out"
+  cmp "$T/$1/checkpoint-3/trainable.safetensors" "$T/$2/checkpoint-3/trainable.safetensors"
+  cmp "$T/$1/checkpoint-3/optimizer_m.safetensors" "$T/$2/checkpoint-3/optimizer_m.safetensors"
+}
+resumed() {  # name: resume the finished run NAME from its checkpoint-3; same bytes as the run
+  cp -r "$T/$1" "$T/$1-r"
+  rm -f "$T/$1-r/adapter_model.safetensors" "$T/$1-r/model.safetensors"
+  sed "s|$T/$1\$|$T/$1-r|" "$T/$1.yaml" >"$T/$1-r.yaml"
+  "$BIN" -q train "$T/$1-r.yaml" --resume "$T/$1-r/checkpoint-3" 2>"$T/$1-r.log" ||
+    { cat "$T/$1-r.log"; exit 1; }
+  local out=adapter_model.safetensors
+  [ -f "$T/$1/$out" ] || out=model.safetensors
+  cmp "$T/$1/$out" "$T/$1-r/$out"
+}
+for adapter in lora qlora full; do run "resident-$adapter" "$adapter" 2 1; done
+offloaded w-lora lora 2 weights
+same resident-lora w-lora
+offloaded w-qlora qlora 2 weights
+same resident-qlora w-qlora
+resumed w-qlora
+offloaded o-lora lora 2 optimizer
+same resident-lora o-lora
+offloaded o-full full 2 optimizer
+same resident-full o-full
+resumed o-full
+offloaded wo-qlora qlora 2 "weights, optimizer"
+same resident-qlora wo-qlora
 
-# Resume the offloaded QLoRA run from its checkpoint-3: the uninterrupted run's bytes.
-cp -r "$T/offloaded-qlora" "$T/resumed"
-rm -f "$T/resumed/adapter_model.safetensors"
-sed "s|$T/offloaded-qlora\$|$T/resumed|" "$T/offloaded-qlora.yaml" >"$T/resumed.yaml"
-"$BIN" -q train "$T/resumed.yaml" --resume "$T/resumed/checkpoint-3" 2>"$T/resumed.log" ||
-  { cat "$T/resumed.log"; exit 1; }
-cmp "$T/offloaded-qlora/adapter_model.safetensors" "$T/resumed/adapter_model.safetensors"
+# zero2 over 2 ranks: the rank's block of the masters and moments in host memory.
+run z2 lora 1 2 --strategy=zero2
+offloaded z2o lora 1 optimizer --nproc 2 --strategy=zero2
+cmp "$T/z2/adapter_model.safetensors" "$T/z2o/adapter_model.safetensors"
 
 cfg full 1 "$T/full" >"$T/full.yaml"
 echo "offload: weights" >>"$T/full.yaml"
 expect_refusal full "full fine-tuning trains those weights" "$T/full.yaml"
-cfg lora 1 "$T/opt" >"$T/opt.yaml"
-echo "offload: [weights, optimizer]" >>"$T/opt.yaml"
-expect_refusal optimizer "offloading optimizer is not built yet" "$T/opt.yaml"
+cfg lora 1 "$T/act" >"$T/act.yaml"
+echo "offload: [weights, activations]" >>"$T/act.yaml"
+expect_refusal activations "offloading activations is not built yet" "$T/act.yaml"
+
 # A host side over the machine's available memory stops before anything is pinned (exit 3):
 # Llama-3.1-70B's layers in f32 (the CPU backend's dtype) are ~255 GiB.
 rc=0

@@ -29,7 +29,7 @@ struct BenchOptions {
   int64_t gemm_size = 8192;
   bool json = false;
   bool profile = false;
-  bool offload_weights = false;
+  bool offload_weights = false, offload_optimizer = false;
   // Rows packed from segments of random lengths in [packed_min, packed_max] (the last one cut to
   // fill the row), one set of rows per batch, `packed_batches` batches used in turn.
   bool packed = false;
@@ -171,6 +171,7 @@ int run_bench(const BenchOptions& o) {
   shape.with_optimizer = true;
   shape.base4 = o.quantize.layout();
   shape.offload_layers = o.offload_weights;
+  shape.offload_optimizer = o.offload_optimizer;
   if (!o.max_memory.empty())
     shape.max_memory = arena_cap(parse_byte_size(o.max_memory), be->reserved_bytes());
   shape = apply_recompute(o.recompute, shape, c, mode, lora, be->compute_dtype(), shape.max_memory);
@@ -333,6 +334,9 @@ RunFn setup(CLI::App& app) {
   app.add_option("--gemm-size", o->gemm_size, "n of the n³ GEMM whose rate is the yardstick")
       ->capture_default_str();
   app.add_flag("--json", o->json, "One JSON line");
+  app.add_flag("--offload-optimizer", o->offload_optimizer,
+               "Keep the f32 masters and AdamW moments in host memory (the optimizer's kernels "
+               "update them there)");
   app.add_flag("--offload-weights", o->offload_weights,
                "Keep every layer's frozen weights in host memory, copied in per layer (LoRA, "
                "QLoRA)");

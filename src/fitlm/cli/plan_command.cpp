@@ -20,7 +20,7 @@ struct PlanOptions {
   int64_t seq = 2048, micro_batch = 1, lora_r = 16, logits_chunk = 1024;
   int nproc = 1;
   std::string strategy = "ddp";
-  std::string offload = "none";
+  std::vector<std::string> offload;
   bool verbose = false;
 };
 
@@ -47,7 +47,10 @@ int run_plan(const PlanOptions& o) {
   shape.max_tokens = o.seq * o.micro_batch;
   shape.logits_chunk = o.logits_chunk;
   shape.with_optimizer = mode != TrainMode::kFrozen;
-  shape.offload_layers = o.offload == "weights";
+  for (const std::string& what : o.offload) {
+    shape.offload_layers |= what == "weights";
+    shape.offload_optimizer |= what == "optimizer";
+  }
   shape.base4 =
       o.model.empty() ? o.quantize.layout() : base4_layout(c, o.model, o.quantize.request());
   const DType dtype = o.dtype == "f32"   ? DType::kF32
@@ -70,7 +73,7 @@ int run_plan(const PlanOptions& o) {
                                        : "each keeps its block of the masters, AdamW moments "
                                          "and every layer's frozen weights");
   fmt::print("{}", plan.summary());
-  const AllocationPlan host = plan_transformer_host(c, mode, shape, dtype);
+  const AllocationPlan host = plan_transformer_host(c, mode, lora, shape, dtype);
   if (host.total_bytes() > 0) {
     fmt::print("host memory (pinned, per rank): {}; mapping it takes {} of each GPU's memory "
                "(CUDA) besides the arena\n",
@@ -132,10 +135,11 @@ RunFn setup(CLI::App& app) {
       ->check(CLI::IsMember({"ddp", "zero2", "zero3"}))
       ->capture_default_str();
   app.add_option("--offload", o->offload,
-                 "weights: keep every layer's frozen weights in host memory and copy each in "
-                 "before it runs (LoRA, QLoRA)")
-      ->check(CLI::IsMember({"none", "weights"}))
-      ->capture_default_str();
+                 "What to keep in host memory, comma-separated: weights (every layer's frozen "
+                 "weights, copied in before it runs; LoRA, QLoRA), optimizer (the f32 masters "
+                 "and AdamW moments)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"weights", "optimizer"}));
   o->quantize.add_to(app);
   app.add_flag("--buffers", o->verbose,
                "List every buffer with its offset and the phases it lives in");

@@ -14,20 +14,25 @@ namespace fitlm {
 namespace {
 
 // A trainable tensor's buffers as plan_transformer's add_trainable names them.
-Param param_in_arena(const Arena& a, const std::string& name, const RunShape& shape, bool decay) {
-  auto get_or_empty = [&](const std::string& n) { return a.contains(n) ? a.get(n) : Tensor{}; };
+// `state`: where the master and moments are (the arena's, or with offload_optimizer the host
+// block's buffers), by name; empty when there is none.
+using StateLookup = std::function<Tensor(const std::string&)>;
+
+Param param_in_arena(const Arena& a, const StateLookup& state, const std::string& name,
+                     const RunShape& shape, bool decay) {
   Param p;
   p.name = name;
-  // f32 without a sharded optimizer: the value is the master.
-  p.master = a.get(a.contains(name + ".master") ? name + ".master" : name);
+  // f32 without a sharded or offloaded optimizer: the value is the master.
+  p.master = state(name + ".master");
+  if (p.master.empty()) p.master = a.get(name);
   // Without a compute-dtype copy (LoRA cast per layer) the master is the value.
   p.value = a.contains(name) ? a.get(name) : p.master;
   p.shard = {0, p.value.numel()};
   if (shape.optimizer_shard && shape.optimizer_shard->world > 1)
     p.shard = shard_block(p.value.numel(), *shape.optimizer_shard);
   p.grad = a.get(name + ".grad");
-  p.adam_m = get_or_empty(name + ".adam_m");
-  p.adam_v = get_or_empty(name + ".adam_v");
+  p.adam_m = state(name + ".adam_m");
+  p.adam_v = state(name + ".adam_v");
   p.decay = decay;
   return p;
 }
@@ -62,7 +67,7 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
     throw_input_error("lora", "LoRA needs r > 0 and at least one target module");
   const DType compute = backend_.compute_dtype();
   AllocationPlan plan = plan_transformer(config_, mode_, lora_, shape_, compute);
-  host_plan_ = plan_transformer_host(config_, mode_, shape_, compute);
+  host_plan_ = plan_transformer_host(config_, mode_, lora_, shape_, compute);
   // Mapping the host buffers costs device memory too (Backend::host_mapping_bytes).
   const size_t mapping = backend_.host_mapping_bytes(host_plan_.total_bytes());
   if (shape_.max_memory && plan.total_bytes() + mapping > shape_.max_memory)
@@ -86,7 +91,7 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
   if (host_plan_.total_bytes() > 0)
     host_block_ = backend_.allocate_host_mapped(host_plan_.total_bytes());
   auto bind_param = [&](const std::string& name, bool decay) {
-    params_.push_back(param_in_arena(a, name, shape_, decay));
+    params_.push_back(param_in_arena(a, optimizer_state(), name, shape_, decay));
     return params_.back().grad;
   };
   const bool full = mode_ == TrainMode::kFull;
@@ -200,6 +205,13 @@ Transformer::~Transformer() {
   if (host_block_.host) backend_.deallocate_host_mapped(host_block_);
 }
 
+std::function<Tensor(const std::string&)> Transformer::optimizer_state() const {
+  return [this](const std::string& name) {
+    if (shape_.offload_optimizer) return host_plan_.contains(name) ? host_buffer(name) : Tensor{};
+    return arena_->contains(name) ? arena_->get(name) : Tensor{};
+  };
+}
+
 Tensor Transformer::host_buffer(const std::string& name) const {
   const BufferSpec& b = host_plan_.at(name);
   return Tensor(static_cast<char*>(host_block_.device) + b.offset, b.dtype, b.shape,
@@ -207,7 +219,7 @@ Tensor Transformer::host_buffer(const std::string& name) const {
 }
 
 void Transformer::bind_lora() {
-  const Param flat = param_in_arena(*arena_, kLoraFlat, shape_, /*decay=*/true);
+  const Param flat = param_in_arena(*arena_, optimizer_state(), kLoraFlat, shape_, /*decay=*/true);
   // Padding must hold zeros (the optimizer and the norm run over it).
   for (const Tensor& t : {flat.value, flat.master, flat.grad, flat.adam_m, flat.adam_v})
     if (!t.empty()) backend_.fill(t, 0.0f);

@@ -86,6 +86,12 @@ struct RunShape {
   // stays in host memory too (embedding_on_host). With layer_shard over several ranks: not
   // built (an input error).
   bool offload_layers = false;
+  // Optimizer offload: the f32 master and AdamW moments of every trainable tensor (this rank's
+  // block of them with optimizer_shard) live in pinned host memory, mapped into the device's
+  // address space (plan_transformer_host); the optimizer's kernels read and write them there
+  // (CUDA: over PCIe), values and gradients stay on the device. The master is then always its
+  // own buffer, also in f32, and LoRA adapters keep their compute-dtype values whole.
+  bool offload_optimizer = false;
 };
 
 // Whether the decoder's linear weights are kept as per-layer byte blobs (ZeRO-3's shards or
@@ -142,10 +148,10 @@ struct LayerWeights {
 AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode, const LoraConfig& lora,
                                 const RunShape& shape, DType compute);
 // What the same job keeps in (pinned) host memory: the embedding with embedding_on_host, every
-// layer's blob with RunShape::offload_layers. Buffers live for the whole job; empty plan when
-// nothing is kept there.
+// layer's blob with RunShape::offload_layers, the masters and AdamW moments with
+// offload_optimizer. Buffers live for the whole job; empty plan when nothing is kept there.
 AllocationPlan plan_transformer_host(const ModelConfig& config, TrainMode mode,
-                                     const RunShape& shape, DType compute);
+                                     const LoraConfig& lora, const RunShape& shape, DType compute);
 // LoRA on a 16-bit compute dtype keeps no 16-bit copy of every adapter: before each layer runs
 // (forward, recompute or backward), that layer's adapters are cast from the f32 masters into one
 // layer-sized buffer, so the LoRA values take one layer's bytes instead of all layers'. Same
@@ -272,6 +278,8 @@ class Transformer {
   AllocationPlan host_plan_;
   Backend::HostMapped host_block_;
   Tensor host_buffer(const std::string& name) const;  // its device-side (mapped) view
+  // A trainable tensor's master or moment by buffer name, where the plan put it (empty: none).
+  std::function<Tensor(const std::string&)> optimizer_state() const;
   std::vector<Param> params_;
   std::vector<Param> flat_params_;  // LoRA: the single flat parameter
   uint64_t dropout_seed_ = 0;

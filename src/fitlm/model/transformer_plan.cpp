@@ -213,9 +213,33 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
 //   from one to the next), {F R M A} (LoRA dropout input, rebuilt in forward and backward).
 // Buffers with disjoint sets share bytes: loss.logits with the recompute set and the attention
 // backward's scratch, final.x_in / final.xn with the recompute set.
+namespace {
+// Builds the device plan, and the host plan when `host` is given (plan_transformer_host):
+// one walk over the job's buffers, so the two never disagree on what is where.
+AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& lora,
+                        const RunShape& shape, DType compute, AllocationPlan* host);
+}  // namespace
+
 AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const LoraConfig& lora,
                                 const RunShape& shape, DType compute) {
+  return plan_job(c, mode, lora, shape, compute, nullptr);
+}
+
+AllocationPlan plan_transformer_host(const ModelConfig& c, TrainMode mode, const LoraConfig& lora,
+                                     const RunShape& shape, DType compute) {
+  AllocationPlan host;
+  plan_job(c, mode, lora, shape, compute, &host);
+  host.finalize();
+  return host;
+}
+
+namespace {
+AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& lora,
+                        const RunShape& shape, DType compute, AllocationPlan* host) {
   AllocationPlan plan;
+  // Where a buffer kept in host memory goes: the host plan, or nowhere (the device plan only).
+  AllocationPlan discard;
+  AllocationPlan& on_host = host ? *host : discard;
   const int64_t t = shape.max_tokens;
   const int64_t h = c.hidden_size, i = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   const bool training = mode != TrainMode::kFrozen;
@@ -223,19 +247,21 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
   // optimizer_shard: the master and moments hold only this rank's block (a separate master
   // even in f32, since the value stays whole).
   const bool sharded = shape.optimizer_shard && shape.optimizer_shard->world > 1;
+  // offload_optimizer: the master and moments go to the host plan.
+  AllocationPlan& state = shape.offload_optimizer ? on_host : plan;
   auto add_trainable = [&](const std::string& name, Shape s, const char* value_group,
                            bool compute_copy = true) {
     const Shape kept = sharded ? Shape{shard_block(s.numel(), *shape.optimizer_shard).size} : s;
-    if (compute == DType::kF32 && !sharded) {
+    if (compute == DType::kF32 && !sharded && !shape.offload_optimizer) {
       plan.add(name, value_group, s, compute);  // the value is the master
     } else {
       if (compute_copy) plan.add(name, value_group, s, compute);
-      plan.add(name + ".master", "master", kept, DType::kF32);
+      state.add(name + ".master", "master", kept, DType::kF32);
     }
     plan.add(name + ".grad", "grads", s, DType::kF32);
     if (shape.with_optimizer) {
-      plan.add(name + ".adam_m", "optimizer", kept, DType::kF32);
-      plan.add(name + ".adam_v", "optimizer", kept, DType::kF32);
+      state.add(name + ".adam_m", "optimizer", kept, DType::kF32);
+      state.add(name + ".adam_v", "optimizer", kept, DType::kF32);
     }
   };
 
@@ -256,6 +282,15 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
                       "offload: weights with zero3 (sharded layers in host memory) is not "
                       "built: use one of them");
   const bool host_embedding = embedding_on_host(c, mode, shape);
+  if (host_embedding)
+    for (const WeightSpec& w : weight_specs(c))
+      if (w.kind == WeightKind::kEmbed) on_host.add(w.name, "embedding", w.shape, compute);
+  if (shape.offload_layers) {
+    const LayerShardLayout layout = layer_shard_layout(c, shape, compute);
+    for (int l = 0; l < c.num_layers; ++l)
+      on_host.add(layer_shard_name(l), "weights.offload",
+                  Shape{static_cast<int64_t>(layout.bytes)}, DType::kU8);
+  }
   // ZeRO-3: a layer's linear weights and biases are its blob's bytes (layer_shard_layout), of
   // which this rank keeps its shard; the layer about to run is gathered into shard.layer, read
   // wherever a layer runs, as base4.layer.
@@ -357,6 +392,7 @@ AllocationPlan plan_transformer(const ModelConfig& c, TrainMode mode, const Lora
   plan.finalize(/*share_bytes=*/!shape.check_lifetimes);
   return plan;
 }
+}  // namespace
 
 std::vector<LoraGroup> lora_groups(const LoraConfig& lora) {
   using P = Projection;
@@ -404,6 +440,8 @@ LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {
 bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute) {
   // The cast reads the whole f32 master, which a sharded optimizer does not keep.
   if (shape.optimizer_shard && shape.optimizer_shard->world > 1) return false;
+  // An offloaded master would be read over PCIe before every layer: keep the values whole.
+  if (shape.offload_optimizer) return false;
   return mode == TrainMode::kLora && (compute != DType::kF32 || shape.cast_lora_per_layer_on_f32);
 }
 
@@ -413,21 +451,6 @@ bool embedding_on_host(const ModelConfig& c, TrainMode mode, const RunShape& sha
          !c.tie_word_embeddings;
 }
 
-AllocationPlan plan_transformer_host(const ModelConfig& c, TrainMode mode, const RunShape& shape,
-                                     DType compute) {
-  AllocationPlan plan;
-  if (embedding_on_host(c, mode, shape))
-    for (const WeightSpec& w : weight_specs(c))
-      if (w.kind == WeightKind::kEmbed) plan.add(w.name, "embedding", w.shape, compute);
-  if (shape.offload_layers) {
-    const LayerShardLayout blob = layer_shard_layout(c, shape, compute);
-    for (int l = 0; l < c.num_layers; ++l)
-      plan.add(layer_shard_name(l), "weights.offload", Shape{static_cast<int64_t>(blob.bytes)},
-               DType::kU8);
-  }
-  plan.finalize();
-  return plan;
-}
 
 bool layer_saved(const ModelConfig& c, TrainMode mode, const RunShape& shape, int l) {
   if (mode == TrainMode::kFrozen) return false;

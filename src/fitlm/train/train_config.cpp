@@ -288,18 +288,21 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
            for (const YAML::Node& e : n) classes.push_back(get_string(c, e));
          else
            classes.push_back(get_string(c, n));
-         t.offload_weights = false;
+         t.offload_weights = t.offload_optimizer = false;
          for (const std::string& v : classes) {
            if (v == "weights") {
              t.offload_weights = true;
-           } else if (v == "optimizer" || v == "activations") {
+           } else if (v == "optimizer") {
+             t.offload_optimizer = true;
+           } else if (v == "activations") {
              throw_input_error(kComponent,
-                               "{}: key 'offload': offloading {} is not built yet (only "
-                               "weights)",
-                               c.source, v);
+                               "{}: key 'offload': offloading activations is not built yet "
+                               "(weights and optimizer are)",
+                               c.source);
            } else if (v != "none") {
              throw_input_error(kComponent,
-                               "{}: key 'offload': expected weights or none, found '{}'",
+                               "{}: key 'offload': expected weights, optimizer or none, found "
+                               "'{}'",
                                c.source, clip(v));
            }
          }

@@ -244,6 +244,7 @@ void setup_model(TrainJob& job) {
   shape.recompute = c.gradient_checkpointing ? RecomputePolicy::kFull : RecomputePolicy::kSave;
   shape.with_optimizer = true;
   shape.offload_layers = c.offload_weights;
+  shape.offload_optimizer = c.offload_optimizer;
   const TrainMode train_mode = job.lora ? TrainMode::kLora : TrainMode::kFull;
   shape = choose_strategy(job, train_mode, lc, shape);
   if (job.world > 1)
