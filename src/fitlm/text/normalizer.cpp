@@ -61,12 +61,14 @@ class NfcNormalizer final : public Normalizer {
   bool compose_;
 };
 
+// tokenizers' Strip trims Unicode White_Space (transformers.js's trim also takes U+FEFF and
+// not U+0085).
 class StripNormalizer final : public Normalizer {
  public:
   StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
   std::string normalize(std::string_view text, RegexScratch&) const override {
-    if (left_) text = unicode::js_trim_start(text);
-    if (right_) text = unicode::js_trim_end(text);
+    if (left_) text = unicode::white_space_trim_start(text);
+    if (right_) text = unicode::white_space_trim_end(text);
     return std::string(text);
   }
 

@@ -201,8 +201,8 @@ Json sentencepiece_to_tokenizer_json(const SentencePieceModel& m, const std::str
                  {{"type", "Fuse"}},
                  {{"type", "Strip"},
                   {"content", " "},
-                  {"start", m.add_dummy_prefix ? 1 : 0},
-                  {"stop", 0}}}}};
+                  {"start", m.add_dummy_prefix ? 1u : 0u},
+                  {"stop", 0u}}}}};
   }
   Json post = nullptr;
   if (eos) {
