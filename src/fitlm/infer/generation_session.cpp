@@ -38,7 +38,7 @@ GenerationSession::GenerationSession(const GenerationSetup& setup)
   ModelConfig config = read_model_config(model_dir_);
   check_model_weights(config, model_dir_);
   shape.base4 = base4_layout(config, model_dir_, setup_.quantize);
-  if (paths::exists(model_dir_ / "tokenizer.json", "generate")) {
+  if (Tokenizer::dir_has_tokenizer(model_dir_)) {
     tokenizer_.emplace(Tokenizer::from_dir(model_dir_));
     check_tokenizer_fits(*tokenizer_, config, model_dir_);
   }

@@ -3,6 +3,7 @@
 
 #include "fitlm/text/byte_level.h"
 #include "fitlm/text/normalizer.h"
+#include "fitlm/text/pre_tokenizer.h"
 #include "fitlm/text/unicode.h"
 
 namespace fitlm {
@@ -135,10 +136,12 @@ class StripDecoder final : public TokenDecoder {
   size_t start_, stop_;
 };
 
+// tokenizers' Metaspace decoder: the replacement becomes a space, except in the first token,
+// where it is dropped (every occurrence) unless the prepend scheme is "never".
 class MetaspaceDecoder final : public TokenDecoder {
  public:
-  MetaspaceDecoder(std::string replacement, bool add_prefix_space)
-      : replacement_(std::move(replacement)), add_prefix_space_(add_prefix_space) {}
+  MetaspaceDecoder(std::string replacement, bool strip_first)
+      : replacement_(std::move(replacement)), strip_first_(strip_first) {}
   void decode_chain(std::vector<std::string>& tokens, RegexScratch&) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       std::string s;
@@ -147,17 +150,16 @@ class MetaspaceDecoder final : public TokenDecoder {
         const size_t hit = t.find(replacement_, pos);
         s.append(t, pos, hit == std::string::npos ? std::string::npos : hit - pos);
         if (hit == std::string::npos) break;
-        s += ' ';
+        if (!(strip_first_ && i == 0)) s += ' ';
         pos = hit + replacement_.size();
       }
-      if (add_prefix_space_ && i == 0 && !s.empty() && s[0] == ' ') s.erase(0, 1);
       tokens[i] = std::move(s);
     }
   }
 
  private:
   std::string replacement_;
-  bool add_prefix_space_;
+  bool strip_first_;
 };
 
 class SequenceDecoder final : public TokenDecoder {
@@ -183,7 +185,7 @@ size_t count_field(const Json& config, const char* key, const Loc& loc) {
 }  // namespace
 
 std::unique_ptr<TokenDecoder> make_decoder(const Json& config, const Loc& loc,
-                                      const std::unordered_set<std::string>& added_contents) {
+                                           const std::unordered_set<std::string>& added_contents) {
   if (config.is_null()) return nullptr;
   const std::string type = tokenizer_json::type_of(config, loc);
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>(added_contents);
@@ -199,10 +201,12 @@ std::unique_ptr<TokenDecoder> make_decoder(const Json& config, const Loc& loc,
     return std::make_unique<StripDecoder>(content, count_field(config, "start", loc),
                                           count_field(config, "stop", loc));
   }
-  if (type == "Metaspace")
-    return std::make_unique<MetaspaceDecoder>(
-        tokenizer_json::require_string(config, "replacement", loc),
-        tokenizer_json::optional_bool(config, "add_prefix_space", loc, false));
+  if (type == "Metaspace") {
+    const std::string replacement = tokenizer_json::require_string(config, "replacement", loc);
+    if (replacement.empty()) tokenizer_json::fail(loc / "replacement", "expected one character");
+    return std::make_unique<MetaspaceDecoder>(replacement,
+                                              metaspace_prepend_scheme(config, loc) != "never");
+  }
   if (type == "Sequence") {
     const Json& list = tokenizer_json::require_array(config, "decoders", loc);
     std::vector<std::unique_ptr<TokenDecoder>> parts;

@@ -22,7 +22,7 @@ class TokenDecoder {
 
 // `added_contents`: added-token strings, which the ByteLevel decoder passes through verbatim.
 std::unique_ptr<TokenDecoder> make_decoder(const tokenizer_json::Json& config,
-                                      const tokenizer_json::Loc& loc,
-                                      const std::unordered_set<std::string>& added_contents);
+                                           const tokenizer_json::Loc& loc,
+                                           const std::unordered_set<std::string>& added_contents);
 
 }  // namespace fitlm

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "fitlm/text/pre_tokenizer_regex.h"
+#include "fitlm/text/precompiled.h"
 #include "fitlm/text/unicode.h"
 
 namespace fitlm {
@@ -60,12 +61,14 @@ class NfcNormalizer final : public Normalizer {
   bool compose_;
 };
 
+// tokenizers' Strip trims Unicode White_Space (transformers.js's trim also takes U+FEFF and
+// not U+0085).
 class StripNormalizer final : public Normalizer {
  public:
   StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
   std::string normalize(std::string_view text, RegexScratch&) const override {
-    if (left_) text = unicode::js_trim_start(text);
-    if (right_) text = unicode::js_trim_end(text);
+    if (left_) text = unicode::white_space_trim_start(text);
+    if (right_) text = unicode::white_space_trim_end(text);
     return std::string(text);
   }
 
@@ -85,7 +88,26 @@ class StripAccentsNormalizer final : public Normalizer {
   PatternReplacer replacer_;
 };
 
+class PrecompiledNormalizer final : public Normalizer {
+ public:
+  explicit PrecompiledNormalizer(PrecompiledCharsmap charsmap) : charsmap_(std::move(charsmap)) {}
+  std::string normalize(std::string_view text, RegexScratch& scratch) const override {
+    return charsmap_.normalize(text, scratch);
+  }
+
+ private:
+  PrecompiledCharsmap charsmap_;
+};
+
 }  // namespace
+
+std::unique_ptr<Normalizer> make_precompiled_normalizer(std::string charsmap, const Loc& loc) {
+  if (charsmap.empty()) return nullptr;  // no rules: the identity
+  std::string error;
+  auto parsed = PrecompiledCharsmap::parse(std::move(charsmap), error);
+  if (!parsed) tokenizer_json::fail(loc, "malformed charsmap: " + error);
+  return std::make_unique<PrecompiledNormalizer>(std::move(*parsed));
+}
 
 PatternReplacer::PatternReplacer(const Json& pattern, std::string content, const Loc& loc)
     : content_(std::move(content)) {
@@ -155,6 +177,14 @@ std::unique_ptr<Normalizer> make_normalizer(const Json& config, const Loc& loc) 
         tokenizer_json::optional_bool(config, "strip_left", loc, false),
         tokenizer_json::optional_bool(config, "strip_right", loc, false));
   if (type == "StripAccents") return std::make_unique<StripAccentsNormalizer>();
+  if (type == "Precompiled") {
+    const Loc at = loc / "precompiled_charsmap";
+    const auto b64 = tokenizer_json::optional_string(config, "precompiled_charsmap", loc);
+    if (!b64 || b64->empty()) return nullptr;
+    auto blob = base64_decode(*b64);
+    if (!blob) tokenizer_json::fail(at, "invalid base64");
+    return make_precompiled_normalizer(std::move(*blob), at);
+  }
   // NFKC/NFKD need compatibility tables and Lowercase full Unicode case mapping; none of the
   // supported model families use them, so refuse rather than tokenize differently.
   tokenizer_json::unsupported(config, loc, "normalizer");

@@ -131,32 +131,38 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
   std::unique_ptr<Regex> gpt2_;
 };
 
-// transformers.js's Metaspace: replaces spaces and maybe prepends the replacement, but returns
-// the section as one piece (it does not split on the replacement character).
+// Metaspace as tokenizers runs it: spaces become the replacement, the replacement is prepended
+// (scheme "always", or "first" on the first section only) unless already there, and with
+// `split` the piece is cut before every replacement (MergedWithNext), empty pieces dropped.
 class MetaspacePreTokenizer final : public PreTokenizer {
  public:
-  MetaspacePreTokenizer(std::string replacement, bool add_prefix_space, std::string scheme)
-      : replacement_(std::move(replacement)),
-        add_prefix_space_(add_prefix_space),
-        scheme_(std::move(scheme)) {}
+  MetaspacePreTokenizer(std::string replacement, std::string scheme, bool split)
+      : replacement_(std::move(replacement)), scheme_(std::move(scheme)), split_(split) {}
 
   void pre_tokenize(std::vector<std::string>& pieces, size_t section,
                     RegexScratch&) const override {
-    for (std::string& p : pieces) {
+    map_pieces(pieces, [&](const std::string& p, std::vector<std::string>& out) {
       std::string s;
       s.reserve(p.size() + 8);
       for (char c : p) c == ' ' ? void(s += replacement_) : s.push_back(c);
-      if (add_prefix_space_ && s.compare(0, replacement_.size(), replacement_) != 0 &&
+      if (!s.empty() && s.compare(0, replacement_.size(), replacement_) != 0 &&
           (scheme_ == "always" || (scheme_ == "first" && section == 0)))
         s = replacement_ + s;
-      p.swap(s);
-    }
+      if (!split_) return out.push_back(std::move(s));
+      size_t begin = 0;
+      for (size_t pos = s.find(replacement_, 1); pos != std::string::npos;
+           pos = s.find(replacement_, pos + replacement_.size())) {
+        if (pos > begin) out.emplace_back(s, begin, pos - begin);
+        begin = pos;
+      }
+      if (begin < s.size()) out.emplace_back(s, begin);
+    });
   }
 
  private:
   std::string replacement_;
-  bool add_prefix_space_;
-  std::string scheme_;
+  std::string scheme_;  // "always", "first" or "never"
+  bool split_;
 };
 
 // Whitespace (\w+|[^\w\s]+) and WhitespaceSplit (\S+), with JavaScript's \w and \s.
@@ -183,10 +189,21 @@ class RegexMatchPreTokenizer final : public PreTokenizer {
 }  // namespace
 
 std::unique_ptr<PreTokenizer> make_metaspace_pre_tokenizer(std::string replacement,
-                                                           bool add_prefix_space,
-                                                           std::string prepend_scheme) {
-  return std::make_unique<MetaspacePreTokenizer>(std::move(replacement), add_prefix_space,
-                                                 std::move(prepend_scheme));
+                                                           std::string prepend_scheme, bool split) {
+  return std::make_unique<MetaspacePreTokenizer>(std::move(replacement), std::move(prepend_scheme),
+                                                 split);
+}
+
+std::string metaspace_prepend_scheme(const Json& config, const Loc& loc) {
+  std::string scheme =
+      tokenizer_json::optional_string(config, "prepend_scheme", loc).value_or("always");
+  if (scheme != "always" && scheme != "first" && scheme != "never")
+    tokenizer_json::fail(
+        loc / "prepend_scheme",
+        "expected \"always\", \"first\" or \"never\", found \"" + clip(scheme) + "\"");
+  // Older files: add_prefix_space false means never (true leaves the scheme, "always" by default).
+  if (!tokenizer_json::optional_bool(config, "add_prefix_space", loc, true)) scheme = "never";
+  return scheme;
 }
 
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Json& config, const Loc& loc) {
@@ -202,11 +219,13 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Json& config, const Loc& 
   if (type == "Split") return std::make_unique<SplitPreTokenizer>(config, loc);
   if (type == "ByteLevel") return std::make_unique<ByteLevelPreTokenizer>(config, loc);
   if (type == "Metaspace") {
-    // transformers.js reads add_prefix_space only (absent means false) and prepend_scheme.
-    return make_metaspace_pre_tokenizer(
-        tokenizer_json::require_string(config, "replacement", loc),
-        tokenizer_json::optional_bool(config, "add_prefix_space", loc, false),
-        tokenizer_json::optional_string(config, "prepend_scheme", loc).value_or("always"));
+    // tokenizers' reading (transformers.js takes an absent add_prefix_space as false and never
+    // splits; it agrees with tokenizers on files that set add_prefix_space and pieces that do
+    // not cross the replacement character).
+    const std::string replacement = tokenizer_json::require_string(config, "replacement", loc);
+    if (replacement.empty()) tokenizer_json::fail(loc / "replacement", "expected one character");
+    return make_metaspace_pre_tokenizer(replacement, metaspace_prepend_scheme(config, loc),
+                                        tokenizer_json::optional_bool(config, "split", loc, true));
   }
   if (type == "Whitespace") return std::make_unique<RegexMatchPreTokenizer>("\\w+|[^\\w\\s]+");
   if (type == "WhitespaceSplit") return std::make_unique<RegexMatchPreTokenizer>("\\S+");

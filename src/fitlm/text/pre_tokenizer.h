@@ -1,7 +1,7 @@
 // tokenizer.json "pre_tokenizer": splits a normalized section into the words BPE sees.
 // Supported: Sequence, Split (String or Regex), ByteLevel, Metaspace, Whitespace, WhitespaceSplit.
 // Semantics follow transformers.js, e.g. Split treats every behavior other than "Removed" as
-// "Isolated" and Metaspace never splits (see pre_tokenizer.cpp).
+// "Isolated"; Metaspace follows tokenizers (prepend_scheme, split), see pre_tokenizer.cpp.
 #pragma once
 
 #include <memory>
@@ -27,9 +27,14 @@ class PreTokenizer {
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const tokenizer_json::Json& config,
                                                  const tokenizer_json::Loc& loc);
 
-// Metaspace as transformers.js's LlamaTokenizer installs it when legacy == false.
+// Metaspace with a prepend scheme ("always", "first", "never"); transformers.js's
+// LlamaTokenizer installs ("first", no split) when legacy == false.
 std::unique_ptr<PreTokenizer> make_metaspace_pre_tokenizer(std::string replacement,
-                                                           bool add_prefix_space,
-                                                           std::string prepend_scheme);
+                                                           std::string prepend_scheme, bool split);
+
+// A Metaspace config's prepend scheme as tokenizers reads it: prepend_scheme ("always" when
+// absent), "never" when add_prefix_space is false. Shared with the Metaspace decoder.
+std::string metaspace_prepend_scheme(const tokenizer_json::Json& config,
+                                     const tokenizer_json::Loc& loc);
 
 }  // namespace fitlm

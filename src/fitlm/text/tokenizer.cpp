@@ -21,7 +21,9 @@
 #include "fitlm/text/post_processor.h"
 #include "fitlm/text/pre_tokenizer.h"
 #include "fitlm/text/pre_tokenizer_regex.h"
+#include "fitlm/text/sentencepiece_model.h"
 #include "fitlm/text/unicode.h"
+#include "fitlm/text/unigram.h"
 
 namespace fitlm {
 
@@ -43,7 +45,8 @@ using tokenizer_json::kMaxTokenId;
 int64_t token_id_limit(const Json& root) {
   size_t entries = 0;
   if (auto m = root.find("model"); m != root.end() && m->is_object())
-    if (auto v = m->find("vocab"); v != m->end() && v->is_object()) entries += v->size();
+    if (auto v = m->find("vocab"); v != m->end() && (v->is_object() || v->is_array()))
+      entries += v->size();
   if (auto a = root.find("added_tokens"); a != root.end() && a->is_array()) entries += a->size();
   return std::min<int64_t>(kMaxTokenId, 2 * static_cast<int64_t>(entries) + 1024);
 }
@@ -78,6 +81,7 @@ void clean_up_tokenization(std::string& s) {
 struct EncodeScratch {
   RegexScratch regex;
   BpeCache cache;
+  UnigramScratch unigram;
   std::vector<Section> sections, normalized_sections;
   std::vector<std::string> pieces;
 };
@@ -85,7 +89,8 @@ struct EncodeScratch {
 struct Tokenizer::Impl {
   std::string json_path;
   Vocab vocab;
-  std::unique_ptr<BpeModel> model;
+  std::unique_ptr<BpeModel> model;        // BPE, or
+  std::unique_ptr<UnigramModel> unigram;  // Unigram
   std::unique_ptr<Normalizer> normalizer;
   std::unique_ptr<PreTokenizer> pre_tokenizer;
   std::unique_ptr<PostProcessor> post_processor;
@@ -114,6 +119,9 @@ struct Tokenizer::Impl {
   }
 
   void load(const Json& root, const std::optional<Json>& config, const Loc& loc, const Loc& cloc);
+  const std::optional<std::string>& unk_token() const {
+    return unigram ? unigram->unk_token() : model->unk_token();
+  }
   void encode_text(std::string_view text, EncodeScratch& s, std::vector<int32_t>& ids) const;
   void encode_plain(std::string_view text, size_t section, EncodeScratch& s,
                     std::vector<int32_t>& ids) const;
@@ -128,11 +136,14 @@ void Tokenizer::Impl::load(const Json& root, const std::optional<Json>& config, 
   // A model without "type" is BPE when it has merges (older files).
   const std::string type = tokenizer_json::optional_string(m, "type", loc / "model")
                                .value_or(m.contains("merges") ? "BPE" : "");
-  if (type != "BPE")
-    tokenizer_json::fail(loc / "model" / "type",
-                         "unsupported model type \"" + clip(type) + "\" (only BPE is supported)");
+  if (type != "BPE" && type != "Unigram")
+    tokenizer_json::fail(loc / "model" / "type", "unsupported model type \"" + clip(type) +
+                                                     "\" (BPE and Unigram are supported)");
   vocab.id_limit = token_id_limit(root);
-  model = std::make_unique<BpeModel>(m, loc / "model", vocab);
+  if (type == "BPE")
+    model = std::make_unique<BpeModel>(m, loc / "model", vocab);
+  else
+    unigram = std::make_unique<UnigramModel>(m, loc / "model", vocab);
 
   added = parse_added_tokens(root, loc, vocab.id_limit);
   for (size_t i = 0; i < added.size(); ++i) {
@@ -140,7 +151,7 @@ void Tokenizer::Impl::load(const Json& root, const std::optional<Json>& config, 
     added_by_content[added[i].content] = static_cast<int32_t>(i);
     if (added[i].special) special_contents.insert(added[i].content);
   }
-  model->finalize(vocab);
+  if (model) model->finalize(vocab);
   special_ids.assign(vocab.id_to_token.size(), 0);
   for (const AddedToken& t : added)
     if (t.special) special_ids[static_cast<size_t>(t.id)] = 1;
@@ -184,7 +195,7 @@ void Tokenizer::Impl::load(const Json& root, const std::optional<Json>& config, 
   if (cls == "LlamaTokenizer" && !tokenizer_json::optional_bool(c, "legacy", cloc, true)) {
     llama_non_legacy = true;
     normalizer = nullptr;
-    pre_tokenizer = make_metaspace_pre_tokenizer(std::string(kSpieceUnderline), true, "first");
+    pre_tokenizer = make_metaspace_pre_tokenizer(std::string(kSpieceUnderline), "first", false);
   }
 }
 
@@ -225,6 +236,10 @@ void Tokenizer::Impl::encode_plain(std::string_view text, size_t section, Encode
     s.pieces.clear();
     s.pieces.emplace_back(part.text);
     if (pre_tokenizer) pre_tokenizer->pre_tokenize(s.pieces, section, s.regex);
+    if (unigram) {
+      for (const std::string& w : s.pieces) unigram->encode_word(w, s.unigram, ids);
+      continue;
+    }
     for (const std::string& w : s.pieces) model->encode_word(w, vocab, s.cache, ids);
     model->fuse_unk(ids, begin);
   }
@@ -285,22 +300,59 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 Tokenizer Tokenizer::from_dir(const std::filesystem::path& dir) {
-  const auto json = dir / "tokenizer.json";
-  if (!paths::exists(json, kComponent))
-    throw_input_error(kComponent, "{}: no tokenizer.json in this directory",
-                      clip_path(dir.string()));
   const auto config = dir / "tokenizer_config.json";
-  return from_files(json, paths::exists(config, kComponent)
+  const auto config_path = paths::exists(config, kComponent)
+                               ? std::optional<std::filesystem::path>(config)
+                               : std::nullopt;
+  const auto json = dir / "tokenizer.json";
+  if (paths::exists(json, kComponent)) return from_files(json, config_path);
+  // No tokenizer.json: a SentencePiece model (T5's spiece.model, others' tokenizer.model).
+  for (const char* name : {"spiece.model", "tokenizer.model"})
+    if (paths::exists(dir / name, kComponent)) return from_sentencepiece(dir / name, config_path);
+  throw_input_error(kComponent,
+                    "{}: no tokenizer.json (nor a SentencePiece spiece.model or tokenizer.model) "
+                    "in this directory",
+                    clip_path(dir.string()));
+}
 
-                              ? std::optional<std::filesystem::path>(config)
-                              : std::nullopt);
+bool Tokenizer::dir_has_tokenizer(const std::filesystem::path& dir) {
+  for (const char* name : {"tokenizer.json", "spiece.model", "tokenizer.model"})
+    if (paths::exists(dir / name, kComponent)) return true;
+  return false;
 }
 
 Tokenizer Tokenizer::from_files(const std::filesystem::path& tokenizer_json,
                                 const std::optional<std::filesystem::path>& tokenizer_config) {
-  auto impl = std::make_unique<Impl>();
-  impl->json_path = tokenizer_json.string();
   const Json root = json_input::parse_file(tokenizer_json, kComponent);
+  return from_json(root, tokenizer_json.string(), tokenizer_config);
+}
+
+Tokenizer Tokenizer::from_sentencepiece(
+    const std::filesystem::path& model_file,
+    const std::optional<std::filesystem::path>& tokenizer_config) {
+  const std::string file = model_file.string();
+  std::ifstream in(model_file, std::ios::binary);
+  if (!in) throw_input_error(kComponent, "{}: cannot open", clip_path(file));
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const SentencePieceModel m = parse_sentencepiece_model(bytes, file);
+  // T5Tokenizer's extra_ids (100 by default) from tokenizer_config.json.
+  int extra_ids = 100;
+  if (tokenizer_config) {
+    const Json c = json_input::parse_file(*tokenizer_config, kComponent);
+    if (auto it = c.is_object() ? c.find("extra_ids") : c.end(); it != c.end()) {
+      if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > 100000)
+        tokenizer_json::fail(Loc{tokenizer_config->string(), "extra_ids"},
+                             "expected an integer in [0, 100000]");
+      extra_ids = static_cast<int>(it->get<int64_t>());
+    }
+  }
+  return from_json(sentencepiece_to_tokenizer_json(m, file, extra_ids), file, tokenizer_config);
+}
+
+Tokenizer Tokenizer::from_json(const Json& root, const std::string& source,
+                               const std::optional<std::filesystem::path>& tokenizer_config) {
+  auto impl = std::make_unique<Impl>();
+  impl->json_path = source;
   std::optional<Json> config;
   Loc cloc;
   if (tokenizer_config) {
@@ -308,8 +360,8 @@ Tokenizer Tokenizer::from_files(const std::filesystem::path& tokenizer_json,
     cloc = Loc{tokenizer_config->string(), ""};
   }
   // The readers check the types they read (tokenizer_json.h); the net catches what they miss.
-  json_input::read_fields(kComponent, tokenizer_json.string(), [&] {
-    impl->load(root, config, Loc{tokenizer_json.string(), ""}, cloc);
+  json_input::read_fields(kComponent, source, [&] {
+    impl->load(root, config, Loc{source, ""}, cloc);
   });
   return Tokenizer(std::move(impl));
 }
@@ -367,8 +419,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
     std::string t;
     if (known) {
       t = im.vocab.id_to_token[static_cast<size_t>(id)];
-    } else if (im.model->unk_token()) {
-      t = *im.model->unk_token();  // transformers.js: vocab[i] ?? unk_token
+    } else if (im.unk_token()) {
+      t = *im.unk_token();  // transformers.js: vocab[i] ?? unk_token
     } else {
       throw_input_error("tokenizer", "{}: token id {} is not in the vocabulary (size {})",
                         im.json_path, id, im.vocab.id_to_token.size());
@@ -385,7 +437,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
   } else {
     for (size_t i = 0; i < tokens.size(); ++i) text += (i ? " " : "") + tokens[i];
   }
-  if (im.decoder && !im.model->end_of_word_suffix().empty()) {
+  if (im.decoder && im.model && !im.model->end_of_word_suffix().empty()) {
     replace_all(text, im.model->end_of_word_suffix(), " ");
     if (skip_special_tokens) text = unicode::js_trim_end(unicode::js_trim_start(text));
   }

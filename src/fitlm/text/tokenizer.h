@@ -1,10 +1,13 @@
-// Hugging Face `tokenizer.json` tokenizers (BPE: byte-level and SentencePiece-style), producing
-// exactly the ids that `tokenizers` / transformers.js produce.
+// Hugging Face `tokenizer.json` tokenizers (BPE: byte-level and SentencePiece-style; Unigram:
+// SentencePiece's, e.g. T5), producing exactly the ids that `tokenizers` / transformers.js
+// produce; and SentencePiece Unigram `.model` files, read as transformers' T5Converter would
+// convert them.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
 #include <string>
@@ -16,11 +19,19 @@ namespace fitlm {
 class Tokenizer {
  public:
   // Reads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json (bos/eos/pad tokens,
-  // add_bos_token/add_eos_token, chat_template is read by ChatTemplate).
+  // add_bos_token/add_eos_token, chat_template is read by ChatTemplate). Without tokenizer.json,
+  // DIR/spiece.model or DIR/tokenizer.model (SentencePiece) is read instead.
   static Tokenizer from_dir(const std::filesystem::path& dir);
+  // Whether DIR holds a file from_dir reads (tokenizer.json, spiece.model, tokenizer.model).
+  static bool dir_has_tokenizer(const std::filesystem::path& dir);
   // Reads one tokenizer.json; config optional.
   static Tokenizer from_files(const std::filesystem::path& tokenizer_json,
                               const std::optional<std::filesystem::path>& tokenizer_config = {});
+  // Reads a SentencePiece Unigram .model (sentencepiece_model.h says what it becomes); config
+  // optional (its extra_ids, 100 by default, adds T5's <extra_id_N> tokens).
+  static Tokenizer from_sentencepiece(
+      const std::filesystem::path& model_file,
+      const std::optional<std::filesystem::path>& tokenizer_config = {});
   ~Tokenizer();
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
@@ -53,6 +64,8 @@ class Tokenizer {
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  static Tokenizer from_json(const nlohmann::json& root, const std::string& source,
+                             const std::optional<std::filesystem::path>& tokenizer_config);
   std::unique_ptr<Impl> impl_;
 };
 

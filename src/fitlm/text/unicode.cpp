@@ -99,26 +99,51 @@ bool is_js_whitespace(char32_t c) {
          c == 0x205F || c == 0x3000 || c == 0xFEFF;
 }
 
-std::string_view js_trim_start(std::string_view s) {
+bool is_white_space(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
+}
+
+namespace {
+
+template <bool (*IsSpace)(char32_t)>
+std::string_view trim_start(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
     size_t j = i;
-    if (!is_js_whitespace(next_code_point(s, j))) break;
+    if (!IsSpace(next_code_point(s, j))) break;
     i = j;
   }
   return s.substr(i);
 }
 
-std::string_view js_trim_end(std::string_view s) {
+template <bool (*IsSpace)(char32_t)>
+std::string_view trim_end(std::string_view s) {
   size_t end = s.size();
   while (end > 0) {
     size_t start = end - 1;
     while (start > 0 && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
     size_t j = start;
-    if (!is_js_whitespace(next_code_point(s, j))) break;
+    if (!IsSpace(next_code_point(s, j))) break;
     end = start;
   }
   return s.substr(0, end);
+}
+
+}  // namespace
+
+std::string_view js_trim_start(std::string_view s) {
+  return trim_start<is_js_whitespace>(s);
+}
+std::string_view js_trim_end(std::string_view s) {
+  return trim_end<is_js_whitespace>(s);
+}
+std::string_view white_space_trim_start(std::string_view s) {
+  return trim_start<is_white_space>(s);
+}
+std::string_view white_space_trim_end(std::string_view s) {
+  return trim_end<is_white_space>(s);
 }
 
 // ---- Normalization (UAX #15): decompose, order by combining class, recompose. ----

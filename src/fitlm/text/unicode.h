@@ -27,6 +27,10 @@ std::string sanitize_utf8(std::string_view s);
 bool is_js_whitespace(char32_t cp);
 std::string_view js_trim_start(std::string_view s);
 std::string_view js_trim_end(std::string_view s);
+// Unicode's White_Space property (Rust's char::is_whitespace, what tokenizers trims).
+bool is_white_space(char32_t cp);
+std::string_view white_space_trim_start(std::string_view s);
+std::string_view white_space_trim_end(std::string_view s);
 
 // Unicode normalization forms C and D (canonical only).
 std::string nfc(std::string_view s);

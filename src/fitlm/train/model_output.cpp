@@ -10,7 +10,7 @@ namespace fitlm::train {
 
 void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to) {
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "generation_config.json", "tokenizer.model"})
+                        "generation_config.json", "tokenizer.model", "spiece.model"})
     if (std::filesystem::exists(from / f))
       std::filesystem::copy_file(from / f, to / f,
                                  std::filesystem::copy_options::overwrite_existing);

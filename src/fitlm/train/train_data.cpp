@@ -45,11 +45,11 @@ TrainData load_train_data(const TrainConfig& c, const ModelConfig& model_config)
   for (const auto* list : {&c.datasets, &c.test_datasets})
     for (const DatasetSource& s : *list) all_pretokenized &= s.type == DatasetType::kPretokenized;
   std::optional<Tokenizer> tok;
-  if (!all_pretokenized || paths::exists(model_dir / "tokenizer.json", kComponent)) {
-    if (!paths::exists(model_dir / "tokenizer.json", kComponent))
+  if (!all_pretokenized || Tokenizer::dir_has_tokenizer(model_dir)) {
+    if (!Tokenizer::dir_has_tokenizer(model_dir))
       throw_input_error(kComponent,
-                        "{}: base_model {} has no tokenizer.json, which datasets that are not "
-                        "pretokenized need to be tokenized",
+                        "{}: base_model {} has no tokenizer.json (nor spiece.model), which "
+                        "datasets that are not pretokenized need to be tokenized",
                         clip_path(c.config_path.string()), clip_path(model_dir.string()));
     tok.emplace(Tokenizer::from_dir(model_dir));
     check_tokenizer_fits(*tok, model_config, model_dir);
