@@ -495,6 +495,44 @@ TEST(OffloadLayers, PlanKeepsLayersInHostMemory) {
   EXPECT_EQ(plan_transformer_host(c, TrainMode::kLora, lora_config(), none, DType::kBF16).total_bytes(), 0u);
 }
 
+// Optimizer offload: every master and moment in the host plan (the rank's block under
+// zero2), none on the device; values and gradients stay there.
+TEST(OffloadOptimizer, PlanKeepsMastersAndMomentsInHostMemory) {
+  const ModelConfig c = ModelConfig::from_json(config_json("Qwen2ForCausalLM"), "test");
+  for (TrainMode mode : {TrainMode::kFull, TrainMode::kLora})
+    for (DType compute : {DType::kF32, DType::kBF16})
+      for (int world : {1, 2}) {
+        SCOPED_TRACE(fmt::format("mode {} {} world {}", static_cast<int>(mode),
+                                 dtype_name(compute), world));
+        RunShape shape;
+        shape.max_tokens = 32;
+        shape.with_optimizer = true;
+        if (world > 1) shape.optimizer_shard = ShardSpec{1, world};
+        const AllocationPlan resident = plan_transformer(c, mode, lora_config(), shape, compute);
+        shape.offload_optimizer = true;
+        const AllocationPlan device = plan_transformer(c, mode, lora_config(), shape, compute);
+        const AllocationPlan host = plan_transformer_host(c, mode, lora_config(), shape, compute);
+        size_t state = 0, grads = 0, kept = 0;
+        for (const BufferSpec& b : device.buffers()) {
+          EXPECT_NE(b.group, "master") << b.name;
+          EXPECT_NE(b.group, "optimizer") << b.name;
+          if (b.group == "grads") grads += b.bytes;
+        }
+        for (const BufferSpec& b : host.buffers()) {
+          EXPECT_TRUE(b.group == "master" || b.group == "optimizer") << b.name;
+          state += static_cast<size_t>(b.shape.numel()) * 4;
+        }
+        for (const BufferSpec& b : resident.buffers())
+          if (b.group == "grads") kept += static_cast<size_t>(b.shape.numel());
+        // master, m and v: 12 bytes per trainable element of the rank's block.
+        const size_t per_rank = world == 1 ? kept : 0;
+        if (world == 1) EXPECT_EQ(state, 12 * per_rank);
+        if (world > 1) EXPECT_LT(state, 12 * kept * 3 / 4);
+        EXPECT_EQ(grads, 4 * kept);
+        EXPECT_LT(device.total_bytes(), resident.total_bytes());
+      }
+}
+
 TEST(OffloadLayers, FullFineTuningAndZero3AreRefused) {
   const ModelConfig c = ModelConfig::from_json(config_json("LlamaForCausalLM"), "test");
   RunShape shape;
