@@ -26,39 +26,46 @@ bench() {  # name, args...
     >"$OUT/bench-$name.json" 2>"$OUT/bench-$name.log"
   echo "$name rc $?: $(cat "$OUT/bench-$name.json")"
 }
+# train_pair DIR ADAPTER CLASSES EXTRA: the tiny demo model trained on CUDA twice, resident and
+# with `offload: [CLASSES]` (EXTRA: more YAML lines); says whether the outputs are identical.
+train_pair() {
+  local w=$1 adapter=$2 classes=$3 extra=$4 run f=adapter_model.safetensors
+  [ -d "$w/d" ] || "$B/fitlm" -q demo --dir "$w/d" --prepare-only
+  for run in resident offloaded; do
+    cat >"$w/$adapter-$run.yaml" <<YAML
+base_model: $w/d/tiny-llama-random
+datasets: [{path: $w/d/upper_train.jsonl, type: pretokenized}]
+adapter: $adapter
+sequence_len: 64
+sample_packing: true
+micro_batch_size: 4
+max_steps: 20
+learning_rate: 1.0e-4
+save_steps: 10
+logging_steps: 5
+seed: 7
+backend: cuda
+bf16: true
+output_dir: $w/$adapter-$run
+$extra
+YAML
+    [ $run = offloaded ] && echo "offload: [$classes]" >>"$w/$adapter-$run.yaml"
+    "$B/fitlm" -q train "$w/$adapter-$run.yaml" 2>"$w/$adapter-$run.log" || tail -5 "$w/$adapter-$run.log"
+  done
+  [ "$adapter" = full ] && f=model.safetensors
+  cmp "$w/$adapter-resident/$f" "$w/$adapter-offloaded/$f" &&
+    echo "$adapter, offload [$classes]: identical to the resident run"
+}
 if [ "$PART" = all ] || [ "$PART" = 8b ]; then
   echo "== CUDA tests: offload, model vs CPU"
   "$B/tests/fitlm_cuda_tests" --gtest_brief=1 --gtest_filter='CudaOffload*:ModelVsCpu*' 2>&1 |
     grep -E '^\[  PASSED  \]|^\[  FAILED  \]|Failure|tests ran' | head -12
   echo "== trainer: offload: [weights] against resident, QLoRA and LoRA on CUDA"
   W=/tmp/fitlm-offload/train; rm -rf "$W"; mkdir -p "$W"
-  "$B/fitlm" -q demo --dir "$W/d" --prepare-only
   for adapter in qlora lora; do
-    for run in resident offloaded; do
-      cat >"$W/$adapter-$run.yaml" <<YAML
-base_model: $W/d/tiny-llama-random
-datasets: [{path: $W/d/upper_train.jsonl, type: pretokenized}]
-adapter: $adapter
+    train_pair "$W" $adapter weights "gradient_checkpointing: true
 lora_r: 8
-lora_alpha: 16
-sequence_len: 64
-sample_packing: true
-micro_batch_size: 4
-max_steps: 20
-learning_rate: 1.0e-3
-save_steps: 10
-logging_steps: 5
-seed: 7
-backend: cuda
-bf16: true
-gradient_checkpointing: true
-output_dir: $W/$adapter-$run
-YAML
-      [ $run = offloaded ] && echo "offload: [weights]" >>"$W/$adapter-$run.yaml"
-      "$B/fitlm" -q train "$W/$adapter-$run.yaml" 2>"$W/$adapter-$run.log" || tail -5 "$W/$adapter-$run.log"
-    done
-    cmp "$W/$adapter-resident/adapter_model.safetensors" "$W/$adapter-offloaded/adapter_model.safetensors" &&
-      echo "$adapter: offloaded adapter identical to resident"
+lora_alpha: 16"
   done
   echo "== 8B benches"
   bench 8b-lora-resident --arch llama-3.1-8b
@@ -77,32 +84,7 @@ fi
 if [ "$PART" = all ] || [ "$PART" = opt ]; then
   echo "== optimizer offload: trainer, full fine-tuning and LoRA, against resident"
   W=/tmp/fitlm-offload/opt; rm -rf "$W"; mkdir -p "$W"
-  "$B/fitlm" -q demo --dir "$W/d" --prepare-only
-  for adapter in full lora; do
-    for run in resident offloaded; do
-      cat >"$W/$adapter-$run.yaml" <<YAML
-base_model: $W/d/tiny-llama-random
-datasets: [{path: $W/d/upper_train.jsonl, type: pretokenized}]
-adapter: $adapter
-sequence_len: 64
-sample_packing: true
-micro_batch_size: 4
-max_steps: 20
-learning_rate: 1.0e-4
-save_steps: 10
-logging_steps: 5
-seed: 7
-backend: cuda
-bf16: true
-output_dir: $W/$adapter-$run
-YAML
-      [ $run = offloaded ] && echo "offload: [optimizer]" >>"$W/$adapter-$run.yaml"
-      "$B/fitlm" -q train "$W/$adapter-$run.yaml" 2>"$W/$adapter-$run.log" || tail -5 "$W/$adapter-$run.log"
-    done
-    f=adapter_model.safetensors; [ $adapter = full ] && f=model.safetensors
-    cmp "$W/$adapter-resident/$f" "$W/$adapter-offloaded/$f" &&
-      echo "$adapter: offloaded optimizer gives the resident bytes"
-  done
+  for adapter in full lora; do train_pair "$W" $adapter optimizer ""; done
   bench 1b-full-resident --arch llama-3.2-1b --mode full
   bench 1b-full-offopt --arch llama-3.2-1b --mode full --offload-optimizer
   bench 8b-lora-offopt --arch llama-3.1-8b --offload-optimizer

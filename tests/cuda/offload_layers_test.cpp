@@ -106,8 +106,8 @@ TEST(CudaOffloadLayers, OffloadedLayersComputeExactlyAsResidentOnes) {
   for (const std::optional<Base4Layout>& base4 :
        {std::optional<Base4Layout>{}, std::optional<Base4Layout>{Base4Layout{}}})
     for (bool recompute : {false, true}) {
-      SCOPED_TRACE(::testing::Message() << "base4=" << base4.has_value() << " recompute="
-                                        << recompute);
+      SCOPED_TRACE(::testing::Message()
+                   << "base4=" << base4.has_value() << " recompute=" << recompute);
       const Outputs want = run(*be, dir, base4, recompute, false);
       const Outputs got = run(*be, dir, base4, recompute, true);
       EXPECT_EQ(got.losses, want.losses);

@@ -470,7 +470,8 @@ TEST(OffloadLayers, PlanKeepsLayersInHostMemory) {
     shape.offload_layers = true;
     const AllocationPlan device =
         plan_transformer(c, TrainMode::kLora, lora_config(), shape, DType::kBF16);
-    const AllocationPlan host = plan_transformer_host(c, TrainMode::kLora, lora_config(), shape, DType::kBF16);
+    const AllocationPlan host =
+        plan_transformer_host(c, TrainMode::kLora, lora_config(), shape, DType::kBF16);
     const LayerShardLayout blob = layer_shard_layout(c, shape, DType::kBF16);
     EXPECT_EQ(layer_weight_bytes(device), 0u);
     EXPECT_EQ(device.at(kShardLayer).bytes, blob.bytes);
@@ -492,7 +493,9 @@ TEST(OffloadLayers, PlanKeepsLayersInHostMemory) {
   }
   RunShape none;
   none.max_tokens = 64;
-  EXPECT_EQ(plan_transformer_host(c, TrainMode::kLora, lora_config(), none, DType::kBF16).total_bytes(), 0u);
+  EXPECT_EQ(
+      plan_transformer_host(c, TrainMode::kLora, lora_config(), none, DType::kBF16).total_bytes(),
+      0u);
 }
 
 // Optimizer offload: every master and moment in the host plan (the rank's block under
@@ -502,8 +505,8 @@ TEST(OffloadOptimizer, PlanKeepsMastersAndMomentsInHostMemory) {
   for (TrainMode mode : {TrainMode::kFull, TrainMode::kLora})
     for (DType compute : {DType::kF32, DType::kBF16})
       for (int world : {1, 2}) {
-        SCOPED_TRACE(fmt::format("mode {} {} world {}", static_cast<int>(mode),
-                                 dtype_name(compute), world));
+        SCOPED_TRACE(
+            fmt::format("mode {} {} world {}", static_cast<int>(mode), dtype_name(compute), world));
         RunShape shape;
         shape.max_tokens = 32;
         shape.with_optimizer = true;

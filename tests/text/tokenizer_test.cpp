@@ -12,6 +12,7 @@
 #include "fitlm/text/byte_level.h"
 #include "fitlm/text/pre_tokenizer_regex.h"
 #include "fitlm/text/unicode.h"
+#include "test_temp_dir.h"
 
 namespace fitlm {
 namespace {
@@ -74,23 +75,9 @@ Json tiny_tokenizer(bool pair_merges) {
           {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}}};
 }
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("fitlm_tok_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-             "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path write(const std::string& name, const std::string& text) const {
-    std::ofstream(path_ / name, std::ios::binary) << text;
-    return path_ / name;
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// Each test's own directory (test_temp_dir.h).
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("tok") {}
 };
 
 Tokenizer load(const Json& j, const TempDir& dir) {

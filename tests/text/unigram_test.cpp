@@ -13,6 +13,7 @@
 #include "fitlm/text/precompiled.h"
 #include "fitlm/text/sentencepiece_model.h"
 #include "fitlm/text/tokenizer.h"
+#include "test_temp_dir.h"
 
 namespace fitlm {
 namespace {
@@ -49,23 +50,9 @@ std::string error_of(F&& f) {
   return "";
 }
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("fitlm_unigram_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-             "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path write(const std::string& name, const std::string& text) const {
-    std::ofstream(path_ / name, std::ios::binary) << text;
-    return path_ / name;
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// Each test's own directory (test_temp_dir.h).
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("unigram") {}
 };
 
 TEST(Unigram, ViterbiTiesKeepTheEarlierStart) {

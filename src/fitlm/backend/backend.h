@@ -95,7 +95,7 @@ class Backend {
 
   // ---- elementwise --------------------------------------------------------------------------
   virtual void fill(Tensor x, float value) = 0;
-  virtual void copy(const Tensor& src, Tensor dst) = 0;                // casts between dtypes
+  virtual void copy(const Tensor& src, Tensor dst) = 0;  // casts between dtypes
   // dst <- src (same dtype and size; either may be host memory from allocate_host_mapped) on
   // the backend's transfer queue: it starts after every op queued so far and does not hold
   // back the ops queued after it, until wait_transfers(). So a copy into a buffer the queued

@@ -301,10 +301,10 @@ int run_bench(const BenchOptions& o) {
         "  {:.0f} tokens/s, {:.3f} s/step, model {:.3g} TFLOP/s = {:.1f}% of the measured "
         "{:.3g} TFLOP/s GEMM rate\n",
         tokens_per_s, secs, tflops, 100.0 * tflops / gemm, gemm);
-    fmt::print("  memory: planned {} , measured {}{}\n", format_bytes(planned),
-               measured ? format_bytes(measured) : std::string("n/a on this backend"),
-               model.host_bytes() ? ", + " + format_bytes(model.host_bytes()) + " in host memory"
-                                  : "");
+    fmt::print(
+        "  memory: planned {} , measured {}{}\n", format_bytes(planned),
+        measured ? format_bytes(measured) : std::string("n/a on this backend"),
+        model.host_bytes() ? ", + " + format_bytes(model.host_bytes()) + " in host memory" : "");
   }
   if (!profile.empty()) fmt::print("profile (ops timed one by one; per step):\n{}", profile);
   return 0;

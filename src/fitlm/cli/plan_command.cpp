@@ -75,17 +75,19 @@ int run_plan(const PlanOptions& o) {
   fmt::print("{}", plan.summary());
   const AllocationPlan host = plan_transformer_host(c, mode, lora, shape, dtype);
   if (host.total_bytes() > 0) {
-    fmt::print("host memory (pinned, per rank): {}; mapping it takes {} of each GPU's memory "
-               "(CUDA) besides the arena\n",
-               format_bytes(host.total_bytes()),
-               format_bytes(cuda_host_mapping_bytes(host.total_bytes())));
+    fmt::print(
+        "host memory (pinned, per rank): {}; mapping it takes {} of each GPU's memory "
+        "(CUDA) besides the arena\n",
+        format_bytes(host.total_bytes()),
+        format_bytes(cuda_host_mapping_bytes(host.total_bytes())));
     for (const auto& [group, bytes] : host.group_totals())
       fmt::print("  {:<14} {:>12}\n", group, format_bytes(bytes));
   }
   if (o.nproc > 1 && dtype != DType::kF32)
-    fmt::print("  + GPU comm staging  {}  (per GPU, outside the arena; NCCL's own buffers not "
-               "counted)\n",
-               format_bytes(dist::gpu_comm_reserved_bytes(static_cast<int>(o.nproc))));
+    fmt::print(
+        "  + GPU comm staging  {}  (per GPU, outside the arena; NCCL's own buffers not "
+        "counted)\n",
+        format_bytes(dist::gpu_comm_reserved_bytes(static_cast<int>(o.nproc))));
   if (o.nproc > 1 && o.strategy != "ddp")
     for (int r = 1; r < o.nproc; ++r)
       fmt::print(

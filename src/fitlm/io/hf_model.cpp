@@ -140,11 +140,11 @@ void read_f32_range(std::span<const std::byte> bytes, DType dtype, int64_t begin
 using UseTensor = std::function<void(const std::string&)>;
 
 // ZeRO-3 (RunShape::layer_shard) and offloaded layers (the whole blob, in host memory): of each
-// layer's blob (layer_shard_layout) only this rank's bytes are loaded, tensor by tensor: a 16-bit tensor's elements in the rank's range are
-// converted (by the backend's upload, as an unsharded model's whole tensor is), a 4-bit one is
-// read (bitsandbytes) or quantized (16/32-bit checkpoint) whole on the host, as unsharded, and
-// the bytes of its parts in the range are copied. Each tensor's pages are released once it is
-// done, so host memory stays near one tensor.
+// layer's blob (layer_shard_layout) only this rank's bytes are loaded, tensor by tensor: a 16-bit
+// tensor's elements in the rank's range are converted (by the backend's upload, as an unsharded
+// model's whole tensor is), a 4-bit one is read (bitsandbytes) or quantized (16/32-bit checkpoint)
+// whole on the host, as unsharded, and the bytes of its parts in the range are copied. Each
+// tensor's pages are released once it is done, so host memory stays near one tensor.
 void load_layer_shards(Transformer& model, const io::ShardedSafetensors& st,
                        const std::filesystem::path& dir, const UseTensor& use,
                        const UseTensor& use_bnb4bit) {

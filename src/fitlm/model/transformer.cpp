@@ -71,13 +71,13 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
   // Mapping the host buffers costs device memory too (Backend::host_mapping_bytes).
   const size_t mapping = backend_.host_mapping_bytes(host_plan_.total_bytes());
   if (shape_.max_memory && plan.total_bytes() + mapping > shape_.max_memory)
-    throw Error("plan",
-                fmt::format("the plan needs {}{} but the memory cap is {}:\n{}",
-                            format_bytes(plan.total_bytes()),
-                            mapping ? fmt::format(" + {} to map host memory", format_bytes(mapping))
-                                    : "",
-                            format_bytes(shape_.max_memory), plan.summary()),
-                ExitCode::kNoFit);
+    throw Error(
+        "plan",
+        fmt::format("the plan needs {}{} but the memory cap is {}:\n{}",
+                    format_bytes(plan.total_bytes()),
+                    mapping ? fmt::format(" + {} to map host memory", format_bytes(mapping)) : "",
+                    format_bytes(shape_.max_memory), plan.summary()),
+        ExitCode::kNoFit);
   const std::optional<size_t> available = host_memory_available();
   if (available && host_plan_.total_bytes() > *available)
     throw Error("plan",

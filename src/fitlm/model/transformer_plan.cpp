@@ -288,8 +288,8 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
   if (shape.offload_layers) {
     const LayerShardLayout layout = layer_shard_layout(c, shape, compute);
     for (int l = 0; l < c.num_layers; ++l)
-      on_host.add(layer_shard_name(l), "weights.offload",
-                  Shape{static_cast<int64_t>(layout.bytes)}, DType::kU8);
+      on_host.add(layer_shard_name(l), "weights.offload", Shape{static_cast<int64_t>(layout.bytes)},
+                  DType::kU8);
   }
   // ZeRO-3: a layer's linear weights and biases are its blob's bytes (layer_shard_layout), of
   // which this rank keeps its shard; the layer about to run is gathered into shard.layer, read
@@ -450,7 +450,6 @@ bool embedding_on_host(const ModelConfig& c, TrainMode mode, const RunShape& sha
   return (shape.base4 || sharded || shape.offload_layers) && mode != TrainMode::kFull &&
          !c.tie_word_embeddings;
 }
-
 
 bool layer_saved(const ModelConfig& c, TrainMode mode, const RunShape& shape, int l) {
   if (mode == TrainMode::kFrozen) return false;

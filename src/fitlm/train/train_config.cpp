@@ -259,8 +259,8 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
              if (n.size() == 0) throw_input_error(kComponent, "an empty list");
              for (const YAML::Node& e : n)
                t.max_memory_per_gpu.push_back(parse_byte_size(get_string(c, e)));
-             t.max_memory = *std::min_element(t.max_memory_per_gpu.begin(),
-                                              t.max_memory_per_gpu.end());
+             t.max_memory =
+                 *std::min_element(t.max_memory_per_gpu.begin(), t.max_memory_per_gpu.end());
            } else {
              t.max_memory = parse_byte_size(get_string(c, n));
            }

@@ -232,8 +232,8 @@ void CudaBackend::download(const Tensor& src, float* dst) {
 }
 
 void CudaBackend::synchronize() {
-  FITLM_CUDA_CHECK(cudaMemcpyAsync(h_flags_, d_flags_, kNumFlags * sizeof(int),
-                                   cudaMemcpyDefault, stream_));
+  FITLM_CUDA_CHECK(
+      cudaMemcpyAsync(h_flags_, d_flags_, kNumFlags * sizeof(int), cudaMemcpyDefault, stream_));
   FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   FITLM_CUDA_CHECK(cudaStreamSynchronize(transfer_stream_));  // copy_async's too
   const bool bad_id = h_flags_[kFlagBadTokenId] != 0, bad_label = h_flags_[kFlagBadLabel] != 0;
