@@ -26,12 +26,13 @@ test-cpu: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # Parsers of untrusted input (safetensors, JSON configs, tokenizer files, datasets, chat
-# templates, 4-bit quantization, training configs) under
+# templates, 4-bit quantization, training configs, Unigram charsmaps and SentencePiece .model
+# files) under
 # AddressSanitizer + UBSan.
 test-asan: deps
 	cmake -S . -B $(BUILD)-asan -G Ninja -DFITLM_CUDA=OFF -DFITLM_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
 	cmake --build $(BUILD)-asan -j $(JOBS) --target fitlm_tests
-	$(BUILD)-asan/tests/fitlm_tests --gtest_filter='Safetensors*:Sharded*:MalformedSafetensors*:BrokenIndex*:ModelConfig*:Tokenizer*:Dataset*:Csv*:Jinja*:ChatTemplate*:JsonInput*:Paths*:Quant4*:TrainConfig*'
+	$(BUILD)-asan/tests/fitlm_tests --gtest_filter='Safetensors*:Sharded*:MalformedSafetensors*:BrokenIndex*:ModelConfig*:Tokenizer*:Dataset*:Csv*:Jinja*:ChatTemplate*:JsonInput*:Paths*:Quant4*:TrainConfig*:Unigram*:Precompiled*:SentencePieceModel*:Metaspace*'
 
 # The CUDA backend must compile and link warning-free even where no GPU can run it (the CPU
 # test binary is already built and run by test-cpu).
