@@ -181,7 +181,7 @@ int run_bench(const BenchOptions& o) {
   // The arena and the device memory that mapping the host buffers takes.
   const size_t planned = model.arena().bytes() + be->host_mapping_bytes(model.host_bytes());
   log::info("bench: {} {} on {}: arena {}{}\n{}", o.arch, o.mode, be->device_description(),
-            format_bytes(planned),
+            format_bytes(model.arena().bytes()),
             model.host_bytes() ? " + " + format_bytes(model.host_bytes()) + " in host memory" : "",
             model.arena().plan().summary());
   std::vector<Tensor> weights;
