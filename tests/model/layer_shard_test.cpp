@@ -519,7 +519,8 @@ TEST(OffloadActivations, OffloadedInputsComputeExactlyAsResidentOnes) {
     for (bool check : {false, true})
       for (bool weights : {false, true}) {
         if (weights && k.mode == TrainMode::kFull) continue;  // refused (trainable weights)
-        auto m = make_model(*be, dir, k, std::nullopt, check, weights, /*offload_activations=*/true);
+        auto m =
+            make_model(*be, dir, k, std::nullopt, check, weights, /*offload_activations=*/true);
         if (k.mode != TrainMode::kFrozen) {
           EXPECT_GT(m->host_bytes(), 0u);
         }
@@ -543,7 +544,8 @@ TEST(OffloadActivations, EachInputIsCopiedOutAndBackOnce) {
   for (int recompute : {-2, 2, -1}) {
     Case k;
     k.recompute_layers = recompute;
-    auto m = make_model(be, tmp.path(), k, std::nullopt, false, false, /*offload_activations=*/true);
+    auto m =
+        make_model(be, tmp.path(), k, std::nullopt, false, false, /*offload_activations=*/true);
     std::mt19937 rng(5);
     const TokenBatch b = batch(rng, {0, 9, 20});
     auto copies = [&] {
@@ -565,8 +567,8 @@ TEST(OffloadActivations, PlanKeepsLayerInputsInHostMemory) {
   const size_t input_bytes = static_cast<size_t>(t * c.hidden_size) * 2;
   for (TrainMode mode : {TrainMode::kLora, TrainMode::kFull})
     for (RecomputePolicy recompute : {RecomputePolicy::kSave, RecomputePolicy::kFull}) {
-      SCOPED_TRACE(fmt::format("mode {} recompute {}", static_cast<int>(mode),
-                               static_cast<int>(recompute)));
+      SCOPED_TRACE(
+          fmt::format("mode {} recompute {}", static_cast<int>(mode), static_cast<int>(recompute)));
       RunShape shape;
       shape.max_tokens = t;
       shape.with_optimizer = true;
@@ -574,7 +576,8 @@ TEST(OffloadActivations, PlanKeepsLayerInputsInHostMemory) {
       const AllocationPlan resident = plan_transformer(c, mode, lora_config(), shape, DType::kBF16);
       shape.offload_activations = true;
       const AllocationPlan device = plan_transformer(c, mode, lora_config(), shape, DType::kBF16);
-      const AllocationPlan host = plan_transformer_host(c, mode, lora_config(), shape, DType::kBF16);
+      const AllocationPlan host =
+          plan_transformer_host(c, mode, lora_config(), shape, DType::kBF16);
       for (int l = 0; l < c.num_layers; ++l) {
         EXPECT_FALSE(device.contains(layer_input_name(l)));
         EXPECT_EQ(host.at(layer_input_name(l)).bytes, input_bytes);

@@ -160,7 +160,8 @@ AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode, const
                                 const RunShape& shape, DType compute);
 // What the same job keeps in (pinned) host memory: the embedding with embedding_on_host, every
 // layer's blob with RunShape::offload_layers, the masters and AdamW moments with
-// offload_optimizer, the layer inputs with offload_activations. Buffers live for the whole job; empty plan when nothing is kept there.
+// offload_optimizer, the layer inputs with offload_activations. Buffers live for the whole job;
+// empty plan when nothing is kept there.
 AllocationPlan plan_transformer_host(const ModelConfig& config, TrainMode mode,
                                      const LoraConfig& lora, const RunShape& shape, DType compute);
 // LoRA on a 16-bit compute dtype keeps no 16-bit copy of every adapter: before each layer runs

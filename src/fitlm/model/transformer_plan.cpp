@@ -212,6 +212,8 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
 //   adapters and dequantizes its weights before it runs, in forward and in backward; the
 //   backward of layer l does so while N, or the A of layer l+1, is still the current phase;
 // - layers.<l>.shard (ZeRO-3): this rank's bytes of layer l's weights, whole job;
+// - offload.x_in.even / .odd {F N R M A} (offloaded activations, whose layers.<l>.x_in are in
+//   the host plan): written by the embedding and each layer in F, copied back from N on;
 // - final.x_in {F L N}: written by the last layer, read by the final norm and its backward;
 // - final.xn, loss.* {L}; final.rstd {L N};
 // - scratch.dxn {L N M A}: dlogits -> dxn in L, read in N; then each layer's M and A reuse it;
