@@ -154,7 +154,8 @@ void load_layer_shards(Transformer& model, const io::ShardedSafetensors& st,
   const ShardBlock mine = blob.range();  // bytes of the blob
   std::map<std::string, Quant4Tensor*> packed;
   for (auto& [name, q] : model.sharded_quantized_weights()) packed[name] = q;
-  for (int l = 0; l < model.config().num_layers; ++l) {
+  const LayerRange layers = stage_layers(model.config(), model.shape());
+  for (int l = layers.first; l < layers.end; ++l) {
     const Tensor shard = model.layer_shard(l);
     const std::string prefix = fmt::format("model.layers.{}.", l);
     // The rank's part of blob bytes [begin, begin + n): where it starts in the source (bytes

@@ -106,7 +106,9 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
                   compute, s, base4_layer.device);
   };
   const bool blobs = layer_blob_spec(shape_).has_value();
+  const LayerRange range = stage_layers(config_, shape_);
   for (const WeightSpec& w : weight_specs(config_)) {
+    if (!stage_keeps(config_, shape_, w)) continue;
     // ZeRO-3, offloaded layers: bound below to the blob the layer runs from.
     if (blobs && (w.kind == WeightKind::kLinear || w.kind == WeightKind::kBias)) continue;
     if (w.kind == WeightKind::kEmbed && embedding_on_host(config_, mode_, shape_)) {
@@ -156,15 +158,17 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
       }
     }
   }
-  if (config_.tie_word_embeddings) lm_head_ = embed_, d_lm_head_ = d_embed_;
+  if (config_.tie_word_embeddings && stage_has_head(config_, shape_))
+    lm_head_ = embed_, d_lm_head_ = d_embed_;
   if (blobs) {
     // Every layer's views of its blob's tensors point into the device buffer it runs from (the
     // same layout for every layer), which prepare_layer fills before the layer runs: the one
     // gathered blob, or with offloaded layers one of two buffers by the layer's parity, so that
     // consecutive layers (forward and backward alike) use different ones.
     const LayerShardLayout blob = layer_shard_layout(config_, shape_, compute);
-    const std::vector<uint8_t> zeros(blob.shard_bytes, 0);  // the padding between tensors
-    for (int l = 0; l < config_.num_layers; ++l) {
+    const std::vector<uint8_t> zeros(blob.shard_bytes, 0);   // the padding between tensors
+    layer_shards_.resize(static_cast<size_t>(range.first));  // no shards of other stages' layers
+    for (int l = range.first; l < range.end; ++l) {
       const bool odd = shape_.offload_layers && l % 2 == 1;
       const Tensor full = a.get(odd ? kShardLayerNext : kShardLayer);
       const std::string name = layer_shard_name(l);
@@ -230,11 +234,12 @@ void Transformer::bind_lora() {
     return Tensor(static_cast<char*>(buf.data) + s.offset * dtype_size(buf.dtype), buf.dtype,
                   s.shape, buf.device);
   };
-  const LoraLayout layout = lora_layout(config_, lora_);
+  const LayerRange range = stage_layers(config_, shape_);
+  const LoraLayout layout = lora_layout(config_, lora_, range);
   // Cast per layer: every layer's views of its adapters point into the one layer-sized buffer,
   // at the slot's offset within its layer (Impl::cast_lora fills it before the layer runs).
   const Tensor layer_buf = arena_->contains(kLoraLayer) ? arena_->get(kLoraLayer) : Tensor{};
-  const int64_t per_layer = layout.total / config_.num_layers;
+  const int64_t per_layer = layout.total / range.size();
   // params() lists the adapters in (layer, target, A then B) order (init_lora draws in it),
   // whatever order the flat layout gives them (a group's As back to back, lora_layout).
   auto key = [](int l, Projection p, bool is_b) {
@@ -242,9 +247,9 @@ void Transformer::bind_lora() {
   };
   std::vector<const LoraSlot*> slot_of(key(config_.num_layers, Projection::kQ, false), nullptr);
   for (const LoraSlot& s : layout.slots) slot_of[key(s.layer, s.projection, s.is_b)] = &s;
-  FITLM_CHECK(layout.slots.size() == 2 * config_.num_layers * lora_.targets.size(), "lora",
+  FITLM_CHECK(layout.slots.size() == 2 * range.size() * lora_.targets.size(), "lora",
               "{} slots for {} targets", layout.slots.size(), lora_.targets.size());
-  for (int l = 0; l < config_.num_layers; ++l)
+  for (int l = range.first; l < range.end; ++l)
     for (Projection p : lora_.targets)
       for (bool is_b : {false, true}) {
         const LoraSlot* slot = slot_of[key(l, p, is_b)];
@@ -264,7 +269,7 @@ void Transformer::bind_lora() {
         Tensor value = q.value;
         if (!layer_buf.empty()) {
           LoraSlot in_layer = s;
-          in_layer.offset -= l * per_layer;
+          in_layer.offset -= (l - range.first) * per_layer;
           FITLM_CHECK(in_layer.offset >= 0 && in_layer.offset + s.shape.numel() <= per_layer,
                       "lora", "slot {} outside its layer", s.name);
           value = view(layer_buf, in_layer);
@@ -303,7 +308,8 @@ std::vector<std::pair<std::string, Quant4Tensor*>> Transformer::packed_weights()
   std::vector<std::pair<std::string, Quant4Tensor*>> out;
   if (!shape_.base4) return out;
   for (const WeightSpec& w : weight_specs(config_))
-    if (w.kind == WeightKind::kLinear) out.emplace_back(w.name, &layers_[w.layer][w.projection].w4);
+    if (w.kind == WeightKind::kLinear && stage_keeps(config_, shape_, w))
+      out.emplace_back(w.name, &layers_[w.layer][w.projection].w4);
   return out;
 }
 
@@ -323,17 +329,23 @@ void Transformer::prepare_layer(int l) {
 void Transformer::init_lora(uint64_t seed) {
   std::mt19937_64 rng(seed);
   // Params are bound in (layer, target, A then B) order; the host values go to the f32 master
-  // and the compute-dtype value alike, so a bf16 value is the rounding of the f32 master.
+  // and the compute-dtype value alike, so a bf16 value is the rounding of the f32 master. Every
+  // layer's draws are made, a pipeline stage's kept, so each stage starts from the values the
+  // whole model would.
+  const LayerRange range = stage_layers(config_, shape_);
   size_t index = 0;
   for (int l = 0; l < config_.num_layers; ++l)
     for (Projection p : lora_.targets) {
+      const int64_t in = projection_shape(config_, p).second;
+      const float bound = 1.0f / std::sqrt(static_cast<float>(in));
+      std::uniform_real_distribution<float> u(-bound, bound);
+      std::vector<float> host(static_cast<size_t>(lora_.r * in));
+      for (auto& v : host) v = u(rng);
+      if (!range.contains(l)) continue;
       Param& a = params_[index++];
       Param& b = params_[index++];
-      FITLM_CHECK(a.name == peft_tensor_name(l, p, false), "lora", "param order {}", a.name);
-      const float bound = 1.0f / std::sqrt(static_cast<float>(a.value.dim(1)));
-      std::uniform_real_distribution<float> u(-bound, bound);
-      std::vector<float> host(static_cast<size_t>(a.value.numel()));
-      for (auto& v : host) v = u(rng);
+      FITLM_CHECK(a.name == peft_tensor_name(l, p, false) && a.value.numel() == lora_.r * in,
+                  "lora", "param order {}", a.name);
       backend_.upload(a.full_master(), host.data(), DType::kF32);
       backend_.fill(b.full_master(), 0.0f);
       if (a.full_master().data != a.value.data) {
@@ -359,6 +371,9 @@ void Transformer::zero_grads() {
 }
 
 LossResult Transformer::forward_loss(const HostBatch& batch) {
+  if (!stage_has_head(config_, shape_))
+    throw_internal_error("model", "the loss is the last pipeline stage's: use stage_forward");
+  impl_->slot_ = 0;
   const int64_t t = impl_->upload_batch(batch);
   impl_->forward(t, /*keep_for_backward=*/false);
   const LossResult r = impl_->loss(t, 0.0f, /*backward=*/false);
@@ -367,6 +382,9 @@ LossResult Transformer::forward_loss(const HostBatch& batch) {
 }
 
 LossResult Transformer::forward_backward(const HostBatch& batch, float grad_scale) {
+  if (!stage_has_head(config_, shape_))
+    throw_internal_error("model", "the loss is the last pipeline stage's: use stage_forward");
+  impl_->slot_ = 0;
   if (mode_ == TrainMode::kFrozen)
     throw_internal_error("model", "forward_backward on a model built with TrainMode::kFrozen");
   const int64_t t = impl_->upload_batch(batch);
@@ -377,7 +395,61 @@ LossResult Transformer::forward_backward(const HostBatch& batch, float grad_scal
   return r;
 }
 
+namespace {
+const RunShape::Stage& stage_of(const RunShape& shape, const char* what) {
+  if (!shape.stage)
+    throw_internal_error("model", "{} on a model that is not a pipeline stage", what);
+  return *shape.stage;
+}
+}  // namespace
+
+Tensor Transformer::stage_input(int slot, int64_t tokens) {
+  const RunShape::Stage& s = stage_of(shape_, "stage_input");
+  if (slot < 0 || slot >= s.in_flight || tokens <= 0 || tokens > shape_.max_tokens)
+    throw_internal_error("model", "stage_input: slot {} of {}, {} tokens of {}", slot, s.in_flight,
+                         tokens, shape_.max_tokens);
+  return impl_->layer_input(s.first_layer, tokens, slot);
+}
+
+Tensor Transformer::stage_output(int64_t tokens) {
+  stage_of(shape_, "stage_output");
+  if (stage_has_head(config_, shape_))
+    throw_internal_error("model", "stage_output on the last stage (it computes the loss)");
+  return impl_->rows(kStageOutput, tokens);
+}
+
+Tensor Transformer::stage_gradient(int64_t tokens) {
+  stage_of(shape_, "stage_gradient");
+  return impl_->rows("scratch.dres", tokens);
+}
+
+void Transformer::stage_forward(const HostBatch& batch, int slot, bool keep_for_backward) {
+  const RunShape::Stage& s = stage_of(shape_, "stage_forward");
+  if (stage_has_head(config_, shape_) || slot < 0 || slot >= s.in_flight)
+    throw_internal_error("model", "stage_forward: slot {} of {} on {} stage", slot, s.in_flight,
+                         stage_has_head(config_, shape_) ? "the last" : "a");
+  impl_->slot_ = slot;
+  const int64_t t = impl_->upload_batch(batch);
+  impl_->forward(t, keep_for_backward);
+  impl_->enter_phase(std::nullopt);
+}
+
+void Transformer::stage_backward(const HostBatch& batch, int slot) {
+  const RunShape::Stage& s = stage_of(shape_, "stage_backward");
+  if (mode_ == TrainMode::kFrozen || stage_has_head(config_, shape_) || slot < 0 ||
+      slot >= s.in_flight)
+    throw_internal_error("model", "stage_backward: slot {} of {} (frozen or last stage?)", slot,
+                         s.in_flight);
+  impl_->slot_ = slot;
+  const int64_t t = impl_->upload_batch(batch);
+  impl_->backward(t);
+  impl_->enter_phase(std::nullopt);
+}
+
 std::vector<float> Transformer::logits(const HostBatch& batch) {
+  if (!stage_has_head(config_, shape_))
+    throw_internal_error("model", "the loss is the last pipeline stage's: use stage_forward");
+  impl_->slot_ = 0;
   const int64_t t = impl_->upload_batch(batch);
   impl_->forward(t, false);
   std::vector<float> out = impl_->full_logits(t);

@@ -100,7 +100,35 @@ struct RunShape {
   // while layer l runs. Saves (layers − 2)·tokens·hidden values of device memory: what grows
   // with the context once every layer is recomputed. Inference (TrainMode::kFrozen) ignores it.
   bool offload_activations = false;
+  // Pipeline stage: this process runs decoder layers [first_layer, end_layer) only and keeps only
+  // their weights, adapters and activations. A stage after the first takes the hidden state
+  // entering first_layer from the stage before (Transformer::stage_input) instead of the
+  // embedding; a stage before the last hands the hidden state leaving end_layer on
+  // (stage_output) instead of running the final norm, LM head and loss. Backward mirrors it:
+  // ∂L/∂output comes in, ∂L/∂input goes out (stage_gradient). `in_flight` micro-batches may be
+  // between their forward and their backward at once (a 1F1B schedule: the stage's distance to
+  // the last stage, plus one): each has its own slot of layer inputs and saved activations.
+  struct Stage {
+    int first_layer = 0;
+    int end_layer = 0;
+    int in_flight = 1;
+  };
+  std::optional<Stage> stage;
 };
+
+// The decoder layers a job runs: [0, num_layers), or its stage's.
+struct LayerRange {
+  int first = 0, end = 0;
+  bool contains(int l) const { return l >= first && l < end; }
+  int size() const { return end - first; }
+};
+LayerRange stage_layers(const ModelConfig& config, const RunShape& shape);
+// Whether the job's stage holds the token embedding (the first stage) and the final norm, LM
+// head and loss (the last); both without stages.
+bool stage_has_embedding(const RunShape& shape);
+bool stage_has_head(const ModelConfig& config, const RunShape& shape);
+// Micro-batches whose activations the job keeps at once (RunShape::Stage::in_flight, else 1).
+int activation_slots(const RunShape& shape);
 
 // Whether the job keeps its layer inputs in host memory (RunShape::offload_activations).
 bool activations_offloaded(TrainMode mode, const RunShape& shape);
@@ -254,6 +282,24 @@ class Transformer {
   LossResult forward_backward(const HostBatch& batch, float grad_scale);
   // Full logits [T, V] on the host (tests, generation): row t predicts token t+1.
   std::vector<float> logits(const HostBatch& batch);
+
+  // Pipeline stages (RunShape::stage). The last stage runs forward_loss / forward_backward as
+  // any model, its input taken from stage_input(0); a stage before it runs stage_forward, then
+  // — once the stage after it has sent ∂L/∂stage_output into stage_gradient — stage_backward,
+  // for the same micro-batch in the same slot (0 .. in_flight − 1) with the same dropout seed.
+  // The hidden state entering this stage for the micro-batch in `slot`: a stage after the
+  // first receives it here first ([tokens, hidden], compute dtype).
+  Tensor stage_input(int slot, int64_t tokens);
+  // The hidden state leaving a stage before the last: valid after stage_forward until the next.
+  Tensor stage_output(int64_t tokens);
+  // Before stage_backward: receives ∂L/∂stage_output. After stage_backward or a last stage's
+  // forward_backward: holds ∂L/∂stage_input, which a stage after the first sends back.
+  Tensor stage_gradient(int64_t tokens);
+  // This stage's layers for `batch` (the first stage embeds it first); keeps what backward
+  // needs in `slot` when `keep_for_backward`.
+  void stage_forward(const HostBatch& batch, int slot, bool keep_for_backward);
+  // Gradients += ∂L/∂param through this stage's layers, from stage_gradient.
+  void stage_backward(const HostBatch& batch, int slot);
 
   // Makes layer l's weights readable through layer(l): gathers its shards into shard.layer
   // (layer_shard), dequantizes a 4-bit base into base4.layer and casts LoRA adapters kept per

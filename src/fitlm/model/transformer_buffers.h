@@ -43,6 +43,10 @@ struct ActivationSpec {
 };
 
 std::vector<WeightSpec> weight_specs(const ModelConfig& c);
+// Whether the job's stage keeps weight `w` (RunShape::stage): its layers' weights, the embedding
+// on the first stage (and on the last when tied to lm_head), the final norm and lm_head on the
+// last. Without stages every weight.
+bool stage_keeps(const ModelConfig& c, const RunShape& shape, const WeightSpec& w);
 std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p);  // {out, in}
 bool projection_has_bias(const ModelConfig& c, Projection p);
 std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraConfig& lora,
@@ -77,7 +81,10 @@ struct LoraLayout {
   std::vector<LoraSlot> slots;  // per layer, per group (lora_groups): its As, then its Bs
   int64_t total = 0;            // elements, padding included
 };
-LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora);
+LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora, LayerRange layers);
+inline LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {
+  return lora_layout(c, lora, {0, c.num_layers});
+}
 inline constexpr const char* kLoraFlat = "lora.flat";
 // With lora_cast_per_layer: one layer's slice of the flat layout (every layer's is the same
 // size), in the compute dtype, cast from the masters before the layer runs.
@@ -106,7 +113,11 @@ inline constexpr size_t kLayerBlobAlign = 256;
 // Offloaded activations: the device buffers layer inputs pass through, by the layer's parity.
 inline constexpr const char* kLayerInputEven = "offload.x_in.even";
 inline constexpr const char* kLayerInputOdd = "offload.x_in.odd";
-std::string layer_input_name(int layer);  // "layers.<l>.x_in"; in host memory when offloaded
+// "layers.<l>.x_in" (slot 0) or "layers.<l>.x_in@<slot>" (pipeline stages: the micro-batch
+// in flight in that slot); in host memory when offloaded.
+std::string layer_input_name(int layer, int slot = 0);
+// A stage before the last: where its last layer writes the hidden state it hands on.
+inline constexpr const char* kStageOutput = "stage.output";
 std::string layer_shard_name(int layer);  // "layers.<l>.shard": rank's bytes of layer l
 enum class BlobPart { kWeight, kBias, kPacked, kAbsmax, kNestedAbsmax, kNestedMap };
 struct LayerBlobEntry {
@@ -130,7 +141,8 @@ struct LayerShardLayout {
 // Empty (bytes 0) without layer blobs (layer_blob_spec).
 LayerShardLayout layer_shard_layout(const ModelConfig& c, const RunShape& shape, DType compute);
 
-// layer −1: the shared set used with RecomputePolicy::kFull.
-std::string activation_buffer_name(int layer, const std::string& name);
+// layer −1: the shared set used with RecomputePolicy::kFull. A saved layer's set per slot
+// (RunShape::Stage::in_flight), like its input.
+std::string activation_buffer_name(int layer, const std::string& name, int slot = 0);
 
 }  // namespace fitlm

@@ -47,9 +47,15 @@ struct Transformer::Impl {
   // may start now.
   void prepare_layer(int l, int next);
 
+  // Where layer l reads its input (t tokens) for the micro-batch in `slot` (−1: slot_):
+  // layers.<l>.x_in[@slot], or its ring buffer.
+  Tensor layer_input(int l, int64_t t, int slot = -1) const;
+  Tensor rows(const std::string& name, int64_t t) const;  // first t rows of a [T_max, C] buffer
+  // Pipeline stages: the activation slot the passes read and write (0 otherwise).
+  int slot_ = 0;
+
  private:
   LayerActivations activations(int layer, int64_t t) const;
-  Tensor rows(const std::string& name, int64_t t) const;  // first t rows of a [T_max, C] buffer
   // A transposed [R, T_max] buffer (one column per token) for t tokens: its first R·t elements
   // as [R, t] (a contiguous view, not the first t columns).
   Tensor token_columns(const std::string& name, int64_t t) const;
@@ -80,6 +86,7 @@ struct Transformer::Impl {
   Transformer& m_;
   Backend& be_;
   const ModelConfig& c_;
+  LayerRange layers_;  // the layers this model runs (a pipeline stage's)
   AttentionShape attn_;
   std::vector<bool> saved_;  // per layer: activations kept (true) or recomputed in backward
   std::vector<int32_t> host_targets_;  // shifted labels of the current batch
@@ -97,8 +104,6 @@ struct Transformer::Impl {
   // [l % 2]), and the last copy between each and host memory, or empty.
   std::array<Tensor, 2> x_ring_;
   std::array<TransferTicket, 2> x_ring_copy_{};
-  // Where layer l reads its input (t tokens): layers.<l>.x_in, or its ring buffer.
-  Tensor layer_input(int l, int64_t t) const;
   Tensor host_layer_input(int l, int64_t t) const;  // offload_activations: its host copy
   // 4-bit base: per layer, its projections' packed weights and their base4.layer views.
   std::vector<std::vector<std::pair<const Quant4Tensor*, Tensor>>> base4_work_;

@@ -27,7 +27,8 @@ Tensor row_block(const Tensor& m, size_t i, int64_t rows) {
 }
 }  // namespace
 
-Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_(model.config_) {
+Transformer::Impl::Impl(Transformer& model)
+    : m_(model), be_(model.backend_), c_(model.config_), layers_(stage_layers(c_, model.shape_)) {
   for (int l = 0; l < c_.num_layers; ++l)
     saved_.push_back(layer_saved(c_, model.mode_, model.shape_, l));
   attn_.n_heads = c_.num_heads;
@@ -50,7 +51,7 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
     batch_lora_ = m_.lora_.dropout == 0.0f && !m_.shape_.lora_per_projection;
     // A batched run reads a group's As (and dAs) as one matrix: lora_layout puts them back to
     // back. Checked once here rather than on every call.
-    for (int l = 0; batch_lora_ && l < c_.num_layers; ++l)
+    for (int l = layers_.first; batch_lora_ && l < layers_.end; ++l)
       for (const LoraGroup& g : lora_groups_) {
         const LinearWeights& first = m_.layers_[l][g.members.front()];
         for (size_t k = 1; k < g.members.size(); ++k) {
@@ -103,7 +104,7 @@ void Transformer::Impl::fetch_offloaded_layer(int l, int next) {
   // Layer l's copy is complete before its first op (not the copies queued after it: the next
   // layer's, activations on their way out).
   be_.wait_transfer(fetch_copy_[static_cast<size_t>(l % 2)]);
-  if (next >= 0 && next < c_.num_layers && next % 2 != l % 2 &&
+  if (layers_.contains(next) && next % 2 != l % 2 &&
       fetched_[static_cast<size_t>(next % 2)] != next)
     start(next);
 }
@@ -112,8 +113,9 @@ void Transformer::Impl::cast_lora(int l) {
   if (lora_layer_.empty()) return;
   const Tensor& master = m_.flat_params_.front().master;  // f32, every layer's slice alike
   const int64_t n = lora_layer_.numel();
-  be_.copy(Tensor(static_cast<char*>(master.data) + l * n * dtype_size(master.dtype), master.dtype,
-                  Shape{n}, master.device),
+  const int64_t index = l - layers_.first;
+  be_.copy(Tensor(static_cast<char*>(master.data) + index * n * dtype_size(master.dtype),
+                  master.dtype, Shape{n}, master.device),
            lora_layer_);
 }
 
@@ -125,13 +127,13 @@ Tensor Transformer::Impl::rows(const std::string& name, int64_t t) const {
   return buf.slice_rows(0, t);
 }
 
-Tensor Transformer::Impl::layer_input(int l, int64_t t) const {
-  if (x_ring_[0].empty()) return rows(layer_input_name(l), t);
+Tensor Transformer::Impl::layer_input(int l, int64_t t, int slot) const {
+  if (x_ring_[0].empty()) return rows(layer_input_name(l, slot < 0 ? slot_ : slot), t);
   return x_ring_[static_cast<size_t>(l % 2)].slice_rows(0, t);
 }
 
 Tensor Transformer::Impl::host_layer_input(int l, int64_t t) const {
-  return m_.host_buffer(layer_input_name(l)).slice_rows(0, t);
+  return m_.host_buffer(layer_input_name(l, slot_)).slice_rows(0, t);
 }
 
 Tensor Transformer::Impl::token_columns(const std::string& name, int64_t t) const {
@@ -141,19 +143,20 @@ Tensor Transformer::Impl::token_columns(const std::string& name, int64_t t) cons
 
 LayerActivations Transformer::Impl::activations(int layer, int64_t t) const {
   const int l = saved_[static_cast<size_t>(layer)] ? layer : -1;
-  auto get = [&](const char* n) { return rows(activation_buffer_name(l, n), t); };
+  auto get = [&](const char* n) { return rows(activation_buffer_name(l, n, slot_), t); };
   LayerActivations a;
   a.xn1 = get("xn1"), a.rstd1 = get("rstd1"), a.q = get("q"), a.k = get("k"), a.v = get("v");
   a.att = get("att"), a.x_mid = get("x_mid"), a.xn2 = get("xn2"), a.rstd2 = get("rstd2");
   a.gate = get("gate"), a.up = get("up"), a.act = get("act");
-  const Tensor lse = m_.arena_->get(activation_buffer_name(l, "lse"));
+  const Tensor lse = m_.arena_->get(activation_buffer_name(l, "lse", slot_));
   a.lse = Tensor(lse.data, DType::kF32, Shape{c_.num_heads, t}, lse.device);
   if (c_.qk_norm) {
     a.q_raw = get("q_raw"), a.k_raw = get("k_raw"), a.rstd_q = get("rstd_q"),
     a.rstd_k = get("rstd_k");
   }
   for (size_t g = 0; g < lora_groups_.size(); ++g)
-    a.lora_u[g] = token_columns(activation_buffer_name(l, "lora_u." + lora_groups_[g].name), t);
+    a.lora_u[g] =
+        token_columns(activation_buffer_name(l, "lora_u." + lora_groups_[g].name, slot_), t);
   return a;
 }
 

@@ -100,12 +100,17 @@ void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
   const bool copy_out = offloaded && keep_for_backward;
   enter_phase(Phase::kForward);
   fetched_ = {-1, -1};
-  const Tensor x = layer_input(0, t);
-  be_.embedding_forward(rows("input.ids", t), m_.embed_, x);
-  if (copy_out) x_ring_copy_[0] = be_.copy_async(x, host_layer_input(0, t));
-  for (int l = 0; l < c_.num_layers; ++l) {
-    const bool last = l + 1 == c_.num_layers;
-    const Tensor y = last ? rows("final.x_in", t) : layer_input(l + 1, t);
+  const LayerRange r = layers_;
+  const bool head = stage_has_head(c_, m_.shape_);
+  // A pipeline stage after the first finds its input received in place (stage_input).
+  const Tensor x = layer_input(r.first, t);
+  if (stage_has_embedding(m_.shape_)) be_.embedding_forward(rows("input.ids", t), m_.embed_, x);
+  if (copy_out)
+    x_ring_copy_[static_cast<size_t>(r.first % 2)] =
+        be_.copy_async(x, host_layer_input(r.first, t));
+  for (int l = r.first; l < r.end; ++l) {
+    const bool last = l + 1 == r.end;
+    const Tensor y = !last ? layer_input(l + 1, t) : rows(head ? "final.x_in" : kStageOutput, t);
     // y's ring buffer held layer l−1's input: its copy out is done before layer l overwrites it.
     if (offloaded && !last) be_.wait_transfer(x_ring_copy_[static_cast<size_t>((l + 1) % 2)]);
     prepare_layer(l, l + 1);
@@ -114,6 +119,7 @@ void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
       x_ring_copy_[static_cast<size_t>((l + 1) % 2)] =
           be_.copy_async(y, host_layer_input(l + 1, t));
   }
+  if (!head) return;  // a stage before the last: its output is handed on
   // The final norm starts the loss head's phase: its output is read there only.
   enter_phase(Phase::kLoss);
   be_.rmsnorm_forward(rows("final.x_in", t), m_.final_norm_, static_cast<float>(c_.rms_norm_eps),
@@ -164,10 +170,13 @@ void Transformer::Impl::backward(int64_t t) {
     x_ring_copy_[static_cast<size_t>(l % 2)] =
         be_.copy_async(host_layer_input(l, t), layer_input(l, t));
   };
-  if (offloaded) copy_in(c_.num_layers - 1);
-  be_.rmsnorm_backward(rows("scratch.dxn", t), rows("final.x_in", t), m_.final_norm_,
-                       rows("final.rstd", t), dres, m_.d_final_norm_);
-  for (int l = c_.num_layers - 1; l >= 0; --l) {
+  const LayerRange r = layers_;
+  if (offloaded) copy_in(r.end - 1);
+  // A stage before the last starts from ∂L/∂output, received into dres (stage_gradient).
+  if (stage_has_head(c_, m_.shape_))
+    be_.rmsnorm_backward(rows("scratch.dxn", t), rows("final.x_in", t), m_.final_norm_,
+                         rows("final.rstd", t), dres, m_.d_final_norm_);
+  for (int l = r.end - 1; l >= r.first; --l) {
     const LayerActivations a = activations(l, t);
     const Tensor x = layer_input(l, t);
     // In N or the previous layer's A: lora.layer, base4.layer and the layer buffers live there too.
@@ -175,7 +184,7 @@ void Transformer::Impl::backward(int64_t t) {
     if (offloaded) {
       be_.wait_transfer(x_ring_copy_[static_cast<size_t>(l % 2)]);
       // Into the buffer layer l+1 read: queued after its backward's ops, overlapping layer l's.
-      if (l > 0) copy_in(l - 1);
+      if (l > r.first) copy_in(l - 1);
     }
     if (!saved_[static_cast<size_t>(l)]) {
       enter_phase(Phase::kRecompute);
@@ -183,7 +192,7 @@ void Transformer::Impl::backward(int64_t t) {
     }
     layer_backward(l, a, x, dres, t);  // enters M, then A
   }
-  // Still in the last A phase.
+  // Still in the last A phase; dres now holds ∂L/∂(the stage's input).
   if (!m_.d_embed_.empty()) be_.embedding_backward(rows("input.ids", t), dres, m_.d_embed_);
 }
 

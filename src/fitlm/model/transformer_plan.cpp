@@ -109,8 +109,35 @@ Base4LayerLayout base4_layer_layout(const ModelConfig& c) {
   return out;
 }
 
-std::string layer_input_name(int layer) {
-  return fmt::format("layers.{}.x_in", layer);
+std::string layer_input_name(int layer, int slot) {
+  return slot == 0 ? fmt::format("layers.{}.x_in", layer)
+                   : fmt::format("layers.{}.x_in@{}", layer, slot);
+}
+
+LayerRange stage_layers(const ModelConfig& c, const RunShape& shape) {
+  if (!shape.stage) return {0, c.num_layers};
+  return {shape.stage->first_layer, shape.stage->end_layer};
+}
+
+bool stage_has_embedding(const RunShape& shape) {
+  return !shape.stage || shape.stage->first_layer == 0;
+}
+
+bool stage_has_head(const ModelConfig& c, const RunShape& shape) {
+  return !shape.stage || shape.stage->end_layer == c.num_layers;
+}
+
+int activation_slots(const RunShape& shape) {
+  return shape.stage ? shape.stage->in_flight : 1;
+}
+
+bool stage_keeps(const ModelConfig& c, const RunShape& shape, const WeightSpec& w) {
+  if (w.layer >= 0) return stage_layers(c, shape).contains(w.layer);
+  switch (w.kind) {
+    case WeightKind::kEmbed:
+      return stage_has_embedding(shape) || (c.tie_word_embeddings && stage_has_head(c, shape));
+    default: return stage_has_head(c, shape);  // the final norm, lm_head
+  }
 }
 
 bool activations_offloaded(TrainMode mode, const RunShape& shape) {
@@ -291,13 +318,28 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
     throw_input_error("plan",
                       "offload: weights with zero3 (sharded layers in host memory) is not "
                       "built: use one of them");
+  const LayerRange layers = stage_layers(c, shape);
+  if (shape.stage) {
+    const RunShape::Stage& st = *shape.stage;
+    if (st.first_layer < 0 || st.first_layer >= st.end_layer || st.end_layer > c.num_layers ||
+        st.in_flight < 1)
+      throw_input_error("plan",
+                        "pipeline stage: layers [{}, {}) with {} in flight of a {}-layer model",
+                        st.first_layer, st.end_layer, st.in_flight, c.num_layers);
+    if (mode == TrainMode::kFull && c.tie_word_embeddings && layers.size() < c.num_layers)
+      throw_input_error("plan",
+                        "full fine-tuning of a model with tied embeddings over pipeline stages is "
+                        "not built (the first and last stage would each train a copy)");
+    if (shape.layer_shard && shape.layer_shard->world > 1)
+      throw_input_error("plan", "zero3 within a pipeline stage is not built");
+  }
   const bool host_embedding = embedding_on_host(c, mode, shape);
   if (host_embedding)
     for (const WeightSpec& w : weight_specs(c))
       if (w.kind == WeightKind::kEmbed) on_host.add(w.name, "embedding", w.shape, compute);
   if (shape.offload_layers) {
     const LayerShardLayout layout = layer_shard_layout(c, shape, compute);
-    for (int l = 0; l < c.num_layers; ++l)
+    for (int l = layers.first; l < layers.end; ++l)
       on_host.add(layer_shard_name(l), "weights.offload", Shape{static_cast<int64_t>(layout.bytes)},
                   DType::kU8);
   }
@@ -310,7 +352,7 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
   const bool blobs = layer_blob_spec(shape).has_value();
   if (blobs) {
     if (!shape.offload_layers)
-      for (int l = 0; l < c.num_layers; ++l)
+      for (int l = layers.first; l < layers.end; ++l)
         plan.add(layer_shard_name(l), "weights.shard",
                  Shape{static_cast<int64_t>(blob.shard_bytes)}, DType::kU8);
     const Shape whole{static_cast<int64_t>(blob.bytes)};
@@ -320,6 +362,7 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
       plan.add(kShardLayerNext, "offload", whole, DType::kU8, live_in({F, N, R, M, A}));
   }
   for (const WeightSpec& w : weight_specs(c)) {
+    if (!stage_keeps(c, shape, w)) continue;
     if (host_embedding && w.kind == WeightKind::kEmbed) continue;
     if (blobs && (w.kind == WeightKind::kLinear || w.kind == WeightKind::kBias)) continue;
     if (shape.base4 && w.kind == WeightKind::kLinear)
@@ -336,11 +379,11 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
     plan.add(kBase4Layer, "dequant", Shape{base4_layer_layout(c).total}, compute,
              live_in({F, N, R, M, A}));
   if (mode == TrainMode::kLora) {
-    const int64_t total = lora_layout(c, lora).total;
+    const int64_t total = lora_layout(c, lora, layers).total;
     const bool per_layer = lora_cast_per_layer(mode, shape, compute);
     add_trainable(kLoraFlat, Shape{total}, "lora", /*compute_copy=*/!per_layer);
     if (per_layer)
-      plan.add(kLoraLayer, "lora", Shape{total / c.num_layers}, compute, live_in({F, N, R, M, A}));
+      plan.add(kLoraLayer, "lora", Shape{total / layers.size()}, compute, live_in({F, N, R, M, A}));
   }
 
   // Inputs of one micro-batch.
@@ -352,34 +395,50 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
 
   // Residual stream: the input of every layer and of the final norm is kept for backward; with
   // offloaded activations in host memory, passing through two device buffers that live wherever
-  // layers run (backward starts fetching the last layer's input in N).
+  // layers run (backward starts fetching the last layer's input in N). A pipeline stage keeps
+  // one slot of inputs (and of saved layers' activations) per micro-batch in flight.
+  const int slots = activation_slots(shape);
   if (activations_offloaded(mode, shape)) {
-    for (int l = 0; l < c.num_layers; ++l)
-      on_host.add(layer_input_name(l), "activations.offload", Shape{t, h}, compute);
+    for (int s = 0; s < slots; ++s)
+      for (int l = layers.first; l < layers.end; ++l)
+        on_host.add(layer_input_name(l, s), "activations.offload", Shape{t, h}, compute);
     for (const char* name : {kLayerInputEven, kLayerInputOdd})
       plan.add(name, "activations", Shape{t, h}, compute, live_in({F, N, R, M, A}));
   } else {
-    for (int l = 0; l < c.num_layers; ++l)
-      plan.add(layer_input_name(l), "activations", Shape{t, h}, compute);
+    for (int s = 0; s < slots; ++s)
+      for (int l = layers.first; l < layers.end; ++l)
+        plan.add(layer_input_name(l, s), "activations", Shape{t, h}, compute);
   }
-  plan.add("final.x_in", "activations", Shape{t, h}, compute, live_in({F, L, N}));
+  const bool head = stage_has_head(c, shape);
+  // A stage before the last hands its output on after its forward: kept until the next one.
+  if (head)
+    plan.add("final.x_in", "activations", Shape{t, h}, compute, live_in({F, L, N}));
+  else
+    plan.add(kStageOutput, "activations", Shape{t, h}, compute);
   // One activation set per kept layer, plus the set that recomputed layers (and inference)
   // share.
   bool any_recomputed = false;
-  for (int l = 0; l < c.num_layers; ++l) any_recomputed |= !layer_saved(c, mode, shape, l);
-  for (int l = -1; l < c.num_layers; ++l) {
-    if (l < 0 ? !any_recomputed : !layer_saved(c, mode, shape, l)) continue;
+  for (int l = layers.first; l < layers.end; ++l) any_recomputed |= !layer_saved(c, mode, shape, l);
+  if (any_recomputed)
     for (const ActivationSpec& a : activation_specs(c, lora, mode, t))
-      plan.add(activation_buffer_name(l, a.name), "activations", a.shape,
-               a.f32 ? DType::kF32 : compute, l < 0 ? a.shared_lifetime : Lifetime::whole_job());
-  }
+      plan.add(activation_buffer_name(-1, a.name), "activations", a.shape,
+               a.f32 ? DType::kF32 : compute, a.shared_lifetime);
+  for (int s = 0; s < slots; ++s)
+    for (int l = layers.first; l < layers.end; ++l) {
+      if (!layer_saved(c, mode, shape, l)) continue;
+      for (const ActivationSpec& a : activation_specs(c, lora, mode, t))
+        plan.add(activation_buffer_name(l, a.name, s), "activations", a.shape,
+                 a.f32 ? DType::kF32 : compute, Lifetime::whole_job());
+    }
 
-  // Loss head.
-  plan.add("final.xn", "activations", Shape{t, h}, compute, live_in({L}));
-  plan.add("final.rstd", "activations", Shape{t}, DType::kF32, live_in({L, N}));
-  plan.add("loss.logits", "logits", Shape{std::min(t, shape.logits_chunk), c.vocab_size}, compute,
-           live_in({L}));
-  plan.add("loss.losses", "logits", Shape{t}, DType::kF32, live_in({L}));
+  // Loss head (the last stage's).
+  if (head) {
+    plan.add("final.xn", "activations", Shape{t, h}, compute, live_in({L}));
+    plan.add("final.rstd", "activations", Shape{t}, DType::kF32, live_in({L, N}));
+    plan.add("loss.logits", "logits", Shape{std::min(t, shape.logits_chunk), c.vocab_size}, compute,
+             live_in({L}));
+    plan.add("loss.losses", "logits", Shape{t}, DType::kF32, live_in({L}));
+  }
 
   // LoRA dropout scratch: the input and, in backward, the gradient of the dropped-out input.
   const int64_t widest = std::max({h, i, qd});
@@ -433,7 +492,7 @@ std::vector<LoraGroup> lora_groups(const LoraConfig& lora) {
   return out;
 }
 
-LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {
+LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora, LayerRange layers) {
   constexpr int64_t kAlign = 64;
   LoraLayout out;
   auto place = [&](int l, Projection p, bool is_b, Shape shape) {
@@ -442,7 +501,7 @@ LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {
   };
   auto align = [&] { out.total = (out.total + kAlign - 1) / kAlign * kAlign; };
   const std::vector<LoraGroup> groups = lora_groups(lora);
-  for (int l = 0; l < c.num_layers; ++l)
+  for (int l = layers.first; l < layers.end; ++l)
     for (const LoraGroup& g : groups) {
       // The As back to back, one [g·r, in] matrix (the members share their input); then the Bs.
       for (Projection p : g.members)
@@ -467,7 +526,7 @@ bool lora_cast_per_layer(TrainMode mode, const RunShape& shape, DType compute) {
 bool embedding_on_host(const ModelConfig& c, TrainMode mode, const RunShape& shape) {
   const bool sharded = shape.layer_shard && shape.layer_shard->world > 1;
   return (shape.base4 || sharded || shape.offload_layers) && mode != TrainMode::kFull &&
-         !c.tie_word_embeddings;
+         !c.tie_word_embeddings && stage_has_embedding(shape);
 }
 
 bool layer_saved(const ModelConfig& c, TrainMode mode, const RunShape& shape, int l) {
@@ -517,8 +576,10 @@ size_t arena_cap(size_t device_cap, size_t backend_reserved) {
   return device_cap - backend_reserved;
 }
 
-std::string activation_buffer_name(int layer, const std::string& name) {
-  return layer < 0 ? "act." + name : fmt::format("layers.{}.act.{}", layer, name);
+std::string activation_buffer_name(int layer, const std::string& name, int slot) {
+  if (layer < 0) return "act." + name;
+  return slot == 0 ? fmt::format("layers.{}.act.{}", layer, name)
+                   : fmt::format("layers.{}.act.{}@{}", layer, name, slot);
 }
 
 }  // namespace fitlm
