@@ -150,7 +150,7 @@ def write_safetensors(path, tensors):
     text += b" " * ((8 - len(text) % 8) % 8)
     # gzip: the float pixel values take a few distinct values per channel and repeat for the
     # temporal patch, so the committed fixture shrinks several times (tests read it with zlib).
-    with gzip.open(path, "wb", compresslevel=9, mtime=0) as f:
+    with gzip.GzipFile(path, "wb", compresslevel=9, mtime=0) as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
         for b in blobs:
