@@ -2,6 +2,10 @@
 // libjpeg / libwebp, so each test states exactly which pixels the decoder must return.
 #pragma once
 
+// jpeglib.h uses FILE and size_t without including their headers.
+#include <cstddef>
+#include <cstdio>
+
 #include <jpeglib.h>
 #include <png.h>
 #include <webp/encode.h>

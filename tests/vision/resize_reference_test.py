@@ -5,9 +5,11 @@ transformers; the device fixtures in vision_fixtures_test.cpp compare with trans
   pixel_values equal the PIL processor's NumPy arithmetic (rescale in float64 then float32,
   normalise in float32, HF's reshape + transpose) bit for bit;
 - --processor torchvision: the resized image is within 1 level of torch's float antialiased
-  bicubic (interpolate(float, mode="bicubic", antialias=True), clamped and rounded: the path
-  torchvision takes on a GPU), and equal on at least 90% of the values. Debian's torch 1.13 has
-  no uint8 antialiased bicubic; that integer path is checked against transformers' fixtures.
+  bicubic (interpolate(float, mode="bicubic", antialias=True), one axis at a time, each pass
+  clamped and rounded to uint8 as the integer kernel keeps its intermediate), and equal on at
+  least 99% of the values: what differs is the int16 rounding of the weights. Debian's torch
+  1.13 has no uint8 antialiased bicubic; that integer path is checked bit for bit against
+  transformers' fixtures (vision_fixtures_test.cpp).
 Random smooth images of several sizes, upscaled, downscaled and one axis kept."""
 import json
 import os
@@ -99,10 +101,13 @@ def main():
                     if st["image_grid_thw"].tolist() != [[1, rh // 4, rw // 4]]:
                         failures.append(f"case {i}: grid {st['image_grid_thw'].tolist()}")
                 else:
+                    # Width, then height, each pass rounded to uint8 as the integer kernel
+                    # keeps its intermediate: what is left is the int16 weight rounding.
                     t = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float()
-                    ref = F.interpolate(t, size=(rh, rw), mode="bicubic", antialias=True,
-                                        align_corners=False).clamp(0, 255).round()
-                    ref = ref[0].permute(1, 2, 0).to(torch.uint8).numpy()
+                    for size in ((h, rw), (rh, rw)):
+                        t = F.interpolate(t, size=size, mode="bicubic", antialias=True,
+                                          align_corners=False).clamp(0, 255).round()
+                    ref = t[0].permute(1, 2, 0).to(torch.uint8).numpy()
                     diff = np.abs(got.astype(int) - ref.astype(int))
                     worst = max(worst, int(diff.max()))
                     exact += int((diff == 0).sum())
@@ -110,8 +115,8 @@ def main():
     print(f"torchvision path vs torch float: max |diff| {worst} levels, {exact}/{total} equal")
     if worst > 1:
         failures.append(f"torch float reference differs by {worst} levels (allowed 1)")
-    if exact < 0.9 * total:
-        failures.append(f"only {exact}/{total} values equal torch's float path (want 90%)")
+    if exact < 0.99 * total:
+        failures.append(f"only {exact}/{total} values equal torch's float path (want 99%)")
     for f in failures:
         print("FAIL:", f)
     sys.exit(1 if failures else 0)

@@ -1,5 +1,9 @@
 // JPEG through libjpeg-turbo, with the settings PIL's decoder uses (accurate integer IDCT and
 // fancy chroma upsampling, libjpeg's defaults), so the RGB equals PIL's for the same library.
+// jpeglib.h uses FILE and size_t without including their headers.
+#include <cstddef>
+#include <cstdio>
+
 #include <jpeglib.h>
 
 #include <csetjmp>

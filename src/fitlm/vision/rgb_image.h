@@ -2,6 +2,7 @@
 // RGB, rows top to bottom, pixels interleaved (HWC). Everything in vision/ works on this.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
