@@ -86,8 +86,8 @@ RunFn setup(CLI::App& app) {
   5. patchify: each temporal_patch_size x patch x patch block is one row of
      3 * temporal_patch_size * patch^2 values; grid_thw = [1, H / patch, W / patch]; the model
      sees grid_h * grid_w / merge_size^2 image tokens
-Checked against transformers' own processors (tests/vision): the torchvision path equals
-them bit for bit in float32.
+Checked against transformers' own processors (tests/vision): pixel_values of both paths
+equal theirs bit for bit in float32.
 Example: fitlm vision-preprocess --model-dir Qwen2.5-VL-7B-Instruct cat.jpg --out px.safetensors)");
   return [o] { return run_vision_preprocess(*o); };
 }
