@@ -112,6 +112,24 @@ def main():
                     worst = max(worst, int(diff.max()))
                     exact += int((diff == 0).sum())
                     total += diff.size
+        # The command itself: two images are one batch (rows end to end, a grid row each),
+        # and a truncated file is an input error (exit 2) that names it.
+        out = os.path.join(d, "batch.safetensors")
+        subprocess.run([FITLM, "vision-preprocess", "--model-dir", os.path.join(d, "m0"),
+                        os.path.join(d, "img0.png"), os.path.join(d, "img1.png"), "--out", out],
+                       check=True, stdout=subprocess.DEVNULL)
+        st = read_safetensors(out)
+        grids = st["image_grid_thw"].tolist()
+        rows = sum(t * h * w for t, h, w in grids)
+        if len(grids) != 2 or st["pixel_values"].shape != (rows, 3 * 2 * 4 * 4):
+            failures.append(f"batch: grids {grids}, pixel_values {st['pixel_values'].shape}")
+        cut = os.path.join(d, "cut.png")
+        with open(os.path.join(d, "img0.png"), "rb") as f, open(cut, "wb") as g:
+            g.write(f.read()[:500])
+        r = subprocess.run([FITLM, "vision-preprocess", "--model-dir", os.path.join(d, "m0"), cut],
+                           capture_output=True, text=True)
+        if r.returncode != 2 or f"[vision] {cut}: corrupt or truncated PNG" not in r.stderr:
+            failures.append(f"truncated file: exit {r.returncode}, stderr {r.stderr!r}")
     print(f"torchvision path vs torch float: max |diff| {worst} levels, {exact}/{total} equal")
     if worst > 1:
         failures.append(f"torch float reference differs by {worst} levels (allowed 1)")

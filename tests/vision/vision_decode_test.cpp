@@ -162,6 +162,53 @@ TEST(VisionDecode, Png16BitHighByteButGrayClips) {
               }));
 }
 
+TEST(VisionDecode, Png16BitGrayAlphaKeepsHighByte) {
+  const int w = 4, h = 3;
+  const auto ga16 = random_bytes(w * h * 4, 43);  // gray hi, lo, alpha hi, lo
+  expect_same(decode_image(encode_png({.width = w,
+                                       .height = h,
+                                       .color_type = PNG_COLOR_TYPE_GRAY_ALPHA,
+                                       .bit_depth = 16,
+                                       .rows = ga16}),
+                           "ga16.png"),
+              expected_image(w, h, [&](int x, int y) {
+                const uint8_t v = ga16[(y * w + x) * 4];
+                return std::array<uint8_t, 3>{v, v, v};
+              }));
+}
+
+TEST(VisionDecode, CmykJpegIsRefused) {
+  jpeg_compress_struct c;
+  jpeg_error_mgr err;
+  c.err = jpeg_std_error(&err);
+  jpeg_create_compress(&c);
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&c, &buf, &size);
+  c.image_width = 4;
+  c.image_height = 4;
+  c.input_components = 4;
+  c.in_color_space = JCS_CMYK;
+  jpeg_set_defaults(&c);
+  jpeg_start_compress(&c, TRUE);
+  const auto px = random_bytes(64, 52);
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW row = const_cast<JSAMPROW>(px.data() + c.next_scanline * 16);
+    jpeg_write_scanlines(&c, &row, 1);
+  }
+  jpeg_finish_compress(&c);
+  jpeg_destroy_compress(&c);
+  const std::vector<uint8_t> file(buf, buf + size);
+  std::free(buf);
+  try {
+    decode_image(file, "cmyk.jpg");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cmyk.jpg: CMYK JPEG is not supported"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(VisionDecode, JpegRgbAndGray) {
   const int w = 16, h = 8;
   // Smooth content so quality-100 JPEG comes back within a few levels.
