@@ -24,7 +24,9 @@ struct PngJob {
   size_t cursor = 0;
   char message[256] = {};
   DecodedImage out;
-  std::vector<uint8_t> rows;  // the expanded image, [height, rowbytes]
+  std::vector<uint8_t> rows;        // the expanded image, [height, rowbytes]
+  std::vector<png_bytep> pointers;  // into rows; here, not in run_decode, so longjmp skips no
+                                    // destructor
   png_uint_32 width = 0, height = 0;
   bool size_refused = false;
 };
@@ -89,9 +91,9 @@ bool run_decode(PngJob& job) {
   const int out_depth = png_get_bit_depth(png, info);
   const size_t rowbytes = png_get_rowbytes(png, info);
   job.rows.resize(rowbytes * job.height);
-  std::vector<png_bytep> pointers(job.height);
-  for (png_uint_32 y = 0; y < job.height; ++y) pointers[y] = job.rows.data() + y * rowbytes;
-  png_read_image(png, pointers.data());
+  job.pointers.resize(job.height);
+  for (png_uint_32 y = 0; y < job.height; ++y) job.pointers[y] = job.rows.data() + y * rowbytes;
+  png_read_image(png, job.pointers.data());
   png_read_end(png, info);  // an eXIf chunk may follow the image data; PIL reads it there too
   png_uint_32 exif_size = 0;
   png_bytep exif = nullptr;
@@ -99,7 +101,7 @@ bool run_decode(PngJob& job) {
     job.out.exif.assign(exif, exif + exif_size);
   job.out.rgb = RgbImage(job.height, job.width);
   for (png_uint_32 y = 0; y < job.height; ++y)
-    convert_row(pointers[y], job.out.rgb.row(y), job.width, channels, out_depth);
+    convert_row(job.pointers[y], job.out.rgb.row(y), job.width, channels, out_depth);
   png_destroy_read_struct(&png, &info, nullptr);
   return true;
 }
