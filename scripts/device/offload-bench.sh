@@ -5,8 +5,10 @@
 # recompute) resident against offloaded, 16-bit and NF4, micro-batch 1 and 4; and
 # Llama-3.1-70B NF4 QLoRA resident against offloaded.
 #   run: carry [".debs"], command: bash scripts/device/offload-bench.sh [part]
-# part: all (default), 8b (tests and 8B benches), 70b, or opt (optimizer offload: trainer,
-# Llama-3.2-1B and -3.1-8B full fine-tuning, 8B LoRA). FITLM_REUSE_BUILD=1 keeps a build made
+# part: all (default), 8b (tests and 8B benches), 70b, opt (optimizer offload: trainer,
+# Llama-3.2-1B and -3.1-8B full fine-tuning, 8B LoRA), or act (activation offload: its CUDA
+# test, the trainer, 8B LoRA at seq 2048, 16384 and 32768 resident against offloaded, and 8B
+# QLoRA at 32768 with weights and activations offloaded). FITLM_REUSE_BUILD=1 keeps a build made
 # by an earlier call of this session. Results on stdout; logs under /tmp/fitlm-offload.
 set -uo pipefail
 PART=${1:-all}
@@ -91,5 +93,31 @@ if [ "$PART" = all ] || [ "$PART" = opt ]; then
   bench 8b-full-offopt --arch llama-3.1-8b --mode full --offload-optimizer --steps 3 --warmup 1
   bench 8b-full-resident --arch llama-3.1-8b --mode full --steps 3 --warmup 1
   tail -2 "$OUT/bench-8b-full-resident.log"
+fi
+if [ "$PART" = all ] || [ "$PART" = act ]; then
+  echo "== activation offload: CUDA test, trainer, long-context benches"
+  "$B/tests/fitlm_cuda_tests" --gtest_brief=1 --gtest_filter='CudaOffloadActivations*' 2>&1 |
+    grep -E '^\[  PASSED  \]|^\[  FAILED  \]|Failure|tests ran' | head -12
+  W=/tmp/fitlm-offload/act; rm -rf "$W"; mkdir -p "$W"
+  train_pair "$W" lora activations "gradient_checkpointing: true"
+  train_pair "$W" full activations ""
+  bench 8b-lora-2k-resident --arch llama-3.1-8b
+  bench 8b-lora-2k-offact --arch llama-3.1-8b --offload-activations
+  for seq in 16384 32768; do
+    long="--recompute full --seq $seq --json --steps 3 --warmup 1"
+    for what in resident offact; do
+      extra=""; [ $what = offact ] && extra=--offload-activations
+      # shellcheck disable=SC2086
+      "$B/fitlm" bench --arch llama-3.1-8b $long $extra >"$OUT/bench-8b-$seq-$what.json" \
+        2>"$OUT/bench-8b-$seq-$what.log"
+      echo "8b-lora-$seq-$what rc $?: $(cat "$OUT/bench-8b-$seq-$what.json")"
+    done
+  done
+  # shellcheck disable=SC2086
+  "$B/fitlm" bench --arch llama-3.1-8b --quantize nf4 --recompute full --seq 32768 --json \
+    --steps 3 --warmup 1 --offload-weights --offload-activations >"$OUT/bench-8b-q32k.json" \
+    2>"$OUT/bench-8b-q32k.log"
+  echo "8b-qlora-32768-offload-weights-activations rc $?: $(cat "$OUT/bench-8b-q32k.json")"
+  grep -h "host memory" "$OUT"/bench-8b-32768-offact.log "$OUT/bench-8b-q32k.log" | head -2
 fi
 echo "total: $(($(date +%s) - start)) s"

@@ -5,7 +5,7 @@
 // losses and LoRA gradients, bit for bit: a copy that ran late, or into the buffer a layer was
 // still reading, would show up as different numbers. 16-bit and 4-bit bases, with and without
 // recompute, five layers (so both buffers are reused several times, and the first and last
-// layer share one), two micro-batches.
+// layer share one), two micro-batches. The same for offloaded activations (the layer inputs).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -60,7 +60,7 @@ struct Outputs {
 };
 
 Outputs run(Backend& be, const fs::path& dir, std::optional<Base4Layout> base4, bool recompute,
-            bool offload) {
+            bool offload, bool offload_activations = false) {
   RunShape shape;
   shape.max_tokens = 120;
   shape.logits_chunk = 64;
@@ -68,6 +68,7 @@ Outputs run(Backend& be, const fs::path& dir, std::optional<Base4Layout> base4, 
   shape.base4 = base4;
   shape.recompute = recompute ? RecomputePolicy::kFull : RecomputePolicy::kSave;
   shape.offload_layers = offload;
+  shape.offload_activations = offload_activations;
   LoraConfig lora;
   lora.r = 8;
   lora.alpha = 16;
@@ -115,6 +116,30 @@ TEST(CudaOffloadLayers, OffloadedLayersComputeExactlyAsResidentOnes) {
       for (size_t i = 0; i < got.grads.size(); ++i) EXPECT_EQ(got.grads[i], want.grads[i]) << i;
       for (double l : got.losses) EXPECT_TRUE(std::isfinite(l));
     }
+  fs::remove_all(dir);
+}
+
+// Offloaded activations (RunShape::offload_activations): each layer's input leaves for host
+// memory on the transfer stream while the next layer computes, and comes back one layer ahead in
+// backward. An input read before its copy back completed, or overwritten before its copy out
+// completed, changes the gradients: they must equal the resident run's bit for bit, alone and
+// with offloaded weights sharing the transfer stream.
+TEST(CudaOffloadActivations, OffloadedInputsComputeExactlyAsResidentOnes) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const fs::path dir = write_model("act");
+  auto be = make_cuda_backend(0, DType::kBF16);
+  for (const std::optional<Base4Layout>& base4 :
+       {std::optional<Base4Layout>{}, std::optional<Base4Layout>{Base4Layout{}}})
+    for (bool recompute : {false, true})
+      for (bool weights : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "base4=" << base4.has_value() << " recompute="
+                                          << recompute << " weights offloaded=" << weights);
+        const Outputs want = run(*be, dir, base4, recompute, false);
+        const Outputs got = run(*be, dir, base4, recompute, weights, /*offload_activations=*/true);
+        EXPECT_EQ(got.losses, want.losses);
+        ASSERT_EQ(got.grads.size(), want.grads.size());
+        for (size_t i = 0; i < got.grads.size(); ++i) EXPECT_EQ(got.grads[i], want.grads[i]) << i;
+      }
   fs::remove_all(dir);
 }
 

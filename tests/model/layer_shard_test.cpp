@@ -106,7 +106,7 @@ struct Outputs {
 };
 
 RunShape run_shape(const Case& k, std::optional<ShardSpec> shard, bool check_lifetimes,
-                   bool offload = false) {
+                   bool offload = false, bool offload_activations = false) {
   RunShape shape;
   shape.max_tokens = 24;
   shape.logits_chunk = 8;
@@ -120,6 +120,7 @@ RunShape run_shape(const Case& k, std::optional<ShardSpec> shard, bool check_lif
   shape.base4 = k.base4;
   shape.layer_shard = shard;
   shape.offload_layers = offload;
+  shape.offload_activations = offload_activations;
   return shape;
 }
 
@@ -132,9 +133,10 @@ LoraConfig lora_config() {
 
 std::unique_ptr<Transformer> make_model(Backend& be, const fs::path& dir, const Case& k,
                                         std::optional<ShardSpec> shard, bool check_lifetimes,
-                                        bool offload = false) {
-  auto m = std::make_unique<Transformer>(be, read_model_config(dir), k.mode, lora_config(),
-                                         run_shape(k, shard, check_lifetimes, offload));
+                                        bool offload = false, bool offload_activations = false) {
+  auto m = std::make_unique<Transformer>(
+      be, read_model_config(dir), k.mode, lora_config(),
+      run_shape(k, shard, check_lifetimes, offload, offload_activations));
   load_model_weights(*m, dir);
   // Non-zero LoRA masters (B too), the same draws in every model, so every gradient is non-zero.
   std::mt19937 rng(3);
@@ -160,7 +162,7 @@ Outputs run(Backend& be, Transformer& m) {
   std::mt19937 rng(9);
   const TokenBatch b1 = batch(rng, {0, 11, 24}), b2 = batch(rng, {0, 17});
   Outputs out;
-  if (m.mode() == TrainMode::kLora) {
+  if (m.mode() != TrainMode::kFrozen) {
     out.losses.push_back(m.forward_backward(b1, 1.0f / 24).loss_sum);
     out.losses.push_back(m.forward_backward(b2, 1.0f / 17).loss_sum);
     for (Param& p : m.params()) {
@@ -496,6 +498,103 @@ TEST(OffloadLayers, PlanKeepsLayersInHostMemory) {
   EXPECT_EQ(
       plan_transformer_host(c, TrainMode::kLora, lora_config(), none, DType::kBF16).total_bytes(),
       0u);
+}
+
+// Offloaded activations (RunShape::offload_activations): every layer's input copied out to host
+// memory in forward and back in backward, one layer ahead, through two device buffers. A copy
+// that came back stale, from the wrong layer or before it was complete would change every
+// gradient, so the outputs must equal the resident model's bit for bit — for LoRA, QLoRA and full
+// fine-tuning, with and without recompute, lifetimes checked, and with offloaded weights too
+// (both share the transfer queue).
+TEST(OffloadActivations, OffloadedInputsComputeExactlyAsResidentOnes) {
+  auto be = make_backend("cpu");
+  std::vector<Case> cases = exact_cases();
+  cases.push_back({.file_dtype = io::StDType::kF32, .mode = TrainMode::kFull});
+  cases.push_back({.arch = "Qwen3ForCausalLM", .mode = TrainMode::kFull, .recompute_layers = 1});
+  for (const Case& k : cases) {
+    SCOPED_TRACE(describe(k));
+    TempDir tmp("offload-act");
+    const fs::path dir = checkpoint(tmp, k);
+    const Outputs want = run(*be, *make_model(*be, dir, k, std::nullopt, false));
+    for (bool check : {false, true})
+      for (bool weights : {false, true}) {
+        if (weights && k.mode == TrainMode::kFull) continue;  // refused (trainable weights)
+        auto m =
+            make_model(*be, dir, k, std::nullopt, check, weights, /*offload_activations=*/true);
+        if (k.mode != TrainMode::kFrozen) {
+          EXPECT_GT(m->host_bytes(), 0u);
+        }
+        expect_same(run(*be, *m), want,
+                    fmt::format("activations offloaded, weights offloaded={}, check_lifetimes={}",
+                                weights, check));
+      }
+  }
+}
+
+// Each layer's input goes out once in forward and comes back once in backward, whatever is
+// recomputed; a forward without backward (eval) copies nothing.
+TEST(OffloadActivations, EachInputIsCopiedOutAndBackOnce) {
+  auto cpu = make_backend("cpu");
+  ProfilingBackend be(*cpu);
+  be.set_enabled(true);
+  TempDir tmp("act-copies");
+  nlohmann::json cfg = config_json("LlamaForCausalLM");
+  cfg["num_hidden_layers"] = 5;
+  write_model(tmp.path(), cfg, io::StDType::kBF16);
+  for (int recompute : {-2, 2, -1}) {
+    Case k;
+    k.recompute_layers = recompute;
+    auto m =
+        make_model(be, tmp.path(), k, std::nullopt, false, false, /*offload_activations=*/true);
+    std::mt19937 rng(5);
+    const TokenBatch b = batch(rng, {0, 9, 20});
+    auto copies = [&] {
+      const auto it = be.times().find("copy_async");
+      return it == be.times().end() ? int64_t{0} : it->second.calls;
+    };
+    be.reset();
+    m->forward_backward(b, 1.0f / 20);
+    EXPECT_EQ(copies(), 10) << "recompute " << recompute;
+    be.reset();
+    m->forward_loss(b);
+    EXPECT_EQ(copies(), 0) << "recompute " << recompute;
+  }
+}
+
+TEST(OffloadActivations, PlanKeepsLayerInputsInHostMemory) {
+  const ModelConfig c = ModelConfig::from_json(config_json("Qwen2ForCausalLM"), "test");
+  const int64_t t = 48;
+  const size_t input_bytes = static_cast<size_t>(t * c.hidden_size) * 2;
+  for (TrainMode mode : {TrainMode::kLora, TrainMode::kFull})
+    for (RecomputePolicy recompute : {RecomputePolicy::kSave, RecomputePolicy::kFull}) {
+      SCOPED_TRACE(
+          fmt::format("mode {} recompute {}", static_cast<int>(mode), static_cast<int>(recompute)));
+      RunShape shape;
+      shape.max_tokens = t;
+      shape.with_optimizer = true;
+      shape.recompute = recompute;
+      const AllocationPlan resident = plan_transformer(c, mode, lora_config(), shape, DType::kBF16);
+      shape.offload_activations = true;
+      const AllocationPlan device = plan_transformer(c, mode, lora_config(), shape, DType::kBF16);
+      const AllocationPlan host =
+          plan_transformer_host(c, mode, lora_config(), shape, DType::kBF16);
+      for (int l = 0; l < c.num_layers; ++l) {
+        EXPECT_FALSE(device.contains(layer_input_name(l)));
+        EXPECT_EQ(host.at(layer_input_name(l)).bytes, input_bytes);
+      }
+      EXPECT_EQ(host.total_bytes(), input_bytes * static_cast<size_t>(c.num_layers));
+      EXPECT_EQ(device.at(kLayerInputEven).bytes, input_bytes);
+      EXPECT_EQ(device.at(kLayerInputOdd).bytes, input_bytes);
+      // Two inputs on the device where there were one per layer.
+      EXPECT_LE(device.total_bytes() + static_cast<size_t>(c.num_layers - 2) * input_bytes,
+                resident.total_bytes());
+    }
+  RunShape frozen;
+  frozen.max_tokens = t;
+  frozen.offload_activations = true;  // inference keeps no inputs for backward: nothing to offload
+  EXPECT_EQ(plan_transformer_host(c, TrainMode::kFrozen, lora_config(), frozen, DType::kBF16)
+                .total_bytes(),
+            0u);
 }
 
 // Optimizer offload: every master and moment in the host plan (the rank's block under

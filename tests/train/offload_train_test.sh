@@ -1,13 +1,14 @@
 #!/bin/bash
 # Offload (`offload:`): `weights` keeps every decoder layer's frozen weights in host memory,
 # copied in before the layer runs (RunShape::offload_layers); `optimizer` keeps the f32 masters
-# and AdamW moments there (RunShape::offload_optimizer). On the CPU backend host memory is where
-# everything is anyway, so a run with offload must write exactly the bytes of the same run
-# without it: weights with LoRA and QLoRA (the packed 4-bit bytes are what is offloaded, with
-# gradient checkpointing), optimizer with LoRA and full fine-tuning, both with QLoRA, optimizer
-# with zero2 over 2 ranks; resuming offloaded runs from their checkpoints too. Full fine-tuning
-# with offloaded weights, offload classes that are not built, and a host side over the
-# machine's memory are refused.
+# and AdamW moments there (RunShape::offload_optimizer); `activations` every layer's input
+# (RunShape::offload_activations). On the CPU backend host memory is where everything is anyway,
+# so a run with offload must write exactly the bytes of the same run without it: weights with
+# LoRA and QLoRA (the packed 4-bit bytes are what is offloaded, with gradient checkpointing),
+# optimizer with LoRA and full fine-tuning, activations with LoRA and full fine-tuning, all
+# three with QLoRA, optimizer with zero2 over 2 ranks; resuming offloaded runs from their
+# checkpoints too. Full fine-tuning with offloaded weights, unknown offload classes, and a host
+# side over the machine's memory are refused.
 set -euo pipefail
 # shellcheck source=../dist/train_test_lib.sh
 source "$(dirname "$0")/../dist/train_test_lib.sh"
@@ -50,6 +51,14 @@ same resident-full o-full
 resumed o-full
 offloaded wo-qlora qlora 2 "weights, optimizer"
 same resident-qlora wo-qlora
+offloaded a-lora lora 2 activations
+same resident-lora a-lora
+offloaded a-full full 2 activations
+same resident-full a-full
+resumed a-full
+offloaded woa-qlora qlora 2 "weights, optimizer, activations"
+same resident-qlora woa-qlora
+resumed woa-qlora
 
 # zero2 over 2 ranks: the rank's block of the masters and moments in host memory.
 run z2 lora 1 2 --strategy=zero2
@@ -59,9 +68,10 @@ cmp "$T/z2/adapter_model.safetensors" "$T/z2o/adapter_model.safetensors"
 cfg full 1 "$T/full" >"$T/full.yaml"
 echo "offload: weights" >>"$T/full.yaml"
 expect_refusal full "full fine-tuning trains those weights" "$T/full.yaml"
-cfg lora 1 "$T/act" >"$T/act.yaml"
-echo "offload: [weights, activations]" >>"$T/act.yaml"
-expect_refusal activations "offloading activations is not built yet" "$T/act.yaml"
+cfg lora 1 "$T/gpu" >"$T/gpu.yaml"
+echo "offload: [weights, gpu]" >>"$T/gpu.yaml"
+expect_refusal unknown "expected weights, optimizer, activations or none, found 'gpu'" \
+  "$T/gpu.yaml"
 
 # A host side over the machine's available memory stops before anything is pinned (exit 3):
 # Llama-3.1-70B's layers in f32 (the CPU backend's dtype) are ~255 GiB.

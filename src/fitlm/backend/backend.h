@@ -57,6 +57,9 @@ inline int64_t attention_workspace_elems(int64_t t, const AttentionShape& s) {
   return t * attention_workspace_cols(s);
 }
 
+// Identifies one Backend::copy_async, for Backend::wait_transfer; 0 is no copy.
+using TransferTicket = uint64_t;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -100,10 +103,18 @@ class Backend {
   // the backend's transfer queue: it starts after every op queued so far and does not hold
   // back the ops queued after it, until wait_transfers(). So a copy into a buffer the queued
   // ops still read is safe, and ops queued while it runs overlap it (CUDA: a second stream).
-  // CPU: a plain copy.
-  virtual void copy_async(const Tensor& src, Tensor dst) { copy(src, dst); }
+  // CPU: a plain copy. Returns the copy's ticket for wait_transfer (copies complete in the
+  // order they were queued).
+  virtual TransferTicket copy_async(const Tensor& src, Tensor dst) {
+    copy(src, dst);
+    return 0;
+  }
   // Ops queued from now on run after every copy_async queued before.
   virtual void wait_transfers() {}
+  // Ops queued from now on run after the copy `ticket` (and every copy queued before it) but
+  // not necessarily after those queued since: a buffer can be reused as soon as its own copy is
+  // done while later copies still run. Ticket 0 (none, or a CPU copy) waits for nothing.
+  virtual void wait_transfer(TransferTicket /*ticket*/) {}
   virtual void add(const Tensor& a, const Tensor& b, Tensor out) = 0;  // out = a + b; may alias
   virtual void axpy(float alpha, const Tensor& x, Tensor y) = 0;       // y += alpha * x
   virtual void scale(Tensor x, float alpha) = 0;                       // x *= alpha

@@ -101,11 +101,16 @@ void ProfilingBackend::copy(const Tensor& src, Tensor dst) {
   timed("copy", 0, [&] { inner_.copy(src, dst); });
 }
 // Timed like every op, so the profile serialises it with compute: the overlap is not measured.
-void ProfilingBackend::copy_async(const Tensor& src, Tensor dst) {
-  timed("copy_async", 0, [&] { inner_.copy_async(src, dst); });
+TransferTicket ProfilingBackend::copy_async(const Tensor& src, Tensor dst) {
+  TransferTicket ticket = 0;
+  timed("copy_async", 0, [&] { ticket = inner_.copy_async(src, dst); });
+  return ticket;
 }
 void ProfilingBackend::wait_transfers() {
   inner_.wait_transfers();
+}
+void ProfilingBackend::wait_transfer(TransferTicket ticket) {
+  inner_.wait_transfer(ticket);
 }
 Backend::HostMapped ProfilingBackend::allocate_host_mapped(size_t bytes) {
   return inner_.allocate_host_mapped(bytes);

@@ -49,8 +49,9 @@ class ProfilingBackend final : public Backend {
 
   void fill(Tensor x, float value) override;
   void copy(const Tensor& src, Tensor dst) override;
-  void copy_async(const Tensor& src, Tensor dst) override;
+  TransferTicket copy_async(const Tensor& src, Tensor dst) override;
   void wait_transfers() override;
+  void wait_transfer(TransferTicket ticket) override;
   void add(const Tensor& a, const Tensor& b, Tensor out) override;
   void axpy(float alpha, const Tensor& x, Tensor y) override;
   void scale(Tensor x, float alpha) override;

@@ -29,7 +29,7 @@ struct BenchOptions {
   int64_t gemm_size = 8192;
   bool json = false;
   bool profile = false;
-  bool offload_weights = false, offload_optimizer = false;
+  bool offload_weights = false, offload_optimizer = false, offload_activations = false;
   // Rows packed from segments of random lengths in [packed_min, packed_max] (the last one cut to
   // fill the row), one set of rows per batch, `packed_batches` batches used in turn.
   bool packed = false;
@@ -172,6 +172,7 @@ int run_bench(const BenchOptions& o) {
   shape.base4 = o.quantize.layout();
   shape.offload_layers = o.offload_weights;
   shape.offload_optimizer = o.offload_optimizer;
+  shape.offload_activations = o.offload_activations;
   if (!o.max_memory.empty())
     shape.max_memory = arena_cap(parse_byte_size(o.max_memory), be->reserved_bytes());
   shape = apply_recompute(o.recompute, shape, c, mode, lora, be->compute_dtype(), shape.max_memory);
@@ -337,6 +338,9 @@ RunFn setup(CLI::App& app) {
   app.add_flag("--offload-optimizer", o->offload_optimizer,
                "Keep the f32 masters and AdamW moments in host memory (the optimizer's kernels "
                "update them there)");
+  app.add_flag("--offload-activations", o->offload_activations,
+               "Keep every layer's input (saved for backward) in host memory, copied out in "
+               "forward and back in backward, one layer ahead");
   app.add_flag("--offload-weights", o->offload_weights,
                "Keep every layer's frozen weights in host memory, copied in per layer (LoRA, "
                "QLoRA)");

@@ -50,6 +50,7 @@ int run_plan(const PlanOptions& o) {
   for (const std::string& what : o.offload) {
     shape.offload_layers |= what == "weights";
     shape.offload_optimizer |= what == "optimizer";
+    shape.offload_activations |= what == "activations";
   }
   shape.base4 =
       o.model.empty() ? o.quantize.layout() : base4_layout(c, o.model, o.quantize.request());
@@ -139,9 +140,9 @@ RunFn setup(CLI::App& app) {
   app.add_option("--offload", o->offload,
                  "What to keep in host memory, comma-separated: weights (every layer's frozen "
                  "weights, copied in before it runs; LoRA, QLoRA), optimizer (the f32 masters "
-                 "and AdamW moments)")
+                 "and AdamW moments), activations (every layer's input, saved for backward)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"weights", "optimizer"}));
+      ->check(CLI::IsMember({"weights", "optimizer", "activations"}));
   o->quantize.add_to(app);
   app.add_flag("--buffers", o->verbose,
                "List every buffer with its offset and the phases it lives in");

@@ -92,7 +92,18 @@ struct RunShape {
   // (CUDA: over PCIe), values and gradients stay on the device. The master is then always its
   // own buffer, also in f32, and LoRA adapters keep their compute-dtype values whole.
   bool offload_optimizer = false;
+  // Activation offload (training): every decoder layer's input — the residual stream the
+  // backward pass needs for recompute and for the layer's own gradients — lives in pinned host
+  // memory (plan_transformer_host). Layer inputs pass through two device buffers
+  // (offload.x_in.even / .odd, by the layer's parity): forward copies each one out on the
+  // backend's transfer queue while the next layer runs, backward copies layer l−1's input in
+  // while layer l runs. Saves (layers − 2)·tokens·hidden values of device memory: what grows
+  // with the context once every layer is recomputed. Inference (TrainMode::kFrozen) ignores it.
+  bool offload_activations = false;
 };
+
+// Whether the job keeps its layer inputs in host memory (RunShape::offload_activations).
+bool activations_offloaded(TrainMode mode, const RunShape& shape);
 
 // Whether the decoder's linear weights are kept as per-layer byte blobs (ZeRO-3's shards or
 // offloaded layers), and the part of each blob this process keeps: layer_shard, or the whole
@@ -149,7 +160,8 @@ AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode, const
                                 const RunShape& shape, DType compute);
 // What the same job keeps in (pinned) host memory: the embedding with embedding_on_host, every
 // layer's blob with RunShape::offload_layers, the masters and AdamW moments with
-// offload_optimizer. Buffers live for the whole job; empty plan when nothing is kept there.
+// offload_optimizer, the layer inputs with offload_activations. Buffers live for the whole job;
+// empty plan when nothing is kept there.
 AllocationPlan plan_transformer_host(const ModelConfig& config, TrainMode mode,
                                      const LoraConfig& lora, const RunShape& shape, DType compute);
 // LoRA on a 16-bit compute dtype keeps no 16-bit copy of every adapter: before each layer runs

@@ -103,6 +103,10 @@ inline constexpr const char* kShardLayer = "shard.layer";  // the gathered blob 
 // Offloaded layers: the blob of the layer that runs next, copied in while one runs.
 inline constexpr const char* kShardLayerNext = "shard.layer.next";
 inline constexpr size_t kLayerBlobAlign = 256;
+// Offloaded activations: the device buffers layer inputs pass through, by the layer's parity.
+inline constexpr const char* kLayerInputEven = "offload.x_in.even";
+inline constexpr const char* kLayerInputOdd = "offload.x_in.odd";
+std::string layer_input_name(int layer);  // "layers.<l>.x_in"; in host memory when offloaded
 std::string layer_shard_name(int layer);  // "layers.<l>.shard": rank's bytes of layer l
 enum class BlobPart { kWeight, kBias, kPacked, kAbsmax, kNestedAbsmax, kNestedMap };
 struct LayerBlobEntry {

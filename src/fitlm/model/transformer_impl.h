@@ -92,6 +92,14 @@ struct Transformer::Impl {
   // shard.layer, odd ones from shard.layer.next) in this pass, or −1. Reset at every pass's
   // start and end: between passes other buffers may share their bytes.
   std::array<int, 2> fetched_{-1, -1};
+  std::array<TransferTicket, 2> fetch_copy_{};  // the copy into each buffer, for wait_transfer
+  // offload_activations: the two device buffers layer inputs pass through (layer l's is
+  // [l % 2]), and the last copy between each and host memory, or empty.
+  std::array<Tensor, 2> x_ring_;
+  std::array<TransferTicket, 2> x_ring_copy_{};
+  // Where layer l reads its input (t tokens): layers.<l>.x_in, or its ring buffer.
+  Tensor layer_input(int l, int64_t t) const;
+  Tensor host_layer_input(int l, int64_t t) const;  // offload_activations: its host copy
   // 4-bit base: per layer, its projections' packed weights and their base4.layer views.
   std::vector<std::vector<std::pair<const Quant4Tensor*, Tensor>>> base4_work_;
   std::vector<LoraGroup> lora_groups_;  // LoRA mode only

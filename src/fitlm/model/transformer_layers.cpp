@@ -37,6 +37,8 @@ Transformer::Impl::Impl(Transformer& model) : m_(model), be_(model.backend_), c_
   if (m_.arena_->contains(kLoraLayer)) lora_layer_ = m_.arena_->get(kLoraLayer);
   if (m_.arena_->contains(kShardLayer)) shard_layer_ = m_.arena_->get(kShardLayer);
   if (m_.arena_->contains(kShardLayerNext)) shard_layer_next_ = m_.arena_->get(kShardLayerNext);
+  if (m_.arena_->contains(kLayerInputEven))
+    x_ring_ = {m_.arena_->get(kLayerInputEven), m_.arena_->get(kLayerInputOdd)};
   // A 4-bit base: each layer's seven (packed, destination) pairs, built once for prepare_layer.
   if (m_.shape_.base4)
     for (const LayerWeights& layer : m_.layers_) {
@@ -93,11 +95,14 @@ void Transformer::Impl::fetch_offloaded_layer(int l, int next) {
   auto start = [&](int layer) {
     // Queued after everything the compute stream holds so far, so after the last reads of the
     // buffer by the layer before (the one with the same parity).
-    be_.copy_async(m_.layer_shards_[static_cast<size_t>(layer)], buffer(layer));
-    fetched_[static_cast<size_t>(layer % 2)] = layer;
+    const size_t slot = static_cast<size_t>(layer % 2);
+    fetch_copy_[slot] = be_.copy_async(m_.layer_shards_[static_cast<size_t>(layer)], buffer(layer));
+    fetched_[slot] = layer;
   };
   if (fetched_[static_cast<size_t>(l % 2)] != l) start(l);
-  be_.wait_transfers();  // layer l's copy is complete before its first op
+  // Layer l's copy is complete before its first op (not the copies queued after it: the next
+  // layer's, activations on their way out).
+  be_.wait_transfer(fetch_copy_[static_cast<size_t>(l % 2)]);
   if (next >= 0 && next < c_.num_layers && next % 2 != l % 2 &&
       fetched_[static_cast<size_t>(next % 2)] != next)
     start(next);
@@ -118,6 +123,15 @@ Tensor Transformer::Impl::rows(const std::string& name, int64_t t) const {
   if (buf.ndim() == 1)  // per-token statistics, possibly several per token
     return Tensor(buf.data, buf.dtype, Shape{buf.numel() / t_max * t}, buf.device);
   return buf.slice_rows(0, t);
+}
+
+Tensor Transformer::Impl::layer_input(int l, int64_t t) const {
+  if (x_ring_[0].empty()) return rows(layer_input_name(l), t);
+  return x_ring_[static_cast<size_t>(l % 2)].slice_rows(0, t);
+}
+
+Tensor Transformer::Impl::host_layer_input(int l, int64_t t) const {
+  return m_.host_buffer(layer_input_name(l)).slice_rows(0, t);
 }
 
 Tensor Transformer::Impl::token_columns(const std::string& name, int64_t t) const {

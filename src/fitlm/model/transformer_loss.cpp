@@ -94,17 +94,25 @@ void Transformer::Impl::enter_phase(std::optional<Phase> next) {
 }
 
 void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
-  (void)keep_for_backward;  // the plan decides what is kept; recompute re-runs layers
+  // The plan decides which activations are kept; recompute re-runs layers. Offloaded layer
+  // inputs are copied out only when a backward pass follows.
+  const bool offloaded = !x_ring_[0].empty();
+  const bool copy_out = offloaded && keep_for_backward;
   enter_phase(Phase::kForward);
   fetched_ = {-1, -1};
-  Tensor x = rows("layers.0.x_in", t);
+  const Tensor x = layer_input(0, t);
   be_.embedding_forward(rows("input.ids", t), m_.embed_, x);
+  if (copy_out) x_ring_copy_[0] = be_.copy_async(x, host_layer_input(0, t));
   for (int l = 0; l < c_.num_layers; ++l) {
-    const Tensor y = rows(
-        l + 1 < c_.num_layers ? fmt::format("layers.{}.x_in", l + 1) : std::string("final.x_in"),
-        t);
+    const bool last = l + 1 == c_.num_layers;
+    const Tensor y = last ? rows("final.x_in", t) : layer_input(l + 1, t);
+    // y's ring buffer held layer l−1's input: its copy out is done before layer l overwrites it.
+    if (offloaded && !last) be_.wait_transfer(x_ring_copy_[static_cast<size_t>((l + 1) % 2)]);
     prepare_layer(l, l + 1);
-    layer_forward(l, activations(l, t), rows(fmt::format("layers.{}.x_in", l), t), y, t);
+    layer_forward(l, activations(l, t), layer_input(l, t), y, t);
+    if (copy_out && !last)
+      x_ring_copy_[static_cast<size_t>((l + 1) % 2)] =
+          be_.copy_async(y, host_layer_input(l + 1, t));
   }
   // The final norm starts the loss head's phase: its output is read there only.
   enter_phase(Phase::kLoss);
@@ -149,13 +157,26 @@ void Transformer::Impl::backward(int64_t t) {
   Tensor dres = rows("scratch.dres", t);
   enter_phase(Phase::kNormBackward);
   fetched_ = {-1, -1};  // the loss head's buffers shared bytes with the layer buffers
+  // Offloaded layer inputs come back one layer ahead (the ring buffers shared bytes with the loss
+  // head's too). A copy in queues behind the copies out on the one transfer queue.
+  const bool offloaded = !x_ring_[0].empty();
+  auto copy_in = [&](int l) {
+    x_ring_copy_[static_cast<size_t>(l % 2)] =
+        be_.copy_async(host_layer_input(l, t), layer_input(l, t));
+  };
+  if (offloaded) copy_in(c_.num_layers - 1);
   be_.rmsnorm_backward(rows("scratch.dxn", t), rows("final.x_in", t), m_.final_norm_,
                        rows("final.rstd", t), dres, m_.d_final_norm_);
   for (int l = c_.num_layers - 1; l >= 0; --l) {
     const LayerActivations a = activations(l, t);
-    const Tensor x = rows(fmt::format("layers.{}.x_in", l), t);
+    const Tensor x = layer_input(l, t);
     // In N or the previous layer's A: lora.layer, base4.layer and the layer buffers live there too.
     prepare_layer(l, l - 1);
+    if (offloaded) {
+      be_.wait_transfer(x_ring_copy_[static_cast<size_t>(l % 2)]);
+      // Into the buffer layer l+1 read: queued after its backward's ops, overlapping layer l's.
+      if (l > 0) copy_in(l - 1);
+    }
     if (!saved_[static_cast<size_t>(l)]) {
       enter_phase(Phase::kRecompute);
       layer_forward(l, a, x, Tensor{}, t);

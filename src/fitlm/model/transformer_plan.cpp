@@ -109,6 +109,14 @@ Base4LayerLayout base4_layer_layout(const ModelConfig& c) {
   return out;
 }
 
+std::string layer_input_name(int layer) {
+  return fmt::format("layers.{}.x_in", layer);
+}
+
+bool activations_offloaded(TrainMode mode, const RunShape& shape) {
+  return shape.offload_activations && mode != TrainMode::kFrozen;
+}
+
 std::string layer_shard_name(int layer) {
   return fmt::format("layers.{}.shard", layer);
 }
@@ -204,6 +212,8 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
 //   adapters and dequantizes its weights before it runs, in forward and in backward; the
 //   backward of layer l does so while N, or the A of layer l+1, is still the current phase;
 // - layers.<l>.shard (ZeRO-3): this rank's bytes of layer l's weights, whole job;
+// - offload.x_in.even / .odd {F N R M A} (offloaded activations, whose layers.<l>.x_in are in
+//   the host plan): written by the embedding and each layer in F, copied back from N on;
 // - final.x_in {F L N}: written by the last layer, read by the final norm and its backward;
 // - final.xn, loss.* {L}; final.rstd {L N};
 // - scratch.dxn {L N M A}: dlogits -> dxn in L, read in N; then each layer's M and A reuse it;
@@ -340,9 +350,18 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
   plan.add("input.cu_seqlens", "inputs", Shape{t + 1}, DType::kI32);
   plan.add("input.inv_freq", "inputs", Shape{c.head_dim / 2}, DType::kF32);
 
-  // Residual stream: the input of every layer and of the final norm is kept for backward.
-  for (int l = 0; l < c.num_layers; ++l)
-    plan.add(fmt::format("layers.{}.x_in", l), "activations", Shape{t, h}, compute);
+  // Residual stream: the input of every layer and of the final norm is kept for backward; with
+  // offloaded activations in host memory, passing through two device buffers that live wherever
+  // layers run (backward starts fetching the last layer's input in N).
+  if (activations_offloaded(mode, shape)) {
+    for (int l = 0; l < c.num_layers; ++l)
+      on_host.add(layer_input_name(l), "activations.offload", Shape{t, h}, compute);
+    for (const char* name : {kLayerInputEven, kLayerInputOdd})
+      plan.add(name, "activations", Shape{t, h}, compute, live_in({F, N, R, M, A}));
+  } else {
+    for (int l = 0; l < c.num_layers; ++l)
+      plan.add(layer_input_name(l), "activations", Shape{t, h}, compute);
+  }
   plan.add("final.x_in", "activations", Shape{t, h}, compute, live_in({F, L, N}));
   // One activation set per kept layer, plus the set that recomputed layers (and inference)
   // share.

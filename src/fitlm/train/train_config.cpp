@@ -288,21 +288,18 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
            for (const YAML::Node& e : n) classes.push_back(get_string(c, e));
          else
            classes.push_back(get_string(c, n));
-         t.offload_weights = t.offload_optimizer = false;
+         t.offload_weights = t.offload_optimizer = t.offload_activations = false;
          for (const std::string& v : classes) {
            if (v == "weights") {
              t.offload_weights = true;
            } else if (v == "optimizer") {
              t.offload_optimizer = true;
            } else if (v == "activations") {
-             throw_input_error(kComponent,
-                               "{}: key 'offload': offloading activations is not built yet "
-                               "(weights and optimizer are)",
-                               c.source);
+             t.offload_activations = true;
            } else if (v != "none") {
              throw_input_error(kComponent,
-                               "{}: key 'offload': expected weights, optimizer or none, found "
-                               "'{}'",
+                               "{}: key 'offload': expected weights, optimizer, activations or "
+                               "none, found '{}'",
                                c.source, clip(v));
            }
          }

@@ -87,12 +87,14 @@ struct TrainConfig {
   // Several ranks (mpirun, `fitlm train --nproc N`): ddp, zero2, zero3 (dist/strategy.h), or
   // auto (the first of them whose plan fits max_memory).
   std::string strategy = "auto";
-  // `offload: [weights, optimizer]` (or one of them): what lives in host memory instead of
-  // the device. weights: every decoder layer's frozen weights (LoRA, QLoRA), copied in per layer
-  // (RunShape::offload_layers); optimizer: the f32 masters and AdamW moments
-  // (RunShape::offload_optimizer).
+  // `offload: [weights, optimizer, activations]` (or some of them): what lives in host memory
+  // instead of the device. weights: every decoder layer's frozen weights (LoRA, QLoRA), copied
+  // in per layer (RunShape::offload_layers); optimizer: the f32 masters and AdamW moments
+  // (RunShape::offload_optimizer); activations: every layer's input, kept for backward
+  // (RunShape::offload_activations).
   bool offload_weights = false;
   bool offload_optimizer = false;
+  bool offload_activations = false;
   std::filesystem::path output_dir = "outputs";
   int64_t save_steps = 0;        // 0 = only the final output (and on SIGINT/SIGTERM)
   int64_t save_total_limit = 0;  // 0 = keep every checkpoint

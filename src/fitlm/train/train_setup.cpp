@@ -245,6 +245,7 @@ void setup_model(TrainJob& job) {
   shape.with_optimizer = true;
   shape.offload_layers = c.offload_weights;
   shape.offload_optimizer = c.offload_optimizer;
+  shape.offload_activations = c.offload_activations;
   const TrainMode train_mode = job.lora ? TrainMode::kLora : TrainMode::kFull;
   shape = choose_strategy(job, train_mode, lc, shape);
   if (job.world > 1)

@@ -104,6 +104,8 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   FITLM_CUDA_CHECK(cudaStreamCreateWithFlags(&transfer_stream_, cudaStreamNonBlocking));
   FITLM_CUDA_CHECK(cudaEventCreateWithFlags(&compute_ready_, cudaEventDisableTiming));
   FITLM_CUDA_CHECK(cudaEventCreateWithFlags(&transfers_done_, cudaEventDisableTiming));
+  for (cudaEvent_t& e : copy_done_)
+    FITLM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   FITLM_CUBLAS_CHECK(cublasLtCreate(&lt_));
   FITLM_CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
   // [Σx² result][its per-block partials][error flags]
@@ -130,6 +132,8 @@ CudaBackend::~CudaBackend() {
   if (transfer_stream_) cudaStreamDestroy(transfer_stream_);
   if (compute_ready_) cudaEventDestroy(compute_ready_);
   if (transfers_done_) cudaEventDestroy(transfers_done_);
+  for (cudaEvent_t e : copy_done_)
+    if (e) cudaEventDestroy(e);
 }
 
 std::string CudaBackend::name() const {
@@ -253,19 +257,27 @@ void CudaBackend::fill(Tensor x, float value) {
   cuda::launch_fill(x, value, stream_);
 }
 
-void CudaBackend::copy_async(const Tensor& src, Tensor dst) {
+TransferTicket CudaBackend::copy_async(const Tensor& src, Tensor dst) {
   check_on_device(src, "copy_async src");
   check_on_device(dst, "copy_async dst");
   FITLM_CHECK(src.dtype == dst.dtype && src.numel() == dst.numel(), "cuda",
               "copy_async {} {} -> {} {}", dtype_name(src.dtype), src.shape.str(),
               dtype_name(dst.dtype), dst.shape.str());
-  if (src.numel() == 0) return;
+  if (src.numel() == 0) return 0;
   FITLM_CUDA_CHECK(cudaEventRecord(compute_ready_, stream_));
   FITLM_CUDA_CHECK(cudaStreamWaitEvent(transfer_stream_, compute_ready_, 0));
   FITLM_CUDA_CHECK(
       cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDefault, transfer_stream_));
   // Re-recorded after each copy: a wait on it covers every copy queued so far (one stream).
   FITLM_CUDA_CHECK(cudaEventRecord(transfers_done_, transfer_stream_));
+  const TransferTicket ticket = ++last_ticket_;
+  FITLM_CUDA_CHECK(cudaEventRecord(copy_done_[ticket % copy_done_.size()], transfer_stream_));
+  return ticket;
+}
+
+void CudaBackend::wait_transfer(TransferTicket ticket) {
+  if (ticket == 0) return;
+  FITLM_CUDA_CHECK(cudaStreamWaitEvent(stream_, copy_done_[ticket % copy_done_.size()], 0));
 }
 
 void CudaBackend::wait_transfers() {

@@ -54,8 +54,9 @@ class CudaBackend final : public Backend {
 
   void fill(Tensor x, float value) override;
   void copy(const Tensor& src, Tensor dst) override;
-  void copy_async(const Tensor& src, Tensor dst) override;
+  TransferTicket copy_async(const Tensor& src, Tensor dst) override;
   void wait_transfers() override;
+  void wait_transfer(TransferTicket ticket) override;
   void add(const Tensor& a, const Tensor& b, Tensor out) override;
   void axpy(float alpha, const Tensor& x, Tensor y) override;
   void scale(Tensor x, float alpha) override;
@@ -113,6 +114,11 @@ class CudaBackend final : public Backend {
   cudaStream_t transfer_stream_ = nullptr;
   cudaEvent_t compute_ready_ = nullptr;
   cudaEvent_t transfers_done_ = nullptr;
+  // copy_async's tickets: copy n records copy_done_[n % size] after itself. A wait on an old
+  // ticket whose event a later copy re-recorded waits for that later copy: later, never wrong
+  // (one in-order stream), and the callers keep at most a few copies outstanding.
+  std::array<cudaEvent_t, 8> copy_done_{};
+  TransferTicket last_ticket_ = 0;
   cublasLtHandle_t lt_ = nullptr;
   void* lt_workspace_ = nullptr;
   double* d_sum_ = nullptr;  // sum_squares accumulator (device)
