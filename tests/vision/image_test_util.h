@@ -3,16 +3,17 @@
 #pragma once
 
 // jpeglib.h uses FILE and size_t without including their headers.
+// clang-format off
 #include <cstddef>
 #include <cstdio>
-
 #include <jpeglib.h>
+// clang-format on
+
 #include <png.h>
 #include <webp/encode.h>
 #include <zlib.h>
 
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <random>
 #include <stdexcept>

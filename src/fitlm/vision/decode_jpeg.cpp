@@ -1,13 +1,14 @@
 // JPEG through libjpeg-turbo, with the settings PIL's decoder uses (accurate integer IDCT and
 // fancy chroma upsampling, libjpeg's defaults), so the RGB equals PIL's for the same library.
+
 // jpeglib.h uses FILE and size_t without including their headers.
+// clang-format off
 #include <cstddef>
 #include <cstdio>
-
 #include <jpeglib.h>
+// clang-format on
 
 #include <csetjmp>
-#include <cstdio>
 #include <cstring>
 
 #include "fitlm/core/error.h"

@@ -26,7 +26,8 @@ void check_image_size(int64_t width, int64_t height, const std::string& name) {
 }
 
 RgbImage decode_image(std::span<const uint8_t> bytes, const std::string& name) {
-  if (bytes.empty()) throw_input_error(kComponent, "{}: empty file, expected an image", name);
+  if (bytes.empty())
+    throw_input_error(kComponent, "{}: empty file, expected an image", clip_path(name));
   DecodedImage d;
   switch (detect_image_format(bytes)) {
     case ImageFormat::kJpeg: d = decode_jpeg(bytes, name); break;
