@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev libfmt-dev
   libyaml-cpp-dev libpcre2-dev libopenblas-dev libopenmpi-dev openmpi-bin libgtest-dev
-  python3-torch python3-numpy sentencepiece python3-sentencepiece python3-regex)
+  python3-torch python3-numpy sentencepiece python3-sentencepiece python3-regex
+  libjpeg62-turbo-dev libpng-dev libwebp-dev python3-pil python3-torchvision)
 # Node.js and npm often come from NodeSource (its nodejs bundles npm and conflicts with Debian's
 # npm package), so ask Debian for them only when the commands are missing.
 command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
