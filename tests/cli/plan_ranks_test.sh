@@ -74,4 +74,22 @@ rc=0
 if [ $rc -ne 2 ] || ! grep -q "full fine-tuning shards with zero2" "$T/err"; then
   echo "FAIL: full fine-tuning with zero3 should be refused with exit 2 (rc=$rc)"; cat "$T/err"; exit 1
 fi
+# pipeline: the layers split over the stages so that each fits its cap (Kaggle's 2×T4: a 32B
+# QLoRA in fp16 under 15 GiB per GPU), one activation slot per micro-batch in flight; a 70B does
+# not fit two such GPUs (exit 3, saying what an even split needs); caps must match the stages.
+out=$("$BIN" plan --arch qwen2.5-32b --quantize nf4 --dtype f16 --recompute full \
+  --strategy pipeline --nproc 2 --max-memory 15GiB)
+grep -q "pipeline over 2 stages, 8 micro-batches per step" <<<"$out"
+grep -q "^stage 0: layers 0-31 + embedding, 2 micro-batches in flight" <<<"$out"
+grep -q "^stage 1: layers 32-63 + final norm, lm_head, loss, 1 micro-batch in flight" <<<"$out"
+rc=0
+"$BIN" plan --arch llama-3.1-70b --quantize nf4 --recompute full --strategy pipeline --nproc 2 \
+  --max-memory 15GiB >"$T/p70.txt" 2>&1 || rc=$?
+test $rc -eq 3
+grep -q "no split of the 80 layers over 2 pipeline stages" "$T/p70.txt"
+rc=0
+"$BIN" plan --arch llama-3.2-1b --strategy pipeline --nproc 2 --max-memory 8GiB,8GiB,8GiB \
+  >"$T/p3.txt" 2>&1 || rc=$?
+test $rc -eq 2
+grep -q "3 caps for 2 pipeline stages" "$T/p3.txt"
 echo "plan ranks test passed"

@@ -18,6 +18,7 @@
 #include "../text/test_temp_dir.h"
 #include "fitlm/backend/registry/make_backend.h"
 #include "fitlm/core/error.h"
+#include "fitlm/dist/pipeline_schedule.h"
 #include "fitlm/io/hf_model.h"
 #include "fitlm/io/safetensors.h"
 #include "fitlm/model/transformer.h"
@@ -155,29 +156,6 @@ Outputs run_whole(Backend& be, Transformer& m, const std::vector<TokenBatch>& mi
   return out;
 }
 
-// One stage's 1F1B order: warm-up forwards (as many as stages after it), then one forward and
-// one backward in turn, then the remaining backwards. The last stage runs each micro-batch's
-// forward and backward together.
-struct Op {
-  bool forward;
-  size_t micro;
-};
-std::vector<Op> one_f_one_b(int stage, int stages, size_t micro) {
-  const size_t warmup = std::min(micro, static_cast<size_t>(stages - stage - 1));
-  std::vector<Op> ops;
-  if (stage + 1 == stages) {
-    for (size_t m = 0; m < micro; ++m) ops.push_back({true, m});
-    return ops;
-  }
-  for (size_t m = 0; m < warmup; ++m) ops.push_back({true, m});
-  for (size_t m = warmup; m < micro; ++m) {
-    ops.push_back({true, m});
-    ops.push_back({false, m - warmup});
-  }
-  for (size_t m = micro - warmup; m < micro; ++m) ops.push_back({false, m});
-  return ops;
-}
-
 std::vector<float> download(Backend& be, const Tensor& t) {
   std::vector<float> h(static_cast<size_t>(t.numel()));
   be.download(t, h.data());
@@ -190,31 +168,32 @@ std::vector<float> download(Backend& be, const Tensor& t) {
 Outputs run_pipeline(Backend& be, std::vector<std::unique_ptr<Transformer>>& stages,
                      const std::vector<TokenBatch>& micro) {
   const int n = static_cast<int>(stages.size());
-  std::vector<std::vector<Op>> program;
-  for (int s = 0; s < n; ++s) program.push_back(one_f_one_b(s, n, micro.size()));
+  std::vector<std::vector<dist::PipelineOp>> program;
+  for (int s = 0; s < n; ++s)
+    program.push_back(dist::one_f_one_b(s, n, static_cast<int>(micro.size())));
   std::vector<size_t> pc(static_cast<size_t>(n), 0);
   std::vector<int> in_flight(static_cast<size_t>(n), 0);
   // hidden[s][m]: the hidden state stage s sent stage s+1; grad[s][m]: ∂L/∂ stage s's input.
-  std::vector<std::map<size_t, std::vector<float>>> hidden(n), grad(n);
+  std::vector<std::map<int, std::vector<float>>> hidden(n), grad(n);
   Outputs out;
   out.losses.assign(micro.size(), 0.0);
   for (bool progress = true; progress;) {
     progress = false;
     for (int s = 0; s < n; ++s) {
       if (pc[s] == program[s].size()) continue;
-      const Op op = program[s][pc[s]];
-      const TokenBatch& b = micro[op.micro];
+      const dist::PipelineOp op = program[s][pc[s]];
+      const TokenBatch& b = micro[static_cast<size_t>(op.micro)];
       const int64_t t = static_cast<int64_t>(b.input_ids.size());
       Transformer& m = *stages[s];
-      const int slot = static_cast<int>(op.micro % static_cast<size_t>(m.shape().stage->in_flight));
+      const int slot = op.slot;
       const bool last = s + 1 == n;
       if (op.forward && s > 0 && !hidden[s - 1].count(op.micro)) continue;  // not received yet
       if (!op.forward && !grad[s + 1].count(op.micro)) continue;
-      m.set_dropout_seed(seed_of(op.micro));
+      m.set_dropout_seed(seed_of(static_cast<size_t>(op.micro)));
       if (op.forward) {
         if (s > 0) be.upload(m.stage_input(slot, t), hidden[s - 1][op.micro].data(), DType::kF32);
         if (last) {
-          out.losses[op.micro] = m.forward_backward(b, 1.0f / 24).loss_sum;
+          out.losses[static_cast<size_t>(op.micro)] = m.forward_backward(b, 1.0f / 24).loss_sum;
           grad[s][op.micro] = download(be, m.stage_gradient(t));
         } else {
           m.stage_forward(b, slot, /*keep_for_backward=*/true);
@@ -256,8 +235,9 @@ std::vector<RunShape::Stage> split(const std::vector<int>& sizes) {
   std::vector<RunShape::Stage> out;
   int first = 0;
   for (size_t s = 0; s < sizes.size(); ++s) {
-    const int in_flight = static_cast<int>(sizes.size() - s);
-    out.push_back({first, first + sizes[s], in_flight});
+    const int stages = static_cast<int>(sizes.size());
+    out.push_back(
+        {first, first + sizes[s], dist::one_f_one_b_in_flight(static_cast<int>(s), stages, 4)});
     first += sizes[s];
   }
   return out;

@@ -6,8 +6,10 @@
 #include "fitlm/core/byte_size.h"
 #include "fitlm/core/error.h"
 #include "fitlm/dist/gpu_comm_memory.h"
+#include "fitlm/dist/pipeline_schedule.h"
 #include "fitlm/io/hf_model.h"
 #include "fitlm/model/presets.h"
+#include "fitlm/model/stage_partition.h"
 #include "fitlm/model/transformer.h"
 
 namespace fitlm::cli {
@@ -19,6 +21,7 @@ struct PlanOptions {
   QuantizeOption quantize;
   int64_t seq = 2048, micro_batch = 1, lora_r = 16, logits_chunk = 1024;
   int nproc = 1;
+  int micro_batches = 0;  // pipeline: per optimizer step (0: 4 × nproc)
   std::string strategy = "ddp";
   std::vector<std::string> offload;
   bool verbose = false;
@@ -32,6 +35,65 @@ RunShape rank_shape(RunShape shape, const PlanOptions& o, int rank) {
   shape.optimizer_shard = ShardSpec{rank, o.nproc};
   if (o.strategy == "zero3") shape.layer_shard = ShardSpec{rank, o.nproc};
   return shape;
+}
+
+// --max-memory for a pipeline: one cap per stage, or one for all ("15GiB,15GiB" or "15GiB").
+std::vector<size_t> stage_caps(const std::string& spec, int stages) {
+  std::vector<size_t> caps;
+  if (spec.empty()) return std::vector<size_t>(static_cast<size_t>(stages), 0);
+  for (size_t b = 0; b <= spec.size();) {
+    const size_t e = std::min(spec.find(',', b), spec.size());
+    caps.push_back(parse_byte_size(spec.substr(b, e - b)));
+    b = e + 1;
+  }
+  if (caps.size() == 1) caps.resize(static_cast<size_t>(stages), caps.front());
+  if (caps.size() != static_cast<size_t>(stages))
+    throw_input_error("plan",
+                      "--max-memory gives {} caps for {} pipeline stages: give one, or one "
+                      "per stage",
+                      caps.size(), stages);
+  return caps;
+}
+
+// strategy pipeline: the layers split over --nproc stages so that each fits its cap, each
+// stage's plan with as many activation slots as the 1F1B schedule keeps in flight on it.
+int run_pipeline_plan(const PlanOptions& o, const ModelConfig& c, TrainMode mode,
+                      const LoraConfig& lora, const RunShape& shape, DType dtype) {
+  const int stages = o.nproc;
+  const int micro = o.micro_batches > 0 ? o.micro_batches : 4 * stages;
+  const std::vector<size_t> caps = stage_caps(o.max_memory, stages);
+  std::vector<int> in_flight;
+  for (int s = 0; s < stages; ++s)
+    in_flight.push_back(dist::one_f_one_b_in_flight(s, stages, micro));
+  const std::vector<RunShape::Stage> split =
+      partition_stages(c, mode, lora, shape, dtype, caps, in_flight);
+  fmt::print(
+      "{} ({} parameters), {} {}{}, {} tokens per micro-batch, recompute {}\n"
+      "pipeline over {} stages, {} micro-batches per step in a 1F1B schedule (bubble {:.0f}% of "
+      "the step):\n",
+      c.architecture_name, c.parameter_count(), o.mode, o.dtype,
+      shape.base4 ? fmt::format(" on a {} base", quant::quant_type_name(shape.base4->type)) : "",
+      shape.max_tokens, describe_recompute(c, shape), stages, micro,
+      100.0 * (stages - 1) / (micro + stages - 1));
+  int over = 0;
+  for (int s = 0; s < stages; ++s) {
+    RunShape st = shape;
+    st.stage = split[static_cast<size_t>(s)];
+    const AllocationPlan plan = plan_transformer(c, mode, lora, st, dtype);
+    const AllocationPlan host = plan_transformer_host(c, mode, lora, st, dtype);
+    const size_t cap = caps[static_cast<size_t>(s)];
+    fmt::print("stage {}: layers {}-{}{}{}, {} micro-batch{} in flight: {}{}{}\n", s,
+               st.stage->first_layer, st.stage->end_layer - 1, s == 0 ? " + embedding" : "",
+               s + 1 == stages ? " + final norm, lm_head, loss" : "", st.stage->in_flight,
+               st.stage->in_flight == 1 ? "" : "es", format_bytes(plan.total_bytes()),
+               host.total_bytes()
+                   ? fmt::format(" + {} pinned host", format_bytes(host.total_bytes()))
+                   : "",
+               cap ? fmt::format(" (cap {})", format_bytes(cap)) : "");
+    if (o.verbose) fmt::print("{}", plan.summary());
+    over += cap && plan.total_bytes() > cap;
+  }
+  return over ? static_cast<int>(ExitCode::kNoFit) : 0;
 }
 
 int run_plan(const PlanOptions& o) {
@@ -57,8 +119,15 @@ int run_plan(const PlanOptions& o) {
   const DType dtype = o.dtype == "f32"   ? DType::kF32
                       : o.dtype == "f16" ? DType::kF16
                                          : DType::kBF16;
-  const size_t cap = o.max_memory.empty() ? 0 : parse_byte_size(o.max_memory);
   if (o.nproc < 1) throw_input_error("plan", "--nproc must be at least 1, found {}", o.nproc);
+  if (o.strategy == "pipeline" && o.recompute.policy == "auto")
+    throw_input_error("plan",
+                      "--recompute auto is not built for pipeline stages: give full or "
+                      "none");
+  if (o.strategy == "pipeline")
+    return run_pipeline_plan(o, c, mode, lora,
+                             apply_recompute(o.recompute, shape, c, mode, lora, dtype, 0), dtype);
+  const size_t cap = o.max_memory.empty() ? 0 : parse_byte_size(o.max_memory);
   // Recompute is chosen for rank 0's plan, the largest: later ranks' blocks are never bigger.
   shape = apply_recompute(o.recompute, rank_shape(shape, o, 0), c, mode, lora, dtype, cap);
   const AllocationPlan plan = plan_transformer(c, mode, lora, shape, dtype);
@@ -129,14 +198,20 @@ RunFn setup(CLI::App& app) {
   app.add_option("--logits-chunk", o->logits_chunk, "Rows of logits per loss chunk")
       ->capture_default_str();
   app.add_option("--max-memory", o->max_memory,
-                 "Budget per GPU, e.g. 15GiB: exit 3 when rank 0's plan is over it");
+                 "Budget per GPU, e.g. 15GiB: exit 3 when rank 0's plan is over it (pipeline: "
+                 "one per stage, 15GiB,23GiB, or one for all; the layers are split to fit)");
   app.add_option("--nproc", o->nproc, "Ranks (GPUs) of the job: the plan is per rank")
       ->capture_default_str();
   app.add_option("--strategy", o->strategy,
                  "ddp (replicated), zero2 (masters and AdamW moments sharded over the ranks) or "
-                 "zero3 (the frozen base's layers sharded too: LoRA, QLoRA)")
-      ->check(CLI::IsMember({"ddp", "zero2", "zero3"}))
+                 "zero3 (the frozen base's layers sharded too: LoRA, QLoRA), or pipeline (the "
+                 "layers split into --nproc stages, one per GPU; plan only, training with it is "
+                 "not built yet)")
+      ->check(CLI::IsMember({"ddp", "zero2", "zero3", "pipeline"}))
       ->capture_default_str();
+  app.add_option("--micro-batches", o->micro_batches,
+                 "Pipeline: micro-batches per optimizer step (default 4 × --nproc); each stage "
+                 "keeps as many in flight as the 1F1B schedule gives it");
   app.add_option("--offload", o->offload,
                  "What to keep in host memory, comma-separated: weights (every layer's frozen "
                  "weights, copied in before it runs; LoRA, QLoRA), optimizer (the f32 masters "

@@ -490,6 +490,10 @@ void validate_train_config(const TrainConfig& c) {
   if (c.bnb_4bit_quant_type != "nf4" && c.bnb_4bit_quant_type != "fp4")
     fail(fmt::format("bnb_4bit_quant_type: expected nf4 or fp4, found '{}'",
                      c.bnb_4bit_quant_type.substr(0, 40)));
+  if (c.strategy == "pipeline")
+    fail("strategy: pipeline is not built yet for training (`fitlm plan --strategy pipeline "
+         "--nproc N` shows how the layers would split); train a model that does not fit one GPU "
+         "with zero3, or offload: [weights]");
   if (c.strategy != "auto" && c.strategy != "ddp" && c.strategy != "zero2" && c.strategy != "zero3")
     fail(fmt::format("strategy: expected auto, ddp, zero2 or zero3, found '{}'",
                      c.strategy.substr(0, 40)));
