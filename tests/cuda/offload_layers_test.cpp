@@ -18,41 +18,12 @@
 #include "fitlm/io/safetensors.h"
 #include "fitlm/model/transformer.h"
 #include "fitlm/model/transformer_buffers.h"
+#include "random_model_dir.h"
 
 using namespace fitlm;
 namespace fs = std::filesystem;
 
 namespace {
-
-fs::path write_model(const std::string& tag) {
-  const nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}},
-                              {"vocab_size", 1003},
-                              {"hidden_size", 256},
-                              {"intermediate_size", 384},
-                              {"num_hidden_layers", 5},
-                              {"num_attention_heads", 4},
-                              {"num_key_value_heads", 2},
-                              {"rms_norm_eps", 1e-5},
-                              {"rope_theta", 10000.0},
-                              {"tie_word_embeddings", false}};
-  const fs::path dir =
-      fs::temp_directory_path() / ("fitlm_cuda_offload_" + std::to_string(::getpid()) + tag);
-  fs::create_directories(dir);
-  std::ofstream(dir / "config.json") << cfg.dump(2);
-  const ModelConfig c = ModelConfig::from_json(cfg, "test");
-  std::mt19937 rng(17);
-  std::normal_distribution<float> n(0.0f, 0.05f);
-  std::vector<std::vector<float>> values;
-  io::SafetensorsWriter w;
-  for (const WeightSpec& s : weight_specs(c)) {
-    std::vector<int64_t> shape(s.shape.dims.begin(), s.shape.dims.begin() + s.shape.ndim);
-    std::vector<float>& v = values.emplace_back(static_cast<size_t>(s.shape.numel()));
-    for (float& x : v) x = s.kind == WeightKind::kNorm ? 1.0f + n(rng) : n(rng);
-    w.add_f32(s.name, io::StDType::kBF16, shape, v.data());
-  }
-  w.write(dir / "model.safetensors");
-  return dir;
-}
 
 struct Outputs {
   std::vector<double> losses;
@@ -102,7 +73,7 @@ Outputs run(Backend& be, const fs::path& dir, std::optional<Base4Layout> base4, 
 
 TEST(CudaOffloadLayers, OffloadedLayersComputeExactlyAsResidentOnes) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  const fs::path dir = write_model("exact");
+  const fs::path dir = cuda_test::write_random_model("offload_exact");
   auto be = make_cuda_backend(0, DType::kBF16);
   for (const std::optional<Base4Layout>& base4 :
        {std::optional<Base4Layout>{}, std::optional<Base4Layout>{Base4Layout{}}})
@@ -126,7 +97,7 @@ TEST(CudaOffloadLayers, OffloadedLayersComputeExactlyAsResidentOnes) {
 // with offloaded weights sharing the transfer stream.
 TEST(CudaOffloadActivations, OffloadedInputsComputeExactlyAsResidentOnes) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  const fs::path dir = write_model("act");
+  const fs::path dir = cuda_test::write_random_model("offload_act");
   auto be = make_cuda_backend(0, DType::kBF16);
   for (const std::optional<Base4Layout>& base4 :
        {std::optional<Base4Layout>{}, std::optional<Base4Layout>{Base4Layout{}}})
