@@ -8,10 +8,10 @@
 set -euo pipefail
 BUILD=${1:-build-device}
 PREFIX=/opt/fitlm-deps
-if [ ! -d "$PREFIX/usr" ]; then
-  ls .debs/*.deb >/dev/null 2>&1 || { echo "no .debs/: run scripts/device/fetch-debs.sh here and carry .debs"; exit 2; }
-  for f in .debs/*.deb; do dpkg -x "$f" "$PREFIX"; done
-fi
+# Every call unpacks what .debs/ holds (a second or two): a warm machine may have a prefix from
+# an earlier call with fewer packages.
+ls .debs/*.deb >/dev/null 2>&1 || { echo "no .debs/: run scripts/device/fetch-debs.sh here and carry .debs"; exit 2; }
+for f in .debs/*.deb; do dpkg -x "$f" "$PREFIX"; done
 LIBDIR=$PREFIX/usr/lib/x86_64-linux-gnu
 export PKG_CONFIG_SYSROOT_DIR=$PREFIX
 export PKG_CONFIG_PATH=$LIBDIR/pkgconfig:$LIBDIR/openblas-pthread/pkgconfig:$PREFIX/usr/share/pkgconfig

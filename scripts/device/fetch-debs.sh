@@ -11,6 +11,9 @@ apt-get download nlohmann-json3-dev libcli11-dev libfmt-dev libfmt9 libyaml-cpp-
   libyaml-cpp0.7 libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 \
   libopenblas-dev libopenblas0 libopenblas0-pthread libopenblas-pthread-dev libgfortran5 \
   libgtest-dev
+# The image decoders (src/fitlm/vision): headers and the libraries they link.
+apt-get download libjpeg62-turbo-dev libjpeg62-turbo libpng-dev libpng16-16 libwebp-dev \
+  libwebp7 libwebpdemux2 libwebpmux3 zlib1g-dev
 # Open MPI, for building and loading fitlm_lib (dist/mpi_comm.cpp) there: headers and the
 # libraries libmpi loads, not mpirun (nccl-check.sh starts its ranks itself).
 apt-get download libopenmpi-dev libopenmpi3 libhwloc15 libevent-core-2.1-7 \
