@@ -69,6 +69,82 @@ TEST(PipelineSchedule, OneFOneBRunsEveryMicroBatchWithinItsSlots) {
     }
 }
 
+// Plays the stages' steps with send/recv that complete only together (rendezvous, the worst
+// case of Comm's blocking calls): every program must run to its end. A message is (kind, micro)
+// on a link; a recv must meet the send of the same message.
+bool runs_without_deadlock(const std::vector<std::vector<dist::PipelineStep>>& programs) {
+  using K = dist::StepKind;
+  const int n = static_cast<int>(programs.size());
+  std::vector<size_t> pc(static_cast<size_t>(n), 0);
+  auto head = [&](int s) -> const dist::PipelineStep* {
+    return pc[s] < programs[s].size() ? &programs[s][pc[s]] : nullptr;
+  };
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (int s = 0; s < n; ++s) {
+      const dist::PipelineStep* h = head(s);
+      if (!h) continue;
+      if (h->kind == K::kForward || h->kind == K::kBackward) {
+        ++pc[s], moved = true;
+        continue;
+      }
+      // A send meets the peer's recv of the same micro-batch's message.
+      const bool down = h->kind == K::kSendOutput, up = h->kind == K::kSendGradient;
+      if (!down && !up) continue;  // recvs complete when their sender arrives
+      const int peer = down ? s + 1 : s - 1;
+      const dist::PipelineStep* p = head(peer);
+      const K want = down ? K::kRecvInput : K::kRecvGradient;
+      if (p && p->kind == want && p->micro == h->micro) {
+        ++pc[s], ++pc[peer], moved = true;
+      }
+    }
+  }
+  for (int s = 0; s < n; ++s)
+    if (pc[s] != programs[s].size()) return false;
+  return true;
+}
+
+TEST(PipelineSchedule, CommunicationOrderNeverDeadlocks) {
+  using K = dist::StepKind;
+  for (int stages : {1, 2, 3, 4, 5, 8})
+    for (int micro : {1, 2, 3, 4, 7, 16, 33}) {
+      SCOPED_TRACE(::testing::Message() << stages << " stages, " << micro << " micro-batches");
+      std::vector<std::vector<dist::PipelineStep>> programs;
+      for (int s = 0; s < stages; ++s) {
+        programs.push_back(dist::one_f_one_b_steps(s, stages, micro));
+        // The compute steps are one_f_one_b's, in its order; each backward has its gradient.
+        const auto ops = dist::one_f_one_b(s, stages, micro);
+        std::vector<dist::PipelineOp> compute;
+        std::set<int> grads;
+        for (const dist::PipelineStep& st : programs.back()) {
+          if (st.kind == K::kRecvGradient) grads.insert(st.micro);
+          if (st.kind == K::kBackward) EXPECT_TRUE(grads.count(st.micro)) << "stage " << s;
+          if (st.kind == K::kForward || st.kind == K::kBackward)
+            compute.push_back({st.kind == K::kForward, st.micro, st.slot});
+        }
+        ASSERT_EQ(compute.size(), ops.size());
+        for (size_t i = 0; i < ops.size(); ++i) {
+          EXPECT_EQ(compute[i].forward, ops[i].forward);
+          EXPECT_EQ(compute[i].micro, ops[i].micro);
+        }
+      }
+      EXPECT_TRUE(runs_without_deadlock(programs));
+    }
+  // Sending each output as soon as it is computed (receiving gradients only before backward)
+  // deadlocks on two stages: the check above can fail.
+  std::vector<std::vector<dist::PipelineStep>> naive = {{}, dist::one_f_one_b_steps(1, 2, 4)};
+  for (const dist::PipelineOp& op : dist::one_f_one_b(0, 2, 4)) {
+    if (op.forward) {
+      naive[0].push_back({K::kForward, op.micro, op.slot});
+      naive[0].push_back({K::kSendOutput, op.micro, op.slot});
+    } else {
+      naive[0].push_back({K::kRecvGradient, op.micro, op.slot});
+      naive[0].push_back({K::kBackward, op.micro, op.slot});
+    }
+  }
+  EXPECT_FALSE(runs_without_deadlock(naive));
+}
+
 TEST(StagePartition, EveryStageFitsItsCapAndTheLargestIsAsSmallAsPossible) {
   const ModelConfig c = preset_config("llama-3.2-1b");
   LoraConfig lora;

@@ -31,4 +31,37 @@ std::vector<PipelineOp> one_f_one_b(int stage, int stages, int micro_batches) {
   return ops;
 }
 
+std::vector<PipelineStep> one_f_one_b_steps(int stage, int stages, int micro_batches) {
+  const bool first = stage == 0, last = stage + 1 == stages;
+  std::vector<PipelineStep> steps;
+  auto add = [&](StepKind k, const PipelineOp& op) { steps.push_back({k, op.micro, op.slot}); };
+  const std::vector<PipelineOp> ops = one_f_one_b(stage, stages, micro_batches);
+  // Whether each backward's gradient was already received by the forward before it.
+  std::vector<bool> received(static_cast<size_t>(micro_batches), false);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const PipelineOp& op = ops[i];
+    if (op.forward) {
+      if (!first) add(StepKind::kRecvInput, op);
+      add(StepKind::kForward, op);
+      if (last) {
+        if (!first) add(StepKind::kSendGradient, op);
+        continue;
+      }
+      // Steady state (past the warm-up forwards): the backward that follows needs its gradient;
+      // receive it before sending this output.
+      const int warmup = std::min(micro_batches, stages - stage - 1);
+      if (op.micro >= warmup) {
+        add(StepKind::kRecvGradient, ops[i + 1]);
+        received[static_cast<size_t>(ops[i + 1].micro)] = true;
+      }
+      add(StepKind::kSendOutput, op);
+    } else {
+      if (!received[static_cast<size_t>(op.micro)]) add(StepKind::kRecvGradient, op);
+      add(StepKind::kBackward, op);
+      if (!first) add(StepKind::kSendGradient, op);
+    }
+  }
+  return steps;
+}
+
 }  // namespace fitlm::dist
