@@ -32,7 +32,7 @@ test-cpu: build
 test-asan: deps
 	cmake -S . -B $(BUILD)-asan -G Ninja -DFITLM_CUDA=OFF -DFITLM_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
 	cmake --build $(BUILD)-asan -j $(JOBS) --target fitlm_tests
-	$(BUILD)-asan/tests/fitlm_tests --gtest_filter='Safetensors*:Sharded*:MalformedSafetensors*:BrokenIndex*:ModelConfig*:Tokenizer*:Dataset*:Csv*:Jinja*:ChatTemplate*:JsonInput*:Paths*:Quant4*:TrainConfig*:Unigram*:Precompiled*:SentencePieceModel*:Metaspace*:Vision*'
+	$(BUILD)-asan/tests/fitlm_tests --gtest_filter='Safetensors*:Sharded*:MalformedSafetensors*:BrokenIndex*:ModelConfig*:Tokenizer*:Dataset*:Csv*:Jinja*:ChatTemplate*:JsonInput*:Paths*:Quant4*:TrainConfig*:Unigram*:Precompiled*:SentencePieceModel*:Metaspace*:Vision*:PipelineStages*:PipelineSchedule*:StagePartition*:OffloadActivations*'
 
 # The CUDA backend must compile and link warning-free even where no GPU can run it (the CPU
 # test binary is already built and run by test-cpu).

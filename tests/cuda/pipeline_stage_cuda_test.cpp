@@ -7,6 +7,7 @@
 
 #include <map>
 
+#include "../model/random_checkpoint.h"
 #include "cuda_test_util.h"
 #include "fitlm/dist/pipeline_schedule.h"
 #include "fitlm/io/hf_model.h"
@@ -35,14 +36,7 @@ std::unique_ptr<Transformer> make(Backend& be, const fs::path& dir,
   lora.alpha = 16;
   auto m = std::make_unique<Transformer>(be, read_model_config(dir), TrainMode::kLora, lora, shape);
   load_model_weights(*m, dir);
-  for (Param& p : m->params()) {  // by name: a stage gets the whole model's values
-    std::mt19937 rng(static_cast<uint32_t>(std::hash<std::string>{}(p.name)));
-    std::normal_distribution<float> n(0.0f, 0.05f);
-    std::vector<float> h(static_cast<size_t>(p.full_master().numel()));
-    for (float& v : h) v = n(rng);
-    be.upload(p.full_master(), h.data(), DType::kF32);
-    if (p.full_master().data != p.value.data) be.copy(p.full_master(), p.value);
-  }
+  test::randomize_params_by_name(be, *m, 0.05f);  // by name: a stage gets the whole model's
   return m;
 }
 

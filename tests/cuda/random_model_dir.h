@@ -10,9 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "fitlm/io/safetensors.h"
-#include "fitlm/model/config.h"
-#include "fitlm/model/transformer_buffers.h"
+#include "../model/random_checkpoint.h"
 
 namespace fitlm::cuda_test {
 
@@ -31,20 +29,7 @@ inline fs::path write_random_model(const std::string& tag) {
                               {"tie_word_embeddings", false}};
   const fs::path dir =
       fs::temp_directory_path() / ("fitlm_cuda_" + tag + "_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  std::ofstream(dir / "config.json") << cfg.dump(2);
-  const ModelConfig c = ModelConfig::from_json(cfg, "test");
-  std::mt19937 rng(17);
-  std::normal_distribution<float> n(0.0f, 0.05f);
-  std::vector<std::vector<float>> values;
-  io::SafetensorsWriter w;
-  for (const WeightSpec& s : weight_specs(c)) {
-    std::vector<int64_t> shape(s.shape.dims.begin(), s.shape.dims.begin() + s.shape.ndim);
-    std::vector<float>& v = values.emplace_back(static_cast<size_t>(s.shape.numel()));
-    for (float& x : v) x = s.kind == WeightKind::kNorm ? 1.0f + n(rng) : n(rng);
-    w.add_f32(s.name, io::StDType::kBF16, shape, v.data());
-  }
-  w.write(dir / "model.safetensors");
+  test::write_random_checkpoint(dir, cfg, io::StDType::kBF16, 0.05f);
   return dir;
 }
 

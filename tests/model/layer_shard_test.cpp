@@ -22,6 +22,7 @@
 #include "fitlm/io/safetensors.h"
 #include "fitlm/model/transformer.h"
 #include "fitlm/model/transformer_buffers.h"
+#include "random_checkpoint.h"
 
 namespace fitlm {
 namespace {
@@ -61,23 +62,7 @@ class TempDir {
 // `bad_shape`: that tensor gets one row too many.
 void write_model(const fs::path& dir, const nlohmann::json& cfg, io::StDType dtype,
                  const std::string& bad_shape = "") {
-  fs::create_directories(dir);
-  std::ofstream(dir / "config.json") << cfg.dump(2);
-  const ModelConfig c = ModelConfig::from_json(cfg, "test");
-  std::mt19937 rng(17);
-  std::normal_distribution<float> n(0.0f, 0.1f);
-  std::vector<std::vector<float>> values;
-  io::SafetensorsWriter w;
-  for (const WeightSpec& s : weight_specs(c)) {
-    std::vector<int64_t> shape(s.shape.dims.begin(), s.shape.dims.begin() + s.shape.ndim);
-    if (s.name == bad_shape) ++shape[0];
-    int64_t numel = 1;
-    for (int64_t d : shape) numel *= d;
-    std::vector<float>& v = values.emplace_back(static_cast<size_t>(numel));
-    for (float& x : v) x = s.kind == WeightKind::kNorm ? 1.0f + n(rng) : n(rng);
-    w.add_f32(s.name, dtype, shape, v.data());
-  }
-  w.write(dir / "model.safetensors");
+  test::write_random_checkpoint(dir, cfg, dtype, 0.1f, bad_shape);
 }
 
 struct Case {

@@ -23,6 +23,7 @@
 #include "fitlm/io/safetensors.h"
 #include "fitlm/model/transformer.h"
 #include "fitlm/model/transformer_buffers.h"
+#include "random_checkpoint.h"
 
 namespace fitlm {
 namespace {
@@ -61,20 +62,7 @@ fs::path write_checkpoint(const fs::path& dir, const Case& k) {
                         {"rope_theta", 10000.0},
                         {"tie_word_embeddings", k.tied}};
   if (k.arch == "Qwen3ForCausalLM") cfg["head_dim"] = 16;
-  fs::create_directories(dir);
-  std::ofstream(dir / "config.json") << cfg.dump(2);
-  const ModelConfig c = ModelConfig::from_json(cfg, "test");
-  std::mt19937 rng(17);
-  std::normal_distribution<float> n(0.0f, 0.1f);
-  std::vector<std::vector<float>> values;
-  io::SafetensorsWriter w;
-  for (const WeightSpec& s : weight_specs(c)) {
-    std::vector<int64_t> shape(s.shape.dims.begin(), s.shape.dims.begin() + s.shape.ndim);
-    std::vector<float>& v = values.emplace_back(static_cast<size_t>(s.shape.numel()));
-    for (float& x : v) x = s.kind == WeightKind::kNorm ? 1.0f + n(rng) : n(rng);
-    w.add_f32(s.name, io::StDType::kBF16, shape, v.data());
-  }
-  w.write(dir / "model.safetensors");
+  test::write_random_checkpoint(dir, cfg, io::StDType::kBF16);
   return dir;
 }
 
@@ -100,15 +88,8 @@ std::unique_ptr<Transformer> make_model(Backend& be, const fs::path& dir, const 
   auto m = std::make_unique<Transformer>(be, read_model_config(dir), k.mode, lora, shape);
   load_model_weights(*m, dir);
   // Trainable values drawn per tensor name, so a stage gets the whole model's values of its
-  // tensors (non-zero LoRA B: every gradient is non-zero).
-  for (Param& p : m->params()) {
-    std::mt19937 rng(static_cast<uint32_t>(std::hash<std::string>{}(p.name)));
-    std::normal_distribution<float> n(0.0f, 0.1f);
-    std::vector<float> h(static_cast<size_t>(p.full_master().numel()));
-    for (float& v : h) v = n(rng);
-    be.upload(p.full_master(), h.data(), DType::kF32);
-    if (p.full_master().data != p.value.data) be.copy(p.full_master(), p.value);
-  }
+  // tensors.
+  test::randomize_params_by_name(be, *m, 0.1f);
   return m;
 }
 
