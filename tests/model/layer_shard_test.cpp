@@ -413,9 +413,9 @@ TEST(OffloadLayers, OffloadedLayersComputeExactlyAsResidentOnes) {
   }
 }
 
-// The copies themselves: each layer once per pass — forward in order, backward in reverse,
-// the next one queued while the current one runs — never twice, whatever is recomputed.
-TEST(OffloadLayers, EachLayerIsCopiedOncePerPass) {
+// The copies (Backend::copy_async) a five-layer model with offloaded weights or activations
+// makes in one forward_backward and in one forward_loss, whatever is recomputed.
+void expect_copies_per_pass(bool weights, bool activations, int64_t train, int64_t eval) {
   auto cpu = make_backend("cpu");
   ProfilingBackend be(*cpu);
   be.set_enabled(true);
@@ -426,7 +426,7 @@ TEST(OffloadLayers, EachLayerIsCopiedOncePerPass) {
   for (int recompute : {-2, 2, -1}) {
     Case k;
     k.recompute_layers = recompute;
-    auto m = make_model(be, tmp.path(), k, std::nullopt, false, /*offload=*/true);
+    auto m = make_model(be, tmp.path(), k, std::nullopt, false, weights, activations);
     std::mt19937 rng(5);
     const TokenBatch b = batch(rng, {0, 9, 20});
     auto copies = [&] {
@@ -435,11 +435,17 @@ TEST(OffloadLayers, EachLayerIsCopiedOncePerPass) {
     };
     be.reset();
     m->forward_backward(b, 1.0f / 20);
-    EXPECT_EQ(copies(), 10) << "recompute " << recompute;
+    EXPECT_EQ(copies(), train) << "recompute " << recompute;
     be.reset();
     m->forward_loss(b);
-    EXPECT_EQ(copies(), 5) << "recompute " << recompute;
+    EXPECT_EQ(copies(), eval) << "recompute " << recompute;
   }
+}
+
+// The copies themselves: each layer once per pass — forward in order, backward in reverse,
+// the next one queued while the current one runs — never twice, whatever is recomputed.
+TEST(OffloadLayers, EachLayerIsCopiedOncePerPass) {
+  expect_copies_per_pass(/*weights=*/true, /*activations=*/false, 10, 5);
 }
 
 TEST(OffloadLayers, PlanKeepsLayersInHostMemory) {
@@ -519,31 +525,7 @@ TEST(OffloadActivations, OffloadedInputsComputeExactlyAsResidentOnes) {
 // Each layer's input goes out once in forward and comes back once in backward, whatever is
 // recomputed; a forward without backward (eval) copies nothing.
 TEST(OffloadActivations, EachInputIsCopiedOutAndBackOnce) {
-  auto cpu = make_backend("cpu");
-  ProfilingBackend be(*cpu);
-  be.set_enabled(true);
-  TempDir tmp("act-copies");
-  nlohmann::json cfg = config_json("LlamaForCausalLM");
-  cfg["num_hidden_layers"] = 5;
-  write_model(tmp.path(), cfg, io::StDType::kBF16);
-  for (int recompute : {-2, 2, -1}) {
-    Case k;
-    k.recompute_layers = recompute;
-    auto m =
-        make_model(be, tmp.path(), k, std::nullopt, false, false, /*offload_activations=*/true);
-    std::mt19937 rng(5);
-    const TokenBatch b = batch(rng, {0, 9, 20});
-    auto copies = [&] {
-      const auto it = be.times().find("copy_async");
-      return it == be.times().end() ? int64_t{0} : it->second.calls;
-    };
-    be.reset();
-    m->forward_backward(b, 1.0f / 20);
-    EXPECT_EQ(copies(), 10) << "recompute " << recompute;
-    be.reset();
-    m->forward_loss(b);
-    EXPECT_EQ(copies(), 0) << "recompute " << recompute;
-  }
+  expect_copies_per_pass(/*weights=*/false, /*activations=*/true, 10, 0);
 }
 
 TEST(OffloadActivations, PlanKeepsLayerInputsInHostMemory) {

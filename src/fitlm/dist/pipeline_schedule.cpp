@@ -38,6 +38,7 @@ std::vector<PipelineStep> one_f_one_b_steps(int stage, int stages, int micro_bat
   const std::vector<PipelineOp> ops = one_f_one_b(stage, stages, micro_batches);
   // Whether each backward's gradient was already received by the forward before it.
   std::vector<bool> received(static_cast<size_t>(micro_batches), false);
+  const int warmup = std::min(micro_batches, stages - stage - 1);
   for (size_t i = 0; i < ops.size(); ++i) {
     const PipelineOp& op = ops[i];
     if (op.forward) {
@@ -49,7 +50,6 @@ std::vector<PipelineStep> one_f_one_b_steps(int stage, int stages, int micro_bat
       }
       // Steady state (past the warm-up forwards): the backward that follows needs its gradient;
       // receive it before sending this output.
-      const int warmup = std::min(micro_batches, stages - stage - 1);
       if (op.micro >= warmup) {
         add(StepKind::kRecvGradient, ops[i + 1]);
         received[static_cast<size_t>(ops[i + 1].micro)] = true;
