@@ -1,9 +1,26 @@
 # The tensors of two F32 safetensors files agree to f32 rounding: the same names, and for each
 # tensor max|a − b| / max|a| below the bound (default 1e-4). Used by the multi-rank tests, which
-# check N ranks against one process with N× the accumulation.
+# check N ranks against one process with N× the accumulation. A or B may be a model directory:
+# its model.safetensors.index.json's shards (each tensor in the shard the index names), or its
+# model.safetensors.
 #   /usr/bin/python3 compare_safetensors.py A B [bound]
-import json, struct, sys
+import json, os, struct, sys
 def load(path):
+    if os.path.isdir(path):
+        index = os.path.join(path, "model.safetensors.index.json")
+        if not os.path.exists(index):
+            return load_file(os.path.join(path, "model.safetensors"))
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        out = {}
+        for shard in sorted(set(weight_map.values())):
+            tensors = load_file(os.path.join(path, shard))
+            assert all(weight_map.get(k) == shard for k in tensors), (shard, sorted(tensors)[:3])
+            out.update(tensors)
+        assert out.keys() == weight_map.keys(), sorted(set(weight_map) ^ set(out))[:3]
+        return out
+    return load_file(path)
+def load_file(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))

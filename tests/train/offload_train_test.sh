@@ -6,7 +6,7 @@
 # so a run with offload must write exactly the bytes of the same run without it: weights with
 # LoRA and QLoRA (the packed 4-bit bytes are what is offloaded, with gradient checkpointing),
 # optimizer with LoRA and full fine-tuning, activations with LoRA and full fine-tuning, all
-# three with QLoRA, optimizer with zero2 over 2 ranks; resuming offloaded runs from their
+# three with QLoRA, optimizer with zero2 over 2 ranks, weights with a pipeline over 2 stages; resuming offloaded runs from their
 # checkpoints too. Full fine-tuning with offloaded weights, unknown offload classes, and a host
 # side over the machine's memory are refused.
 set -euo pipefail
@@ -68,9 +68,10 @@ cmp "$T/z2/adapter_model.safetensors" "$T/z2o/adapter_model.safetensors"
 cfg full 1 "$T/full" >"$T/full.yaml"
 echo "offload: weights" >>"$T/full.yaml"
 expect_refusal full "full fine-tuning trains those weights" "$T/full.yaml"
-cfg lora 1 "$T/pipe" >"$T/pipe.yaml"
-echo "strategy: pipeline" >>"$T/pipe.yaml"
-expect_refusal pipeline "strategy: pipeline is not built yet for training" "$T/pipe.yaml"
+# A pipeline over 2 stages: each stage's layers' weights in host memory.
+run p2 lora 1 2 --strategy=pipeline
+offloaded p2o lora 1 weights --nproc 2 --strategy=pipeline
+cmp "$T/p2/adapter_model.safetensors" "$T/p2o/adapter_model.safetensors"
 cfg lora 1 "$T/gpu" >"$T/gpu.yaml"
 echo "offload: [weights, gpu]" >>"$T/gpu.yaml"
 expect_refusal unknown "expected weights, optimizer, activations or none, found 'gpu'" \

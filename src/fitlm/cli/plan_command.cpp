@@ -62,9 +62,7 @@ int run_pipeline_plan(const PlanOptions& o, const ModelConfig& c, TrainMode mode
   const int stages = o.nproc;
   const int micro = o.micro_batches > 0 ? o.micro_batches : 4 * stages;
   const std::vector<size_t> caps = stage_caps(o.max_memory, stages);
-  std::vector<int> in_flight;
-  for (int s = 0; s < stages; ++s)
-    in_flight.push_back(dist::one_f_one_b_in_flight(s, stages, micro));
+  const std::vector<int> in_flight = dist::one_f_one_b_in_flight_per_stage(stages, micro);
   const std::vector<RunShape::Stage> split =
       partition_stages(c, mode, lora, shape, dtype, caps, in_flight);
   fmt::print(

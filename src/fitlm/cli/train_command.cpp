@@ -130,8 +130,9 @@ use_rslora, micro_batch_size, gradient_accumulation_steps, num_epochs, max_steps
 learning_rate, lr_scheduler (cosine|linear|constant), warmup_steps, warmup_ratio,
 weight_decay, max_grad_norm, gradient_checkpointing (true|false|auto), max_memory, bf16, fp16, loss_scale (dynamic|none|N),
 loss_scale_init, loss_scale_growth_interval, loss_scale_min, seed, backend,
-strategy (auto|ddp|zero2|zero3: several ranks replicate the model, shard the optimizer state,
-or also shard the frozen base's layers; auto takes the first that fits max_memory), output_dir,
+strategy (auto|ddp|zero2|zero3|pipeline: several ranks replicate the model, shard the optimizer
+state, or also shard the frozen base's layers; pipeline splits the layers over the ranks; auto
+takes the first of ddp, zero2, zero3 that fits max_memory), output_dir,
 save_steps, save_total_limit, eval_steps, logging_steps, resume_from_checkpoint.
 
 Outputs in output_dir: adapter_model.safetensors + adapter_config.json (PEFT; LoRA) or a HF
@@ -146,6 +147,7 @@ Examples:
   fitlm train my.yaml --adapter out/previous-adapter  # continue a PEFT adapter
   fitlm train my.yaml --check                        # validate only
   fitlm train my.yaml --nproc 2 --strategy=zero3     # 2 GPUs (or CPU ranks), base sharded
+  fitlm train my.yaml --nproc 2 --strategy=pipeline  # half of the layers on each GPU
 See docs/training.md.)");
   CLI::App* self = &app;
   return [o, self] { return run_train(*o, self->remaining()); };

@@ -64,4 +64,10 @@ std::vector<PipelineStep> one_f_one_b_steps(int stage, int stages, int micro_bat
   return steps;
 }
 
+std::vector<int> one_f_one_b_in_flight_per_stage(int stages, int micro_batches) {
+  std::vector<int> out;
+  for (int s = 0; s < stages; ++s) out.push_back(one_f_one_b_in_flight(s, stages, micro_batches));
+  return out;
+}
+
 }  // namespace fitlm::dist

@@ -43,5 +43,7 @@ struct PipelineStep {
 std::vector<PipelineStep> one_f_one_b_steps(int stage, int stages, int micro_batches);
 // The most micro-batches stage `stage` holds between forward and backward under one_f_one_b.
 int one_f_one_b_in_flight(int stage, int stages, int micro_batches);
+// The same for every stage, stage 0 first (what the planner sizes each stage's slots by).
+std::vector<int> one_f_one_b_in_flight_per_stage(int stages, int micro_batches);
 
 }  // namespace fitlm::dist

@@ -132,10 +132,9 @@ void load_peft_weights(Transformer& model, const std::filesystem::path& dir) {
     log::warn("{}: {} tensors not used by the model", path.string(), st.tensors().size() - loaded);
 }
 
-void save_peft_adapter(Transformer& model, const std::filesystem::path& dir,
+void write_peft_config(const LoraConfig& lc, const std::filesystem::path& dir,
                        const std::string& base_model_name_or_path) {
   std::filesystem::create_directories(dir);
-  const LoraConfig& lc = model.lora();
   nlohmann::json cfg = {
       {"peft_type", "LORA"},
       {"task_type", "CAUSAL_LM"},
@@ -157,7 +156,10 @@ void save_peft_adapter(Transformer& model, const std::filesystem::path& dir,
   std::vector<std::string> targets;
   for (Projection p : lc.targets) targets.push_back(projection_name(p));
   cfg["target_modules"] = targets;
+  io::write_file_atomic(dir / "adapter_config.json", cfg.dump(2) + "\n");
+}
 
+void write_peft_tensors(Transformer& model, const std::filesystem::path& file) {
   io::SafetensorsWriter w;  // each tensor downloaded while the file is written
   Backend& be = model.backend();
   for (Param& p : model.params()) {
@@ -166,8 +168,14 @@ void save_peft_adapter(Transformer& model, const std::filesystem::path& dir,
                        {master.shape.dims.begin(), master.shape.dims.begin() + master.ndim()},
                        [&be, master](float* out) { be.download(master, out); });
   }
-  w.write(dir / "adapter_model.safetensors");
-  io::write_file_atomic(dir / "adapter_config.json", cfg.dump(2) + "\n");
+  w.write(file);
+}
+
+void save_peft_adapter(Transformer& model, const std::filesystem::path& dir,
+                       const std::string& base_model_name_or_path) {
+  std::filesystem::create_directories(dir);
+  write_peft_tensors(model, dir / "adapter_model.safetensors");
+  write_peft_config(model.lora(), dir, base_model_name_or_path);
 }
 
 }  // namespace fitlm

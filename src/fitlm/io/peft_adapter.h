@@ -18,5 +18,10 @@ void load_peft_weights(Transformer& model, const std::filesystem::path& dir);
 // Writes adapter_config.json and adapter_model.safetensors (f32) atomically into DIR.
 void save_peft_adapter(Transformer& model, const std::filesystem::path& dir,
                        const std::string& base_model_name_or_path);
+// Its two halves, for a model whose ranks each hold part of the adapter (pipeline stages): the
+// model's lora_A/lora_B tensors into one file, and adapter_config.json into DIR.
+void write_peft_tensors(Transformer& model, const std::filesystem::path& file);
+void write_peft_config(const LoraConfig& lora, const std::filesystem::path& dir,
+                       const std::string& base_model_name_or_path);
 
 }  // namespace fitlm

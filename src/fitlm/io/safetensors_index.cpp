@@ -149,6 +149,37 @@ const SafetensorsFile& ShardedSafetensors::file_of(std::string_view name) const 
   return shards_[it->second];
 }
 
+namespace {
+
+// Removes the files of an earlier save (model.safetensors, the index, model-*-of-*.safetensors)
+// that are not in `keep`, so that neither fitlm nor transformers can load a stale mix.
+void remove_stale_model_files(const fs::path& dir, const std::vector<fs::path>& keep) {
+  std::unordered_set<std::string> names;
+  for (const auto& p : keep) names.insert(p.filename().string());
+  static const std::regex kShardName(R"(model-\d{5}-of-\d{5}\.safetensors)");
+  std::error_code ec;
+  for (const auto& de : fs::directory_iterator(dir)) {
+    const std::string f = de.path().filename().string();
+    const bool ours = f == kSafetensorsSingleName || f == kSafetensorsIndexName ||
+                      std::regex_match(f, kShardName);
+    if (ours && !names.count(f)) fs::remove(de.path(), ec);  // best effort
+  }
+}
+
+// The index goes last: a crash before this leaves the previous save's index intact.
+fs::path write_index(const fs::path& dir, const nlohmann::json& weight_map, uint64_t total) {
+  nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  const fs::path path = dir / kSafetensorsIndexName;
+  write_file_atomic(path, index.dump(2) + "\n");
+  return path;
+}
+
+}  // namespace
+
+std::string shard_file_name(size_t i, size_t n) {
+  return fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, n);
+}
+
 std::vector<fs::path> write_sharded(const fs::path& dir,
                                     const std::vector<SafetensorsEntry>& tensors,
                                     uint64_t max_shard_bytes,
@@ -174,7 +205,6 @@ std::vector<fs::path> write_sharded(const fs::path& dir,
     for (const auto& [k, v] : metadata) w.set_metadata(k, v);
 
   std::vector<fs::path> written;
-  std::unordered_set<std::string> keep;
   if (shards.size() == 1) {
     written.push_back(dir / kSafetensorsSingleName);
     shards[0].write(written.back());
@@ -182,26 +212,36 @@ std::vector<fs::path> write_sharded(const fs::path& dir,
     nlohmann::json weight_map = nlohmann::json::object();
     const size_t n = shards.size();
     for (size_t i = 0; i < n; ++i) {
-      const std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, n);
+      const std::string name = shard_file_name(i, n);
       shards[i].write(dir / name);
       written.push_back(dir / name);
       for (const auto& e : shards[i].entries()) weight_map[e.name] = name;
     }
-    // The index goes last: a crash before this leaves the previous checkpoint's index intact.
-    nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-    written.push_back(dir / kSafetensorsIndexName);
-    write_file_atomic(written.back(), index.dump(2) + "\n");
+    written.push_back(write_index(dir, weight_map, total));
   }
-  for (const auto& p : written) keep.insert(p.filename().string());
-
-  static const std::regex kShardName(R"(model-\d{5}-of-\d{5}\.safetensors)");
-  for (const auto& de : fs::directory_iterator(dir)) {
-    const std::string f = de.path().filename().string();
-    const bool ours = f == kSafetensorsSingleName || f == kSafetensorsIndexName ||
-                      std::regex_match(f, kShardName);
-    if (ours && !keep.count(f)) fs::remove(de.path(), ec);  // best effort
-  }
+  remove_stale_model_files(dir, written);
   return written;
+}
+
+fs::path write_shard_index(const fs::path& dir, size_t n) {
+  nlohmann::json weight_map = nlohmann::json::object();
+  uint64_t total = 0;
+  std::vector<fs::path> keep;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string name = shard_file_name(i, n);
+    const SafetensorsFile f = SafetensorsFile::open(dir / name);
+    for (const SafetensorsTensorInfo& t : f.tensors()) {
+      if (weight_map.contains(t.name))
+        throw_input_error(kComponent, "{}: tensor '{}' is in both {} and {}", dir.string(),
+                          clip(t.name), weight_map[t.name].get<std::string>(), name);
+      weight_map[t.name] = name;
+      total += t.bytes();
+    }
+    keep.push_back(dir / name);
+  }
+  keep.push_back(write_index(dir, weight_map, total));
+  remove_stale_model_files(dir, keep);
+  return keep.back();
 }
 
 }  // namespace fitlm::io

@@ -65,4 +65,13 @@ std::vector<std::filesystem::path> write_sharded(
     const std::filesystem::path& dir, const std::vector<SafetensorsEntry>& tensors,
     uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata = {});
 
+// "model-0000{i+1}-of-0000{n}.safetensors": shard i (from 0) of n, as the Hub names them.
+std::string shard_file_name(size_t i, size_t n);
+
+// When `n` shards named shard_file_name(i, n) are in `dir`, written by several processes (each
+// pipeline stage its tensors): the index json over them, from their headers, then the earlier
+// save's files that are not among them removed as write_sharded does. A tensor in two shards is
+// an input error. Returns the index's path.
+std::filesystem::path write_shard_index(const std::filesystem::path& dir, size_t n);
+
 }  // namespace fitlm::io

@@ -15,6 +15,7 @@
 #include "fitlm/io/peft_adapter.h"
 #include "fitlm/io/safetensors.h"
 #include "fitlm/io/safetensors_atomic_file.h"
+#include "fitlm/train/model_output.h"
 
 namespace fitlm::train {
 namespace {
@@ -117,10 +118,15 @@ void read_optimizer_shard(Transformer& model, const std::filesystem::path& dir,
                           Shape(info.shape).str());
       if (t.numel() > 0) model.backend().upload(t, st.bytes(name).data(), DType::kF32);
     }
-  // The value's block from the master's; the strategy all-gathers the blocks.
-  for (Param& p : model.optimizer_params())
-    if (p.shard.size > 0)
+  // The value's block from the master's, which the strategy all-gathers; a split model's
+  // (unsharded) values whole.
+  for (Param& p : model.optimizer_params()) {
+    if (ranks.split_model) {
+      if (p.master.data != p.value.data) model.backend().copy(p.master, p.value);
+    } else if (p.shard.size > 0) {
       model.backend().copy(p.master, p.value.flat_range(p.shard.offset, p.shard.end()));
+    }
+  }
 }
 
 }  // namespace
@@ -149,6 +155,8 @@ void write_optimizer_shard(Transformer& model, const std::filesystem::path& stag
                          [&be, t](float* out) { be.download(t, out); });
     }
   w.write(staging_dir / shard_file_name(ranks.rank, ranks.world));
+  if (ranks.split_model && model.mode() == TrainMode::kLora)
+    write_adapter_part(model, staging_dir, ranks.rank, ranks.world);
 }
 
 void fsync_dir(const std::filesystem::path& dir) {
@@ -180,7 +188,10 @@ std::filesystem::path save_checkpoint(Transformer& model, const TrainerState& st
     write_tensors(model, &Param::adam_m, ".adam_m", tmp / "optimizer_m.safetensors");
     write_tensors(model, &Param::adam_v, ".adam_v", tmp / "optimizer_v.safetensors");
   }
-  if (model.mode() == TrainMode::kLora) save_peft_adapter(model, tmp, base_model);
+  if (model.mode() == TrainMode::kLora && ranks.split_model)
+    join_adapter_parts(model, tmp, base_model, ranks.world);
+  else if (model.mode() == TrainMode::kLora)
+    save_peft_adapter(model, tmp, base_model);
   if (!config_file.empty() && fs::exists(config_file))
     io::write_file_atomic(tmp / "train_config.yaml", [&] {
       std::ifstream in(config_file);
@@ -199,6 +210,7 @@ std::filesystem::path save_checkpoint(Transformer& model, const TrainerState& st
       {"skipped_steps", state.skipped_steps},
   };
   if (ranks.sharded_optimizer) j["optimizer_shards"] = ranks.world;
+  if (ranks.split_model) j["pipeline_stages"] = ranks.world;
   // nlohmann writes doubles with round-trip precision, so the scale reads back bit-exact.
   if (state.loss_scaler)
     j["loss_scaler"] = {{"scale", state.loss_scaler->scale},
@@ -219,7 +231,7 @@ TrainerState load_checkpoint(Transformer& model, const std::filesystem::path& di
                       clip_path(dir.string()));
   const nlohmann::json j = json_input::parse_file(state_path, kComponent);
   TrainerState s;
-  int shards = 0;
+  int shards = 0, stages = 0;
   try {
     s.global_step = j.at("global_step").get<int64_t>();
     s.total_steps = j.at("total_steps").get<int64_t>();
@@ -236,9 +248,20 @@ TrainerState load_checkpoint(Transformer& model, const std::filesystem::path& di
           LossScalerState{ls.at("scale").get<double>(), ls.at("growth_tracker").get<int64_t>()};
     }
     shards = j.value("optimizer_shards", 0);
+    stages = j.value("pipeline_stages", 0);
   } catch (const nlohmann::json::exception& e) {
     throw_input_error(kComponent, "{}: {}", clip_path(state_path.string()),
                       json_input::describe(e));
+  }
+  const int want_stages = ranks.split_model ? ranks.world : 0;
+  if (stages != want_stages) {
+    auto pipeline = [](int n) {
+      return n ? fmt::format("a pipeline over {} stages", n) : std::string("not a pipeline");
+    };
+    throw_input_error(kComponent,
+                      "resume: {} was written by {}, this run is {}: resume with the strategy and "
+                      "number of ranks that wrote it",
+                      clip_path(dir.string()), pipeline(stages), pipeline(want_stages));
   }
   const int want = ranks.sharded_optimizer ? ranks.world : 0;
   if (shards != want)

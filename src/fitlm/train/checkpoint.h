@@ -43,17 +43,22 @@ struct TrainerState {
 // and trainer_state.json says "optimizer_shards": N. The ranks write their files into the
 // staging directory first; the lead rank then checks that all N are there, writes the rest and
 // renames, so a crash leaves no checkpoint-N unless every shard is in it.
+// A pipeline's ranks (split_model) also each hold only their stage's tensors: each writes its
+// optimizer file whole for its tensors, and its part of a LoRA checkpoint's adapter, which the
+// lead merges (model_output.h); trainer_state.json says "pipeline_stages": N.
 struct CheckpointRanks {
   int rank = 0;
   int world = 1;
   bool sharded_optimizer = false;  // false: masters and moments are whole on every rank
+  bool split_model = false;        // each rank holds its pipeline stage's tensors only
 };
 
 // Where checkpoint-<step> is written before its atomic rename.
 std::filesystem::path checkpoint_staging_dir(const std::filesystem::path& output_dir, int64_t step);
 // Makes that directory fresh and empty (lead rank only; removes a stale one).
 std::filesystem::path begin_checkpoint(const std::filesystem::path& output_dir, int64_t step);
-// This rank's optimizer file into `staging_dir` (fsynced), for a sharded optimizer.
+// This rank's optimizer file into `staging_dir` (fsynced), for a sharded optimizer, and with
+// a split model its part of a LoRA checkpoint's adapter.
 void write_optimizer_shard(Transformer& model, const std::filesystem::path& staging_dir,
                            const CheckpointRanks& ranks);
 

@@ -210,7 +210,10 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
        [](C c, N n, T t) { t.bnb_4bit_compute_dtype = get_string(c, n); }},
       {"micro_batch_size", [](C c, N n, T t) { t.micro_batch_size = get_int(c, n); }},
       {"gradient_accumulation_steps",
-       [](C c, N n, T t) { t.gradient_accumulation_steps = get_int(c, n); }},
+       [](C c, N n, T t) {
+         t.gradient_accumulation_steps = get_int(c, n);
+         t.gradient_accumulation_set = true;
+       }},
       {"num_epochs", [](C c, N n, T t) { t.num_epochs = get_double(c, n); }},
       {"max_steps", [](C c, N n, T t) { t.max_steps = get_nonneg(c, n); }},
       {"learning_rate", [](C c, N n, T t) { t.learning_rate = get_double(c, n); }},
@@ -490,13 +493,14 @@ void validate_train_config(const TrainConfig& c) {
   if (c.bnb_4bit_quant_type != "nf4" && c.bnb_4bit_quant_type != "fp4")
     fail(fmt::format("bnb_4bit_quant_type: expected nf4 or fp4, found '{}'",
                      c.bnb_4bit_quant_type.substr(0, 40)));
-  if (c.strategy == "pipeline")
-    fail("strategy: pipeline is not built yet for training (`fitlm plan --strategy pipeline "
-         "--nproc N` shows how the layers would split); train a model that does not fit one GPU "
-         "with zero3, or offload: [weights]");
-  if (c.strategy != "auto" && c.strategy != "ddp" && c.strategy != "zero2" && c.strategy != "zero3")
-    fail(fmt::format("strategy: expected auto, ddp, zero2 or zero3, found '{}'",
+  if (c.strategy != "auto" && c.strategy != "ddp" && c.strategy != "zero2" &&
+      c.strategy != "zero3" && c.strategy != "pipeline")
+    fail(fmt::format("strategy: expected auto, ddp, zero2, zero3 or pipeline, found '{}'",
                      c.strategy.substr(0, 40)));
+  if (c.strategy == "pipeline" && c.gradient_checkpointing_auto)
+    fail("gradient_checkpointing: auto is not built for strategy: pipeline (each stage would "
+         "need its own count); give true or false (`fitlm plan --strategy pipeline` shows what "
+         "fits)");
   if (c.load_in_4bit && c.adapter == AdapterKind::kFull)
     fail("load_in_4bit needs adapter: lora or qlora (4-bit base weights are frozen)");
   if (!c.bnb_4bit_compute_dtype.empty()) {

@@ -54,6 +54,7 @@ struct TrainConfig {
   // optimisation
   int64_t micro_batch_size = 1;
   int64_t gradient_accumulation_steps = 1;
+  bool gradient_accumulation_set = false;  // given in the config: strategy pipeline defaults to 4N
   double num_epochs = 1.0;
   int64_t max_steps = 0;  // > 0 overrides num_epochs
   double learning_rate = 2e-4;
@@ -84,8 +85,8 @@ struct TrainConfig {
 
   // runtime and outputs
   std::string backend = "cpu";  // cpu | cuda | cuda:N
-  // Several ranks (mpirun, `fitlm train --nproc N`): ddp, zero2, zero3 (dist/strategy.h), or
-  // auto (the first of them whose plan fits max_memory).
+  // Several ranks (mpirun, `fitlm train --nproc N`): ddp, zero2, zero3, pipeline
+  // (dist/strategy.h), or auto (the first of ddp, zero2, zero3 whose plan fits max_memory).
   std::string strategy = "auto";
   // `offload: [weights, optimizer, activations]` (or some of them): what lives in host memory
   // instead of the device. weights: every decoder layer's frozen weights (LoRA, QLoRA), copied

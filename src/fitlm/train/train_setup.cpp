@@ -10,8 +10,11 @@
 #include "fitlm/core/paths.h"
 #include "fitlm/dist/launch_env.h"
 #include "fitlm/dist/make_comm.h"
+#include "fitlm/dist/pipeline.h"
+#include "fitlm/dist/pipeline_schedule.h"
 #include "fitlm/io/hf_model.h"
 #include "fitlm/io/peft_adapter.h"
+#include "fitlm/model/stage_partition.h"
 #include "fitlm/text/dataset_split.h"
 #include "fitlm/train/optimizer.h"
 
@@ -115,26 +118,45 @@ RunShape fit_memory_cap(const TrainConfig& c, Backend& backend, const ModelConfi
 }
 
 // Who this rank is (the launcher's variables) and the step's micro-batch counts; the Comm comes
-// with the backend (setup_backend). Several ranks: a global step is world × k micro-batches,
-// read in the same order by every rank; rank r runs the r-th run of k of them. So N ranks
-// train what one process trains with N × k accumulation steps (up to the f32 order of sums).
+// with the backend (setup_backend). Data parallel: a global step is world × k micro-batches,
+// read in the same order by every rank; rank r runs the r-th run of k of them. So N ranks train
+// what one process trains with N × k accumulation steps (up to the f32 order of sums). A
+// pipeline is one replica: every stage takes part in all k micro-batches of the step (by
+// default 4 per stage, so that the schedule's bubble stays small), and N stages train what one
+// process trains with k.
 void setup_ranks(TrainJob& job) {
+  const TrainConfig& c = job.config;
   job.rank_env = dist::rank_env_from_process().value_or(dist::RankEnv{});
   job.world = job.rank_env.world_size;
   job.rank = job.rank_env.rank;
   job.lead = job.rank == 0;
   if (!job.lead) log::set_level(std::max(log::level(), log::Level::kWarn));  // one rank reports
-  const std::vector<size_t>& caps = job.config.max_memory_per_gpu;
+  const bool pipeline = c.strategy == "pipeline";
+  const std::vector<size_t>& caps = c.max_memory_per_gpu;
   if (caps.size() > 1 && static_cast<int>(caps.size()) != job.rank_env.local_world_size)
     throw_input_error(kComponent,
                       "max_memory lists {} caps, but this node runs {} ranks: give one cap per GPU "
                       "(or a single value for all)",
                       caps.size(), job.rank_env.local_world_size);
-  if (caps.size() > 1 && job.lead)
+  if (caps.size() > 1 && job.lead && !pipeline)
     log::info("max_memory: {} caps; every rank plans for the smallest, {}", caps.size(),
-              format_bytes(job.config.max_memory));
-  job.k_local = job.config.gradient_accumulation_steps;
-  job.k = job.k_local * job.world;
+              format_bytes(c.max_memory));
+  job.replicas = pipeline ? 1 : job.world;
+  job.replica = pipeline ? 0 : job.rank;
+  job.k_local = c.gradient_accumulation_steps;
+  if (pipeline && !c.gradient_accumulation_set) job.k_local = 4 * job.world;
+  job.k = job.k_local * job.replicas;
+  if (pipeline && job.world > 1 && job.lead) {
+    const double bubble = static_cast<double>(job.world - 1) /
+                          static_cast<double>(job.k_local + job.world - 1);
+    log::info("pipeline over {} stages: {} micro-batches per step, the 1F1B bubble {:.0f}% of it",
+              job.world, job.k_local, 100.0 * bubble);
+    if (job.k_local < 4 * job.world)
+      log::warn(
+          "pipeline: gradient_accumulation_steps {} < 4 x {} stages leaves the stages idle {:.0f}% "
+          "of each step; {} or more keeps it under 20%",
+          job.k_local, job.world, 100.0 * bubble, 4 * job.world);
+  }
 }
 
 void setup_data(TrainJob& job) {
@@ -176,6 +198,39 @@ void setup_backend(TrainJob& job) {
   }
 }
 
+// strategy: pipeline: the layers split over the ranks (model/stage_partition.h) so that every
+// stage's plan, with the micro-batches its 1F1B schedule keeps in flight, fits its GPU's cap:
+// max_memory's list gives GPU i of a node its own; one value caps them all; without a cap the
+// layers split evenly. Every rank computes the same split.
+RunShape pipeline_shape(TrainJob& job, TrainMode mode, const LoraConfig& lc, RunShape base) {
+  const TrainConfig& c = job.config;
+  const size_t reserved = job.backend->reserved_bytes();
+  std::vector<size_t> caps;
+  for (int s = 0; s < job.world; ++s) {
+    const std::vector<size_t>& per_gpu = c.max_memory_per_gpu;
+    const size_t cap = per_gpu.size() > 1 ? per_gpu[static_cast<size_t>(s) % per_gpu.size()]
+                                          : c.max_memory;
+    caps.push_back(cap ? arena_cap(cap, reserved) : 0);
+  }
+  const std::vector<int> in_flight =
+      dist::one_f_one_b_in_flight_per_stage(job.world, static_cast<int>(job.k_local));
+  std::vector<RunShape::Stage> stages(1, RunShape::Stage{0, job.model_config.num_layers, 1});
+  if (job.world > 1)
+    stages = partition_stages(job.model_config, mode, lc, base, job.backend->compute_dtype(), caps,
+                              in_flight);
+  if (job.lead && job.world > 1)
+    for (int s = 0; s < job.world; ++s) {
+      const RunShape::Stage& st = stages[static_cast<size_t>(s)];
+      log::info("pipeline stage {} (rank {}): layers {}-{}{}{}, {} micro-batch(es) in flight", s,
+                s, st.first_layer, st.end_layer - 1, s == 0 ? " + embedding" : "",
+                s + 1 == job.world ? " + final norm, lm_head, loss" : "", st.in_flight);
+    }
+  job.strategy = std::make_unique<dist::PipelineStrategy>(*job.comm, stages);
+  job.strategy->shape(base);
+  base.max_memory = caps[static_cast<size_t>(job.rank)];
+  return base;
+}
+
 // Sets job.strategy and returns the shape it plans. A named strategy is taken as it is.
 // `strategy: auto` over several ranks with max_memory: the first of ddp, zero2, zero3 (not for
 // full fine-tuning) whose plan fits the cap per rank — they move the same bytes per step, and
@@ -184,6 +239,7 @@ void setup_backend(TrainJob& job) {
 // recomputes what it must to fit.
 RunShape choose_strategy(TrainJob& job, TrainMode mode, const LoraConfig& lc, RunShape base) {
   const TrainConfig& c = job.config;
+  if (c.strategy == "pipeline") return pipeline_shape(job, mode, lc, base);
   std::vector<std::string> candidates = {c.strategy};
   if (c.strategy == "auto" && job.world > 1 && c.max_memory) {
     candidates = {"ddp", "zero2"};
@@ -249,8 +305,10 @@ void setup_model(TrainJob& job) {
   const TrainMode train_mode = job.lora ? TrainMode::kLora : TrainMode::kFull;
   shape = choose_strategy(job, train_mode, lc, shape);
   if (job.world > 1)
-    log::info("data parallel ({}) over {} ranks ({}): {} micro-batches of {} per global step",
-              job.strategy->name(), job.world, job.comm->name(), job.k, c.micro_batch_size);
+    log::info("{} over {} ranks ({}): {} micro-batches of {} per global step",
+              job.replicas > 1 ? fmt::format("data parallel ({})", job.strategy->name())
+                               : std::string("pipeline"),
+              job.world, job.comm->name(), job.k, c.micro_batch_size);
   job.device_in_use_before = backend.memory_in_use();
   job.model = std::make_unique<Transformer>(backend, job.model_config, train_mode, lc, shape);
   Transformer& model = *job.model;
@@ -268,6 +326,10 @@ void setup_model(TrainJob& job) {
     if (!p.adam_v.empty()) backend.fill(p.adam_v, 0.0f);
   }
   for (const Param& p : model.params()) job.trainable += p.value.numel();
+  // A split model's stages each hold their own parameters: report the whole model's.
+  if (job.strategy->splits_model())
+    job.trainable =
+        static_cast<int64_t>(job.comm->all_reduce_sum(static_cast<double>(job.trainable)));
 }
 
 void setup_resume(TrainJob& job) {
@@ -326,10 +388,11 @@ std::unique_ptr<TrainJob> setup_training(const TrainConfig& c) {
   setup_resume(*job);
   log::info(
       "training {} on {}: {} trainable parameters ({}), {} train / {} eval examples, "
-      "{} steps of {} x {} micro-batches, memory plan {}{}",
+      "{} steps of {} x {} micro-batches, memory plan {}{}{}",
       c.base_model, job->backend->name(), job->trainable, job->lora ? "LoRA" : "full",
       job->data.train.size(), job->data.eval.size(), job->total_steps, job->k, c.micro_batch_size,
       format_bytes(job->model->arena().bytes()),
+      job->strategy->splits_model() ? " on stage 0" : "",
       job->model->host_bytes()
           ? fmt::format(" + {} in host memory", format_bytes(job->model->host_bytes()))
           : "");

@@ -33,8 +33,10 @@ struct TrainJob {
   ModelConfig model_config;
   TrainData data;
   std::unique_ptr<Batcher> batcher, eval_batcher;
-  int64_t k_local = 1;      // micro-batches this rank runs per optimizer step
-  int64_t k = 1;            // micro-batches of the whole global step (k_local × world)
+  int replicas = 1;         // data-parallel copies of the model: world, or 1 for a pipeline
+  int replica = 0;          // which one this rank is part of
+  int64_t k_local = 1;      // micro-batches a replica runs per optimizer step
+  int64_t k = 1;            // micro-batches of the whole global step (k_local × replicas)
   int64_t total_steps = 0;  // optimizer steps of the run
   int64_t warmup = 0;
 
@@ -47,7 +49,9 @@ struct TrainJob {
 
   TrainerState state;  // at the start: step 0, or the resumed checkpoint's
   std::optional<std::filesystem::path> resumed_from;
-  CheckpointRanks checkpoint_ranks() const { return {rank, world, strategy->shards_optimizer()}; }
+  CheckpointRanks checkpoint_ranks() const {
+    return {rank, world, strategy->shards_optimizer(), strategy->splits_model()};
+  }
 
   explicit TrainJob(const TrainConfig& c) : config(c) {}
 };

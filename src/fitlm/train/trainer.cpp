@@ -55,16 +55,17 @@ class SignalGuard {
   struct sigaction old_int_ = {}, old_term_ = {};
 };
 
-double mean_loss(Transformer& model, Batcher& batcher) {
+double mean_loss(Transformer& model, dist::Strategy& strategy, Batcher& batcher) {
   batcher.seek({0, 0});
   LossResult total;
   const int64_t n = batcher.batches_in_epoch(0);
   model.set_dropout_seed(0);
   for (int64_t i = 0; i < n; ++i) {
-    const LossResult r = model.forward_loss(batcher.next());
+    const LossResult r = strategy.forward_loss(model, batcher.next());
     total.loss_sum += r.loss_sum;
     total.tokens += r.tokens;
   }
+  total = strategy.total_loss(total);
   return total.tokens ? total.loss_sum / static_cast<double>(total.tokens) : NAN;
 }
 
@@ -105,11 +106,16 @@ StepMetrics train_step(TrainJob& job, std::vector<TokenBatch>& micro, uint64_t d
   const float grad_scale =
       scored > 0 ? static_cast<float>(loss_scale / static_cast<double>(static_cast<float>(scored)))
                  : 0.0f;
-  double loss_sum = 0.0;
-  for (int64_t i = job.rank * job.k_local; i < (job.rank + 1) * job.k_local; ++i) {
-    model.set_dropout_seed(mix_seed(dropout_seed, static_cast<uint64_t>(step * job.k + i)));
-    loss_sum += model.forward_backward(micro[static_cast<size_t>(i)], grad_scale).loss_sum;
-  }
+  // This replica's run of the step's micro-batches; micro-batch i's dropout seed depends on
+  // (step, i) only, whichever rank runs it.
+  const int64_t first = job.replica * job.k_local;
+  double loss_sum = job.strategy->forward_backward(
+      model, std::span<const TokenBatch>(micro).subspan(static_cast<size_t>(first),
+                                                         static_cast<size_t>(job.k_local)),
+      grad_scale, [&](size_t j) {
+        model.set_dropout_seed(mix_seed(
+            dropout_seed, static_cast<uint64_t>(step * job.k + first + static_cast<int64_t>(j))));
+      });
   // Every rank ends with the global step's gradient sums (or its block of them), in rank order.
   job.strategy->reduce_gradients(model);
   if (job.world > 1) loss_sum = job.comm->all_reduce_sum(loss_sum);
@@ -224,17 +230,36 @@ void write_outputs(TrainJob& job, MetricsLog& metrics, TrainSummary& summary) {
   const TrainConfig& c = job.config;
   Transformer& model = *job.model;
   if (!job.data.eval.empty()) {
-    summary.eval_loss = mean_loss(model, *job.eval_batcher);
+    summary.eval_loss = mean_loss(model, *job.strategy, *job.eval_batcher);
     metrics.eval(job.state.global_step, *summary.eval_loss);
     log::info("eval_loss {:.4f}", *summary.eval_loss);
   }
   job.strategy->gather_masters(model);
-  if (!job.lead) return;
+  if (job.strategy->splits_model()) {
+    // Every rank holds part of the model: each writes its part, then the lead joins them.
+    if (job.lora) {
+      write_adapter_part(model, c.output_dir, job.rank, job.world);
+    } else {
+      write_hf_model_part(model, c.output_dir, job.rank, job.world);
+    }
+    job.comm->barrier_long();
+    if (!job.lead) return;
+    if (job.lora) {
+      join_adapter_parts(model, c.output_dir, c.base_model, job.world);
+    } else {
+      join_hf_model_parts(model, c.output_dir, c.base_model, job.world);
+    }
+  } else {
+    if (!job.lead) return;
+    if (job.lora) {
+      save_peft_adapter(model, c.output_dir, c.base_model);
+    } else {
+      save_hf_model(model, c.output_dir, c.base_model);
+    }
+  }
   if (job.lora) {
-    save_peft_adapter(model, c.output_dir, c.base_model);
     log::info("saved the LoRA adapter (PEFT format) to {}", c.output_dir.string());
   } else {
-    save_hf_model(model, c.output_dir, c.base_model);
     log::info("saved the fine-tuned model (HF format) to {}", c.output_dir.string());
   }
   if (write_loss_plot(metrics.path(), c.output_dir / "loss.svg"))
@@ -300,7 +325,7 @@ TrainSummary run_training(const TrainConfig& c, const TrainHooks& hooks) {
     const bool more = state.global_step < job.total_steps;
     if (c.eval_steps > 0 && !job.data.eval.empty() && state.global_step % c.eval_steps == 0 &&
         more) {
-      const double el = mean_loss(model, *job.eval_batcher);
+      const double el = mean_loss(model, *job.strategy, *job.eval_batcher);
       metrics.eval(state.global_step, el);
       if (show_progress) progress.eval(state.global_step, el);
     }
