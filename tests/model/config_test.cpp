@@ -142,3 +142,56 @@ TEST(ModelConfig, SizesAreNamedAndBounded) {
   }
   EXPECT_EQ(ModelConfig::from_json(llama(), "c").num_layers, 2);
 }
+
+TEST(ModelConfig, MixtralExpertsAreEveryLayerAndAlwaysRenormalised) {
+  json j = llama();
+  j["architectures"] = {"MixtralForCausalLM"};
+  j["num_local_experts"] = 8;
+  j["num_experts_per_tok"] = 2;
+  const ModelConfig c = ModelConfig::from_json(j, "c");
+  EXPECT_EQ(c.arch, Architecture::kMixtral);
+  EXPECT_EQ(c.moe.num_experts, 8);
+  EXPECT_EQ(c.moe.expert_intermediate_size, 96);  // Mixtral's experts use intermediate_size
+  EXPECT_TRUE(c.moe.normalize_top_k);
+  EXPECT_TRUE(c.sparse_layer(0) && c.sparse_layer(1));
+  EXPECT_FALSE(c.has_dense_layers());
+  // Per layer: attention 64·64 + 2·64·16 + 64·64 and 2 norms; 8 experts of 3·64·96 and the
+  // 8 × 64 router. Plus embeddings, lm_head and the final norm.
+  const int64_t layer = 64 * 64 * 2 + 2 * 64 * 16 + 2 * 64 + 8 * 3 * 64 * 96 + 8 * 64;
+  EXPECT_EQ(c.parameter_count(), 2 * layer + 2 * 128 * 64 + 64);
+}
+
+TEST(ModelConfig, Qwen3MoeDenseLayersFromSparseStepAndMlpOnlyLayers) {
+  json j = llama();
+  j["architectures"] = {"Qwen3MoeForCausalLM"};
+  j["num_hidden_layers"] = 6;
+  j["num_experts"] = 4;
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 32;
+  j["decoder_sparse_step"] = 2;
+  j["mlp_only_layers"] = {3};
+  const ModelConfig c = ModelConfig::from_json(j, "c");
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_FALSE(c.moe.normalize_top_k);  // norm_topk_prob defaults to false
+  EXPECT_EQ(c.moe.expert_intermediate_size, 32);
+  const std::vector<bool> sparse = {false, true, false, false, false, true};  // (l+1) % 2, not 3
+  for (int l = 0; l < 6; ++l) EXPECT_EQ(c.sparse_layer(l), sparse[static_cast<size_t>(l)]) << l;
+  EXPECT_TRUE(c.has_dense_layers() && c.has_sparse_layers());
+}
+
+TEST(ModelConfig, MoeErrorsNameTheField) {
+  json j = llama();
+  j["architectures"] = {"Qwen3MoeForCausalLM"};
+  j["num_experts"] = 4;
+  j["num_experts_per_tok"] = 2;
+  expect_input_error(j, "missing required field 'moe_intermediate_size'");
+  j["moe_intermediate_size"] = 32;
+  j["num_experts_per_tok"] = 5;
+  expect_input_error(j, "num_experts_per_tok (5) is more than num_experts (4)");
+  j["num_experts_per_tok"] = 2;
+  j["mlp_only_layers"] = {7};
+  expect_input_error(j, "field 'mlp_only_layers' holds 7, which is not a layer index (0 to 1)");
+  j.erase("mlp_only_layers");
+  j.erase("num_experts");
+  expect_input_error(j, "missing required field 'num_experts'");
+}

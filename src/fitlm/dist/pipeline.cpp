@@ -27,9 +27,7 @@ double PipelineStrategy::forward_backward(Transformer& model, std::span<const To
     const TokenBatch& batch = micro[static_cast<size_t>(step.micro)];
     const int64_t t = batch.size();
     switch (step.kind) {
-      case StepKind::kRecvInput:
-        comm_.recv(model.stage_input(step.slot, t), stage - 1);
-        break;
+      case StepKind::kRecvInput: comm_.recv(model.stage_input(step.slot, t), stage - 1); break;
       case StepKind::kForward:
         set_seed(static_cast<size_t>(step.micro));
         if (last) {
@@ -38,19 +36,13 @@ double PipelineStrategy::forward_backward(Transformer& model, std::span<const To
           model.stage_forward(batch, step.slot, /*keep_for_backward=*/true);
         }
         break;
-      case StepKind::kRecvGradient:
-        comm_.recv(model.stage_gradient(t), stage + 1);
-        break;
-      case StepKind::kSendOutput:
-        comm_.send(model.stage_output(t), stage + 1);
-        break;
+      case StepKind::kRecvGradient: comm_.recv(model.stage_gradient(t), stage + 1); break;
+      case StepKind::kSendOutput: comm_.send(model.stage_output(t), stage + 1); break;
       case StepKind::kBackward:
         set_seed(static_cast<size_t>(step.micro));  // the forward's dropout masks, recomputed
         model.stage_backward(batch, step.slot);
         break;
-      case StepKind::kSendGradient:
-        comm_.send(model.stage_gradient(t), stage - 1);
-        break;
+      case StepKind::kSendGradient: comm_.send(model.stage_gradient(t), stage - 1); break;
     }
   }
   return loss_sum;

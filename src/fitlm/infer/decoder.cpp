@@ -72,6 +72,11 @@ Decoder::Decoder(Transformer& model, std::vector<const AdapterWeights*> adapters
   if (shape_.max_batch < 1 || shape_.max_len < 1)
     throw_input_error(kComponent, "max_batch ({}) and max_len ({}) must be positive",
                       shape_.max_batch, shape_.max_len);
+  if (c_.has_sparse_layers())
+    throw_input_error(kComponent,
+                      "generation with a KV cache is not built yet for mixture-of-experts models "
+                      "({}); training, `fitlm eval` and `fitlm dump` run them",
+                      c_.architecture_name);
   if (c_.sliding_window > 0 && shape_.max_len > c_.sliding_window)
     throw_input_error(kComponent,
                       "max_len {} exceeds the sliding window of {}; sliding-window attention is "

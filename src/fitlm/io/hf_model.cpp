@@ -11,6 +11,7 @@
 #include "fitlm/core/log.h"
 #include "fitlm/core/paths.h"
 #include "fitlm/io/bnb4bit.h"
+#include "fitlm/io/moe_checkpoint.h"
 #include "fitlm/io/quantize_model.h"
 #include "fitlm/io/safetensors_index.h"
 #include "fitlm/model/transformer_buffers.h"
@@ -57,11 +58,37 @@ void check_weight(const io::ShardedSafetensors& st, const std::filesystem::path&
                       io::st_dtype_name(info.dtype));
 }
 
+// A router or experts tensor's sources (io/moe_checkpoint.h), each checked; nullopt for any
+// other weight.
+std::optional<std::vector<io::MoeSource>> checked_moe_sources(const ModelConfig& config,
+                                                              const io::ShardedSafetensors& st,
+                                                              const std::filesystem::path& dir,
+                                                              const std::string& name,
+                                                              const Shape& shape) {
+  auto sources = io::moe_tensor_sources(config, st, name, shape);
+  if (!sources) return sources;
+  if (sources->size() > 1 && !st.contains(sources->front().name))
+    throw_input_error("model",
+                      "{}: neither tensor '{}' nor the per-expert '{}' is in the checkpoint",
+                      clip_path(dir.string()), name, sources->front().name);
+  for (const io::MoeSource& s : *sources) {
+    check_weight(st, dir, s.name, s.shape);
+    if (io::is_bnb4bit_weight(st, s.name))
+      throw_input_error("model",
+                        "{}: tensor '{}' is 4-bit; 4-bit mixture-of-experts checkpoints are not "
+                        "built yet",
+                        clip_path(dir.string()), s.name);
+  }
+  return sources;
+}
+
 }  // namespace
 
 void check_model_weights(const ModelConfig& config, const std::filesystem::path& dir) {
   const io::ShardedSafetensors st = io::ShardedSafetensors::open(dir);
-  for (const WeightSpec& w : weight_specs(config)) check_weight(st, dir, w.name, w.shape);
+  for (const WeightSpec& w : weight_specs(config))
+    if (!checked_moe_sources(config, st, dir, w.name, w.shape))
+      check_weight(st, dir, w.name, w.shape);
 }
 
 void check_tokenizer_fits(const Tokenizer& tokenizer, const ModelConfig& config,
@@ -318,8 +345,21 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
   for (const Param& p : model.params())
     if (p.full_master().data != p.value.data) masters[p.name] = p.full_master();
   for (auto& [name, dst] : model.named_weights()) {
-    check_weight(st, dir, name, dst.shape);
     const auto it = masters.find(name);
+    if (const auto sources = checked_moe_sources(model.config(), st, dir, name, dst.shape)) {
+      // Each source into its block of the tensor (the f32 master first in full fine-tuning).
+      const Tensor into = it != masters.end() ? it->second : dst;
+      for (const io::MoeSource& s : *sources) {
+        const Tensor part(
+            static_cast<char*>(into.data) + s.offset * static_cast<int64_t>(dtype_size(into.dtype)),
+            into.dtype, Shape{s.shape.numel()}, into.device);
+        be.upload(part, st.bytes(s.name).data(), *io::to_core_dtype(st.info(s.name).dtype));
+        use(s.name);
+      }
+      if (it != masters.end()) be.copy(it->second, dst);
+      continue;
+    }
+    check_weight(st, dir, name, dst.shape);
     if (io::is_bnb4bit_weight(st, name)) {
       // A 16-bit model on a 4-bit checkpoint: dequantized as bitsandbytes does (f32, then
       // rounded to the quant_state dtype), so the model computes with the weights PEFT sees.

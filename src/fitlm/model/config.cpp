@@ -32,7 +32,10 @@ constexpr ArchInfo kArchitectures[] = {
     {"MistralForCausalLM", Architecture::kMistral, "mistral"},
     {"Qwen2ForCausalLM", Architecture::kQwen2, "qwen2"},
     {"Qwen3ForCausalLM", Architecture::kQwen3, "qwen3"},
+    {"MixtralForCausalLM", Architecture::kMixtral, "mixtral"},
+    {"Qwen3MoeForCausalLM", Architecture::kQwen3Moe, "qwen3_moe"},
 };
+constexpr int kMaxExperts = 4096;
 
 // Typed field access that names the file and the key in every error.
 class Fields {
@@ -134,6 +137,48 @@ std::string supported_architectures() {
 
 namespace {
 
+// Mixtral: num_local_experts experts of intermediate_size, the top k always renormalised.
+// Qwen3-MoE: num_experts of moe_intermediate_size, renormalised when norm_topk_prob, and dense
+// layers (intermediate_size) where mlp_only_layers or decoder_sparse_step say so.
+void read_moe_fields(ModelConfig& c, const nlohmann::json& j, const Fields& f,
+                     const std::string& source) {
+  MoeConfig& m = c.moe;
+  const bool mixtral = c.arch == Architecture::kMixtral;
+  const char* experts_key = mixtral ? "num_local_experts" : "num_experts";
+  m.num_experts = f.require_size(experts_key, kMaxExperts);
+  m.experts_per_token = f.require_size("num_experts_per_tok", kMaxExperts);
+  if (m.experts_per_token > m.num_experts)
+    throw_input_error(kComponent, "{}: num_experts_per_tok ({}) is more than {} ({})", source,
+                      m.experts_per_token, experts_key, m.num_experts);
+  if (mixtral) {
+    m.expert_intermediate_size = c.intermediate_size;
+    m.normalize_top_k = true;
+    m.aux_loss_coef = f.get_double("router_aux_loss_coef", 0.001);
+    m.router_jitter = f.get_double("router_jitter_noise", 0.0);
+  } else {
+    m.expert_intermediate_size = f.require_size("moe_intermediate_size", kMaxIntermediateSize);
+    m.normalize_top_k = f.get_bool("norm_topk_prob", false);
+    m.sparse_step = f.get_int("decoder_sparse_step", 1);
+    f.check_size("decoder_sparse_step", m.sparse_step, kMaxLayers);
+    m.aux_loss_coef = f.get_double("router_aux_loss_coef", 0.001);
+    if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+      const auto& list = j["mlp_only_layers"];
+      if (!list.is_array())
+        throw_input_error(kComponent, "{}: field 'mlp_only_layers' must be a list of layer indices",
+                          source);
+      for (const auto& v : list) {
+        if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.num_layers)
+          throw_input_error(kComponent,
+                            "{}: field 'mlp_only_layers' holds {}, which is not a layer index "
+                            "(0 to {})",
+                            source, clip(v.dump()), c.num_layers - 1);
+        m.mlp_only_layers.push_back(v.get<int>());
+      }
+    }
+  }
+  m.aux_loss = f.get_bool("output_router_logits", false);
+}
+
 ModelConfig read_config_fields(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw_input_error(kComponent, "{}: expected a JSON object", source);
   ModelConfig c;
@@ -163,7 +208,9 @@ ModelConfig read_config_fields(const nlohmann::json& j, const std::string& sourc
   c.num_kv_heads = f.get_int("num_key_value_heads", c.num_heads);
   f.check_size("num_key_value_heads", c.num_kv_heads, kMaxHeads);
   const int default_head_dim =
-      c.arch == Architecture::kQwen3 && !f.has("head_dim") ? 128 : c.hidden_size / c.num_heads;
+      (c.arch == Architecture::kQwen3 || c.arch == Architecture::kQwen3Moe) && !f.has("head_dim")
+          ? 128
+          : c.hidden_size / c.num_heads;
   c.head_dim = f.get_int("head_dim", default_head_dim);
   if (c.num_heads % c.num_kv_heads != 0)
     throw_input_error(kComponent,
@@ -194,6 +241,8 @@ ModelConfig read_config_fields(const nlohmann::json& j, const std::string& sourc
       if (f.get_bool("use_sliding_window", false))
         c.sliding_window = f.get_int("sliding_window", 0);
       break;
+    case Architecture::kMixtral: c.sliding_window = f.get_int("sliding_window", 0); break;
+    case Architecture::kQwen3Moe:
     case Architecture::kQwen3:
       c.qkv_bias = c.o_bias = attention_bias;
       c.qk_norm = true;
@@ -202,6 +251,8 @@ ModelConfig read_config_fields(const nlohmann::json& j, const std::string& sourc
       break;
   }
   if (c.arch == Architecture::kMistral) c.sliding_window = f.get_int("sliding_window", 0);
+  if (c.arch == Architecture::kMixtral || c.arch == Architecture::kQwen3Moe)
+    read_moe_fields(c, j, f, source);
 
   c.bos_token_id = f.get_int("bos_token_id", -1);
   // eos_token_id: an id or a list of ids; other values are ignored, as before, but an integer
@@ -285,14 +336,39 @@ std::vector<float> ModelConfig::rope_inv_freq() const {
   return inv;
 }
 
+bool ModelConfig::sparse_layer(int l) const {
+  if (moe.num_experts == 0) return false;
+  for (int d : moe.mlp_only_layers)
+    if (d == l) return false;
+  return (l + 1) % moe.sparse_step == 0;
+}
+
+bool ModelConfig::has_sparse_layers() const {
+  for (int l = 0; l < num_layers; ++l)
+    if (sparse_layer(l)) return true;
+  return false;
+}
+
+bool ModelConfig::has_dense_layers() const {
+  for (int l = 0; l < num_layers; ++l)
+    if (!sparse_layer(l)) return true;
+  return false;
+}
+
 int64_t ModelConfig::parameter_count() const {
   const int64_t h = hidden_size, i = intermediate_size, v = vocab_size;
-  int64_t per_layer = h * q_dim() + 2 * h * kv_dim() + q_dim() * h + 3 * h * i + 2 * h;
-  if (qkv_bias) per_layer += q_dim() + 2 * kv_dim();
-  if (o_bias) per_layer += h;
-  if (mlp_bias) per_layer += 2 * i + h;
-  if (qk_norm) per_layer += 2 * head_dim;
-  return per_layer * num_layers + v * h * (tie_word_embeddings ? 1 : 2) + h;
+  int64_t attention = h * q_dim() + 2 * h * kv_dim() + q_dim() * h + 2 * h;
+  if (qkv_bias) attention += q_dim() + 2 * kv_dim();
+  if (o_bias) attention += h;
+  if (qk_norm) attention += 2 * head_dim;
+  const int64_t dense_mlp = 3 * h * i + (mlp_bias ? 2 * i + h : 0);
+  const int64_t sparse_mlp =
+      static_cast<int64_t>(moe.num_experts) * (3 * h * moe.expert_intermediate_size) +
+      static_cast<int64_t>(moe.num_experts) * h;
+  int64_t layers = 0;
+  for (int l = 0; l < num_layers; ++l)
+    layers += attention + (sparse_layer(l) ? sparse_mlp : dense_mlp);
+  return layers + v * h * (tie_word_embeddings ? 1 : 2) + h;
 }
 
 }  // namespace fitlm

@@ -1,6 +1,6 @@
 // Model hyper-parameters read from a Hugging Face config.json, for the decoder families fitlm
-// supports: LlamaForCausalLM (Llama 2/3/3.1/3.2), MistralForCausalLM, Qwen2ForCausalLM and
-// Qwen3ForCausalLM.
+// supports: LlamaForCausalLM (Llama 2/3/3.1/3.2), MistralForCausalLM, Qwen2ForCausalLM,
+// Qwen3ForCausalLM, and the mixture-of-experts MixtralForCausalLM and Qwen3MoeForCausalLM.
 #pragma once
 
 #include <filesystem>
@@ -10,7 +10,7 @@
 
 namespace fitlm {
 
-enum class Architecture { kLlama, kMistral, kQwen2, kQwen3 };
+enum class Architecture { kLlama, kMistral, kQwen2, kQwen3, kMixtral, kQwen3Moe };
 
 struct RopeScaling {
   std::string type = "default";  // default | linear | llama3
@@ -18,6 +18,21 @@ struct RopeScaling {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int original_max_position_embeddings = 8192;
+};
+
+// Mixture of experts (model/transformer_moe.cpp): a sparse layer's MLP is a router choosing
+// `experts_per_token` of `num_experts` SwiGLU experts of width `expert_intermediate_size` per
+// token.
+struct MoeConfig {
+  int num_experts = 0;  // 0: a dense model
+  int experts_per_token = 0;
+  int expert_intermediate_size = 0;
+  bool normalize_top_k = false;      // renormalise the chosen probabilities (Mixtral: always)
+  int sparse_step = 1;               // Qwen3-MoE decoder_sparse_step
+  std::vector<int> mlp_only_layers;  // Qwen3-MoE: layers kept dense
+  bool aux_loss = false;             // output_router_logits: the load-balancing loss in training
+  double aux_loss_coef = 0.001;      // router_aux_loss_coef
+  double router_jitter = 0.0;        // Mixtral router_jitter_noise (training only; refused > 0)
 };
 
 struct ModelConfig {
@@ -41,6 +56,7 @@ struct ModelConfig {
   bool mlp_bias = false;   // bias on gate/up/down (Llama mlp_bias)
   bool qk_norm = false;    // Qwen3: RMSNorm over head_dim on q and k before RoPE
   int sliding_window = 0;  // 0 = none; attention over longer spans is refused, not approximated
+  MoeConfig moe;
   std::vector<int> eos_token_ids;
   int bos_token_id = -1;
   nlohmann::json raw;  // the file as read, kept so that merged models keep every key
@@ -53,6 +69,10 @@ struct ModelConfig {
   nlohmann::json to_json() const;
 
   int q_dim() const { return num_heads * head_dim; }
+  // Whether decoder layer l's MLP is a mixture of experts (else the dense SwiGLU MLP).
+  bool sparse_layer(int l) const;
+  bool has_sparse_layers() const;
+  bool has_dense_layers() const;
   int kv_dim() const { return num_kv_heads * head_dim; }
   // RoPE inverse frequencies [head_dim/2] with rope_scaling applied, computed as HF does.
   std::vector<float> rope_inv_freq() const;

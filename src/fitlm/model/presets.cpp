@@ -35,6 +35,21 @@ std::vector<std::pair<std::string, json>> presets() {
   json l70b = config("LlamaForCausalLM", 128256, 8192, 28672, 80, 64, 8, 500000.0, 1e-5, false);
   l70b["rope_scaling"] = llama3_rope(8.0);
   json tiny = config("LlamaForCausalLM", 256, 64, 128, 2, 4, 2, 10000.0, 1e-5, false);
+  // Mixture of experts (FORMATS.md section 9).
+  json mixtral = config("MixtralForCausalLM", 32000, 4096, 14336, 32, 32, 8, 1e6, 1e-5, false);
+  mixtral["num_local_experts"] = 8;
+  mixtral["num_experts_per_tok"] = 2;
+  mixtral["router_aux_loss_coef"] = 0.02;
+  mixtral["max_position_embeddings"] = 32768;
+  json q3moe = config("Qwen3MoeForCausalLM", 151936, 2048, 6144, 48, 32, 4, 1e6, 1e-6, false);
+  q3moe["head_dim"] = 128;
+  q3moe["num_experts"] = 128;
+  q3moe["num_experts_per_tok"] = 8;
+  q3moe["moe_intermediate_size"] = 768;
+  q3moe["norm_topk_prob"] = true;
+  q3moe["decoder_sparse_step"] = 1;
+  q3moe["mlp_only_layers"] = json::array();
+  q3moe["max_position_embeddings"] = 40960;
   return {
       {"llama-3.2-1b", l1b},
       {"llama-3.1-8b", l8b},
@@ -48,6 +63,8 @@ std::vector<std::pair<std::string, json>> presets() {
       {"qwen3-8b", q3},
       {"mistral-7b",
        config("MistralForCausalLM", 32768, 4096, 14336, 32, 32, 8, 1000000.0, 1e-5, false)},
+      {"mixtral-8x7b", mixtral},
+      {"qwen3-30b-a3b", q3moe},
       {"tiny", tiny},
   };
 }

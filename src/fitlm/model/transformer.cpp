@@ -60,11 +60,22 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
     : backend_(backend),
       config_(std::move(config)),
       mode_(mode),
-      lora_(std::move(lora)),
+      lora_(mode == TrainMode::kLora ? lora_for_model(config_, std::move(lora)) : std::move(lora)),
       shape_(shape) {
   if (shape_.max_tokens <= 0) throw_input_error("model", "max_tokens must be positive");
   if (mode_ == TrainMode::kLora && (lora_.r <= 0 || lora_.targets.empty()))
     throw_input_error("lora", "LoRA needs r > 0 and at least one target module");
+  if (mode_ != TrainMode::kFrozen && config_.moe.aux_loss && shape_.stage &&
+      stage_layers(config_, shape_).size() < config_.num_layers)
+    throw_input_error("model",
+                      "config.json sets output_router_logits: true, but the load-balancing loss "
+                      "over pipeline stages (each holding some layers' routers) is not built yet; "
+                      "set it to false, or use another strategy");
+  if (mode_ != TrainMode::kFrozen && config_.moe.router_jitter > 0.0)
+    throw_input_error("model",
+                      "config.json sets router_jitter_noise {}, which is not built yet for "
+                      "training; set it to 0",
+                      config_.moe.router_jitter);
   const DType compute = backend_.compute_dtype();
   AllocationPlan plan = plan_transformer(config_, mode_, lora_, shape_, compute);
   host_plan_ = plan_transformer_host(config_, mode_, lora_, shape_, compute);
@@ -132,6 +143,17 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
     switch (w.kind) {
       case WeightKind::kEmbed: embed_ = t, d_embed_ = g; break;
       case WeightKind::kLmHead: lm_head_ = t, d_lm_head_ = g; break;
+      case WeightKind::kRouter:
+        layers_[w.layer].moe.router = t, layers_[w.layer].moe.drouter = g;
+        break;
+      case WeightKind::kExperts: {
+        MoeWeights& m = layers_[w.layer].moe;
+        if (ends_with("gate_up_proj"))
+          m.gate_up = t, m.dgate_up = g;
+        else
+          m.down = t, m.ddown = g;
+        break;
+      }
       case WeightKind::kLinear:
         layers_[w.layer][w.projection].w = t;
         layers_[w.layer][w.projection].dw = g;
@@ -247,11 +269,19 @@ void Transformer::bind_lora() {
   };
   std::vector<const LoraSlot*> slot_of(key(config_.num_layers, Projection::kQ, false), nullptr);
   for (const LoraSlot& s : layout.slots) slot_of[key(s.layer, s.projection, s.is_b)] = &s;
-  FITLM_CHECK(layout.slots.size() == 2 * range.size() * lora_.targets.size(), "lora",
-              "{} slots for {} targets", layout.slots.size(), lora_.targets.size());
+  // A sparse layer has no dense MLP projection to adapt (lora_layout).
+  auto adapted = [&](int l, Projection p) {
+    return !(config_.sparse_layer(l) && projection_in_mlp(p));
+  };
+  size_t expected = 0;
+  for (int l = range.first; l < range.end; ++l)
+    for (Projection p : lora_.targets) expected += adapted(l, p) ? 2 : 0;
+  FITLM_CHECK(layout.slots.size() == expected, "lora", "{} slots for {} targets",
+              layout.slots.size(), lora_.targets.size());
   for (int l = range.first; l < range.end; ++l)
     for (Projection p : lora_.targets)
       for (bool is_b : {false, true}) {
+        if (!adapted(l, p)) continue;
         const LoraSlot* slot = slot_of[key(l, p, is_b)];
         FITLM_CHECK(slot && slot->name == peft_tensor_name(l, p, is_b), "lora", "no slot for {}",
                     peft_tensor_name(l, p, is_b));
@@ -336,6 +366,7 @@ void Transformer::init_lora(uint64_t seed) {
   size_t index = 0;
   for (int l = 0; l < config_.num_layers; ++l)
     for (Projection p : lora_.targets) {
+      if (config_.sparse_layer(l) && projection_in_mlp(p)) continue;  // no such module there
       const int64_t in = projection_shape(config_, p).second;
       const float bound = 1.0f / std::sqrt(static_cast<float>(in));
       std::uniform_real_distribution<float> u(-bound, bound);

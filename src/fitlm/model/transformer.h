@@ -176,13 +176,27 @@ struct LinearWeights {
                                             // while their layer runs
 };
 
+// A sparse layer's mixture of experts (WeightKind::kRouter, kExperts); empty in dense layers.
+struct MoeWeights {
+  Tensor router, gate_up, down;     // [E, H], [E, 2·I, H], [E, H, I]
+  Tensor drouter, dgate_up, ddown;  // full fine-tuning grads (f32), empty otherwise
+};
+
 struct LayerWeights {
   Tensor input_norm, post_norm, q_norm, k_norm;
   Tensor d_input_norm, d_post_norm, d_q_norm, d_k_norm;
-  std::array<LinearWeights, 7> proj;  // indexed by Projection
+  MoeWeights moe;
+  std::array<LinearWeights, 7> proj;  // indexed by Projection (a sparse layer's gate, up and
+                                      // down stay empty)
   LinearWeights& operator[](Projection p) { return proj[static_cast<int>(p)]; }
   const LinearWeights& operator[](Projection p) const { return proj[static_cast<int>(p)]; }
 };
+
+// The LoRA targets that exist in this model: a model whose layers are all sparse (mixture of
+// experts) has no dense gate/up/down projections, so those targets are dropped (as PEFT finds no
+// such module there); a mixed model keeps them for its dense layers. Nothing left is an input
+// error. plan_transformer and Transformer apply it themselves.
+LoraConfig lora_for_model(const ModelConfig& config, LoraConfig lora);
 
 AllocationPlan plan_transformer(const ModelConfig& config, TrainMode mode, const LoraConfig& lora,
                                 const RunShape& shape, DType compute);

@@ -25,7 +25,10 @@ enum class Phase : int {
 Lifetime live_in(std::initializer_list<Phase> phases);
 std::vector<std::string> phase_names();  // one letter each, in Phase order
 
-enum class WeightKind { kEmbed, kNorm, kLinear, kBias, kLmHead };
+// kRouter: a sparse layer's router [E, H] (mlp.gate.weight); kExperts: its experts' weights as
+// transformers 5 fuses them, mlp.experts.gate_up_proj [E, 2·I, H] (each expert's gate rows,
+// then its up rows) and mlp.experts.down_proj [E, H, I] (model/transformer_moe.cpp).
+enum class WeightKind { kEmbed, kNorm, kLinear, kBias, kLmHead, kRouter, kExperts };
 
 struct WeightSpec {
   std::string name;  // HF tensor name
@@ -40,6 +43,8 @@ struct ActivationSpec {
   Shape shape;
   bool f32;                  // statistics (rstd, lse) are f32 on every backend
   Lifetime shared_lifetime;  // in the shared recompute set (saved layers keep theirs throughout)
+  bool i32 = false;          // indices (the MoE routing)
+  DType dtype(DType compute) const { return i32 ? DType::kI32 : f32 ? DType::kF32 : compute; }
 };
 
 std::vector<WeightSpec> weight_specs(const ModelConfig& c);
@@ -48,6 +53,7 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c);
 // last. Without stages every weight.
 bool stage_keeps(const ModelConfig& c, const RunShape& shape, const WeightSpec& w);
 std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p);  // {out, in}
+bool projection_in_mlp(Projection p);                                              // gate, up, down
 bool projection_has_bias(const ModelConfig& c, Projection p);
 std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraConfig& lora,
                                              TrainMode mode, int64_t tokens);

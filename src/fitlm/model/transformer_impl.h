@@ -17,6 +17,13 @@ struct LayerActivations {
   Tensor xn1, rstd1, q, k, v, att, lse, x_mid, xn2, rstd2, gate, up, act;
   Tensor q_raw, k_raw, rstd_q, rstd_k;  // Qwen3 q/k norm only
   std::array<Tensor, 7> lora_u;         // uᵀ [g·r, T] per LoRA group, in lora_groups order
+  // A sparse layer's (model/transformer_moe.cpp): router logits [T, E], probabilities f32 [T, E],
+  // the chosen weights f32 [T, k] and experts i32 [T, k]; per row of the expert computation (T·k
+  // rows grouped by expert) its token, its (token, choice) pair and its weight, and each pair's
+  // row; the rows' inputs [T·k, H], gate, up and SwiGLU [T·k, I], and outputs [T·k, H].
+  Tensor router_logits, router_probs, route_weights, route_experts;
+  Tensor row_token, row_pair, row_of, row_weight;
+  Tensor moe_x, moe_gate, moe_up, moe_act, moe_y;
 };
 
 // One projection of a layer in linear_forward / linear_backward: its output y (forward; empty
@@ -61,6 +68,14 @@ struct Transformer::Impl {
   Tensor token_columns(const std::string& name, int64_t t) const;
   void layer_forward(int l, const LayerActivations& a, const Tensor& x, Tensor y, int64_t t);
   void layer_backward(int l, const LayerActivations& a, const Tensor& x, Tensor dres, int64_t t);
+  // A sparse layer's MLP (transformer_moe.cpp). Forward: routes a.xn2, runs the experts and
+  // adds their weighted outputs to y (empty y on recompute: the activations only). Backward:
+  // dres holds ∂L/∂(layer output); writes ∂L/∂xn2 into dxn (and the grads of the router and
+  // experts in full fine-tuning).
+  void moe_forward(int l, const LayerActivations& a, Tensor y, int64_t t);
+  void moe_backward(int l, const LayerActivations& a, const Tensor& dres, Tensor dxn, int64_t t);
+  // Rows per expert of layer l's micro-batch in slot_ (moe_permute's counts; host side).
+  std::vector<int64_t>& moe_counts(int l);
   // The projections `io` that read x (q, k, v; o; gate, up; down), base and LoRA.
   void linear_forward(int l, const LayerActivations& a, const Tensor& x,
                       std::initializer_list<ProjectionIO> io, int64_t t, bool accumulate_y = false);
@@ -107,6 +122,18 @@ struct Transformer::Impl {
   Tensor host_layer_input(int l, int64_t t) const;  // offload_activations: its host copy
   // 4-bit base: per layer, its projections' packed weights and their base4.layer views.
   std::vector<std::vector<std::pair<const Quant4Tensor*, Tensor>>> base4_work_;
+  std::vector<std::vector<int64_t>> moe_counts_;  // per (slot, layer): moe_counts
+  // The load-balancing loss (MoeConfig::aux_loss) of the micro-batch being trained, gathered
+  // by the forward pass over every sparse layer (transformer_moe.cpp): rows chosen per expert,
+  // Σ of each expert's probability, rows routed; then, from the loss head, ∂L/∂probs per expert
+  // (the same for every row).
+  bool aux_collect_ = false;
+  std::vector<double> aux_counts_, aux_prob_sums_, aux_dprobs_;
+  int64_t aux_rows_ = 0;
+  void start_aux_loss(bool training_pass);
+  // Adds the term to r.loss_sum (weighted by the micro-batch's scored tokens) and sets
+  // aux_dprobs_ for backward.
+  void finish_aux_loss(LossResult& r, float grad_scale);
   std::vector<LoraGroup> lora_groups_;  // LoRA mode only
   bool batch_lora_ = false;             // a group's products run as one (else member by member)
 };

@@ -53,6 +53,7 @@ Transformer::Impl::Impl(Transformer& model)
     // back. Checked once here rather than on every call.
     for (int l = layers_.first; batch_lora_ && l < layers_.end; ++l)
       for (const LoraGroup& g : lora_groups_) {
+        if (c_.sparse_layer(l) && projection_in_mlp(g.members.front())) continue;  // none there
         const LinearWeights& first = m_.layers_[l][g.members.front()];
         for (size_t k = 1; k < g.members.size(); ++k) {
           const LinearWeights& lw = m_.layers_[l][g.members[k]];
@@ -147,7 +148,27 @@ LayerActivations Transformer::Impl::activations(int layer, int64_t t) const {
   LayerActivations a;
   a.xn1 = get("xn1"), a.rstd1 = get("rstd1"), a.q = get("q"), a.k = get("k"), a.v = get("v");
   a.att = get("att"), a.x_mid = get("x_mid"), a.xn2 = get("xn2"), a.rstd2 = get("rstd2");
-  a.gate = get("gate"), a.up = get("up"), a.act = get("act");
+  if (c_.sparse_layer(layer)) {
+    const int64_t e = c_.moe.num_experts, k = c_.moe.experts_per_token;
+    auto matrix = [&](const char* n, int64_t cols) {
+      const Tensor v = get(n);
+      return v.reshape(Shape{t, cols});
+    };
+    a.router_logits = get("router_logits");
+    a.router_probs = matrix("router_probs", e);
+    a.route_weights = matrix("route_weights", k);
+    a.route_experts = matrix("route_experts", k);
+    a.row_token = get("row_token"), a.row_pair = get("row_pair");
+    a.row_of = matrix("row_of", k), a.row_weight = get("row_weight");
+    auto rows_of = [&](const char* n) {
+      const Tensor buf = m_.arena_->get(activation_buffer_name(l, n, slot_));
+      return buf.slice_rows(0, t * k);
+    };
+    a.moe_x = rows_of("moe_x"), a.moe_gate = rows_of("moe_gate"), a.moe_up = rows_of("moe_up");
+    a.moe_act = rows_of("moe_act"), a.moe_y = rows_of("moe_y");
+  } else {
+    a.gate = get("gate"), a.up = get("up"), a.act = get("act");
+  }
   const Tensor lse = m_.arena_->get(activation_buffer_name(l, "lse", slot_));
   a.lse = Tensor(lse.data, DType::kF32, Shape{c_.num_heads, t}, lse.device);
   if (c_.qk_norm) {
@@ -302,6 +323,11 @@ void Transformer::Impl::layer_forward(int l, const LayerActivations& a, const Te
   be_.copy(x, a.x_mid);
   linear_forward(l, a, a.att, {{P::kO, a.x_mid}}, t, /*accumulate_y=*/true);
   be_.rmsnorm_forward(a.x_mid, L.post_norm, eps, a.xn2, a.rstd2);
+  if (c_.sparse_layer(l)) {
+    if (!y.empty()) be_.copy(a.x_mid, y);
+    moe_forward(l, a, y, t);
+    return;
+  }
   linear_forward(l, a, a.xn2, {{P::kGate, a.gate}, {P::kUp, a.up}}, t);
   be_.swiglu_forward(a.gate, a.up, a.act);
   // On recompute (y empty) the layer output is not needed, only the down projection's LoRA
@@ -323,10 +349,14 @@ void Transformer::Impl::layer_backward(int l, const LayerActivations& a, const T
   // dx), dgate over gate and dup over up (swiglu_backward runs in place, backend.h), and the
   // LoRA duᵀ over uᵀ (linear_backward).
   enter_phase(Phase::kMlpBackward);
-  Tensor dact = a.act, dgate = a.gate, dup = a.up;
-  linear_backward(l, a, a.act, {{P::kDown, dres}}, dact, false, t);
-  be_.swiglu_backward(dact, a.gate, a.up, dgate, dup);
-  linear_backward(l, a, a.xn2, {{P::kGate, dgate}, {P::kUp, dup}}, dxn, false, t);
+  if (c_.sparse_layer(l)) {
+    moe_backward(l, a, dres, dxn, t);
+  } else {
+    Tensor dact = a.act, dgate = a.gate, dup = a.up;
+    linear_backward(l, a, a.act, {{P::kDown, dres}}, dact, false, t);
+    be_.swiglu_backward(dact, a.gate, a.up, dgate, dup);
+    linear_backward(l, a, a.xn2, {{P::kGate, dgate}, {P::kUp, dup}}, dxn, false, t);
+  }
   be_.rmsnorm_backward(dxn, a.x_mid, L.post_norm, a.rstd2, dtmp, L.d_post_norm);
   be_.add(dres, dtmp, dres);  // now ∂L/∂x_mid
 

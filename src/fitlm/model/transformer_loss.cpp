@@ -100,6 +100,7 @@ void Transformer::Impl::forward(int64_t t, bool keep_for_backward) {
   const bool copy_out = offloaded && keep_for_backward;
   enter_phase(Phase::kForward);
   fetched_ = {-1, -1};
+  start_aux_loss(keep_for_backward);
   const LayerRange r = layers_;
   const bool head = stage_has_head(c_, m_.shape_);
   // A pipeline stage after the first finds its input received in place (stage_input).
@@ -156,6 +157,7 @@ LossResult Transformer::Impl::loss(int64_t t, float grad_scale, bool backward) {
   LossResult r;
   for (int64_t i = 0; i < t; ++i)
     if (host_targets_[i] != -100) r.loss_sum += host[i], ++r.tokens;
+  if (backward) finish_aux_loss(r, grad_scale);
   return r;
 }
 

@@ -23,7 +23,16 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
       specs.push_back({p + "self_attn.q_norm.weight", Shape{c.head_dim}, l, WeightKind::kNorm});
       specs.push_back({p + "self_attn.k_norm.weight", Shape{c.head_dim}, l, WeightKind::kNorm});
     }
+    const bool sparse = c.sparse_layer(l);
+    if (sparse) {
+      const int64_t e = c.moe.num_experts, ie = c.moe.expert_intermediate_size;
+      specs.push_back({p + "mlp.gate.weight", Shape{e, h}, l, WeightKind::kRouter});
+      specs.push_back(
+          {p + "mlp.experts.gate_up_proj", Shape{e, 2 * ie, h}, l, WeightKind::kExperts});
+      specs.push_back({p + "mlp.experts.down_proj", Shape{e, h, ie}, l, WeightKind::kExperts});
+    }
     for (Projection pr : kAllProjections) {
+      if (sparse && projection_in_mlp(pr)) continue;  // the experts replace the dense MLP
       const auto [out, in] = projection_shape(c, pr);
       const std::string base = p + projection_module(pr);
       specs.push_back({base + ".weight", Shape{out, in}, l, WeightKind::kLinear, pr});
@@ -36,6 +45,10 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
     specs.push_back({"lm_head.weight", Shape{c.vocab_size, h}, -1, WeightKind::kLmHead});
   (void)i;
   return specs;
+}
+
+bool projection_in_mlp(Projection p) {
+  return p == Projection::kGate || p == Projection::kUp || p == Projection::kDown;
 }
 
 std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p) {
@@ -79,9 +92,6 @@ constexpr Phase F = Phase::kForward, L = Phase::kLoss, N = Phase::kNormBackward,
 // by the MLP block's backward only, or by the attention block's too (M runs between R and A).
 const Lifetime kReadInMlp = live_in({F, R, M});
 const Lifetime kReadInAttn = live_in({F, R, M, A});
-bool in_mlp(Projection p) {
-  return p == Projection::kGate || p == Projection::kUp || p == Projection::kDown;
-}
 
 // One packed weight: its nibbles and absmax (core/quant4_tensor.h), with the nested absmax and
 // its code map under double quantization.
@@ -201,9 +211,29 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
       {"v", Shape{t, kvd}, false, at},          {"att", Shape{t, qd}, false, at},
       {"lse", Shape{c.num_heads, t}, true, at}, {"x_mid", Shape{t, h}, false, mlp},
       {"xn2", Shape{t, h}, false, mlp},         {"rstd2", Shape{t}, true, mlp},
-      {"gate", Shape{t, i}, false, mlp},        {"up", Shape{t, i}, false, mlp},
-      {"act", Shape{t, i}, false, mlp},
   };
+  if (c.has_dense_layers())
+    for (const char* n : {"gate", "up", "act"}) a.push_back({n, Shape{t, i}, false, mlp});
+  // A sparse layer's routing and its experts' rows (one per token and chosen expert, grouped
+  // by expert: model/transformer_moe.cpp). Buffers of whichever kind of MLP a layer has are left
+  // unused by the other kind's layers (only models with both pay for both).
+  if (c.has_sparse_layers()) {
+    const int64_t e = c.moe.num_experts, k = c.moe.experts_per_token;
+    const int64_t ie = c.moe.expert_intermediate_size;
+    a.push_back({"router_logits", Shape{t, e}, false, mlp});
+    a.push_back({"router_probs", Shape{t * e}, true, mlp});
+    a.push_back({"route_weights", Shape{t * k}, true, mlp});
+    a.push_back({"route_experts", Shape{t * k}, false, mlp, /*i32=*/true});
+    a.push_back({"row_token", Shape{t * k}, false, mlp, true});
+    a.push_back({"row_pair", Shape{t * k}, false, mlp, true});
+    a.push_back({"row_of", Shape{t * k}, false, mlp, true});
+    a.push_back({"row_weight", Shape{t * k}, true, mlp});
+    a.push_back({"moe_x", Shape{t * k, h}, false, mlp});
+    a.push_back({"moe_gate", Shape{t * k, ie}, false, mlp});
+    a.push_back({"moe_up", Shape{t * k, ie}, false, mlp});
+    a.push_back({"moe_act", Shape{t * k, ie}, false, mlp});
+    a.push_back({"moe_y", Shape{t * k, h}, false, mlp});
+  }
   if (c.qk_norm) {
     a.push_back({"q_raw", Shape{t, qd}, false, at});
     a.push_back({"k_raw", Shape{t, kvd}, false, at});
@@ -215,7 +245,7 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
   if (mode == TrainMode::kLora)
     for (const LoraGroup& g : lora_groups(lora))
       a.push_back({"lora_u." + g.name, Shape{static_cast<int64_t>(g.members.size()) * lora.r, t},
-                   false, in_mlp(g.members.front()) ? mlp : at});
+                   false, projection_in_mlp(g.members.front()) ? mlp : at});
   return a;
 }
 
@@ -270,9 +300,23 @@ AllocationPlan plan_transformer_host(const ModelConfig& c, TrainMode mode, const
   return host;
 }
 
+LoraConfig lora_for_model(const ModelConfig& c, LoraConfig lora) {
+  if (c.has_dense_layers()) return lora;
+  const size_t before = lora.targets.size();
+  std::erase_if(lora.targets, projection_in_mlp);
+  if (lora.targets.empty() && before > 0)
+    throw_input_error("lora",
+                      "the LoRA targets are all MLP projections (gate_proj, up_proj, down_proj), "
+                      "which this mixture-of-experts model ({}) does not have: its MLPs are "
+                      "experts; target q_proj, k_proj, v_proj, o_proj",
+                      c.architecture_name);
+  return lora;
+}
+
 namespace {
-AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& lora,
+AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& lora_in,
                         const RunShape& shape, DType compute, AllocationPlan* host) {
+  const LoraConfig lora = mode == TrainMode::kLora ? lora_for_model(c, lora_in) : lora_in;
   AllocationPlan plan;
   // Where a buffer kept in host memory goes: the host plan, or nowhere (the device plan only).
   AllocationPlan discard;
@@ -318,6 +362,14 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
     throw_input_error("plan",
                       "offload: weights with zero3 (sharded layers in host memory) is not "
                       "built: use one of them");
+  if (c.has_sparse_layers() && shape.base4)
+    throw_input_error("plan",
+                      "a 4-bit base of a mixture-of-experts model (QLoRA) is not built yet: "
+                      "train LoRA on the 16-bit model (adapter: lora, no load_in_4bit)");
+  if (c.has_sparse_layers() && layer_blob_spec(shape))
+    throw_input_error("plan",
+                      "zero3 and offload: weights are not built yet for mixture-of-experts "
+                      "models: use ddp, zero2 or pipeline");
   const LayerRange layers = stage_layers(c, shape);
   if (shape.stage) {
     const RunShape::Stage& st = *shape.stage;
@@ -421,14 +473,14 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
   for (int l = layers.first; l < layers.end; ++l) any_recomputed |= !layer_saved(c, mode, shape, l);
   if (any_recomputed)
     for (const ActivationSpec& a : activation_specs(c, lora, mode, t))
-      plan.add(activation_buffer_name(-1, a.name), "activations", a.shape,
-               a.f32 ? DType::kF32 : compute, a.shared_lifetime);
+      plan.add(activation_buffer_name(-1, a.name), "activations", a.shape, a.dtype(compute),
+               a.shared_lifetime);
   for (int s = 0; s < slots; ++s)
     for (int l = layers.first; l < layers.end; ++l) {
       if (!layer_saved(c, mode, shape, l)) continue;
       for (const ActivationSpec& a : activation_specs(c, lora, mode, t))
-        plan.add(activation_buffer_name(l, a.name, s), "activations", a.shape,
-                 a.f32 ? DType::kF32 : compute, Lifetime::whole_job());
+        plan.add(activation_buffer_name(l, a.name, s), "activations", a.shape, a.dtype(compute),
+                 Lifetime::whole_job());
     }
 
   // Loss head (the last stage's).
@@ -457,6 +509,13 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
              {"scratch.dv", Shape{t, kvd}, attn},
              {"scratch.datt", Shape{t, qd}, attn}})
       plan.add(name, "scratch", s, compute, life);
+    if (c.has_sparse_layers()) {
+      const int64_t e = c.moe.num_experts, k = c.moe.experts_per_token;
+      plan.add("scratch.moe_dweights", "scratch", Shape{t * k}, DType::kF32, live_in({M}));
+      plan.add("scratch.moe_dlogits", "scratch", Shape{t, e}, compute, live_in({M}));
+      if (c.moe.aux_loss)
+        plan.add("scratch.moe_aux_dprobs", "scratch", Shape{t, e}, DType::kF32, live_in({M}));
+    }
     if (c.qk_norm) {
       plan.add("scratch.dq_raw", "scratch", Shape{t, qd}, compute, attn);
       plan.add("scratch.dk_raw", "scratch", Shape{t, kvd}, compute, attn);
@@ -503,6 +562,21 @@ LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora, LayerRange 
   const std::vector<LoraGroup> groups = lora_groups(lora);
   for (int l = layers.first; l < layers.end; ++l)
     for (const LoraGroup& g : groups) {
+      if (c.sparse_layer(l) && projection_in_mlp(g.members.front())) {
+        // A sparse layer has no dense MLP projections to adapt: their place stays empty (zero,
+        // never read), so that every layer's slice of the flat buffer has the same size
+        // (lora.layer, lora_cast_per_layer).
+        const size_t first = out.slots.size();
+        for (Projection p : g.members)
+          place(l, p, false, Shape{lora.r, projection_shape(c, p).second});
+        align();
+        for (Projection p : g.members) {
+          place(l, p, true, Shape{projection_shape(c, p).first, lora.r});
+          align();
+        }
+        out.slots.resize(first);
+        continue;
+      }
       // The As back to back, one [g·r, in] matrix (the members share their input); then the Bs.
       for (Projection p : g.members)
         place(l, p, false, Shape{lora.r, projection_shape(c, p).second});

@@ -63,8 +63,8 @@ void save_hf_model(Transformer& model, const std::filesystem::path& dir,
 void write_hf_model_part(Transformer& model, const std::filesystem::path& dir, int rank,
                          int world) {
   std::filesystem::create_directories(dir);
-  write_weights(model, dir / io::shard_file_name(static_cast<size_t>(rank),
-                                                 static_cast<size_t>(world)));
+  write_weights(model,
+                dir / io::shard_file_name(static_cast<size_t>(rank), static_cast<size_t>(world)));
 }
 
 void join_hf_model_parts(Transformer& model, const std::filesystem::path& dir,
@@ -73,8 +73,7 @@ void join_hf_model_parts(Transformer& model, const std::filesystem::path& dir,
   write_config_and_tokenizer(model, dir, base_dir);
 }
 
-void write_adapter_part(Transformer& model, const std::filesystem::path& dir, int rank,
-                        int world) {
+void write_adapter_part(Transformer& model, const std::filesystem::path& dir, int rank, int world) {
   std::filesystem::create_directories(dir);
   write_peft_tensors(model, adapter_part(dir, rank, world));
 }

@@ -21,16 +21,14 @@ void save_hf_model(Transformer& model, const std::filesystem::path& dir,
                    const std::filesystem::path& base_dir);
 // Rank `rank` of `world`: the weights it holds, as shard `rank` of `world` in `dir`; then, once
 // every rank has written its shard, the lead the index, config.json and the tokenizer files.
-void write_hf_model_part(Transformer& model, const std::filesystem::path& dir, int rank,
-                         int world);
+void write_hf_model_part(Transformer& model, const std::filesystem::path& dir, int rank, int world);
 void join_hf_model_parts(Transformer& model, const std::filesystem::path& dir,
                          const std::filesystem::path& base_dir, int world);
 
 // The same for a LoRA adapter: each rank's adapter tensors into a part file in `dir`; then the
 // lead merges the parts into adapter_model.safetensors (removing them) and writes
 // adapter_config.json.
-void write_adapter_part(Transformer& model, const std::filesystem::path& dir, int rank,
-                        int world);
+void write_adapter_part(Transformer& model, const std::filesystem::path& dir, int rank, int world);
 void join_adapter_parts(Transformer& model, const std::filesystem::path& dir,
                         const std::string& base_model, int world);
 

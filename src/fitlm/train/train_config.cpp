@@ -498,9 +498,10 @@ void validate_train_config(const TrainConfig& c) {
     fail(fmt::format("strategy: expected auto, ddp, zero2, zero3 or pipeline, found '{}'",
                      c.strategy.substr(0, 40)));
   if (c.strategy == "pipeline" && c.gradient_checkpointing_auto)
-    fail("gradient_checkpointing: auto is not built for strategy: pipeline (each stage would "
-         "need its own count); give true or false (`fitlm plan --strategy pipeline` shows what "
-         "fits)");
+    fail(
+        "gradient_checkpointing: auto is not built for strategy: pipeline (each stage would "
+        "need its own count); give true or false (`fitlm plan --strategy pipeline` shows what "
+        "fits)");
   if (c.load_in_4bit && c.adapter == AdapterKind::kFull)
     fail("load_in_4bit needs adapter: lora or qlora (4-bit base weights are frozen)");
   if (!c.bnb_4bit_compute_dtype.empty()) {

@@ -147,8 +147,8 @@ void setup_ranks(TrainJob& job) {
   if (pipeline && !c.gradient_accumulation_set) job.k_local = 4 * job.world;
   job.k = job.k_local * job.replicas;
   if (pipeline && job.world > 1 && job.lead) {
-    const double bubble = static_cast<double>(job.world - 1) /
-                          static_cast<double>(job.k_local + job.world - 1);
+    const double bubble =
+        static_cast<double>(job.world - 1) / static_cast<double>(job.k_local + job.world - 1);
     log::info("pipeline over {} stages: {} micro-batches per step, the 1F1B bubble {:.0f}% of it",
               job.world, job.k_local, 100.0 * bubble);
     if (job.k_local < 4 * job.world)
@@ -208,8 +208,8 @@ RunShape pipeline_shape(TrainJob& job, TrainMode mode, const LoraConfig& lc, Run
   std::vector<size_t> caps;
   for (int s = 0; s < job.world; ++s) {
     const std::vector<size_t>& per_gpu = c.max_memory_per_gpu;
-    const size_t cap = per_gpu.size() > 1 ? per_gpu[static_cast<size_t>(s) % per_gpu.size()]
-                                          : c.max_memory;
+    const size_t cap =
+        per_gpu.size() > 1 ? per_gpu[static_cast<size_t>(s) % per_gpu.size()] : c.max_memory;
     caps.push_back(cap ? arena_cap(cap, reserved) : 0);
   }
   const std::vector<int> in_flight =
@@ -221,8 +221,8 @@ RunShape pipeline_shape(TrainJob& job, TrainMode mode, const LoraConfig& lc, Run
   if (job.lead && job.world > 1)
     for (int s = 0; s < job.world; ++s) {
       const RunShape::Stage& st = stages[static_cast<size_t>(s)];
-      log::info("pipeline stage {} (rank {}): layers {}-{}{}{}, {} micro-batch(es) in flight", s,
-                s, st.first_layer, st.end_layer - 1, s == 0 ? " + embedding" : "",
+      log::info("pipeline stage {} (rank {}): layers {}-{}{}{}, {} micro-batch(es) in flight", s, s,
+                st.first_layer, st.end_layer - 1, s == 0 ? " + embedding" : "",
                 s + 1 == job.world ? " + final norm, lm_head, loss" : "", st.in_flight);
     }
   job.strategy = std::make_unique<dist::PipelineStrategy>(*job.comm, stages);
@@ -391,8 +391,7 @@ std::unique_ptr<TrainJob> setup_training(const TrainConfig& c) {
       "{} steps of {} x {} micro-batches, memory plan {}{}{}",
       c.base_model, job->backend->name(), job->trainable, job->lora ? "LoRA" : "full",
       job->data.train.size(), job->data.eval.size(), job->total_steps, job->k, c.micro_batch_size,
-      format_bytes(job->model->arena().bytes()),
-      job->strategy->splits_model() ? " on stage 0" : "",
+      format_bytes(job->model->arena().bytes()), job->strategy->splits_model() ? " on stage 0" : "",
       job->model->host_bytes()
           ? fmt::format(" + {} in host memory", format_bytes(job->model->host_bytes()))
           : "");

@@ -110,8 +110,9 @@ StepMetrics train_step(TrainJob& job, std::vector<TokenBatch>& micro, uint64_t d
   // (step, i) only, whichever rank runs it.
   const int64_t first = job.replica * job.k_local;
   double loss_sum = job.strategy->forward_backward(
-      model, std::span<const TokenBatch>(micro).subspan(static_cast<size_t>(first),
-                                                         static_cast<size_t>(job.k_local)),
+      model,
+      std::span<const TokenBatch>(micro).subspan(static_cast<size_t>(first),
+                                                 static_cast<size_t>(job.k_local)),
       grad_scale, [&](size_t j) {
         model.set_dropout_seed(mix_seed(
             dropout_seed, static_cast<uint64_t>(step * job.k + first + static_cast<int64_t>(j))));

@@ -1,0 +1,174 @@
+// A sparse layer's MLP: the mixture of experts of Mixtral and Qwen3-MoE.
+//
+// Forward: the router scores every token (logits = xn2·Wrᵀ), softmax in f32 picks k experts
+// and their weights (renormalised when the config says so); the (token, choice) pairs become
+// T·k rows grouped by expert (moe_permute), each expert runs its SwiGLU FFN on its rows as
+// ordinary GEMMs, and every token adds the weighted sum of its k rows' outputs to the residual
+// stream (moe_combine, in choice order: deterministic). Backward runs the same in reverse: the
+// weights' gradients from the outputs, the rows' gradients through the experts, their sum per
+// token into ∂L/∂xn2, and the router's gradient through the softmax and renormalisation.
+//
+// Rows per expert size the GEMMs, so they come to the host once per layer and pass
+// (moe_permute): a GPU backend synchronises there.
+#include "fitlm/core/error.h"
+#include "fitlm/model/transformer_impl.h"
+
+namespace fitlm {
+namespace {
+
+// `shape` elements of `t` from element `offset` on.
+Tensor block(const Tensor& t, int64_t offset, Shape shape) {
+  return Tensor(static_cast<char*>(t.data) + offset * static_cast<int64_t>(dtype_size(t.dtype)),
+                t.dtype, shape, t.device);
+}
+
+// Expert e's gate or up rows [I, H] of gate_up [E, 2·I, H], and its down [H, I] of [E, H, I].
+struct ExpertViews {
+  int64_t h, i;
+  Tensor gate(const Tensor& gate_up, int64_t e) const {
+    return block(gate_up, e * 2 * i * h, Shape{i, h});
+  }
+  Tensor up(const Tensor& gate_up, int64_t e) const {
+    return block(gate_up, (e * 2 + 1) * i * h, Shape{i, h});
+  }
+  Tensor down(const Tensor& down, int64_t e) const { return block(down, e * h * i, Shape{h, i}); }
+};
+
+// Calls f(e, first row, rows) for every expert with rows.
+template <typename F>
+void for_each_expert(const std::vector<int64_t>& counts, F&& f) {
+  int64_t first = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    if (counts[e] > 0) f(static_cast<int64_t>(e), first, counts[e]);
+    first += counts[e];
+  }
+}
+
+}  // namespace
+
+std::vector<int64_t>& Transformer::Impl::moe_counts(int l) {
+  const size_t index =
+      static_cast<size_t>(slot_) * static_cast<size_t>(c_.num_layers) + static_cast<size_t>(l);
+  if (moe_counts_.size() <= index) moe_counts_.resize(index + 1);
+  return moe_counts_[index];
+}
+
+void Transformer::Impl::moe_forward(int l, const LayerActivations& a, Tensor y, int64_t t) {
+  const MoeWeights& w = m_.layers_[l].moe;
+  const int64_t k = c_.moe.experts_per_token;
+  const ExpertViews ev{c_.hidden_size, c_.moe.expert_intermediate_size};
+  be_.gemm(a.xn2, false, w.router, true, a.router_logits);  // logits = xn2 Wrᵀ
+  be_.moe_route(a.router_logits, static_cast<int>(k), c_.moe.normalize_top_k, a.router_probs,
+                a.route_weights, a.route_experts);
+  std::vector<int64_t>& counts = moe_counts(l);
+  be_.moe_permute(a.route_experts, c_.moe.num_experts, a.row_token, a.row_pair, a.row_of, counts);
+  be_.gather_rows(a.xn2, a.row_token, Tensor{}, a.moe_x);
+  // Each row's weight, for the backward of its output.
+  be_.gather_rows(a.route_weights.reshape(Shape{t * k, 1}), a.row_pair, Tensor{},
+                  a.row_weight.reshape(Shape{t * k, 1}));
+  for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
+    const Tensor x = a.moe_x.slice_rows(first, first + n);
+    be_.gemm(x, false, ev.gate(w.gate_up, e), true, a.moe_gate.slice_rows(first, first + n));
+    be_.gemm(x, false, ev.up(w.gate_up, e), true, a.moe_up.slice_rows(first, first + n));
+  });
+  be_.swiglu_forward(a.moe_gate, a.moe_up, a.moe_act);
+  for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
+    be_.gemm(a.moe_act.slice_rows(first, first + n), false, ev.down(w.down, e), true,
+             a.moe_y.slice_rows(first, first + n));
+  });
+  if (!y.empty()) be_.moe_combine(a.moe_y, a.row_of, a.route_weights, y, /*accumulate=*/true);
+  if (aux_collect_ && !y.empty()) {  // not on recompute: the forward pass counted this layer
+    const int64_t e = c_.moe.num_experts;
+    std::vector<float> probs(static_cast<size_t>(t * e));
+    be_.download(a.router_probs, probs.data());
+    for (int64_t x = 0; x < e; ++x)
+      aux_counts_[static_cast<size_t>(x)] += counts[static_cast<size_t>(x)];
+    for (int64_t r = 0; r < t; ++r)
+      for (int64_t x = 0; x < e; ++x)
+        aux_prob_sums_[static_cast<size_t>(x)] += probs[static_cast<size_t>(r * e + x)];
+    aux_rows_ += t;
+  }
+}
+
+void Transformer::Impl::start_aux_loss(bool training_pass) {
+  aux_collect_ = training_pass && c_.moe.aux_loss && m_.mode_ != TrainMode::kFrozen;
+  aux_rows_ = 0;
+  aux_dprobs_.clear();
+  if (!aux_collect_) return;
+  aux_counts_.assign(static_cast<size_t>(c_.moe.num_experts), 0.0);
+  aux_prob_sums_.assign(static_cast<size_t>(c_.moe.num_experts), 0.0);
+}
+
+// HF's load_balancing_loss_func over the rows of every sparse layer (N of them): with f the
+// fraction of chosen (row, choice) pairs per expert and P the mean probability per expert,
+// L = E · Σ_e f_e · P_e, and ∂L/∂p[row, e] = E · f_e / N (f has no gradient: it counts argmaxes).
+// The term added to the loss is coef · L per micro-batch, weighted by its scored tokens so that
+// a step's loss is the token-weighted mean over its micro-batches (for one micro-batch exactly
+// HF's CE + coef · L).
+void Transformer::Impl::finish_aux_loss(LossResult& r, float grad_scale) {
+  if (!aux_collect_ || aux_rows_ == 0) return;
+  const double n = static_cast<double>(aux_rows_), experts = c_.moe.num_experts;
+  double l = 0.0;
+  for (size_t x = 0; x < aux_counts_.size(); ++x)
+    l += (aux_counts_[x] / n) * (aux_prob_sums_[x] / n);
+  l *= experts;
+  const double weight = c_.moe.aux_loss_coef * static_cast<double>(r.tokens);
+  r.loss_sum += weight * l;
+  aux_dprobs_.resize(aux_counts_.size());
+  for (size_t x = 0; x < aux_counts_.size(); ++x)
+    aux_dprobs_[x] = static_cast<double>(grad_scale) * weight * experts * (aux_counts_[x] / n) / n;
+}
+
+// Gradients overwrite the activations they belong to once nothing reads those any more, as in
+// the dense MLP: the rows' output gradients over moe_y (after the weights' gradients have read
+// it), dact over moe_act, dgate and dup over moe_gate and moe_up, the rows' input gradients over
+// moe_x (each expert's weight gradients read its rows first).
+void Transformer::Impl::moe_backward(int l, const LayerActivations& a, const Tensor& dres,
+                                     Tensor dxn, int64_t t) {
+  const MoeWeights& w = m_.layers_[l].moe;
+  const int64_t k = c_.moe.experts_per_token;
+  const ExpertViews ev{c_.hidden_size, c_.moe.expert_intermediate_size};
+  const bool full = !w.ddown.empty();
+  const std::vector<int64_t>& counts = moe_counts(l);
+  const Tensor dweights = rows("scratch.moe_dweights", t).reshape(Shape{t, k});
+  be_.moe_weight_grad(dres, a.moe_y, a.row_of, dweights);
+  const Tensor dy = a.moe_y;
+  be_.gather_rows(dres, a.row_token, a.row_weight, dy);  // ∂L/∂(row output) = w·∂L/∂y[token]
+  for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
+    const Tensor dy_e = dy.slice_rows(first, first + n),
+                 act = a.moe_act.slice_rows(first, first + n);
+    if (full) be_.gemm(dy_e, true, act, false, ev.down(w.ddown, e), 1.0f, 1.0f);  // dWd += dyᵀ act
+    be_.gemm(dy_e, false, ev.down(w.down, e), false, act);  // dact = dy Wd, over act
+  });
+  be_.swiglu_backward(a.moe_act, a.moe_gate, a.moe_up, a.moe_gate, a.moe_up);
+  for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
+    const Tensor x = a.moe_x.slice_rows(first, first + n);
+    const Tensor dg = a.moe_gate.slice_rows(first, first + n);
+    const Tensor du = a.moe_up.slice_rows(first, first + n);
+    if (full) {
+      be_.gemm(dg, true, x, false, ev.gate(w.dgate_up, e), 1.0f, 1.0f);  // dWg += dgᵀ x
+      be_.gemm(du, true, x, false, ev.up(w.dgate_up, e), 1.0f, 1.0f);    // dWu += duᵀ x
+    }
+    be_.gemm(dg, false, ev.gate(w.gate_up, e), false, x);            // dx = dg Wg, over x
+    be_.gemm(du, false, ev.up(w.gate_up, e), false, x, 1.0f, 1.0f);  // dx += du Wu
+  });
+  be_.moe_combine(a.moe_x, a.row_of, Tensor{}, dxn, /*accumulate=*/false);  // Σ over a token's rows
+  const Tensor dlogits = rows("scratch.moe_dlogits", t);
+  Tensor aux_dprobs;
+  if (!aux_dprobs_.empty()) {  // the load-balancing loss: the same ∂L/∂p for every row
+    const int64_t e = c_.moe.num_experts;
+    aux_dprobs = rows("scratch.moe_aux_dprobs", t);
+    std::vector<float> host(static_cast<size_t>(t * e));
+    for (int64_t r = 0; r < t; ++r)
+      for (int64_t x = 0; x < e; ++x)
+        host[static_cast<size_t>(r * e + x)] =
+            static_cast<float>(aux_dprobs_[static_cast<size_t>(x)]);
+    be_.upload(aux_dprobs, host.data(), DType::kF32);
+  }
+  be_.moe_route_backward(a.router_probs, a.route_weights, a.route_experts, dweights,
+                         c_.moe.normalize_top_k, aux_dprobs, dlogits);
+  be_.gemm(dlogits, false, w.router, false, dxn, 1.0f, 1.0f);              // dxn += dlogits Wr
+  if (full) be_.gemm(dlogits, true, a.xn2, false, w.drouter, 1.0f, 1.0f);  // dWr += dlogitsᵀ xn2
+}
+
+}  // namespace fitlm
