@@ -192,6 +192,40 @@ class Backend {
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                                Tensor dgate, Tensor dup) = 0;
 
+  // ---- mixture of experts (model/transformer_moe.cpp) ------------------------------------------------------
+  // Not pure virtual so that backends gain them one by one; the defaults throw a clear error.
+  //
+  // Routing: probs f32 [T, E] = softmax(logits [T, E], computed in f32); experts i32 [T, k] the
+  // k largest probabilities of each row in descending order (ties: the lower expert index
+  // first); weights f32 [T, k] their probabilities, divided by their sum when renormalize.
+  virtual void moe_route(const Tensor& logits, int k, bool renormalize, Tensor probs,
+                         Tensor weights, Tensor experts);
+  // ∂L/∂logits [T, E] (overwritten, any float dtype) from ∂L/∂weights f32 [T, k] through the
+  // renormalisation (when renormalize) and the softmax; the top-k choice itself has no gradient.
+  // extra_dprobs: empty, or f32 [T, E] added to ∂L/∂probs first (the load-balancing loss).
+  virtual void moe_route_backward(const Tensor& probs, const Tensor& weights,
+                                  const Tensor& experts, const Tensor& dweights, bool renormalize,
+                                  const Tensor& extra_dprobs, Tensor dlogits);
+  // The rows of the expert computation grouped by expert: each (token t, choice j) pair gets a
+  // row, those of expert 0 first, then expert 1, ..., and within an expert by t then j.
+  // token_of_row i32 [T·k]: the token t of each row; pair_of_row i32 [T·k]: its pair t·k + j;
+  // row_of i32 [T, k]: the row of each pair; counts (host): rows per expert, E entries. A GPU
+  // backend waits for the counts (they size the expert GEMMs).
+  virtual void moe_permute(const Tensor& experts, int num_experts, Tensor token_of_row,
+                           Tensor pair_of_row, Tensor row_of, std::vector<int64_t>& counts);
+  // dst [n, H]: row i = src [T, H] row index[i] (i32 [n]), times scale[i] when scale (f32 [n])
+  // is not empty.
+  virtual void gather_rows(const Tensor& src, const Tensor& index, const Tensor& scale,
+                           Tensor dst);
+  // y [T, H] (+)= Σ_j weights[t, j] · rows[row_of[t, j]] for j = 0..k−1 in order (rows [T·k, H],
+  // row_of i32 [T, k], weights f32 [T, k], or all 1 when empty); accumulated in f32, then added
+  // to y (accumulate) or written over it. Deterministic: no atomics.
+  virtual void moe_combine(const Tensor& rows, const Tensor& row_of, const Tensor& weights,
+                           Tensor y, bool accumulate);
+  // dweights f32 [T, k] (overwritten): dweights[t, j] = Σ_h dy[t, h] · rows[row_of[t, j], h].
+  virtual void moe_weight_grad(const Tensor& dy, const Tensor& rows, const Tensor& row_of,
+                               Tensor dweights);
+
   // Cross-entropy over a chunk of logits [T, V] with labels i32 [T] (−100 = ignored).
   // losses f32 [T] gets −log softmax(logits)[label] (0 where ignored). When compute_grad, the
   // logits are overwritten with grad_scale · (softmax − onehot) (0 rows where ignored), so the
@@ -226,6 +260,29 @@ inline void Backend::deallocate_host_mapped(const HostMapped& m) {
 inline void Backend::attention_decode(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                       const AttentionShape&, Tensor) {
   throw Error(name(), "attention_decode is not implemented on backend " + name(),
+              ExitCode::kInternal);
+}
+
+inline void Backend::moe_route(const Tensor&, int, bool, Tensor, Tensor, Tensor) {
+  throw Error(name(), "moe_route is not implemented on backend " + name(), ExitCode::kInternal);
+}
+inline void Backend::moe_route_backward(const Tensor&, const Tensor&, const Tensor&,
+                                        const Tensor&, bool, const Tensor&, Tensor) {
+  throw Error(name(), "moe_route_backward is not implemented on backend " + name(),
+              ExitCode::kInternal);
+}
+inline void Backend::moe_permute(const Tensor&, int, Tensor, Tensor, Tensor,
+                                 std::vector<int64_t>&) {
+  throw Error(name(), "moe_permute is not implemented on backend " + name(), ExitCode::kInternal);
+}
+inline void Backend::gather_rows(const Tensor&, const Tensor&, const Tensor&, Tensor) {
+  throw Error(name(), "gather_rows is not implemented on backend " + name(), ExitCode::kInternal);
+}
+inline void Backend::moe_combine(const Tensor&, const Tensor&, const Tensor&, Tensor, bool) {
+  throw Error(name(), "moe_combine is not implemented on backend " + name(), ExitCode::kInternal);
+}
+inline void Backend::moe_weight_grad(const Tensor&, const Tensor&, const Tensor&, Tensor) {
+  throw Error(name(), "moe_weight_grad is not implemented on backend " + name(),
               ExitCode::kInternal);
 }
 
