@@ -21,7 +21,19 @@ nlohmann::json config_json(const std::string& arch, bool tied) {
                       {"num_hidden_layers", 4},   {"num_attention_heads", 4},
                       {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},
                       {"rope_theta", 10000.0},    {"tie_word_embeddings", tied}};
-  if (arch == "Qwen3ForCausalLM") j["head_dim"] = 16;
+  if (arch == "Qwen3ForCausalLM" || arch == "Qwen3MoeForCausalLM") j["head_dim"] = 16;
+  if (arch == "MixtralForCausalLM") {  // every layer sparse, the load-balancing loss on
+    j["num_local_experts"] = 4;
+    j["num_experts_per_tok"] = 2;
+    j["output_router_logits"] = true;
+    j["router_aux_loss_coef"] = 0.02;
+  }
+  if (arch == "Qwen3MoeForCausalLM") {  // layers 1 and 3 sparse, 0 and 2 dense
+    j["num_experts"] = 8;
+    j["num_experts_per_tok"] = 3;
+    j["moe_intermediate_size"] = 48;
+    j["decoder_sparse_step"] = 2;
+  }
   return j;
 }
 
@@ -108,6 +120,11 @@ TEST(Lifetimes, SharedArenaIsBitIdenticalToCheckedLifetimes) {
       {.arch = "Qwen3ForCausalLM", .mode = TrainMode::kFull, .recompute_layers = 2},
       {.mode = TrainMode::kFrozen},
       {.arch = "Qwen3ForCausalLM", .mode = TrainMode::kFrozen},
+      {.arch = "MixtralForCausalLM", .recompute_layers = -2},
+      {.arch = "MixtralForCausalLM", .mode = TrainMode::kFull, .recompute_layers = 2},
+      {.arch = "Qwen3MoeForCausalLM", .recompute_layers = -1, .dropout = 0.1f},
+      {.arch = "Qwen3MoeForCausalLM", .mode = TrainMode::kFull, .recompute_layers = -1},
+      {.arch = "Qwen3MoeForCausalLM", .mode = TrainMode::kFrozen},
   };
   for (const Case& k : cases) {
     SCOPED_TRACE(describe(k));

@@ -142,6 +142,13 @@ class Reference:
                 y = y + scale * ((x @ tensors[key + ".lora_A.weight"].T) @ tensors[key + ".lora_B.weight"].T)
         return y
 
+    def mlp(self, h, params, lora, l):
+        """The feed-forward block of layer l on the normed hidden states h [T, H] (subclasses
+        replace it, e.g. tests/tools/moe_reference.py's mixture of experts)."""
+        g = self.linear(h, params, lora, l, "gate_proj")
+        u = self.linear(h, params, lora, l, "up_proj")
+        return self.linear(torch.nn.functional.silu(g) * u, params, lora, l, "down_proj")
+
     def forward(self, ids, params, lora=None):
         cfg, hd, nh, nkv = self.cfg, self.hd, self.nh, self.nkv
         t = len(ids)
@@ -169,9 +176,7 @@ class Reference:
             att = torch.einsum("hts,shd->thd", torch.softmax(scores, dim=-1), v).reshape(t, nh * hd)
             x = x + self.linear(att, params, lora, l, "o_proj")
             h = rms_norm(x, params[p + "post_attention_layernorm.weight"], self.eps)
-            g = self.linear(h, params, lora, l, "gate_proj")
-            u = self.linear(h, params, lora, l, "up_proj")
-            x = x + self.linear(torch.nn.functional.silu(g) * u, params, lora, l, "down_proj")
+            x = x + self.mlp(h, params, lora, l)
         x = rms_norm(x, params["model.norm.weight"], self.eps)
         head = params.get("lm_head.weight", params["model.embed_tokens.weight"])
         return x @ head.T

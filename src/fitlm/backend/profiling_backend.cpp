@@ -196,6 +196,38 @@ void ProfilingBackend::swiglu_backward(const Tensor& dout, const Tensor& gate, c
                                        Tensor dgate, Tensor dup) {
   timed("swiglu_backward", 0, [&] { inner_.swiglu_backward(dout, gate, up, dgate, dup); });
 }
+void ProfilingBackend::moe_route(const Tensor& logits, int k, bool renormalize, Tensor probs,
+                                 Tensor weights, Tensor experts) {
+  timed("moe_route", 0, [&] { inner_.moe_route(logits, k, renormalize, probs, weights, experts); });
+}
+void ProfilingBackend::moe_route_backward(const Tensor& probs, const Tensor& weights,
+                                          const Tensor& experts, const Tensor& dweights,
+                                          bool renormalize, const Tensor& extra_dprobs,
+                                          Tensor dlogits) {
+  timed("moe_route_backward", 0, [&] {
+    inner_.moe_route_backward(probs, weights, experts, dweights, renormalize, extra_dprobs,
+                              dlogits);
+  });
+}
+void ProfilingBackend::moe_permute(const Tensor& experts, int num_experts, Tensor token_of_row,
+                                   Tensor pair_of_row, Tensor row_of,
+                                   std::vector<int64_t>& counts) {
+  timed("moe_permute", 0, [&] {
+    inner_.moe_permute(experts, num_experts, token_of_row, pair_of_row, row_of, counts);
+  });
+}
+void ProfilingBackend::gather_rows(const Tensor& src, const Tensor& index, const Tensor& scale,
+                                   Tensor dst) {
+  timed("gather_rows", 0, [&] { inner_.gather_rows(src, index, scale, dst); });
+}
+void ProfilingBackend::moe_combine(const Tensor& rows, const Tensor& row_of, const Tensor& weights,
+                                   Tensor y, bool accumulate) {
+  timed("moe_combine", 0, [&] { inner_.moe_combine(rows, row_of, weights, y, accumulate); });
+}
+void ProfilingBackend::moe_weight_grad(const Tensor& dy, const Tensor& rows, const Tensor& row_of,
+                                       Tensor dweights) {
+  timed("moe_weight_grad", 0, [&] { inner_.moe_weight_grad(dy, rows, row_of, dweights); });
+}
 void ProfilingBackend::cross_entropy(Tensor logits, const Tensor& labels, Tensor losses,
                                      float grad_scale, bool compute_grad) {
   timed("cross_entropy", 0,

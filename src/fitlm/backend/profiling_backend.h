@@ -83,6 +83,19 @@ class ProfilingBackend final : public Backend {
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor out) override;
   void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor dgate,
                        Tensor dup) override;
+  void moe_route(const Tensor& logits, int k, bool renormalize, Tensor probs, Tensor weights,
+                 Tensor experts) override;
+  void moe_route_backward(const Tensor& probs, const Tensor& weights, const Tensor& experts,
+                          const Tensor& dweights, bool renormalize, const Tensor& extra_dprobs,
+                          Tensor dlogits) override;
+  void moe_permute(const Tensor& experts, int num_experts, Tensor token_of_row, Tensor pair_of_row,
+                   Tensor row_of, std::vector<int64_t>& counts) override;
+  void gather_rows(const Tensor& src, const Tensor& index, const Tensor& scale,
+                   Tensor dst) override;
+  void moe_combine(const Tensor& rows, const Tensor& row_of, const Tensor& weights, Tensor y,
+                   bool accumulate) override;
+  void moe_weight_grad(const Tensor& dy, const Tensor& rows, const Tensor& row_of,
+                       Tensor dweights) override;
   void cross_entropy(Tensor logits, const Tensor& labels, Tensor losses, float grad_scale,
                      bool compute_grad) override;
   double sum_squares(const Tensor& x) override;

@@ -50,14 +50,19 @@ void fill_random(Backend& be, const std::vector<Tensor>& tensors, float scale, u
   std::normal_distribution<float> n(0.0f, scale);
   std::vector<float> pool(1 << 22);
   for (auto& v : pool) v = n(rng);
-  for (const Tensor& t : tensors) {
-    const int64_t rows = t.ndim() >= 2 ? t.dim(0) : 1;
-    const int64_t cols = t.numel() / std::max<int64_t>(rows, 1);
-    const int64_t rows_per = std::max<int64_t>(1, static_cast<int64_t>(pool.size()) / cols);
+  for (const Tensor& tensor : tensors) {
+    // As rows of its last dimension (a 3-D expert tensor too), so that no row is longer than
+    // the pool; a vector (norms, biases) is one row.
+    const int64_t cols = tensor.ndim() >= 2 ? tensor.cols() : tensor.numel();
+    FITLM_CHECK(cols + 7 * 13 <= static_cast<int64_t>(pool.size()), "bench",
+                "a row of {} values is longer than the random pool", cols);
+    const Tensor t = tensor.reshape(Shape{tensor.numel() / cols, cols});
+    const int64_t rows = t.dim(0);
+    const int64_t rows_per =
+        std::max<int64_t>(1, (static_cast<int64_t>(pool.size()) - 7 * 13) / cols);
     for (int64_t r = 0; r < rows; r += rows_per) {
       const int64_t r1 = std::min(rows, r + rows_per);
-      const Tensor part = t.ndim() >= 2 ? t.slice_rows(r, r1) : t;
-      be.upload(part, pool.data() + (r % 7) * 13, DType::kF32);
+      be.upload(t.slice_rows(r, r1), pool.data() + (r % 7) * 13, DType::kF32);
     }
   }
 }
@@ -266,12 +271,13 @@ int run_bench(const BenchOptions& o) {
   }
 
   const double tokens_per_s = static_cast<double>(batch.size()) / secs;
-  // Model FLOPs per token: 2·P (every matmul weight incl. the LM head) + 4·L·S·D attention
+  // Model FLOPs per token: 2·P (every matmul weight incl. the LM head; of a mixture of experts
+  // the k experts a token uses) + 4·L·S·D attention
   // (packed rows: S is the token-weighted mean segment length Σ len² / T);
   // a LoRA step counts 2× that (forward + activation grads), a full step 3×.
   const double attn_len = attn_sq_sum / static_cast<double>(batch.size());
   const int64_t matmul_params =
-      c.parameter_count() -
+      c.active_parameter_count() -
       int64_t{c.vocab_size} * c.hidden_size * (c.tie_word_embeddings ? 0 : 1) -
       int64_t{c.hidden_size} * (2 * c.num_layers + 1) -
       (c.qk_norm ? int64_t{2} * c.head_dim * c.num_layers : 0);

@@ -371,4 +371,12 @@ int64_t ModelConfig::parameter_count() const {
   return layers + v * h * (tie_word_embeddings ? 1 : 2) + h;
 }
 
+int64_t ModelConfig::active_parameter_count() const {
+  int64_t idle = 0;
+  const int64_t per_expert = 3 * int64_t{hidden_size} * moe.expert_intermediate_size;
+  for (int l = 0; l < num_layers; ++l)
+    if (sparse_layer(l)) idle += (moe.num_experts - moe.experts_per_token) * per_expert;
+  return parameter_count() - idle;
+}
+
 }  // namespace fitlm

@@ -78,6 +78,8 @@ struct ModelConfig {
   std::vector<float> rope_inv_freq() const;
   // Number of parameters (all weights, LM head counted once when tied).
   int64_t parameter_count() const;
+  // The parameters one token computes with: a sparse layer's k chosen experts, not all E.
+  int64_t active_parameter_count() const;
 };
 
 std::string supported_architectures();  // for error messages

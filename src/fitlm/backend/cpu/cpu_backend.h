@@ -57,6 +57,19 @@ class CpuBackend final : public Backend {
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor out) override;
   void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor dgate,
                        Tensor dup) override;
+  void moe_route(const Tensor& logits, int k, bool renormalize, Tensor probs, Tensor weights,
+                 Tensor experts) override;
+  void moe_route_backward(const Tensor& probs, const Tensor& weights, const Tensor& experts,
+                          const Tensor& dweights, bool renormalize, const Tensor& extra_dprobs,
+                          Tensor dlogits) override;
+  void moe_permute(const Tensor& experts, int num_experts, Tensor token_of_row, Tensor pair_of_row,
+                   Tensor row_of, std::vector<int64_t>& counts) override;
+  void gather_rows(const Tensor& src, const Tensor& index, const Tensor& scale,
+                   Tensor dst) override;
+  void moe_combine(const Tensor& rows, const Tensor& row_of, const Tensor& weights, Tensor y,
+                   bool accumulate) override;
+  void moe_weight_grad(const Tensor& dy, const Tensor& rows, const Tensor& row_of,
+                       Tensor dweights) override;
   void cross_entropy(Tensor logits, const Tensor& labels, Tensor losses, float grad_scale,
                      bool compute_grad) override;
 
@@ -74,5 +87,12 @@ inline float dropout_uniform(uint64_t seed, uint64_t index) {
   z ^= z >> 31;
   return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
 }
+
+// moe_permute's stable counting sort on host arrays (experts i32 [t_count, k]), shared by every
+// backend so that all of them produce the same permutation (the CUDA backend runs it on a host
+// copy of the experts). Throws on an expert index outside [0, num_experts).
+void moe_counting_sort(const int32_t* experts, int64_t t_count, int k, int num_experts,
+                       int32_t* token_of_row, int32_t* pair_of_row, int32_t* row_of,
+                       std::vector<int64_t>& counts);
 
 }  // namespace fitlm

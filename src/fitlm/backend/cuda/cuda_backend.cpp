@@ -241,11 +241,16 @@ void CudaBackend::synchronize() {
   FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   FITLM_CUDA_CHECK(cudaStreamSynchronize(transfer_stream_));  // copy_async's too
   const bool bad_id = h_flags_[kFlagBadTokenId] != 0, bad_label = h_flags_[kFlagBadLabel] != 0;
-  if (bad_id || bad_label) {
+  const bool bad_moe = h_flags_[kFlagBadMoeIndex] != 0;
+  if (bad_id || bad_label || bad_moe) {
     FITLM_CUDA_CHECK(cudaMemsetAsync(d_flags_, 0, kNumFlags * sizeof(int), stream_));
     FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     if (bad_id)
       throw_input_error("model", "a token id is outside the vocabulary (embedding lookup)");
+    if (bad_moe)
+      throw_internal_error("cuda",
+                           "a mixture-of-experts op got an expert or row index out of range "
+                           "(moe_route_backward, gather_rows, moe_combine or moe_weight_grad)");
     throw_input_error("model", "a label is outside the vocabulary and is not -100");
   }
 }

@@ -1,8 +1,8 @@
 // CudaBackend: the class behind make_cuda_backend(). Internal to src/fitlm/backend/cuda (it
 // names CUDA types); the rest of fitlm sees only Backend. Member functions live in
 // cuda_backend.cpp (lifecycle, memory, element-wise), cuda_backend_layers.cpp (layers, loss,
-// optimizer) and cuda_gemm.cpp; they check arguments and call the kernel launchers declared in
-// the per-family .cuh files.
+// optimizer), cuda_backend_moe.cpp (mixture of experts) and cuda_gemm.cpp; they check arguments and
+// call the kernel launchers declared in the per-family .cuh files.
 #pragma once
 
 #include <cublasLt.h>
@@ -24,7 +24,12 @@ struct SdpaShape;
 }  // namespace cuda
 
 // Device-side error flags that kernels raise instead of faulting; synchronize() reports them.
-enum CudaErrorFlag : int { kFlagBadTokenId = 0, kFlagBadLabel = 1, kNumFlags = 4 };
+enum CudaErrorFlag : int {
+  kFlagBadTokenId = 0,
+  kFlagBadLabel = 1,
+  kFlagBadMoeIndex = 2,  // an expert or row index of the MoE ops out of range
+  kNumFlags = 4
+};
 
 class CudaBackend final : public Backend {
  public:
@@ -88,6 +93,20 @@ class CudaBackend final : public Backend {
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor out) override;
   void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor dgate,
                        Tensor dup) override;
+  void moe_route(const Tensor& logits, int k, bool renormalize, Tensor probs, Tensor weights,
+                 Tensor experts) override;
+  void moe_route_backward(const Tensor& probs, const Tensor& weights, const Tensor& experts,
+                          const Tensor& dweights, bool renormalize, const Tensor& extra_dprobs,
+                          Tensor dlogits) override;
+  // Synchronizes: the experts come to the host, are sorted there, and the indices go back.
+  void moe_permute(const Tensor& experts, int num_experts, Tensor token_of_row, Tensor pair_of_row,
+                   Tensor row_of, std::vector<int64_t>& counts) override;
+  void gather_rows(const Tensor& src, const Tensor& index, const Tensor& scale,
+                   Tensor dst) override;
+  void moe_combine(const Tensor& rows, const Tensor& row_of, const Tensor& weights, Tensor y,
+                   bool accumulate) override;
+  void moe_weight_grad(const Tensor& dy, const Tensor& rows, const Tensor& row_of,
+                       Tensor dweights) override;
   void cross_entropy(Tensor logits, const Tensor& labels, Tensor losses, float grad_scale,
                      bool compute_grad) override;
 
