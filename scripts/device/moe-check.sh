@@ -34,8 +34,9 @@ bench() {  # name, args...
     >"$OUT/bench-$name.json" 2>"$OUT/bench-$name.log"
   echo "$name rc $?: $(cat "$OUT/bench-$name.json")"
   grep -E "arena|measured|planned" "$OUT/bench-$name.log" | head -4
+  case "$*" in *--profile*) tail -n 25 "$OUT/bench-$name.log" ;; esac
 }
-bench q30b-mb1 qwen3-30b-a3b --micro-batch 1 --steps 3 --warmup 1
+bench q30b-mb1 qwen3-30b-a3b --micro-batch 1 --steps 3 --warmup 1 --profile
 bench q30b-mb4 qwen3-30b-a3b --micro-batch 4 --steps 2 --warmup 1
 bench mixtral-mb1 mixtral-8x7b --micro-batch 1 --steps 3 --warmup 1
 echo "total: $(($(date +%s) - start)) s"

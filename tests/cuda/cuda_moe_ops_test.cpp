@@ -252,6 +252,86 @@ TEST_P(CudaMoeOps, CombineAndWeightGrad) {
   EXPECT_TRUE(same_bits(from_device(*gpu, *g_dw), got)) << "moe_weight_grad: not deterministic";
 }
 
+// Expert e's [n, k] block of a [E, n, k] tensor.
+Tensor expert_block(const Tensor& w, int64_t e, int64_t n, int64_t k) {
+  return Tensor(static_cast<char*>(w.data) + e * n * k * static_cast<int64_t>(dtype_size(w.dtype)),
+                w.dtype, Shape{n, k}, w.device);
+}
+
+// gemm_grouped as the expert FFNs use it (uneven rows per expert, one expert without rows):
+// every group equals the CPU's gemm, for the three products of the forward and backward
+// (x·Wᵀ, dy·W with beta = 1, dyᵀ·x into f32 master gradients), and reruns give the same bits.
+TEST_P(CudaMoeOps, GroupedGemm) {
+  const std::vector<int64_t> counts{37, 0, 129, 1, 64, 250};
+  const int64_t experts = static_cast<int64_t>(counts.size()), n = 96, k = 160;
+  int64_t rows = 0;
+  for (int64_t c : counts) rows += c;
+  auto x = rounded(random_vec(rows * k, 70), dt());
+  auto w = rounded(random_vec(experts * n * k, 71), dt());
+  auto dy = rounded(random_vec(rows * n, 72), dt());
+  auto y0 = rounded(random_vec(rows * k, 73), dt());
+  auto g0 = random_vec(experts * n * k, 74);
+  auto g_x = to_device(*gpu, x, dt(), {rows, k});
+  auto g_w = to_device(*gpu, w, dt(), {experts * n, k});
+  auto g_dy = to_device(*gpu, dy, dt(), {rows, n});
+  struct Case {
+    std::string op;
+    bool ta, tb;
+    float beta;
+    DType out;
+  };
+  for (const Case& cs : {Case{"grouped x·Wᵀ", false, true, 0.0f, dt()},
+                         Case{"grouped dx += dy·W", false, false, 1.0f, dt()},
+                         Case{"grouped dW += dyᵀ·x (16→f32)", true, false, 1.0f, DType::kF32}}) {
+    const bool weight_out = cs.ta;  // c is the expert's [n, k] block
+    const bool data_in = !cs.ta && cs.tb;
+    const int64_t c_cols = data_in ? n : k;
+    const std::vector<float>& c_init = weight_out ? g0 : (cs.beta != 0 ? y0 : g0);
+    const int64_t c_rows = weight_out ? experts * n : rows;
+    std::vector<float> init(c_init.begin(), c_init.begin() + c_rows * c_cols);
+    if (cs.out != DType::kF32) init = rounded(init, cs.out);
+    std::vector<float> want = init;
+    auto run = [&] {
+      auto g_c = to_device(*gpu, init, cs.out, {c_rows, c_cols});
+      std::vector<Backend::GemmGroup> groups;
+      int64_t first = 0;
+      for (int64_t e = 0; e < experts; ++e) {
+        const int64_t r = counts[static_cast<size_t>(e)];
+        if (cs.ta)
+          groups.push_back({g_dy->tensor().slice_rows(first, first + r),
+                            g_x->tensor().slice_rows(first, first + r),
+                            expert_block(g_c->tensor(), e, n, k)});
+        else
+          groups.push_back({data_in ? g_x->tensor().slice_rows(first, first + r)
+                                    : g_dy->tensor().slice_rows(first, first + r),
+                            expert_block(g_w->tensor(), e, n, k),
+                            g_c->tensor().slice_rows(first, first + r)});
+        first += r;
+      }
+      gpu->gemm_grouped(groups, cs.ta, cs.tb, 1.0f, cs.beta);
+      return from_device(*gpu, *g_c);
+    };
+    int64_t first = 0;
+    for (int64_t e = 0; e < experts; ++e) {
+      const int64_t r = counts[static_cast<size_t>(e)];
+      const Tensor hx = host_tensor(x, {rows, k}).slice_rows(first, first + r);
+      const Tensor hdy = host_tensor(dy, {rows, n}).slice_rows(first, first + r);
+      const Tensor hw = expert_block(host_tensor(w, {experts * n, k}), e, n, k);
+      if (cs.ta)
+        cpu.gemm(hdy, true, hx, false, expert_block(host_tensor(want, {c_rows, c_cols}), e, n, k),
+                 1.0f, cs.beta);
+      else
+        cpu.gemm(data_in ? hx : hdy, false, hw, cs.tb,
+                 host_tensor(want, {c_rows, c_cols}).slice_rows(first, first + r), 1.0f, cs.beta);
+      first += r;
+    }
+    const std::vector<float> got = run();
+    check(cs.op, got, cs.out == DType::kF32 ? want : rounded(want, cs.out),
+          cs.out == DType::kF32 ? 1e-5 : 1e-2);
+    EXPECT_TRUE(same_bits(got, run())) << cs.op << ": a rerun differs";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Storage, CudaMoeOps, ::testing::Values(DType::kBF16, DType::kF16),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 

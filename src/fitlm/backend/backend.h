@@ -141,6 +141,17 @@ class Backend {
   // c [M,N] = alpha · op(a) · op(b) + beta · c, op(a) [M,K], op(b) [K,N]; op = transpose when set.
   virtual void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c,
                     float alpha = 1.0f, float beta = 0.0f) = 0;
+  // One gemm per group, each c = alpha · op(a) · op(b) + beta · c, all with the same transposes
+  // and dtypes, shapes free: a mixture-of-experts layer's expert FFNs, one group per expert. The
+  // same results as the calls one by one (what the default does); CUDA issues them as one grouped
+  // cuBLAS call, since a hundred small launches cost more than their arithmetic.
+  struct GemmGroup {
+    Tensor a, b, c;
+  };
+  virtual void gemm_grouped(const std::vector<GemmGroup>& groups, bool trans_a, bool trans_b,
+                            float alpha = 1.0f, float beta = 0.0f) {
+    for (const GemmGroup& g : groups) gemm(g.a, trans_a, g.b, trans_b, g.c, alpha, beta);
+  }
 
   // ---- layers -------------------------------------------------------------------------------
   // out [T,H] = table[ids]; ids i32 [T].
@@ -192,8 +203,9 @@ class Backend {
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                                Tensor dgate, Tensor dup) = 0;
 
-  // ---- mixture of experts (model/transformer_moe.cpp) ------------------------------------------------------
-  // Not pure virtual so that backends gain them one by one; the defaults throw a clear error.
+  // ---- mixture of experts (model/transformer_moe.cpp)
+  // ------------------------------------------------------ Not pure virtual so that backends gain
+  // them one by one; the defaults throw a clear error.
   //
   // Routing: probs f32 [T, E] = softmax(logits [T, E], computed in f32); experts i32 [T, k] the
   // k largest probabilities of each row in descending order (ties: the lower expert index
@@ -203,8 +215,8 @@ class Backend {
   // ∂L/∂logits [T, E] (overwritten, any float dtype) from ∂L/∂weights f32 [T, k] through the
   // renormalisation (when renormalize) and the softmax; the top-k choice itself has no gradient.
   // extra_dprobs: empty, or f32 [T, E] added to ∂L/∂probs first (the load-balancing loss).
-  virtual void moe_route_backward(const Tensor& probs, const Tensor& weights,
-                                  const Tensor& experts, const Tensor& dweights, bool renormalize,
+  virtual void moe_route_backward(const Tensor& probs, const Tensor& weights, const Tensor& experts,
+                                  const Tensor& dweights, bool renormalize,
                                   const Tensor& extra_dprobs, Tensor dlogits);
   // The rows of the expert computation grouped by expert: each (token t, choice j) pair gets a
   // row, those of expert 0 first, then expert 1, ..., and within an expert by t then j.
@@ -215,8 +227,7 @@ class Backend {
                            Tensor pair_of_row, Tensor row_of, std::vector<int64_t>& counts);
   // dst [n, H]: row i = src [T, H] row index[i] (i32 [n]), times scale[i] when scale (f32 [n])
   // is not empty.
-  virtual void gather_rows(const Tensor& src, const Tensor& index, const Tensor& scale,
-                           Tensor dst);
+  virtual void gather_rows(const Tensor& src, const Tensor& index, const Tensor& scale, Tensor dst);
   // y [T, H] (+)= Σ_j weights[t, j] · rows[row_of[t, j]] for j = 0..k−1 in order (rows [T·k, H],
   // row_of i32 [T, k], weights f32 [T, k], or all 1 when empty); accumulated in f32, then added
   // to y (accumulate) or written over it. Deterministic: no atomics.
@@ -266,8 +277,8 @@ inline void Backend::attention_decode(const Tensor&, const Tensor&, const Tensor
 inline void Backend::moe_route(const Tensor&, int, bool, Tensor, Tensor, Tensor) {
   throw Error(name(), "moe_route is not implemented on backend " + name(), ExitCode::kInternal);
 }
-inline void Backend::moe_route_backward(const Tensor&, const Tensor&, const Tensor&,
-                                        const Tensor&, bool, const Tensor&, Tensor) {
+inline void Backend::moe_route_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                        bool, const Tensor&, Tensor) {
   throw Error(name(), "moe_route_backward is not implemented on backend " + name(),
               ExitCode::kInternal);
 }

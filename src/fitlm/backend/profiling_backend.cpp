@@ -149,6 +149,13 @@ void ProfilingBackend::gemm(const Tensor& a, bool trans_a, const Tensor& b, bool
   timed(gemm_family(m, n, k, trans_a, trans_b), 2.0 * m * n * k,
         [&] { inner_.gemm(a, trans_a, b, trans_b, c, alpha, beta); });
 }
+void ProfilingBackend::gemm_grouped(const std::vector<GemmGroup>& groups, bool trans_a,
+                                    bool trans_b, float alpha, float beta) {
+  double flops = 0;
+  for (const GemmGroup& g : groups)
+    flops += 2.0 * g.c.rows() * g.c.cols() * (trans_a ? g.a.rows() : g.a.cols());
+  timed("gemm experts", flops, [&] { inner_.gemm_grouped(groups, trans_a, trans_b, alpha, beta); });
+}
 void ProfilingBackend::embedding_forward(const Tensor& ids, const Tensor& table, Tensor out) {
   timed("embedding_forward", 0, [&] { inner_.embedding_forward(ids, table, out); });
 }

@@ -63,6 +63,8 @@ class ProfilingBackend final : public Backend {
 
   void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c, float alpha,
             float beta) override;
+  void gemm_grouped(const std::vector<GemmGroup>& groups, bool trans_a, bool trans_b, float alpha,
+                    float beta) override;
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor out) override;
   void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor dtable) override;
   void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor out,

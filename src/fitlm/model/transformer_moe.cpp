@@ -2,11 +2,12 @@
 //
 // Forward: the router scores every token (logits = xn2·Wrᵀ), softmax in f32 picks k experts
 // and their weights (renormalised when the config says so); the (token, choice) pairs become
-// T·k rows grouped by expert (moe_permute), each expert runs its SwiGLU FFN on its rows as
-// ordinary GEMMs, and every token adds the weighted sum of its k rows' outputs to the residual
-// stream (moe_combine, in choice order: deterministic). Backward runs the same in reverse: the
-// weights' gradients from the outputs, the rows' gradients through the experts, their sum per
-// token into ∂L/∂xn2, and the router's gradient through the softmax and renormalisation.
+// T·k rows grouped by expert (moe_permute), each expert runs its SwiGLU FFN on its rows (one
+// grouped GEMM per projection over all experts: gemm_grouped), and every token adds the weighted
+// sum of its k rows' outputs to the residual stream (moe_combine, in choice order: deterministic).
+// Backward runs the same in reverse: the weights' gradients from the outputs, the rows' gradients
+// through the experts, their sum per token into ∂L/∂xn2, and the router's gradient through the
+// softmax and renormalisation.
 //
 // Rows per expert size the GEMMs, so they come to the host once per layer and pass
 // (moe_permute): a GPU backend synchronises there.
@@ -44,6 +45,31 @@ void for_each_expert(const std::vector<int64_t>& counts, F&& f) {
   }
 }
 
+// out's rows = in's rows · weight(e)ᵀ (or · weight(e)) + beta · out's rows, for every expert e
+// over its rows, as one grouped GEMM.
+template <typename W>
+void expert_products(Backend& be, const std::vector<int64_t>& counts, const Tensor& in, W&& weight,
+                     bool trans_weight, const Tensor& out, float beta = 0.0f) {
+  std::vector<Backend::GemmGroup> groups;
+  for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
+    groups.push_back(
+        {in.slice_rows(first, first + n), weight(e), out.slice_rows(first, first + n)});
+  });
+  be.gemm_grouped(groups, false, trans_weight, 1.0f, beta);
+}
+
+// weight(e) += lhs's rowsᵀ · rhs's rows, for every expert e over its rows (a weight gradient).
+template <typename W>
+void expert_weight_grads(Backend& be, const std::vector<int64_t>& counts, const Tensor& lhs,
+                         const Tensor& rhs, W&& weight) {
+  std::vector<Backend::GemmGroup> groups;
+  for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
+    groups.push_back(
+        {lhs.slice_rows(first, first + n), rhs.slice_rows(first, first + n), weight(e)});
+  });
+  be.gemm_grouped(groups, true, false, 1.0f, 1.0f);
+}
+
 }  // namespace
 
 std::vector<int64_t>& Transformer::Impl::moe_counts(int l) {
@@ -66,16 +92,13 @@ void Transformer::Impl::moe_forward(int l, const LayerActivations& a, Tensor y, 
   // Each row's weight, for the backward of its output.
   be_.gather_rows(a.route_weights.reshape(Shape{t * k, 1}), a.row_pair, Tensor{},
                   a.row_weight.reshape(Shape{t * k, 1}));
-  for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
-    const Tensor x = a.moe_x.slice_rows(first, first + n);
-    be_.gemm(x, false, ev.gate(w.gate_up, e), true, a.moe_gate.slice_rows(first, first + n));
-    be_.gemm(x, false, ev.up(w.gate_up, e), true, a.moe_up.slice_rows(first, first + n));
-  });
+  const auto gate = [&](int64_t e) { return ev.gate(w.gate_up, e); };
+  const auto up = [&](int64_t e) { return ev.up(w.gate_up, e); };
+  const auto down = [&](int64_t e) { return ev.down(w.down, e); };
+  expert_products(be_, counts, a.moe_x, gate, true, a.moe_gate);  // gate = x Wgᵀ
+  expert_products(be_, counts, a.moe_x, up, true, a.moe_up);      // up = x Wuᵀ
   be_.swiglu_forward(a.moe_gate, a.moe_up, a.moe_act);
-  for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
-    be_.gemm(a.moe_act.slice_rows(first, first + n), false, ev.down(w.down, e), true,
-             a.moe_y.slice_rows(first, first + n));
-  });
+  expert_products(be_, counts, a.moe_act, down, true, a.moe_y);  // y = act Wdᵀ
   if (!y.empty()) be_.moe_combine(a.moe_y, a.row_of, a.route_weights, y, /*accumulate=*/true);
   if (aux_collect_ && !y.empty()) {  // not on recompute: the forward pass counted this layer
     const int64_t e = c_.moe.num_experts;
@@ -134,24 +157,26 @@ void Transformer::Impl::moe_backward(int l, const LayerActivations& a, const Ten
   be_.moe_weight_grad(dres, a.moe_y, a.row_of, dweights);
   const Tensor dy = a.moe_y;
   be_.gather_rows(dres, a.row_token, a.row_weight, dy);  // ∂L/∂(row output) = w·∂L/∂y[token]
-  for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
-    const Tensor dy_e = dy.slice_rows(first, first + n),
-                 act = a.moe_act.slice_rows(first, first + n);
-    if (full) be_.gemm(dy_e, true, act, false, ev.down(w.ddown, e), 1.0f, 1.0f);  // dWd += dyᵀ act
-    be_.gemm(dy_e, false, ev.down(w.down, e), false, act);  // dact = dy Wd, over act
-  });
+  const auto gate = [&](int64_t e) { return ev.gate(w.gate_up, e); };
+  const auto up = [&](int64_t e) { return ev.up(w.gate_up, e); };
+  const auto down = [&](int64_t e) { return ev.down(w.down, e); };
+  // A weight's gradient reads act or x before the product over them overwrites it.
+  if (full)
+    expert_weight_grads(be_, counts, dy, a.moe_act, [&](int64_t e) {
+      return ev.down(w.ddown, e);  // dWd += dyᵀ act
+    });
+  expert_products(be_, counts, dy, down, false, a.moe_act);  // dact = dy Wd
   be_.swiglu_backward(a.moe_act, a.moe_gate, a.moe_up, a.moe_gate, a.moe_up);
-  for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
-    const Tensor x = a.moe_x.slice_rows(first, first + n);
-    const Tensor dg = a.moe_gate.slice_rows(first, first + n);
-    const Tensor du = a.moe_up.slice_rows(first, first + n);
-    if (full) {
-      be_.gemm(dg, true, x, false, ev.gate(w.dgate_up, e), 1.0f, 1.0f);  // dWg += dgᵀ x
-      be_.gemm(du, true, x, false, ev.up(w.dgate_up, e), 1.0f, 1.0f);    // dWu += duᵀ x
-    }
-    be_.gemm(dg, false, ev.gate(w.gate_up, e), false, x);            // dx = dg Wg, over x
-    be_.gemm(du, false, ev.up(w.gate_up, e), false, x, 1.0f, 1.0f);  // dx += du Wu
-  });
+  if (full) {
+    expert_weight_grads(be_, counts, a.moe_gate, a.moe_x, [&](int64_t e) {
+      return ev.gate(w.dgate_up, e);  // dWg += dgᵀ x
+    });
+    expert_weight_grads(be_, counts, a.moe_up, a.moe_x, [&](int64_t e) {
+      return ev.up(w.dgate_up, e);  // dWu += duᵀ x
+    });
+  }
+  expert_products(be_, counts, a.moe_gate, gate, false, a.moe_x);           // dx = dg Wg
+  expert_products(be_, counts, a.moe_up, up, false, a.moe_x, 1.0f);         // dx += du Wu
   be_.moe_combine(a.moe_x, a.row_of, Tensor{}, dxn, /*accumulate=*/false);  // Σ over a token's rows
   const Tensor dlogits = rows("scratch.moe_dlogits", t);
   Tensor aux_dprobs;

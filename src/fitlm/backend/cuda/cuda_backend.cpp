@@ -89,7 +89,8 @@ size_t CudaBackend::reserved_bytes() {
 }
 
 size_t cuda_fixed_workspace_bytes() {
-  return CudaBackend::kLtWorkspaceBytes + 256 + CudaBackend::kCudnnReserveBytes;
+  return CudaBackend::kLtWorkspaceBytes + 256 + CudaBackend::kCudnnReserveBytes +
+         CudaBackend::kGroupPointerBytes;
 }
 
 CudaBackend::CudaBackend(int device_index, DType compute_dtype)
@@ -108,6 +109,14 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
     FITLM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   FITLM_CUBLAS_CHECK(cublasLtCreate(&lt_));
   FITLM_CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
+  FITLM_CUBLAS_CHECK(cublasCreate(&blas_));
+  FITLM_CUBLAS_CHECK(cublasSetStream(blas_, stream_));  // resets the workspace: set it after
+  FITLM_CUBLAS_CHECK(cublasSetWorkspace(blas_, lt_workspace_, kLtWorkspaceBytes));
+  FITLM_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_group_ptrs_), kGroupPointerBytes));
+  FITLM_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_group_ptrs_),
+                                  kGroupPointerBytes * slot_copied_.size()));
+  for (cudaEvent_t& e : slot_copied_)
+    FITLM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   // [Σx² result][its per-block partials][error flags]
   constexpr size_t sum_bytes = sizeof(double) * (1 + cuda::kSumSquaresBlocks);
   FITLM_CUDA_CHECK(
@@ -125,6 +134,11 @@ CudaBackend::~CudaBackend() {
   cudnn_attention_.reset();
   if (h_sum_) cudaFreeHost(h_sum_);
   if (d_sum_) cudaFree(d_sum_);
+  for (cudaEvent_t e : slot_copied_)
+    if (e) cudaEventDestroy(e);
+  if (h_group_ptrs_) cudaFreeHost(h_group_ptrs_);
+  if (d_group_ptrs_) cudaFree(d_group_ptrs_);
+  if (blas_) cublasDestroy(blas_);
   if (lt_workspace_) cudaFree(lt_workspace_);
   if (lt_) cublasLtDestroy(lt_);
   if (stream_) cudaStreamDestroy(stream_);

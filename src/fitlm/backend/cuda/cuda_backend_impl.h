@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -74,6 +76,8 @@ class CudaBackend final : public Backend {
 
   void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c, float alpha,
             float beta) override;
+  void gemm_grouped(const std::vector<GemmGroup>& groups, bool trans_a, bool trans_b, float alpha,
+                    float beta) override;
 
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor out) override;
   void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor dtable) override;
@@ -115,6 +119,9 @@ class CudaBackend final : public Backend {
                   float grad_scale) override;
 
   static constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;  // Hopper's recommended size
+  // gemm_grouped's pointer arrays (A, B, C per group): one call takes up to this many groups.
+  static constexpr size_t kMaxGemmGroups = 1024;
+  static constexpr size_t kGroupPointerBytes = 3 * kMaxGemmGroups * sizeof(void*);
   // Device memory cuDNN takes for its handle and loaded attention kernels (measured under
   // 10 MiB on an H100 with cuDNN 9.14: planned 16.38 GiB, measured 16.39 GiB).
   static constexpr size_t kCudnnReserveBytes = size_t{16} << 20;
@@ -139,6 +146,14 @@ class CudaBackend final : public Backend {
   std::array<cudaEvent_t, 8> copy_done_{};
   TransferTicket last_ticket_ = 0;
   cublasLtHandle_t lt_ = nullptr;
+  // cuBLAS (not Lt) for its grouped GEMM, on stream_ and with lt_workspace_ (used in turn).
+  cublasHandle_t blas_ = nullptr;
+  // gemm_grouped's pointer arrays: device, and a ring of pinned host slots they are copied
+  // from, each reused only after its copy has run (slot_copied_).
+  void** d_group_ptrs_ = nullptr;
+  void** h_group_ptrs_ = nullptr;
+  std::array<cudaEvent_t, 8> slot_copied_{};
+  size_t next_slot_ = 0;
   void* lt_workspace_ = nullptr;
   double* d_sum_ = nullptr;  // sum_squares accumulator (device)
   double* h_sum_ = nullptr;  // pinned

@@ -44,13 +44,12 @@ struct LtDescs {
   }
 };
 
-}  // namespace
-
-void CudaBackend::gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c,
-                       float alpha, float beta) {
-  check_on_device(a, "gemm a");
-  check_on_device(b, "gemm b");
-  check_on_device(c, "gemm c");
+// m, n, k of c = op(a)·op(b), after checking shapes and dtypes.
+struct GemmDims {
+  int64_t m, n, k;
+};
+GemmDims checked_dims(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
+                      const Tensor& c) {
   const int64_t m = trans_a ? a.cols() : a.rows();
   const int64_t k = trans_a ? a.rows() : a.cols();
   const int64_t kb = trans_b ? b.cols() : b.rows();
@@ -61,6 +60,17 @@ void CudaBackend::gemm(const Tensor& a, bool trans_a, const Tensor& b, bool tran
               dtype_name(a.dtype), dtype_name(b.dtype));
   FITLM_CHECK(c.dtype == a.dtype || c.dtype == DType::kF32, "cuda",
               "gemm output must be {} or f32, got {}", dtype_name(a.dtype), dtype_name(c.dtype));
+  return {m, n, k};
+}
+
+}  // namespace
+
+void CudaBackend::gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor c,
+                       float alpha, float beta) {
+  check_on_device(a, "gemm a");
+  check_on_device(b, "gemm b");
+  check_on_device(c, "gemm c");
+  const auto [m, n, k] = checked_dims(a, trans_a, b, trans_b, c);
   if (m == 0 || n == 0) return;
   if (k == 0) {  // Cᵀ = beta·C: cuBLASLt is not asked to handle an empty reduction
     scale(c, beta);
@@ -113,6 +123,60 @@ void CudaBackend::gemm(const Tensor& a, bool trans_a, const Tensor& b, bool tran
   FITLM_CUBLAS_CHECK(cublasLtMatmul(lt_, d.op, &alpha, b.data, d.a, a.data, d.b, &beta, c.data, d.c,
                                     c.data, d.c, &it->second, lt_workspace_, kLtWorkspaceBytes,
                                     stream_));
+}
+
+// cublasGemmGroupedBatchedEx, one group per problem, in the same column-major reading as gemm
+// (B first). It takes one dtype for A, B and C, so 16-bit products into f32 (full fine-tuning's
+// weight gradients) and empty problems go through gemm one by one.
+void CudaBackend::gemm_grouped(const std::vector<GemmGroup>& groups, bool trans_a, bool trans_b,
+                               float alpha, float beta) {
+  std::vector<const GemmGroup*> batch;
+  for (const GemmGroup& g : groups) {
+    check_on_device(g.a, "gemm_grouped a");
+    check_on_device(g.b, "gemm_grouped b");
+    check_on_device(g.c, "gemm_grouped c");
+    const GemmDims d = checked_dims(g.a, trans_a, g.b, trans_b, g.c);
+    const bool one_type = g.c.dtype == g.a.dtype && g.a.dtype == groups.front().a.dtype;
+    if (d.m == 0 || d.n == 0 || d.k == 0 || !one_type)
+      gemm(g.a, trans_a, g.b, trans_b, g.c, alpha, beta);
+    else
+      batch.push_back(&g);
+  }
+  const cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  for (size_t start = 0; start < batch.size(); start += kMaxGemmGroups) {
+    const size_t count = std::min(kMaxGemmGroups, batch.size() - start);
+    // The host slot this call fills: free once the copy that last read it has run.
+    const size_t slot = next_slot_++ % slot_copied_.size();
+    FITLM_CUDA_CHECK(cudaEventSynchronize(slot_copied_[slot]));
+    void** host = h_group_ptrs_ + slot * 3 * kMaxGemmGroups;
+    std::vector<cublasOperation_t> ops_first(count, op_first), ops_second(count, op_second);
+    std::vector<int> m(count), n(count), k(count), lda(count), ldb(count), ldc(count);
+    std::vector<int> sizes(count, 1);
+    std::vector<float> alphas(count, alpha), betas(count, beta);
+    for (size_t i = 0; i < count; ++i) {
+      const GemmGroup& g = *batch[start + i];
+      const GemmDims d = checked_dims(g.a, trans_a, g.b, trans_b, g.c);
+      m[i] = static_cast<int>(d.n);
+      n[i] = static_cast<int>(d.m);
+      k[i] = static_cast<int>(d.k);
+      lda[i] = static_cast<int>(g.b.cols());
+      ldb[i] = static_cast<int>(g.a.cols());
+      ldc[i] = static_cast<int>(g.c.cols());
+      host[i] = g.b.data;
+      host[kMaxGemmGroups + i] = g.a.data;
+      host[2 * kMaxGemmGroups + i] = g.c.data;
+    }
+    FITLM_CUDA_CHECK(
+        cudaMemcpyAsync(d_group_ptrs_, host, kGroupPointerBytes, cudaMemcpyHostToDevice, stream_));
+    FITLM_CUDA_CHECK(cudaEventRecord(slot_copied_[slot], stream_));
+    const cudaDataType_t type = cuda_type(batch[start]->a.dtype);
+    FITLM_CUBLAS_CHECK(cublasGemmGroupedBatchedEx(
+        blas_, ops_first.data(), ops_second.data(), m.data(), n.data(), k.data(), alphas.data(),
+        d_group_ptrs_, type, lda.data(), d_group_ptrs_ + kMaxGemmGroups, type, ldb.data(),
+        betas.data(), d_group_ptrs_ + 2 * kMaxGemmGroups, type, ldc.data(), static_cast<int>(count),
+        sizes.data(), CUBLAS_COMPUTE_32F));
+  }
 }
 
 }  // namespace fitlm
