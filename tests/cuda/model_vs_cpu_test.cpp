@@ -114,6 +114,15 @@ double cosine(const std::vector<float>& a, const std::vector<float>& b) {
   return ab / std::sqrt(aa * bb + 1e-300);
 }
 
+// Whether gradients are compared (cosine > 0.999) besides the loss. Not for a mixture of experts
+// in bf16: its 8-bit mantissa moves router logits enough to flip a near-tied top-k choice
+// between the backends now and then (measured on an H200: one run's worst cosine 0.965 from one
+// flipped token, the next run none), which changes that token's gradients outright; f16 (10
+// bits) checks the same gradients of the same models.
+bool compare_gradients(const ModelConfig& c, DType dt) {
+  return !(c.has_sparse_layers() && dt == DType::kBF16);
+}
+
 // equal_segments: three segments of 48 tokens, which the CUDA backend runs through cuDNN's fused
 // attention (required here); else 37 + 64 + 19 tokens through fitlm's kernels.
 class ModelVsCpu : public ::testing::TestWithParam<std::tuple<const char*, TrainMode, bool>> {};
@@ -143,7 +152,8 @@ TEST_P(ModelVsCpu, LossAndGradients) {
       for (size_t i = 0; i < ref.grads.size(); ++i) {
         const double cs = cosine(got.grads[i], ref.grads[i]);
         if (cs < worst) worst = cs, worst_i = i;
-        EXPECT_GT(cs, 0.999) << arch << " " << dtype_name(dt) << " param " << i;
+        if (compare_gradients(c, dt))
+          EXPECT_GT(cs, 0.999) << arch << " " << dtype_name(dt) << " param " << i;
       }
       std::printf(
           "%s %s %s%s recompute=%d: loss %.5f vs %.5f, worst grad cosine %.6f (param %zu)\n", arch,
@@ -163,7 +173,7 @@ TEST(ModelVsCpuQLoRA, LossAndGradients) {
   for (int i = 0; i < batch.cu_seqlens.back(); ++i) batch.input_ids.push_back(rng() % 1003);
   batch.labels = batch.input_ids;
   auto cpu = make_backend("cpu");
-  for (const char* arch : {"LlamaForCausalLM", "Qwen3ForCausalLM"})
+  for (const char* arch : {"LlamaForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM"})
     for (const Base4Layout& layout :
          {Base4Layout{Q::kNF4, 64, true}, Base4Layout{Q::kFP4, 128, false}}) {
       const ModelConfig c = ModelConfig::from_json(tiny(arch), "test");
@@ -180,7 +190,8 @@ TEST(ModelVsCpuQLoRA, LossAndGradients) {
           for (size_t i = 0; i < ref.grads.size(); ++i) {
             const double cs = cosine(got.grads[i], ref.grads[i]);
             worst = std::min(worst, cs);
-            EXPECT_GT(cs, 0.999) << arch << " " << dtype_name(dt) << " param " << i;
+            if (compare_gradients(c, dt))
+              EXPECT_GT(cs, 0.999) << arch << " " << dtype_name(dt) << " param " << i;
           }
           std::printf("qlora %s %s %s recompute=%d: loss %.5f vs %.5f, worst grad cosine %.6f\n",
                       arch, std::string(quant::quant_type_name(layout.type)).c_str(),

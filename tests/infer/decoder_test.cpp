@@ -91,7 +91,8 @@ TEST_P(DecoderParity, GreedyGenerationIsArgmaxOfFullForwardStepByStep) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, DecoderParity,
-                         ::testing::Values("LlamaForCausalLM", "Qwen3ForCausalLM"));
+                         ::testing::Values("LlamaForCausalLM", "Qwen3ForCausalLM",
+                                           "MixtralForCausalLM", "Qwen3MoeForCausalLM"));
 
 TEST(Generate, SamplingIsDeterministicBySeedAndIndependentOfBatching) {
   auto tm = tiny_model("LlamaForCausalLM", 16);

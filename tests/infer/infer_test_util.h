@@ -17,7 +17,13 @@ inline nlohmann::json tiny_config(const std::string& arch) {
                       {"num_key_value_heads", 2},    {"rms_norm_eps", 1e-6},
                       {"rope_theta", 10000.0},       {"max_position_embeddings", 128},
                       {"tie_word_embeddings", false}};
-  if (arch == "Qwen3ForCausalLM") j["head_dim"] = 16, j["num_key_value_heads"] = 1;
+  if (arch == "Qwen3ForCausalLM" || arch == "Qwen3MoeForCausalLM")
+    j["head_dim"] = 16, j["num_key_value_heads"] = 1;
+  if (arch == "MixtralForCausalLM") j["num_local_experts"] = 4, j["num_experts_per_tok"] = 2;
+  if (arch == "Qwen3MoeForCausalLM") {  // layer 0 dense, layer 1 sparse
+    j["num_experts"] = 8, j["num_experts_per_tok"] = 3, j["moe_intermediate_size"] = 24;
+    j["decoder_sparse_step"] = 2, j["norm_topk_prob"] = true;
+  }
   return j;
 }
 

@@ -6,6 +6,7 @@
 // in the shared arena.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
 
 #include "fitlm/backend/quant4_upload.h"
@@ -24,8 +25,27 @@ ModelConfig config(const std::string& arch) {
                       {"num_hidden_layers", 3},   {"num_attention_heads", 4},
                       {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},
                       {"rope_theta", 10000.0},    {"tie_word_embeddings", false}};
-  if (arch == "Qwen3ForCausalLM") j["head_dim"] = 16;
+  if (arch == "Qwen3ForCausalLM" || arch == "Qwen3MoeForCausalLM") j["head_dim"] = 16;
+  if (arch == "MixtralForCausalLM") {  // every layer sparse, the load-balancing loss on
+    j["num_local_experts"] = 4;
+    j["num_experts_per_tok"] = 2;
+    j["output_router_logits"] = true;
+    j["router_aux_loss_coef"] = 0.02;
+  }
+  if (arch == "Qwen3MoeForCausalLM") {  // layer 1 dense among sparse ones; the expert tensors
+    j["num_experts"] = 6;               // (6·2·20·48, 6·48·20 elements) are not multiples of
+    j["num_experts_per_tok"] = 2;       // 256 blocks: blocks cross experts
+    j["moe_intermediate_size"] = 20;
+    j["norm_topk_prob"] = true;
+    j["mlp_only_layers"] = {1};
+  }
   return ModelConfig::from_json(j, "test");
+}
+
+// The weights a 4-bit base keeps packed: decoder linears and a sparse layer's experts.
+bool packed_name(const std::string& name) {
+  return name.ends_with("_proj.weight") || name.ends_with("mlp.experts.gate_up_proj") ||
+         name.ends_with("mlp.experts.down_proj");
 }
 
 struct Case {
@@ -60,27 +80,30 @@ void load_weights(Backend& be, Transformer& m, bool quantized, const Base4Layout
     if (name == "model.embed_tokens.weight") fill_normal(be, t, embed_rng);
   for (auto& [name, t] : m.host_weights()) fill_normal(be, t, embed_rng);  // host = CPU memory
   model_test::randomize_weights(be, m, rng, [](const std::string& name) {
-    return name.ends_with("_proj.weight") || name == "model.embed_tokens.weight";
+    return packed_name(name) || name == "model.embed_tokens.weight";
   });
-  std::vector<std::pair<std::string, Quant4Tensor*>> packed = m.quantized_weights();
-  size_t next = 0;
-  for (int l = 0; l < m.config().num_layers; ++l)
-    for (Projection p : kAllProjections) {
-      const LinearWeights& lw = m.layer(l)[p];
-      std::vector<float> w(static_cast<size_t>(lw.w.numel()));
-      for (float& v : w) v = n(rng);
-      const quant::Quantized4 q =
-          quant::quantize4(w, layout.type, layout.blocksize, layout.double_quant);
-      if (quantized) {
-        Quant4Tensor& dst = *packed.at(next++).second;
-        upload_quant4(be, q, dst, "test", "test");
-        dst.round_to = DType::kBF16;
-        continue;
-      }
-      quant::dequantize4(q, w);
-      round_to_storage(w, DType::kBF16);
-      be.upload(lw.w, w.data(), DType::kF32);
+  // The packed weights in weight_specs order (layer by layer; a sparse layer's experts, each
+  // fused tensor quantized as one flat array, before its attention projections).
+  std::map<std::string, Quant4Tensor*> packed;
+  for (auto& [name, q] : m.quantized_weights()) packed[name] = q;
+  std::map<std::string, Tensor> named;
+  for (auto& [name, t] : m.named_weights()) named[name] = t;
+  for (const WeightSpec& spec : weight_specs(m.config())) {
+    if (!packed_name(spec.name)) continue;
+    std::vector<float> w(static_cast<size_t>(spec.shape.numel()));
+    for (float& v : w) v = n(rng);
+    const quant::Quantized4 q =
+        quant::quantize4(w, layout.type, layout.blocksize, layout.double_quant);
+    if (quantized) {
+      Quant4Tensor& dst = *packed.at(spec.name);
+      upload_quant4(be, q, dst, "test", "test");
+      dst.round_to = DType::kBF16;
+      continue;
     }
+    quant::dequantize4(q, w);
+    round_to_storage(w, DType::kBF16);
+    be.upload(named.at(spec.name), w.data(), DType::kF32);
+  }
 }
 
 TokenBatch batch(std::mt19937& rng, std::vector<int32_t> cu) {
@@ -122,7 +145,8 @@ Outputs run(const Case& k, bool quantized, bool check_lifetimes) {
   }
   out.losses.push_back(m.forward_loss(b1).loss_sum);
   out.logits = m.logits(b2);
-  if (k.mode == TrainMode::kFrozen) {  // the decoder reads the model's (dequantized) weights
+  // The decoder reads the model's (dequantized) weights, experts included.
+  if (k.mode == TrainMode::kFrozen) {
     Decoder d(m, {}, DecoderShape{1, 16});
     out.decoded = d.prefill({{3, 1, 4, 1, 5}});
     const std::vector<float> next = d.step(std::vector<int32_t>{9});
@@ -143,6 +167,14 @@ TEST(Base4, PackedWeightsComputeExactlyAsTheirDequantizedValues) {
       {.arch = "Qwen3ForCausalLM"},
       {.mode = TrainMode::kFrozen},
       {.arch = "Qwen3ForCausalLM", .layout = {Q::kFP4, 256, true}, .mode = TrainMode::kFrozen},
+      // Mixture of experts: the experts packed too (the routers 16-bit), dequantized with the
+      // layer's attention; a dense layer among the sparse ones stays a dense 4-bit layer.
+      {.arch = "Qwen3MoeForCausalLM"},
+      {.arch = "Qwen3MoeForCausalLM", .recompute_layers = -2},
+      {.arch = "Qwen3MoeForCausalLM", .layout = {Q::kFP4, 32, false}, .recompute_layers = 1},
+      {.arch = "Qwen3MoeForCausalLM", .mode = TrainMode::kFrozen},
+      {.arch = "MixtralForCausalLM"},
+      {.arch = "MixtralForCausalLM", .layout = {Q::kNF4, 128, true}, .recompute_layers = -2},
   };
   for (const Case& k : cases) {
     SCOPED_TRACE(fmt::format("{} {} bs={} dq={} recompute={} mode={}", k.arch,
@@ -211,6 +243,134 @@ TEST(Base4, PlanHoldsPackedWeightsAndOneDequantizedLayer) {
   dense.base4.reset();
   EXPECT_LT(plan.total_bytes(),
             plan_transformer(c, TrainMode::kLora, lora, dense, DType::kBF16).total_bytes());
+}
+
+// prepare_layer(l) dequantizes a sparse layer's experts into base4.layer: gate_up and down (the
+// tensors the expert GEMMs read) hold exactly the host reference's round trip of the flat fused
+// tensor (quant::quantize4, quant::dequantize4, rounded to the checkpoint dtype), for every
+// layout; the router is 16-bit, untouched; a dense layer's MLP projections are dequantized too.
+TEST(Base4, ExpertsDequantizeToTheHostReferenceRoundTrip) {
+  using Q = quant::QuantType;
+  for (const Base4Layout layout :
+       {Base4Layout{}, Base4Layout{Q::kNF4, 64, false}, Base4Layout{Q::kFP4, 128, true}}) {
+    SCOPED_TRACE(fmt::format("{} bs={} dq={}", quant::quant_type_name(layout.type),
+                             layout.blocksize, layout.double_quant));
+    auto be = make_backend("cpu");
+    RunShape shape;
+    shape.max_tokens = 8;
+    shape.base4 = layout;
+    const ModelConfig c = config("Qwen3MoeForCausalLM");
+    Transformer m(*be, c, TrainMode::kFrozen, LoraConfig{}, shape);
+    std::mt19937 rng(11);
+    std::normal_distribution<float> n(0.0f, 0.1f);
+    std::map<std::string, std::vector<float>> want;  // by name: the reference round trip
+    for (auto& [name, q] : m.quantized_weights()) {
+      std::vector<float> w(static_cast<size_t>(q->numel()));
+      for (float& v : w) v = n(rng);
+      const quant::Quantized4 h =
+          quant::quantize4(w, layout.type, layout.blocksize, layout.double_quant);
+      upload_quant4(*be, h, *q, name, "test");
+      q->round_to = DType::kBF16;
+      quant::dequantize4(h, w);
+      round_to_storage(w, DType::kBF16);
+      want[name] = w;
+    }
+    const int64_t e = c.moe.num_experts, ie = c.moe.expert_intermediate_size, h = c.hidden_size;
+    auto download = [&](const Tensor& t) {
+      std::vector<float> out(static_cast<size_t>(t.numel()));
+      be->download(t, out.data());
+      return out;
+    };
+    for (int l = 0; l < c.num_layers; ++l) {
+      m.prepare_layer(l);
+      const LayerWeights& L = m.layer(l);
+      const std::string p = fmt::format("model.layers.{}.", l);
+      if (c.sparse_layer(l)) {
+        EXPECT_EQ(L.moe.gate_up.shape, (Shape{e, 2 * ie, h}));
+        EXPECT_EQ(L.moe.down.shape, (Shape{e, h, ie}));
+        EXPECT_EQ(download(L.moe.gate_up), want.at(p + "mlp.experts.gate_up_proj")) << l;
+        EXPECT_EQ(download(L.moe.down), want.at(p + "mlp.experts.down_proj")) << l;
+        EXPECT_EQ(L.moe.router.dtype, DType::kF32);  // the compute dtype, not packed
+        EXPECT_FALSE(want.count(p + "mlp.gate.weight"));
+      } else {
+        EXPECT_TRUE(L.moe.gate_up.empty());
+        for (Projection pr : {Projection::kGate, Projection::kUp, Projection::kDown})
+          EXPECT_EQ(download(L[pr].w), want.at(p + projection_module(pr) + ".weight")) << l;
+      }
+      EXPECT_EQ(download(L[Projection::kQ].w), want.at(p + "self_attn.q_proj.weight")) << l;
+      EXPECT_EQ(download(L[Projection::kO].w), want.at(p + "self_attn.o_proj.weight")) << l;
+    }
+    EXPECT_EQ(want.size(), 2u * 2 + 4u * 3 + 3u);  // experts of 2 sparse layers, 3 attentions,
+                                                   // one dense MLP
+  }
+}
+
+// A mixture of experts with a 4-bit base: every expert tensor is packed (nibbles, absmax codes,
+// nested absmax of the flat fused tensor), the router stays in the compute dtype, and base4.layer
+// holds the attention plus the larger of the model's MLPs (experts, or a dense layer's).
+TEST(Base4, PlanPacksTheExpertsAndHoldsOneDequantizedLayer) {
+  for (const std::string arch : {"Qwen3MoeForCausalLM", "MixtralForCausalLM"}) {
+    SCOPED_TRACE(arch);
+    const ModelConfig c = config(arch);
+    RunShape shape;
+    shape.max_tokens = 64;
+    shape.recompute = RecomputePolicy::kFull;
+    shape.with_optimizer = true;
+    shape.base4 = Base4Layout{};
+    const AllocationPlan plan =
+        plan_transformer(c, TrainMode::kLora, LoraConfig{}, shape, DType::kBF16);
+    const int64_t e = c.moe.num_experts, ie = c.moe.expert_intermediate_size, h = c.hidden_size;
+    auto align = [](int64_t x) { return (x + 63) / 64 * 64; };
+    int64_t packed_bytes = 0, attention = 0;
+    for (Projection p : {Projection::kQ, Projection::kK, Projection::kV, Projection::kO}) {
+      const auto [out, in] = projection_shape(c, p);
+      attention += align(out * in);
+    }
+    auto expect_packed = [&](const std::string& name, int64_t n) {
+      const int64_t blocks = (n + 63) / 64, nested = (blocks + 255) / 256;
+      EXPECT_EQ(plan.at(name).dtype, DType::kU8) << name;
+      EXPECT_EQ(plan.at(name).shape.numel(), (n + 1) / 2) << name;
+      EXPECT_EQ(plan.at(name + ".absmax").shape.numel(), blocks) << name;
+      EXPECT_EQ(plan.at(name + ".nested_absmax").shape.numel(), nested) << name;
+      packed_bytes += (n + 1) / 2 + blocks + 4 * nested + 4 * 256;
+    };
+    int64_t dense_mlp = 0;
+    for (int l = 0; l < c.num_layers; ++l) {
+      const std::string p = fmt::format("model.layers.{}.", l);
+      for (Projection pr : kAllProjections) {
+        if (c.sparse_layer(l) && projection_in_mlp(pr)) continue;
+        const auto [out, in] = projection_shape(c, pr);
+        expect_packed(p + projection_module(pr) + ".weight", out * in);
+      }
+      if (!c.sparse_layer(l)) {
+        dense_mlp = 3 * align(c.intermediate_size * h);
+        continue;
+      }
+      expect_packed(p + "mlp.experts.gate_up_proj", e * 2 * ie * h);
+      expect_packed(p + "mlp.experts.down_proj", e * h * ie);
+      EXPECT_EQ(plan.at(p + "mlp.gate.weight").dtype, DType::kBF16);
+      EXPECT_EQ(plan.at(p + "mlp.gate.weight").group, "weights");
+    }
+    int64_t grouped = 0;
+    for (const auto& [group, bytes] : plan.group_totals())
+      if (group == "weights.4bit") grouped = static_cast<int64_t>(bytes);
+    EXPECT_EQ(grouped, packed_bytes);  // every packed byte, nothing else (the plan's alignment
+                                       // padding is not in the group totals)
+    const BufferSpec& layer = plan.at(kBase4Layer);
+    const int64_t experts = align(e * 2 * ie * h) + align(e * h * ie);
+    EXPECT_EQ(layer.shape.numel(), attention + std::max(experts, dense_mlp));
+    EXPECT_EQ(layer.dtype, DType::kBF16);
+    const Base4LayerLayout bl = base4_layer_layout(c);
+    EXPECT_EQ(bl.gate_up, attention);
+    EXPECT_EQ(bl.down, attention + align(e * 2 * ie * h));
+    EXPECT_FALSE(layer.lifetime.overlaps(plan.at("loss.logits").lifetime));
+    // The 4-bit base is far smaller than the 16-bit one.
+    RunShape dense = shape;
+    dense.base4.reset();
+    EXPECT_LT(
+        plan.total_bytes(),
+        plan_transformer(c, TrainMode::kLora, LoraConfig{}, dense, DType::kBF16).total_bytes());
+  }
 }
 
 TEST(Base4, FullFineTuningOfA4BitBaseIsRefused) {

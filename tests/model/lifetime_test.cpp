@@ -43,11 +43,12 @@ struct Case {
   TrainMode mode = TrainMode::kLora;
   int recompute_layers = -1;  // -2: save every layer
   float dropout = 0.0f;
+  bool base4 = false;  // a 4-bit (NF4, double quantization) base: QLoRA
 };
 
 std::string describe(const Case& c) {
-  return fmt::format("{} tied={} mode={} recompute={} dropout={}", c.arch, c.tied,
-                     static_cast<int>(c.mode), c.recompute_layers, c.dropout);
+  return fmt::format("{} tied={} mode={} recompute={} dropout={} base4={}", c.arch, c.tied,
+                     static_cast<int>(c.mode), c.recompute_layers, c.dropout, c.base4);
 }
 
 struct Outputs {
@@ -82,10 +83,12 @@ Outputs run(const Case& k, bool check, bool cast_lora_per_layer = false) {
     shape.recompute = RecomputePolicy::kFull;
     shape.recompute_layers = k.recompute_layers;
   }
+  if (k.base4) shape.base4 = Base4Layout{};
   Transformer m(*be, ModelConfig::from_json(config_json(k.arch, k.tied), "test"), k.mode, lora,
                 shape);
   std::mt19937 rng(3);
   model_test::randomize_weights(*be, m, rng);
+  if (k.base4) model_test::randomize_base4_weights(*be, m, rng);
   const TokenBatch b1 = make_batch(rng, {0, 13, 40}), b2 = make_batch(rng, {0, 29});
   Outputs out;
   if (k.mode != TrainMode::kFrozen) {
@@ -125,6 +128,14 @@ TEST(Lifetimes, SharedArenaIsBitIdenticalToCheckedLifetimes) {
       {.arch = "Qwen3MoeForCausalLM", .recompute_layers = -1, .dropout = 0.1f},
       {.arch = "Qwen3MoeForCausalLM", .mode = TrainMode::kFull, .recompute_layers = -1},
       {.arch = "Qwen3MoeForCausalLM", .mode = TrainMode::kFrozen},
+      // QLoRA on mixtures of experts: the dequantized layer (attention and experts, or a dense
+      // layer's MLP) lives only where layers run.
+      {.arch = "MixtralForCausalLM", .recompute_layers = -1, .base4 = true},
+      {.arch = "MixtralForCausalLM", .recompute_layers = -2, .base4 = true},
+      {.arch = "Qwen3MoeForCausalLM", .recompute_layers = 2, .dropout = 0.1f, .base4 = true},
+      {.arch = "Qwen3MoeForCausalLM", .recompute_layers = -1, .base4 = true},
+      {.arch = "Qwen3MoeForCausalLM", .mode = TrainMode::kFrozen, .base4 = true},
+      {.recompute_layers = -1, .base4 = true},
   };
   for (const Case& k : cases) {
     SCOPED_TRACE(describe(k));

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "fitlm/backend/quant4_upload.h"
 #include "fitlm/model/transformer.h"
 
 namespace fitlm::model_test {
@@ -27,6 +28,25 @@ inline void randomize_weights(Backend& be, Transformer& m, std::mt19937& rng,
     std::vector<float> h(static_cast<size_t>(p.master.numel()));
     for (float& v : h) v = n(rng);
     be.upload(p.master, h.data(), DType::kF32);
+  }
+}
+
+// With a 4-bit base (RunShape::base4): the weights randomize_weights does not reach, from `rng`
+// — the host-side embedding ~ N(0, 0.1), then every packed weight (decoder linears, experts)
+// quantized on the host from N(0, 0.1) values, its dequantized values rounded to bf16.
+inline void randomize_base4_weights(Backend& be, Transformer& m, std::mt19937& rng) {
+  std::normal_distribution<float> n(0.0f, 0.1f);
+  for (auto& [name, t] : m.host_weights()) {  // host memory, which is the CPU backend's
+    std::vector<float> h(static_cast<size_t>(t.numel()));
+    for (float& v : h) v = n(rng);
+    be.upload(t, h.data(), DType::kF32);
+  }
+  for (auto& [name, q] : m.quantized_weights()) {
+    std::vector<float> w(static_cast<size_t>(q->numel()));
+    for (float& v : w) v = n(rng);
+    upload_quant4(be, quant::quantize4(w, q->type, q->blocksize, q->double_quant()), *q, name,
+                  "test");
+    q->round_to = DType::kBF16;
   }
 }
 

@@ -48,7 +48,23 @@ AllocationPlan plan_decoder(const ModelConfig& c, const DecoderShape& s, int max
   for (const char* n : {"x", "xn", "proj"}) plan.add(n, "activations", Shape{t, h}, dt);
   for (const char* n : {"q", "q_raw", "att"}) plan.add(n, "activations", Shape{t, c.q_dim()}, dt);
   for (const char* n : {"k", "k_raw", "v"}) plan.add(n, "activations", Shape{t, c.kv_dim()}, dt);
-  for (const char* n : {"gate", "up", "act"}) plan.add(n, "activations", Shape{t, i}, dt);
+  if (c.has_dense_layers())
+    for (const char* n : {"gate", "up", "act"}) plan.add(n, "activations", Shape{t, i}, dt);
+  if (c.has_sparse_layers()) {  // Transformer::MoeScratch: routing and the experts' rows
+    const int64_t e = c.moe.num_experts, k = c.moe.experts_per_token;
+    const int64_t ie = c.moe.expert_intermediate_size;
+    plan.add("router_logits", "activations", Shape{t, e}, dt);
+    plan.add("router_probs", "activations", Shape{t, e}, DType::kF32);
+    plan.add("route_weights", "activations", Shape{t, k}, DType::kF32);
+    plan.add("route_experts", "activations", Shape{t, k}, DType::kI32);
+    plan.add("row_of", "activations", Shape{t, k}, DType::kI32);
+    for (const char* n : {"row_token", "row_pair"})
+      plan.add(n, "activations", Shape{t * k}, DType::kI32);
+    plan.add("row_weight", "activations", Shape{t * k}, DType::kF32);
+    for (const char* n : {"moe_x", "moe_y"}) plan.add(n, "activations", Shape{t * k, h}, dt);
+    for (const char* n : {"moe_gate", "moe_up", "moe_act"})
+      plan.add(n, "activations", Shape{t * k, ie}, dt);
+  }
   plan.add("lora_u", "activations", Shape{t, std::max(1, max_lora_r)}, dt);
   plan.add("rstd", "activations", Shape{t}, DType::kF32);
   plan.add("rstd_qk", "activations", Shape{t * c.num_heads}, DType::kF32);
@@ -72,11 +88,6 @@ Decoder::Decoder(Transformer& model, std::vector<const AdapterWeights*> adapters
   if (shape_.max_batch < 1 || shape_.max_len < 1)
     throw_input_error(kComponent, "max_batch ({}) and max_len ({}) must be positive",
                       shape_.max_batch, shape_.max_len);
-  if (c_.has_sparse_layers())
-    throw_input_error(kComponent,
-                      "generation with a KV cache is not built yet for mixture-of-experts models "
-                      "({}); training, `fitlm eval` and `fitlm dump` run them",
-                      c_.architecture_name);
   if (c_.sliding_window > 0 && shape_.max_len > c_.sliding_window)
     throw_input_error(kComponent,
                       "max_len {} exceeds the sliding window of {}; sliding-window attention is "
@@ -103,6 +114,19 @@ Tensor Decoder::buf(const char* name, int64_t rows) const {
   const Tensor b = arena_->get(name);
   if (b.ndim() == 1) return view_at(b, 0, Shape{rows});
   return b.slice_rows(0, rows);
+}
+
+Transformer::MoeScratch Decoder::moe_scratch(int64_t t) const {
+  const int64_t k = c_.moe.experts_per_token;
+  Transformer::MoeScratch s;
+  s.router_logits = buf("router_logits", t), s.router_probs = buf("router_probs", t);
+  s.route_weights = buf("route_weights", t), s.route_experts = buf("route_experts", t);
+  s.row_of = buf("row_of", t), s.row_token = buf("row_token", t * k);
+  s.row_pair = buf("row_pair", t * k), s.row_weight = buf("row_weight", t * k);
+  s.moe_x = buf("moe_x", t * k), s.moe_gate = buf("moe_gate", t * k);
+  s.moe_up = buf("moe_up", t * k), s.moe_act = buf("moe_act", t * k);
+  s.moe_y = buf("moe_y", t * k);
+  return s;
 }
 
 void Decoder::linear(int l, Projection p, const Tensor& x, Tensor y, int64_t t) {
@@ -168,6 +192,10 @@ void Decoder::layer_forward(int l, int64_t t, bool decode) {
   linear(l, Projection::kO, att, proj, t);
   be_.add(x, proj, x);  // x is now the attention block's residual output
   be_.rmsnorm_forward(x, L.post_norm, eps, xn, rstd);
+  if (c_.sparse_layer(l)) {
+    model_.moe_mlp_forward(l, xn, moe_scratch(t), x);  // adds into the residual stream
+    return;
+  }
   Tensor gate = buf("gate", t), up = buf("up", t), act = buf("act", t);
   linear(l, Projection::kGate, xn, gate, t);
   linear(l, Projection::kUp, xn, up, t);

@@ -50,6 +50,8 @@ class Decoder {
 
  private:
   Tensor buf(const char* name, int64_t rows) const;
+  // A sparse layer's scratch for t tokens (Transformer::moe_mlp_forward).
+  Transformer::MoeScratch moe_scratch(int64_t t) const;
   // decode: one token for each of t sequences; otherwise the prompt (t tokens) of prefill_slot_.
   void layer_forward(int l, int64_t t, bool decode);
   void linear(int l, Projection p, const Tensor& x, Tensor y, int64_t t);

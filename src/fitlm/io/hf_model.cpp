@@ -314,6 +314,31 @@ void load_model_weights(Transformer& model, const std::filesystem::path& dir) {
       if (n.rfind(name, 0) == 0) use(n);  // the weight and its companion tensors
   };
   for (auto& [name, q] : model.quantized_weights()) {
+    if (const auto sources = checked_moe_sources(model.config(), st, dir, name, q->shape)) {
+      // A sparse layer's experts, fused or per expert on disk: quantized as one flat tensor
+      // (as a dense weight: blocks run across experts, one double-quantization offset), read
+      // source by source (the sources tile it in order, io/moe_checkpoint.h); each source's
+      // pages are released once its last chunk is read (the chunks come in order, once each).
+      // The dequantized values round to the checkpoint's dtype (the first source's).
+      const DType dtype = *io::to_core_dtype(st.info(sources->front().name).dtype);
+      const quant::Quantized4 h = quant::quantize4_chunked(
+          q->numel(), q->type, q->blocksize, q->double_quant(),
+          [&](int64_t begin, std::span<float> out) {
+            const int64_t end = begin + static_cast<int64_t>(out.size());
+            for (const io::MoeSource& s : *sources) {
+              const int64_t a = std::max(begin, s.offset);
+              const int64_t b = std::min(end, s.offset + s.shape.numel());
+              if (a >= b) continue;
+              read_f32_range(
+                  st.bytes(s.name), *io::to_core_dtype(st.info(s.name).dtype), a - s.offset,
+                  out.subspan(static_cast<size_t>(a - begin), static_cast<size_t>(b - a)));
+              if (b == s.offset + s.shape.numel()) use(s.name);
+            }
+          });
+      upload_quant4(be, h, *q, name, st.file_of(sources->front().name).path().string());
+      q->round_to = dtype;
+      continue;
+    }
     check_weight(st, dir, name, q->shape);
     const std::string file = st.file_of(name).path().string();
     if (io::is_bnb4bit_weight(st, name)) {

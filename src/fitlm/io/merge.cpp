@@ -16,6 +16,7 @@
 #include "fitlm/io/peft_adapter.h"
 #include "fitlm/io/safetensors_atomic_file.h"
 #include "fitlm/io/safetensors_index.h"
+#include "fitlm/model/transformer_buffers.h"
 
 namespace fitlm {
 namespace {
@@ -46,9 +47,12 @@ MergeReport merge_lora(const std::filesystem::path& model_dir,
 
   // Target weight name -> (layer, projection).
   std::map<std::string, std::pair<int, Projection>> targets;
+  // A sparse layer (mixture of experts) has no dense MLP projections: gate/up/down targets
+  // adapt only the dense layers (lora_for_model), so they are not looked for there.
   for (int l = 0; l < config.num_layers; ++l)
     for (Projection p : lora.targets)
-      targets[fmt::format("model.layers.{}.{}.weight", l, projection_module(p))] = {l, p};
+      if (!(config.sparse_layer(l) && projection_in_mlp(p)))
+        targets[fmt::format("model.layers.{}.{}.weight", l, projection_module(p))] = {l, p};
 
   auto adapter_name = [&](int l, Projection p, bool is_b) {
     std::string name = peft_tensor_name(l, p, is_b);

@@ -37,6 +37,11 @@ Param param_in_arena(const Arena& a, const StateLookup& state, const std::string
   return p;
 }
 
+// The weights a 4-bit base keeps packed: the decoder's linears and a sparse layer's experts.
+bool packed_kind(WeightKind k) {
+  return k == WeightKind::kLinear || k == WeightKind::kExperts;
+}
+
 // A packed weight's buffers as plan_transformer's add_quant4_weight names them.
 Quant4Tensor quant4_in_arena(const Arena& a, const std::string& name, const Shape& shape,
                              const Base4Layout& layout) {
@@ -110,12 +115,16 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
   layers_.resize(config_.num_layers);
   const Tensor base4_layer = a.contains(kBase4Layer) ? a.get(kBase4Layer) : Tensor{};
   const Base4LayerLayout base4_layout = base4_layer_layout(config_);
-  // A 4-bit base: layer l's projection p is dequantized into its slot of base4.layer.
-  auto base4_view = [&](Projection p, const Shape& s) {
-    return Tensor(static_cast<char*>(base4_layer.data) +
-                      base4_layout.offset[static_cast<size_t>(p)] * dtype_size(compute),
-                  compute, s, base4_layer.device);
+  // A 4-bit base: layer l's projection p (a sparse layer's experts) is dequantized into its
+  // slot of base4.layer.
+  auto base4_at = [&](int64_t offset, const Shape& s) {
+    return Tensor(static_cast<char*>(base4_layer.data) + offset * dtype_size(compute), compute, s,
+                  base4_layer.device);
   };
+  auto base4_view = [&](Projection p, const Shape& s) {
+    return base4_at(base4_layout.offset[static_cast<size_t>(p)], s);
+  };
+  auto is_gate_up = [](const std::string& n) { return n.ends_with("gate_up_proj"); };
   const bool blobs = layer_blob_spec(shape_).has_value();
   const LayerRange range = stage_layers(config_, shape_);
   for (const WeightSpec& w : weight_specs(config_)) {
@@ -130,6 +139,14 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
       LinearWeights& lw = layers_[w.layer][w.projection];
       lw.w4 = quant4_in_arena(a, w.name, w.shape, *shape_.base4);
       lw.w = base4_view(w.projection, w.shape);
+      continue;
+    }
+    if (shape_.base4 && w.kind == WeightKind::kExperts) {
+      MoeWeights& m = layers_[w.layer].moe;
+      const bool gate_up = is_gate_up(w.name);
+      (gate_up ? m.gate_up4 : m.down4) = quant4_in_arena(a, w.name, w.shape, *shape_.base4);
+      (gate_up ? m.gate_up : m.down) =
+          base4_at(gate_up ? base4_layout.gate_up : base4_layout.down, w.shape);
       continue;
     }
     const Tensor t = a.get(w.name);
@@ -148,7 +165,7 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
         break;
       case WeightKind::kExperts: {
         MoeWeights& m = layers_[w.layer].moe;
-        if (ends_with("gate_up_proj"))
+        if (is_gate_up(n))
           m.gate_up = t, m.dgate_up = g;
         else
           m.down = t, m.ddown = g;
@@ -312,7 +329,7 @@ void Transformer::bind_lora() {
 std::vector<std::pair<std::string, Tensor>> Transformer::named_weights() {
   std::vector<std::pair<std::string, Tensor>> out;
   for (const WeightSpec& w : weight_specs(config_))
-    if (arena_->contains(w.name) && !(shape_.base4 && w.kind == WeightKind::kLinear))
+    if (arena_->contains(w.name) && !(shape_.base4 && packed_kind(w.kind)))
       out.emplace_back(w.name, arena_->get(w.name));
   return out;
 }
@@ -337,9 +354,14 @@ std::vector<std::pair<std::string, Quant4Tensor*>> Transformer::sharded_quantize
 std::vector<std::pair<std::string, Quant4Tensor*>> Transformer::packed_weights() {
   std::vector<std::pair<std::string, Quant4Tensor*>> out;
   if (!shape_.base4) return out;
-  for (const WeightSpec& w : weight_specs(config_))
-    if (w.kind == WeightKind::kLinear && stage_keeps(config_, shape_, w))
-      out.emplace_back(w.name, &layers_[w.layer][w.projection].w4);
+  for (const WeightSpec& w : weight_specs(config_)) {
+    if (!packed_kind(w.kind) || !stage_keeps(config_, shape_, w)) continue;
+    LayerWeights& L = layers_[w.layer];
+    if (w.kind == WeightKind::kLinear)
+      out.emplace_back(w.name, &L[w.projection].w4);
+    else
+      out.emplace_back(w.name, w.name.ends_with("gate_up_proj") ? &L.moe.gate_up4 : &L.moe.down4);
+  }
   return out;
 }
 

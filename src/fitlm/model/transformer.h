@@ -28,10 +28,11 @@ enum class TrainMode { kFrozen, kLora, kFull };
 // fit_recompute() picks the smallest n that fits a memory cap.
 enum class RecomputePolicy { kSave, kFull };
 
-// A 4-bit base (QLoRA, core/quant4.h): every decoder linear weight is kept packed in the arena
-// (nibbles, absmax, nested absmax) and dequantized into one layer-sized 16-bit buffer,
-// base4.layer, before its layer runs — in forward, recompute and backward alike. Embeddings,
-// norms, biases and lm_head stay 16-bit, as bitsandbytes leaves them.
+// A 4-bit base (QLoRA, core/quant4.h): every decoder linear weight, and a sparse layer's fused
+// expert tensors, are kept packed in the arena (nibbles, absmax, nested absmax) and dequantized
+// into one layer-sized 16-bit buffer, base4.layer, before their layer runs — in forward,
+// recompute and backward alike. Embeddings, norms, biases, routers and lm_head stay 16-bit, as
+// bitsandbytes leaves them.
 struct Base4Layout {
   quant::QuantType type = quant::QuantType::kNF4;
   int64_t blocksize = 64;
@@ -178,7 +179,11 @@ struct LinearWeights {
 
 // A sparse layer's mixture of experts (WeightKind::kRouter, kExperts); empty in dense layers.
 struct MoeWeights {
-  Tensor router, gate_up, down;     // [E, H], [E, 2·I, H], [E, H, I]
+  Tensor router, gate_up, down;     // [E, H], [E, 2·I, H], [E, H, I]; with a 4-bit base,
+                                    // gate_up and down view base4.layer (valid only while their
+                                    // layer runs) and the router stays 16-bit
+  Quant4Tensor gate_up4, down4;     // the 4-bit experts gate_up and down are dequantized from
+                                    // (each fused tensor one flat array of blocks), or empty
   Tensor drouter, dgate_up, ddown;  // full fine-tuning grads (f32), empty otherwise
 };
 
@@ -321,6 +326,16 @@ class Transformer {
   // those buffers, so the views hold until the next call. The forward and backward passes call
   // it themselves; the incremental decoder calls it before each layer.
   void prepare_layer(int l);
+
+  // The incremental decoder's sparse-layer MLP (after prepare_layer(l)): y += layer l's mixture
+  // of experts over xn [T, H], through the decoder's own scratch, the shapes LayerActivations
+  // documents for T tokens. The same ops and order as the training forward.
+  struct MoeScratch {
+    Tensor router_logits, router_probs, route_weights, route_experts;
+    Tensor row_token, row_pair, row_of, row_weight;
+    Tensor moe_x, moe_gate, moe_up, moe_act, moe_y;
+  };
+  void moe_mlp_forward(int l, const Tensor& xn, const MoeScratch& s, Tensor y);
 
   // Read-only weight views for the incremental decoder (infer/), which reuses these weights
   // with its own KV cache and activations instead of planning a second copy.

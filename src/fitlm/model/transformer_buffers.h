@@ -96,11 +96,15 @@ inline constexpr const char* kLoraFlat = "lora.flat";
 // size), in the compute dtype, cast from the masters before the layer runs.
 inline constexpr const char* kLoraLayer = "lora.layer";
 
-// 4-bit base (RunShape::base4): one layer's linear weights dequantized, in the compute dtype,
-// each projection at base4_layer_offsets()[p] (64-element aligned), filled before the layer runs.
+// 4-bit base (RunShape::base4): one layer's 4-bit weights dequantized, in the compute dtype,
+// each at its offset (64-element aligned), filled before the layer runs. The attention
+// projections come first; after them a dense layer's gate, up and down, or in the same place a
+// sparse layer's experts (gate_up [E, 2·I, H], then down [E, H, I]): a layer has one kind of
+// MLP, so the buffer is the attention plus the larger of the MLPs the model has.
 inline constexpr const char* kBase4Layer = "base4.layer";
 struct Base4LayerLayout {
   std::array<int64_t, 7> offset{};  // elements, by Projection
+  int64_t gate_up = 0, down = 0;    // elements: a sparse layer's experts (mixture of experts)
   int64_t total = 0;
 };
 Base4LayerLayout base4_layer_layout(const ModelConfig& c);

@@ -60,6 +60,9 @@ struct Transformer::Impl {
   Tensor rows(const std::string& name, int64_t t) const;  // first t rows of a [T_max, C] buffer
   // Pipeline stages: the activation slot the passes read and write (0 otherwise).
   int slot_ = 0;
+  // Transformer::moe_mlp_forward: layer l's experts over a.xn2 into y, outside any training
+  // pass (no load-balancing statistics, the training counts untouched).
+  void moe_decode(int l, const LayerActivations& a, Tensor y);
 
  private:
   LayerActivations activations(int layer, int64_t t) const;
@@ -72,7 +75,9 @@ struct Transformer::Impl {
   // adds their weighted outputs to y (empty y on recompute: the activations only). Backward:
   // dres holds ∂L/∂(layer output); writes ∂L/∂xn2 into dxn (and the grads of the router and
   // experts in full fine-tuning).
-  void moe_forward(int l, const LayerActivations& a, Tensor y, int64_t t);
+  // counts: rows per expert, filled here (moe_counts(l) in training).
+  void moe_forward(int l, const LayerActivations& a, Tensor y, int64_t t,
+                   std::vector<int64_t>& counts);
   void moe_backward(int l, const LayerActivations& a, const Tensor& dres, Tensor dxn, int64_t t);
   // Rows per expert of layer l's micro-batch in slot_ (moe_permute's counts; host side).
   std::vector<int64_t>& moe_counts(int l);

@@ -40,11 +40,17 @@ Transformer::Impl::Impl(Transformer& model)
   if (m_.arena_->contains(kShardLayerNext)) shard_layer_next_ = m_.arena_->get(kShardLayerNext);
   if (m_.arena_->contains(kLayerInputEven))
     x_ring_ = {m_.arena_->get(kLayerInputEven), m_.arena_->get(kLayerInputOdd)};
-  // A 4-bit base: each layer's seven (packed, destination) pairs, built once for prepare_layer.
+  // A 4-bit base: each layer's (packed, destination) pairs, built once for prepare_layer: its
+  // seven projections, or a sparse layer's four attention projections and two expert tensors
+  // (its MLP projections are empty). Layers of other pipeline stages have none.
   if (m_.shape_.base4)
     for (const LayerWeights& layer : m_.layers_) {
       auto& work = base4_work_.emplace_back();
-      for (Projection p : kAllProjections) work.emplace_back(&layer[p].w4, layer[p].w);
+      for (Projection p : kAllProjections)
+        if (!layer[p].w4.empty()) work.emplace_back(&layer[p].w4, layer[p].w);
+      for (const auto& [q, out] : {std::pair{&layer.moe.gate_up4, layer.moe.gate_up},
+                                   std::pair{&layer.moe.down4, layer.moe.down}})
+        if (!q->empty()) work.emplace_back(q, out);
     }
   if (m_.mode_ == TrainMode::kLora) {
     lora_groups_ = lora_groups(m_.lora_);
@@ -325,7 +331,7 @@ void Transformer::Impl::layer_forward(int l, const LayerActivations& a, const Te
   be_.rmsnorm_forward(a.x_mid, L.post_norm, eps, a.xn2, a.rstd2);
   if (c_.sparse_layer(l)) {
     if (!y.empty()) be_.copy(a.x_mid, y);
-    moe_forward(l, a, y, t);
+    moe_forward(l, a, y, t, moe_counts(l));
     return;
   }
   linear_forward(l, a, a.xn2, {{P::kGate, a.gate}, {P::kUp, a.up}}, t);

@@ -79,14 +79,14 @@ std::vector<int64_t>& Transformer::Impl::moe_counts(int l) {
   return moe_counts_[index];
 }
 
-void Transformer::Impl::moe_forward(int l, const LayerActivations& a, Tensor y, int64_t t) {
+void Transformer::Impl::moe_forward(int l, const LayerActivations& a, Tensor y, int64_t t,
+                                    std::vector<int64_t>& counts) {
   const MoeWeights& w = m_.layers_[l].moe;
   const int64_t k = c_.moe.experts_per_token;
   const ExpertViews ev{c_.hidden_size, c_.moe.expert_intermediate_size};
   be_.gemm(a.xn2, false, w.router, true, a.router_logits);  // logits = xn2 Wrᵀ
   be_.moe_route(a.router_logits, static_cast<int>(k), c_.moe.normalize_top_k, a.router_probs,
                 a.route_weights, a.route_experts);
-  std::vector<int64_t>& counts = moe_counts(l);
   be_.moe_permute(a.route_experts, c_.moe.num_experts, a.row_token, a.row_pair, a.row_of, counts);
   be_.gather_rows(a.xn2, a.row_token, Tensor{}, a.moe_x);
   // Each row's weight, for the backward of its output.
@@ -111,6 +111,26 @@ void Transformer::Impl::moe_forward(int l, const LayerActivations& a, Tensor y, 
         aux_prob_sums_[static_cast<size_t>(x)] += probs[static_cast<size_t>(r * e + x)];
     aux_rows_ += t;
   }
+}
+
+void Transformer::moe_mlp_forward(int l, const Tensor& xn, const MoeScratch& s, Tensor y) {
+  FITLM_CHECK(config_.sparse_layer(l), "model", "moe_mlp_forward: layer {} is dense", l);
+  LayerActivations a;
+  a.xn2 = xn;
+  a.router_logits = s.router_logits, a.router_probs = s.router_probs;
+  a.route_weights = s.route_weights, a.route_experts = s.route_experts;
+  a.row_token = s.row_token, a.row_pair = s.row_pair, a.row_of = s.row_of;
+  a.row_weight = s.row_weight, a.moe_x = s.moe_x, a.moe_gate = s.moe_gate;
+  a.moe_up = s.moe_up, a.moe_act = s.moe_act, a.moe_y = s.moe_y;
+  impl_->moe_decode(l, a, y);
+}
+
+void Transformer::Impl::moe_decode(int l, const LayerActivations& a, Tensor y) {
+  std::vector<int64_t> counts;
+  const bool collecting = aux_collect_;
+  aux_collect_ = false;
+  moe_forward(l, a, y, a.xn2.rows(), counts);
+  aux_collect_ = collecting;
 }
 
 void Transformer::Impl::start_aux_loss(bool training_pass) {

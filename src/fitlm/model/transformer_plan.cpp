@@ -110,11 +110,21 @@ void add_quant4_weight(AllocationPlan& plan, const std::string& name, const Shap
 
 Base4LayerLayout base4_layer_layout(const ModelConfig& c) {
   constexpr int64_t kAlign = 64;
+  auto aligned = [](int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; };
   Base4LayerLayout out;
-  for (Projection p : kAllProjections) {
+  int64_t at = 0, mlp = 0;
+  for (Projection p : kAllProjections) {   // q, k, v, o, then gate, up, down
+    if (p == Projection::kGate) mlp = at;  // the attention's end: where the MLPs start
     const auto [rows, cols] = projection_shape(c, p);
-    out.offset[static_cast<size_t>(p)] = out.total;
-    out.total += (rows * cols + kAlign - 1) / kAlign * kAlign;
+    out.offset[static_cast<size_t>(p)] = at;
+    at += aligned(rows * cols);
+  }
+  out.total = c.has_dense_layers() ? at : mlp;
+  if (c.has_sparse_layers()) {
+    const int64_t e = c.moe.num_experts, ie = c.moe.expert_intermediate_size, h = c.hidden_size;
+    out.gate_up = mlp;
+    out.down = mlp + aligned(e * 2 * ie * h);
+    out.total = std::max(out.total, out.down + aligned(e * h * ie));
   }
   return out;
 }
@@ -362,10 +372,6 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
     throw_input_error("plan",
                       "offload: weights with zero3 (sharded layers in host memory) is not "
                       "built: use one of them");
-  if (c.has_sparse_layers() && shape.base4)
-    throw_input_error("plan",
-                      "a 4-bit base of a mixture-of-experts model (QLoRA) is not built yet: "
-                      "train LoRA on the 16-bit model (adapter: lora, no load_in_4bit)");
   if (c.has_sparse_layers() && layer_blob_spec(shape))
     throw_input_error("plan",
                       "zero3 and offload: weights are not built yet for mixture-of-experts "
@@ -417,7 +423,11 @@ AllocationPlan plan_job(const ModelConfig& c, TrainMode mode, const LoraConfig& 
     if (!stage_keeps(c, shape, w)) continue;
     if (host_embedding && w.kind == WeightKind::kEmbed) continue;
     if (blobs && (w.kind == WeightKind::kLinear || w.kind == WeightKind::kBias)) continue;
-    if (shape.base4 && w.kind == WeightKind::kLinear)
+    // A 4-bit base packs the decoder's linear weights and a sparse layer's experts (each
+    // fused tensor one flat array of blocks, as a dense weight). The router (kRouter) stays in
+    // the compute dtype, as bitsandbytes leaves it: its logits make a top-k choice that 4-bit
+    // noise would flip for tokens near a tie, and it is [E, H], a tiny part of the layer.
+    if (shape.base4 && (w.kind == WeightKind::kLinear || w.kind == WeightKind::kExperts))
       add_quant4_weight(plan, w.name, w.shape, *shape.base4);
     else if (mode == TrainMode::kFull)
       add_trainable(w.name, w.shape, "weights");

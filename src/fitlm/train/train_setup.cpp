@@ -294,7 +294,8 @@ void setup_model(TrainJob& job) {
   }
   shape.base4 = base4_layout(job.model_config, c.base_model, quantize);
   if (shape.base4)
-    log::info("QLoRA: the base's linear weights are {} (blocksize {}{}), dequantized per layer",
+    log::info("QLoRA: the base's linear weights{} are {} (blocksize {}{}), dequantized per layer",
+              job.model_config.has_sparse_layers() ? " and experts (not the routers)" : "",
               quant::quant_type_name(shape.base4->type), shape.base4->blocksize,
               shape.base4->double_quant ? ", double quantization" : "");
   shape.recompute = c.gradient_checkpointing ? RecomputePolicy::kFull : RecomputePolicy::kSave;
