@@ -4,8 +4,8 @@
 # (ModelVsCpu); then `fitlm bench` of Qwen3-30B-A3B shapes, LoRA r16 on q/k/v/o, seq 2048, full
 # recompute, micro-batch 1 and 4 (planned vs measured memory in the log), and Mixtral-8x7B.
 #   run: carry [".debs"], command: bash scripts/device/moe-check.sh
-# MOE_HF=1 runs the HF transformers + PEFT baseline (bench/hf_moe_lora.py) instead of the rest,
-# so that it gets a call of its own.
+# MOE_HF=1 runs the HF transformers + PEFT baseline (bench/hf_moe_lora.py) and the PEFT
+# adapter-name check (peft_moe_names.py) instead of the rest, so that they get a call of their own.
 set -uo pipefail
 OUT=/tmp/fitlm-moe
 mkdir -p "$OUT"
@@ -14,6 +14,7 @@ if [ -n "${MOE_HF:-}" ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1
   /opt/torch/.venv/bin/python3 -c "import transformers, peft, torch; print('transformers', transformers.__version__, 'peft', peft.__version__, 'torch', torch.__version__)"
   /opt/torch/.venv/bin/python3 bench/hf_moe_lora.py 2>&1 | grep -v Warning | tail -8
+  /opt/torch/.venv/bin/python3 scripts/device/peft_moe_names.py 2>&1 | grep -v Warning | head -150
   echo "total: $(($(date +%s) - start)) s"
   exit 0
 fi
