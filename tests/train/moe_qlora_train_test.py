@@ -14,6 +14,8 @@ Checks, per model:
   - it differs from a LoRA run on a base where only the experts keep their 16-bit values (so the
     experts were quantized), and from one where only the routers were quantized too (so the
     routers were not);
+  - `fitlm quantize` of the 16-bit base (per-expert tensors stay 16-bit) trains to the same
+    adapter bytes;
   - `fitlm merge` of the QLoRA adapter into the 16-bit base works and the merged model evaluates.
 """
 import json
@@ -168,6 +170,14 @@ def check_case(case, index, tmp, demo, failures):
     _, on_deq, _ = train(d, case, bases["deq"], "lora-deq", "lora", data)
     if not same_bytes(qlora, on_deq):
         failures.append(f"{name}: the QLoRA adapter differs from LoRA on the dequantized base")
+    # A checkpoint `fitlm quantize` wrote (attention and dense MLP 4-bit, experts left 16-bit
+    # for loading to quantize) trains to the same adapter as quantizing all on load.
+    q4 = os.path.join(d, "q4")
+    run(["quantize", "--model", bases["base"], "--out", q4, "--double-quant"])
+    _, from_q4, _ = train(d, case, q4, "qlora-q4", "qlora", data)
+    if not same_bytes(qlora, from_q4):
+        failures.append(f"{name}: QLoRA from the `fitlm quantize` checkpoint differs from "
+                        "QLoRA quantized on load")
     for key in ("experts16", "routers4"):
         _, other, _ = train(d, case, bases[key], "lora-" + key, "lora", data)
         if same_bytes(qlora, other):

@@ -21,8 +21,11 @@ bool ends_with(const std::string& s, std::string_view suffix) {
 
 }  // namespace
 
+// Not a mixture of experts' per-expert tensors (Qwen3-MoE's mlp.experts.<j>.gate_proj): loading
+// reads experts 16-bit only, then quantizes them itself (QLoRA), into its fused layout.
 bool is_quantized_linear(const std::string& name) {
   return name.rfind("model.layers.", 0) == 0 && ends_with(name, "_proj.weight") &&
+         name.find(".experts.") == std::string::npos &&
          (name.find(".self_attn.") != std::string::npos || name.find(".mlp.") != std::string::npos);
 }
 
