@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 14 follow-up on one GPU, one call: build; the MoE CUDA-vs-CPU tests with their failure
-# details and per-run cosines; QLoRA bench of Qwen3-30B-A3B shapes (planned vs measured, goal
-# ≤ 20 GiB); the micro-batch 4 bench with the per-op profile.
+# details and per-run cosines; Qwen3-30B-A3B shapes at micro-batch 1 and 4 (MOE_PROFILE=1: with
+# the per-op profile) and QLoRA at micro-batch 1 (planned vs measured, goal ≤ 20 GiB).
 #   run: carry [".debs"], command: bash scripts/device/moe-detail.sh
 set -uo pipefail
 start=$(date +%s)
@@ -23,6 +23,7 @@ bench() {  # name, args...
   echo "$name rc $?: $(cat /tmp/bench-$name.json)"
   case "$*" in *--profile*) grep -E "^  (op|gemm|gather|moe|attention|rmsnorm|total)" /tmp/bench-$name.log ;; esac
 }
+bench q30b-mb1 qwen3-30b-a3b --micro-batch 1 --steps 3 --warmup 1
+bench q30b-mb4 qwen3-30b-a3b --micro-batch 4 --steps 2 --warmup 1 ${MOE_PROFILE:+--profile}
 bench q30b-nf4-mb1 qwen3-30b-a3b --quantize nf4 --micro-batch 1 --steps 3 --warmup 1
-bench q30b-mb4 qwen3-30b-a3b --micro-batch 4 --steps 2 --warmup 1 --profile
 echo "total: $(($(date +%s) - start)) s"

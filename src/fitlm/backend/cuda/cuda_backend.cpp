@@ -90,7 +90,7 @@ size_t CudaBackend::reserved_bytes() {
 
 size_t cuda_fixed_workspace_bytes() {
   return CudaBackend::kLtWorkspaceBytes + 256 + CudaBackend::kCudnnReserveBytes +
-         CudaBackend::kGroupPointerBytes;
+         CudaBackend::kGroupPointerBytes + CudaBackend::kMoeCountsBytes;
 }
 
 CudaBackend::CudaBackend(int device_index, DType compute_dtype)
@@ -113,6 +113,7 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   FITLM_CUBLAS_CHECK(cublasSetStream(blas_, stream_));  // resets the workspace: set it after
   FITLM_CUBLAS_CHECK(cublasSetWorkspace(blas_, lt_workspace_, kLtWorkspaceBytes));
   FITLM_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_group_ptrs_), kGroupPointerBytes));
+  FITLM_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_moe_counts_), kMoeCountsBytes));
   FITLM_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_group_ptrs_),
                                   kGroupPointerBytes * slot_copied_.size()));
   for (cudaEvent_t& e : slot_copied_)
@@ -138,6 +139,7 @@ CudaBackend::~CudaBackend() {
     if (e) cudaEventDestroy(e);
   if (h_group_ptrs_) cudaFreeHost(h_group_ptrs_);
   if (d_group_ptrs_) cudaFree(d_group_ptrs_);
+  if (d_moe_counts_) cudaFree(d_moe_counts_);
   if (blas_) cublasDestroy(blas_);
   if (lt_workspace_) cudaFree(lt_workspace_);
   if (lt_) cublasLtDestroy(lt_);

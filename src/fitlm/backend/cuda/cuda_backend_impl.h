@@ -102,7 +102,7 @@ class CudaBackend final : public Backend {
   void moe_route_backward(const Tensor& probs, const Tensor& weights, const Tensor& experts,
                           const Tensor& dweights, bool renormalize, const Tensor& extra_dprobs,
                           Tensor dlogits) override;
-  // Synchronizes: the experts come to the host, are sorted there, and the indices go back.
+  // Sorts on the device; synchronizes once to bring the counts to the host.
   void moe_permute(const Tensor& experts, int num_experts, Tensor token_of_row, Tensor pair_of_row,
                    Tensor row_of, std::vector<int64_t>& counts) override;
   void gather_rows(const Tensor& src, const Tensor& index, const Tensor& scale,
@@ -122,6 +122,7 @@ class CudaBackend final : public Backend {
   // gemm_grouped's pointer arrays (A, B, C per group): one call takes up to this many groups.
   static constexpr size_t kMaxGemmGroups = 1024;
   static constexpr size_t kGroupPointerBytes = 3 * kMaxGemmGroups * sizeof(void*);
+  static constexpr size_t kMoeCountsBytes = 512 * sizeof(int32_t);  // cuda::kMoeMaxExperts
   // Device memory cuDNN takes for its handle and loaded attention kernels (measured under
   // 10 MiB on an H100 with cuDNN 9.14: planned 16.38 GiB, measured 16.39 GiB).
   static constexpr size_t kCudnnReserveBytes = size_t{16} << 20;
@@ -151,6 +152,7 @@ class CudaBackend final : public Backend {
   // gemm_grouped's pointer arrays: device, and a ring of pinned host slots they are copied
   // from, each reused only after its copy has run (slot_copied_).
   void** d_group_ptrs_ = nullptr;
+  int32_t* d_moe_counts_ = nullptr;  // moe_permute's counts, kMoeMaxExperts of them
   void** h_group_ptrs_ = nullptr;
   std::array<cudaEvent_t, 8> slot_copied_{};
   size_t next_slot_ = 0;

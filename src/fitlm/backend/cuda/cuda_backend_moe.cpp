@@ -1,10 +1,9 @@
 // CudaBackend: the mixture-of-experts ops — argument checks, then the launchers of
-// cuda_moe.cuh. moe_permute runs on the host (it has to return the counts there anyway).
+// cuda_moe.cuh. moe_permute sorts on the device and brings the counts to the host.
 #include <cuda_runtime_api.h>
 
 #include <vector>
 
-#include "fitlm/backend/cpu/cpu_backend.h"
 #include "fitlm/backend/cuda/cuda_backend_impl.h"
 #include "fitlm/backend/cuda/cuda_check.h"
 #include "fitlm/backend/cuda/cuda_moe.cuh"
@@ -12,6 +11,8 @@
 
 namespace fitlm {
 namespace {
+
+static_assert(CudaBackend::kMoeCountsBytes == cuda::kMoeMaxExperts * sizeof(int32_t));
 
 bool is_float_dtype(DType t) {
   return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16;
@@ -97,23 +98,26 @@ void CudaBackend::moe_permute(const Tensor& experts, int num_experts, Tensor tok
               "moe_permute token_of_row {} pair_of_row {} for experts {}", token_of_row.shape.str(),
               pair_of_row.shape.str(), experts.shape.str());
   check_matrix(row_of, t_count, k, "moe_permute row_of");
-  std::vector<int32_t> h_experts(static_cast<size_t>(n)), h_token(static_cast<size_t>(n)),
-      h_pair(static_cast<size_t>(n)), h_row(static_cast<size_t>(n));
-  const size_t bytes = static_cast<size_t>(n) * sizeof(int32_t);
-  if (n > 0) {
-    FITLM_CUDA_CHECK(
-        cudaMemcpyAsync(h_experts.data(), experts.data, bytes, cudaMemcpyDefault, stream_));
-    FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  }
-  moe_counting_sort(h_experts.data(), t_count, static_cast<int>(k), num_experts, h_token.data(),
-                    h_pair.data(), h_row.data(), counts);
+  FITLM_CHECK(num_experts > 0 && num_experts <= cuda::kMoeMaxExperts && k > 0, "cuda",
+              "moe_permute with {} experts (the CUDA kernels take 1 to {}), k = {}", num_experts,
+              cuda::kMoeMaxExperts, k);
+  FITLM_CHECK(n < (int64_t{1} << 31), "cuda", "moe_permute of {} rows: i32 indices overflow", n);
+  counts.assign(static_cast<size_t>(num_experts), 0);
   if (n == 0) return;
+  cuda::launch_moe_permute(experts, num_experts, token_of_row, pair_of_row, row_of, d_moe_counts_,
+                           d_flags_ + kFlagBadMoeIndex, stream_);
+  // The one synchronisation of a sparse layer: the host sizes the expert GEMMs by these counts.
+  std::vector<int32_t> host(static_cast<size_t>(num_experts));
+  FITLM_CUDA_CHECK(cudaMemcpyAsync(host.data(), d_moe_counts_, host.size() * sizeof(int32_t),
+                                   cudaMemcpyDefault, stream_));
   FITLM_CUDA_CHECK(
-      cudaMemcpyAsync(token_of_row.data, h_token.data(), bytes, cudaMemcpyDefault, stream_));
-  FITLM_CUDA_CHECK(
-      cudaMemcpyAsync(pair_of_row.data, h_pair.data(), bytes, cudaMemcpyDefault, stream_));
-  FITLM_CUDA_CHECK(cudaMemcpyAsync(row_of.data, h_row.data(), bytes, cudaMemcpyDefault, stream_));
-  FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host vectors die on return
+      cudaMemcpyAsync(h_flags_, d_flags_, kNumFlags * sizeof(int), cudaMemcpyDefault, stream_));
+  FITLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (h_flags_[kFlagBadMoeIndex] != 0) {
+    FITLM_CUDA_CHECK(cudaMemsetAsync(d_flags_ + kFlagBadMoeIndex, 0, sizeof(int), stream_));
+    throw_input_error("cuda", "moe_permute: an expert index is outside [0, {})", num_experts);
+  }
+  for (size_t e = 0; e < host.size(); ++e) counts[e] = host[e];
 }
 
 void CudaBackend::gather_rows(const Tensor& src, const Tensor& index, const Tensor& scale,

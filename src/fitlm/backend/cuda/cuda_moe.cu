@@ -3,7 +3,8 @@
 // for the gather and the combine, one warp per (t, j) pair for the weight gradient. f32 math;
 // every sum has a fixed order (a lane's strided partials, then the xor butterfly of warp_sum, or
 // a plain loop over j), and no float atomics, so every result is bit-reproducible. Bad indices
-// raise the backend's error flag (reported by synchronize()) instead of faulting.
+// raise the backend's error flag (reported by synchronize()) instead of faulting. The
+// permutation is a two-pass counting sort, one block per expert (moe_count / moe_scatter).
 #include <climits>
 
 #include "fitlm/backend/cuda/cuda_common.cuh"
@@ -184,6 +185,67 @@ __global__ void moe_weight_grad_kernel(D dy, R rows, const int32_t* row_of, floa
 
 // Calls f(a, b) with element accessors for two float tensors: typed when the dtypes agree (the
 // usual case), dtype-erased otherwise.
+// The permutation, a stable counting sort without atomics in two passes of one block per
+// expert over the pairs in order: a warp's ballot ranks its hits, the block's warps add up in
+// warp order. Pass 1 counts (and flags experts outside [0, E)); pass 2 starts expert e's rows
+// after the counts of the experts before it and writes them in pair order, as the CPU does.
+constexpr int kPermuteThreads = 256;
+constexpr int kPermuteWarps = kPermuteThreads / 32;
+
+__global__ void moe_count_kernel(const int32_t* experts, int64_t n, int e_count, int32_t* counts,
+                                 int* error_flag) {
+  const int e = blockIdx.x;
+  int hits = 0;
+  for (int64_t p = threadIdx.x; p < n; p += kPermuteThreads) {
+    const int32_t x = experts[p];
+    hits += x == e;
+    if (e == 0 && (x < 0 || x >= e_count)) atomicExch(error_flag, 1);
+  }
+  __shared__ int partial[kPermuteWarps];
+  for (int off = 16; off > 0; off >>= 1) hits += __shfl_xor_sync(0xffffffffu, hits, off);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = hits;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int total = 0;
+    for (int w = 0; w < kPermuteWarps; ++w) total += partial[w];
+    counts[e] = total;
+  }
+}
+
+__global__ void moe_scatter_kernel(const int32_t* experts, int64_t n, int k, const int32_t* counts,
+                                   int32_t* token_of_row, int32_t* pair_of_row, int32_t* row_of) {
+  const int e = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __shared__ int64_t first;
+  __shared__ int warp_hits[kPermuteWarps];
+  if (threadIdx.x == 0) {
+    int64_t f = 0;
+    for (int x = 0; x < e; ++x) f += counts[x];
+    first = f;
+  }
+  __syncthreads();
+  int64_t base = first;
+  for (int64_t start = 0; start < n; start += kPermuteThreads) {
+    const int64_t p = start + threadIdx.x;
+    const bool hit = p < n && experts[p] == e;
+    const unsigned mask = __ballot_sync(0xffffffffu, hit);
+    if (lane == 0) warp_hits[warp] = __popc(mask);
+    __syncthreads();
+    int before = 0, total = 0;
+    for (int w = 0; w < kPermuteWarps; ++w) {
+      before += w < warp ? warp_hits[w] : 0;
+      total += warp_hits[w];
+    }
+    if (hit) {
+      const int64_t row = base + before + __popc(mask & ((1u << lane) - 1u));
+      token_of_row[row] = static_cast<int32_t>(p / k);
+      pair_of_row[row] = static_cast<int32_t>(p);
+      row_of[p] = static_cast<int32_t>(row);
+    }
+    base += total;
+    __syncthreads();  // warp_hits is rewritten next round
+  }
+}
+
 template <typename F>
 void dispatch_pair(const Tensor& a, const Tensor& b, F&& f) {
   if (a.dtype == b.dtype) {
@@ -262,6 +324,19 @@ void launch_moe_weight_grad(const Tensor& dy, const Tensor& rows, const Tensor& 
     moe_weight_grad_kernel<<<warp_blocks(n_pairs), kWarpBlockThreads, 0, stream>>>(
         d, r, row_of.as<int32_t>(), dweights.as<float>(), n_pairs, k, h, rows.rows(), error_flag);
   });
+  FITLM_CUDA_CHECK_LAUNCH();
+}
+
+void launch_moe_permute(const Tensor& experts, int num_experts, const Tensor& token_of_row,
+                        const Tensor& pair_of_row, const Tensor& row_of, int32_t* counts,
+                        int* error_flag, cudaStream_t stream) {
+  const int64_t n = experts.numel(), k = experts.cols();
+  moe_count_kernel<<<num_experts, kPermuteThreads, 0, stream>>>(experts.as<int32_t>(), n,
+                                                                num_experts, counts, error_flag);
+  FITLM_CUDA_CHECK_LAUNCH();
+  moe_scatter_kernel<<<num_experts, kPermuteThreads, 0, stream>>>(
+      experts.as<int32_t>(), n, static_cast<int>(k), counts, token_of_row.as<int32_t>(),
+      pair_of_row.as<int32_t>(), row_of.as<int32_t>());
   FITLM_CUDA_CHECK_LAUNCH();
 }
 

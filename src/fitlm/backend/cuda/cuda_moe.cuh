@@ -1,6 +1,6 @@
 // Mixture-of-experts family (backend.h, "mixture of experts"): routing softmax + top-k and its
 // backward, row gathers, the weighted combine of the expert rows and the routing-weight
-// gradient. moe_permute has no kernel: CudaBackend sorts on the host (cuda_backend_moe.cpp).
+// gradient, and the permutation of (token, choice) pairs into rows grouped by expert.
 // Every float sum runs in a fixed order (no atomics), so results are bit-reproducible.
 #pragma once
 
@@ -35,5 +35,12 @@ void launch_moe_combine(const Tensor& rows, const Tensor& row_of, const Tensor& 
 // pair, lanes strided over H, then a fixed butterfly). A bad row sets *error_flag, writes 0.
 void launch_moe_weight_grad(const Tensor& dy, const Tensor& rows, const Tensor& row_of,
                             const Tensor& dweights, int* error_flag, cudaStream_t stream);
+
+// The rows of every expert in turn, each expert's in pair order (backend.h moe_permute), and
+// counts i32 [num_experts] (device). An expert outside [0, num_experts) sets *error_flag and
+// its pair gets no row. num_experts blocks.
+void launch_moe_permute(const Tensor& experts, int num_experts, const Tensor& token_of_row,
+                        const Tensor& pair_of_row, const Tensor& row_of, int32_t* counts,
+                        int* error_flag, cudaStream_t stream);
 
 }  // namespace fitlm::cuda
