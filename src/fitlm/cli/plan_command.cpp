@@ -203,8 +203,8 @@ RunFn setup(CLI::App& app) {
   app.add_option("--strategy", o->strategy,
                  "ddp (replicated), zero2 (masters and AdamW moments sharded over the ranks) or "
                  "zero3 (the frozen base's layers sharded too: LoRA, QLoRA), or pipeline (the "
-                 "layers split into --nproc stages, one per GPU; plan only, training with it is "
-                 "not built yet)")
+                 "layers split into --nproc stages, one per GPU, each within its --max-memory "
+                 "cap)")
       ->check(CLI::IsMember({"ddp", "zero2", "zero3", "pipeline"}))
       ->capture_default_str();
   app.add_option("--micro-batches", o->micro_batches,
