@@ -333,7 +333,10 @@ RunFn setup(CLI::App& app) {
                  "it picks how many layers to recompute");
   app.add_option("--seq", o->seq, "Sequence length")->capture_default_str();
   app.add_option("--micro-batch", o->micro_batch, "Sequences per step")->capture_default_str();
-  app.add_option("--lora-r", o->lora_r, "LoRA rank (all seven projections)")->capture_default_str();
+  app.add_option(
+         "--lora-r", o->lora_r,
+         "LoRA rank (all seven projections; the four attention ones on a mixture of experts)")
+      ->capture_default_str();
   app.add_option("--logits-chunk", o->logits_chunk, "Rows of logits per loss chunk")
       ->capture_default_str();
   app.add_option("--warmup", o->warmup, "Untimed steps")->capture_default_str();
