@@ -11,6 +11,9 @@
 #include "fitlm/model/presets.h"
 #include "fitlm/model/stage_partition.h"
 #include "fitlm/model/transformer.h"
+#include "fitlm/plan/gpu_catalog.h"
+#include "fitlm/plan/report.h"
+#include "fitlm/plan/search.h"
 
 namespace fitlm::cli {
 namespace {
@@ -25,7 +28,42 @@ struct PlanOptions {
   std::string strategy = "ddp";
   std::vector<std::string> offload;
   bool verbose = false;
+  // --gpus: search for the configuration instead of planning one.
+  std::string gpus, gpu_file, host_memory;
+  int64_t global_batch = 0;
+  int top = 10, max_micro_batch = 16;
+  bool allow_quantize = false, json = false;
 };
+
+// `fitlm plan --gpus SPEC`: the search over configurations (plan/search.h).
+int run_search(const PlanOptions& o) {
+  if (o.model.empty() == o.arch.empty())
+    throw_input_error("plan", "give exactly one of --model DIR or --arch PRESET");
+  if (o.mode == "eval")
+    throw_input_error("plan", "--gpus plans training: --mode lora, qlora or full");
+  plan::GpuCatalog catalog;
+  if (!o.gpu_file.empty()) catalog.add_file(o.gpu_file);
+  plan::SearchRequest r;
+  r.config = o.model.empty() ? preset_config(o.arch) : read_model_config(o.model);
+  r.mode = o.mode == "full"                                ? plan::FineTune::kFull
+           : o.mode == "qlora" || !o.quantize.type.empty() ? plan::FineTune::kQlora
+                                                           : plan::FineTune::kLora;
+  r.seq = o.seq;
+  r.global_batch = o.global_batch;
+  r.gpus = plan::parse_gpu_set(o.gpus, catalog);
+  r.host_memory =
+      o.host_memory.empty() ? plan::machine_memory_bytes() : parse_byte_size(o.host_memory);
+  r.allow_quantize = o.allow_quantize;
+  r.lora_r = static_cast<int>(o.lora_r);
+  r.logits_chunk = o.logits_chunk;
+  r.max_micro_batch = o.max_micro_batch;
+  const plan::SearchResult result = plan::search(r);
+  if (o.json)
+    fmt::print("{}\n", plan::search_json(r, result, o.top).dump(2));
+  else
+    fmt::print("{}", plan::format_search(r, result, o.top));
+  return result.fitting.empty() ? static_cast<int>(ExitCode::kNoFit) : 0;
+}
 
 // The shape rank r of `nproc` runs under `strategy` (dist/strategy.h): ddp replicates the whole
 // plan; zero2 keeps the rank's block of every master and AdamW moment; zero3 also the rank's
@@ -95,6 +133,11 @@ int run_pipeline_plan(const PlanOptions& o, const ModelConfig& c, TrainMode mode
 }
 
 int run_plan(const PlanOptions& o) {
+  if (!o.gpus.empty()) return run_search(o);
+  if (o.mode == "qlora")
+    throw_input_error("plan",
+                      "--mode qlora is for the search (--gpus); plan one QLoRA job with "
+                      "--mode lora --quantize nf4");
   if (o.model.empty() == o.arch.empty())
     throw_input_error("plan", "give exactly one of --model DIR or --arch PRESET");
   const ModelConfig c = o.model.empty() ? preset_config(o.arch) : read_model_config(o.model);
@@ -182,8 +225,9 @@ RunFn setup(CLI::App& app) {
   auto o = std::make_shared<PlanOptions>();
   app.add_option("--model", o->model, "Hugging Face model directory");
   app.add_option("--arch", o->arch, "Architecture preset instead of a directory (see bench)");
-  app.add_option("--mode", o->mode, "lora, full or eval")
-      ->check(CLI::IsMember({"lora", "full", "eval"}))
+  app.add_option("--mode", o->mode,
+                 "lora, full or eval; with --gpus also qlora (LoRA on an NF4 base)")
+      ->check(CLI::IsMember({"lora", "qlora", "full", "eval"}))
       ->capture_default_str();
   add_recompute_options(app, o->recompute);
   app.add_option("--dtype", o->dtype, "Storage dtype: bf16, f16 or f32")
@@ -217,12 +261,39 @@ RunFn setup(CLI::App& app) {
       ->delimiter(',')
       ->check(CLI::IsMember({"weights", "optimizer", "activations"}));
   o->quantize.add_to(app);
+  app.add_option("--gpus", o->gpus,
+                 "Search instead of planning one job: the GPUs to train on, e.g. 2xA5000, "
+                 "4xRTX3090, \"A5000,A5000\", H200 or 2x16GiB (a bare size: a generic, slow "
+                 "GPU). Tries single/ddp/zero2/zero3/pipeline, micro-batches 1.."
+                 "--max-micro-batch, recompute none/full, every offload choice, and NF4 with "
+                 "--allow-quantize; prints those that fit, fastest first (predicted tok/s), why "
+                 "the others do not, and what would make it fit; exit 3 when nothing fits");
+  app.add_option("--gpu-file", o->gpu_file,
+                 "With --gpus: a JSON file of more GPUs, [{\"name\": \"X\", \"memory\": "
+                 "\"22GiB\", \"tflops\": 100, \"bf16\": true, \"link_gbps\": 32, "
+                 "\"pcie_gbps\": 32}] (replaces a built-in GPU of the same name)");
+  app.add_option("--global-batch", o->global_batch,
+                 "With --gpus: sequences per optimizer step to keep (micro-batch × accumulation "
+                 "× data-parallel ranks); default: no accumulation (pipeline: 4 micro-batches "
+                 "per stage)");
+  app.add_flag("--allow-quantize", o->allow_quantize,
+               "With --gpus and --mode lora: also try QLoRA (an NF4 base)");
+  app.add_option("--host-memory", o->host_memory,
+                 "With --gpus: host memory the job may pin, e.g. 64GiB (default: the machine's)");
+  app.add_option("--max-micro-batch", o->max_micro_batch,
+                 "With --gpus: the largest micro-batch tried (powers of two)")
+      ->capture_default_str();
+  app.add_flag("--json", o->json, "With --gpus: print the search as JSON");
+  app.add_option("--top", o->top, "With --gpus: how many fitting candidates to list (0: all)")
+      ->capture_default_str();
   app.add_flag("--buffers", o->verbose,
                "List every buffer with its offset and the phases it lives in");
   return [o] { return run_plan(*o); };
 }
 
-CommandRegistration reg{"plan", "Print the memory plan of a job and check it against a budget",
+CommandRegistration reg{"plan",
+                        "Print the memory plan of a job and check it against a budget, or with "
+                        "--gpus choose the configuration for a set of GPUs",
                         setup};
 
 }  // namespace
