@@ -9,14 +9,11 @@
 #include <numeric>
 
 #include "fitlm/backend/cpu/cpu_backend.h"
+#include "fitlm/backend/moe_op_checks.h"
 #include "fitlm/core/error.h"
 
 namespace fitlm {
 namespace {
-
-bool is_float(DType t) {
-  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16;
-}
 
 float load(const Tensor& t, int64_t i) {
   switch (t.dtype) {
@@ -32,22 +29,6 @@ void store(const Tensor& t, int64_t i, float v) {
     case DType::kF16: t.as<uint16_t>()[i] = f32_to_f16(v); break;
     default: t.as<float>()[i] = v; break;
   }
-}
-
-void check_float(const Tensor& t, const char* what) {
-  FITLM_CHECK(is_float(t.dtype), "cpu", "{} must be f32, bf16 or f16, got {}", what,
-              dtype_name(t.dtype));
-}
-
-void check_dtype(const Tensor& t, DType want, const char* what) {
-  FITLM_CHECK(t.dtype == want, "cpu", "{} must be {}, got {}", what, dtype_name(want),
-              dtype_name(t.dtype));
-}
-
-// t must be a [rows, cols] matrix (any shape with that matrix view).
-void check_matrix(const Tensor& t, int64_t rows, int64_t cols, const char* what) {
-  FITLM_CHECK(t.rows() == rows && t.cols() == cols, "cpu", "{} is {}, expected [{}, {}]", what,
-              t.shape.str(), rows, cols);
 }
 
 // Every entry of an i32 index tensor in [0, limit).
@@ -88,15 +69,8 @@ void moe_counting_sort(const int32_t* experts, int64_t t_count, int k, int num_e
 
 void CpuBackend::moe_route(const Tensor& logits, int k, bool renormalize, Tensor probs,
                            Tensor weights, Tensor experts) {
-  check_float(logits, "moe_route logits");
-  check_dtype(probs, DType::kF32, "moe_route probs");
-  check_dtype(weights, DType::kF32, "moe_route weights");
-  check_dtype(experts, DType::kI32, "moe_route experts");
+  check_moe_route("cpu", logits, k, probs, weights, experts);
   const int64_t t_count = logits.rows(), e_count = logits.cols();
-  FITLM_CHECK(k >= 1 && k <= e_count, "cpu", "moe_route top-{} of {} experts", k, e_count);
-  check_matrix(probs, t_count, e_count, "moe_route probs");
-  check_matrix(weights, t_count, k, "moe_route weights");
-  check_matrix(experts, t_count, k, "moe_route experts");
   float* pp = probs.as<float>();
   float* pw = weights.as<float>();
   int32_t* pe = experts.as<int32_t>();
@@ -134,20 +108,8 @@ void CpuBackend::moe_route(const Tensor& logits, int k, bool renormalize, Tensor
 void CpuBackend::moe_route_backward(const Tensor& probs, const Tensor& weights,
                                     const Tensor& experts, const Tensor& dweights, bool renormalize,
                                     const Tensor& extra_dprobs, Tensor dlogits) {
-  check_dtype(probs, DType::kF32, "moe_route_backward probs");
-  check_dtype(weights, DType::kF32, "moe_route_backward weights");
-  check_dtype(experts, DType::kI32, "moe_route_backward experts");
-  check_dtype(dweights, DType::kF32, "moe_route_backward dweights");
-  check_float(dlogits, "moe_route_backward dlogits");
+  check_moe_route_backward("cpu", probs, weights, experts, dweights, extra_dprobs, dlogits);
   const int64_t t_count = probs.rows(), e_count = probs.cols(), k = experts.cols();
-  check_matrix(experts, t_count, k, "moe_route_backward experts");
-  check_matrix(weights, t_count, k, "moe_route_backward weights");
-  check_matrix(dweights, t_count, k, "moe_route_backward dweights");
-  check_matrix(dlogits, t_count, e_count, "moe_route_backward dlogits");
-  if (!extra_dprobs.empty()) {
-    check_dtype(extra_dprobs, DType::kF32, "moe_route_backward extra_dprobs");
-    check_matrix(extra_dprobs, t_count, e_count, "moe_route_backward extra_dprobs");
-  }
   check_indices(experts, e_count, "moe_route_backward experts");
   const float* pp = probs.as<const float>();
   const float* pw = weights.as<const float>();
@@ -183,15 +145,8 @@ void CpuBackend::moe_route_backward(const Tensor& probs, const Tensor& weights,
 
 void CpuBackend::moe_permute(const Tensor& experts, int num_experts, Tensor token_of_row,
                              Tensor pair_of_row, Tensor row_of, std::vector<int64_t>& counts) {
-  check_dtype(experts, DType::kI32, "moe_permute experts");
-  check_dtype(token_of_row, DType::kI32, "moe_permute token_of_row");
-  check_dtype(pair_of_row, DType::kI32, "moe_permute pair_of_row");
-  check_dtype(row_of, DType::kI32, "moe_permute row_of");
-  const int64_t t_count = experts.rows(), k = experts.cols(), n = t_count * k;
-  FITLM_CHECK(token_of_row.numel() == n && pair_of_row.numel() == n, "cpu",
-              "moe_permute token_of_row {} pair_of_row {} for experts {}", token_of_row.shape.str(),
-              pair_of_row.shape.str(), experts.shape.str());
-  check_matrix(row_of, t_count, k, "moe_permute row_of");
+  check_moe_permute("cpu", experts, num_experts, token_of_row, pair_of_row, row_of);
+  const int64_t t_count = experts.rows(), k = experts.cols();
   moe_counting_sort(experts.as<const int32_t>(), t_count, static_cast<int>(k), num_experts,
                     token_of_row.as<int32_t>(), pair_of_row.as<int32_t>(), row_of.as<int32_t>(),
                     counts);
@@ -199,16 +154,8 @@ void CpuBackend::moe_permute(const Tensor& experts, int num_experts, Tensor toke
 
 void CpuBackend::gather_rows(const Tensor& src, const Tensor& index, const Tensor& scale,
                              Tensor dst) {
-  check_float(src, "gather_rows src");
-  check_float(dst, "gather_rows dst");
-  check_dtype(index, DType::kI32, "gather_rows index");
+  check_gather_rows("cpu", src, index, scale, dst);
   const int64_t n = index.numel(), h = src.cols();
-  check_matrix(dst, n, h, "gather_rows dst");
-  if (!scale.empty()) {
-    check_dtype(scale, DType::kF32, "gather_rows scale");
-    FITLM_CHECK(scale.numel() == n, "cpu", "gather_rows scale {} for {} rows", scale.shape.str(),
-                n);
-  }
   check_indices(index, src.rows(), "gather_rows index");
   const int32_t* idx = index.as<const int32_t>();
   const float* sc = scale.empty() ? nullptr : scale.as<const float>();
@@ -222,15 +169,8 @@ void CpuBackend::gather_rows(const Tensor& src, const Tensor& index, const Tenso
 
 void CpuBackend::moe_combine(const Tensor& rows, const Tensor& row_of, const Tensor& weights,
                              Tensor y, bool accumulate) {
-  check_float(rows, "moe_combine rows");
-  check_float(y, "moe_combine y");
-  check_dtype(row_of, DType::kI32, "moe_combine row_of");
+  check_moe_combine("cpu", rows, row_of, weights, y);
   const int64_t t_count = row_of.rows(), k = row_of.cols(), h = rows.cols();
-  check_matrix(y, t_count, h, "moe_combine y");
-  if (!weights.empty()) {
-    check_dtype(weights, DType::kF32, "moe_combine weights");
-    check_matrix(weights, t_count, k, "moe_combine weights");
-  }
   check_indices(row_of, rows.rows(), "moe_combine row_of");
   const int32_t* ro = row_of.as<const int32_t>();
   const float* w = weights.empty() ? nullptr : weights.as<const float>();
@@ -249,13 +189,8 @@ void CpuBackend::moe_combine(const Tensor& rows, const Tensor& row_of, const Ten
 
 void CpuBackend::moe_weight_grad(const Tensor& dy, const Tensor& rows, const Tensor& row_of,
                                  Tensor dweights) {
-  check_float(dy, "moe_weight_grad dy");
-  check_float(rows, "moe_weight_grad rows");
-  check_dtype(row_of, DType::kI32, "moe_weight_grad row_of");
-  check_dtype(dweights, DType::kF32, "moe_weight_grad dweights");
+  check_moe_weight_grad("cpu", dy, rows, row_of, dweights);
   const int64_t t_count = row_of.rows(), k = row_of.cols(), h = rows.cols();
-  check_matrix(dy, t_count, h, "moe_weight_grad dy");
-  check_matrix(dweights, t_count, k, "moe_weight_grad dweights");
   check_indices(row_of, rows.rows(), "moe_weight_grad row_of");
   const int32_t* ro = row_of.as<const int32_t>();
   float* dw = dweights.as<float>();
