@@ -54,7 +54,8 @@ struct RunResult {
 
 RunResult run_model(Backend& be, const ModelConfig& c, TrainMode mode, RecomputePolicy rp,
                     const TokenBatch& batch, float loss_scale,
-                    std::optional<Base4Layout> base4 = std::nullopt) {
+                    std::optional<Base4Layout> base4 = std::nullopt,
+                    std::vector<MoeTarget> moe_targets = {}) {
   RunShape shape;
   shape.base4 = base4;
   shape.max_tokens = batch.size();
@@ -63,6 +64,7 @@ RunResult run_model(Backend& be, const ModelConfig& c, TrainMode mode, Recompute
   LoraConfig lora;
   lora.r = 8;
   lora.alpha = 16;
+  lora.moe_targets = std::move(moe_targets);
   Transformer m(be, c, mode, lora, shape);
   std::mt19937_64 rng(42);
   std::normal_distribution<float> n(0.0f, 0.05f);
@@ -196,6 +198,45 @@ TEST(ModelVsCpuQLoRA, LossAndGradients) {
           std::printf("qlora %s %s %s recompute=%d: loss %.5f vs %.5f, worst grad cosine %.6f\n",
                       arch, std::string(quant::quant_type_name(layout.type)).c_str(),
                       std::string(dtype_name(dt)).c_str(), int(rp), got.loss, ref.loss, worst);
+        }
+      }
+    }
+}
+
+// LoRA on the routers and experts (their grouped rank-r GEMMs), on a 16-bit and a 4-bit base.
+TEST(ModelVsCpuMoeLora, LossAndGradients) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  TokenBatch batch;
+  std::mt19937 rng(9);
+  batch.cu_seqlens = {0, 37, 37 + 64, 37 + 64 + 19};
+  for (int i = 0; i < batch.cu_seqlens.back(); ++i) batch.input_ids.push_back(rng() % 1003);
+  batch.labels = batch.input_ids;
+  auto cpu = make_backend("cpu");
+  const std::vector<MoeTarget> all(kAllMoeTargets.begin(), kAllMoeTargets.end());
+  for (const char* arch : {"MixtralForCausalLM", "Qwen3MoeForCausalLM"})
+    for (const std::optional<Base4Layout>& base4 :
+         {std::optional<Base4Layout>{}, std::optional<Base4Layout>{Base4Layout{}}}) {
+      const ModelConfig c = ModelConfig::from_json(tiny(arch), "test");
+      const RunResult ref =
+          run_model(*cpu, c, TrainMode::kLora, RecomputePolicy::kSave, batch, 1.0f, base4, all);
+      for (DType dt : {DType::kBF16, DType::kF16}) {
+        auto gpu = make_cuda_backend(0, dt);
+        for (RecomputePolicy rp : {RecomputePolicy::kSave, RecomputePolicy::kFull}) {
+          const RunResult got = run_model(*gpu, c, TrainMode::kLora, rp, batch,
+                                          dt == DType::kF16 ? 1024.0f : 1.0f, base4, all);
+          EXPECT_NEAR(got.loss, ref.loss, 1e-2 * ref.loss) << arch;
+          ASSERT_EQ(got.grads.size(), ref.grads.size());
+          double worst = 1.0;
+          for (size_t i = 0; i < ref.grads.size(); ++i) {
+            const double cs = cosine(got.grads[i], ref.grads[i]);
+            worst = std::min(worst, cs);
+            if (compare_gradients(c, dt))
+              EXPECT_GT(cs, 0.999) << arch << " " << dtype_name(dt) << " param " << i;
+          }
+          std::printf(
+              "moe lora %s base4=%d %s recompute=%d: loss %.5f vs %.5f, worst cosine %.6f\n", arch,
+              int(base4.has_value()), std::string(dtype_name(dt)).c_str(), int(rp), got.loss,
+              ref.loss, worst);
         }
       }
     }

@@ -43,12 +43,14 @@ struct Case {
   TrainMode mode = TrainMode::kLora;
   int recompute_layers = -1;  // -2: save every layer
   float dropout = 0.0f;
-  bool base4 = false;  // a 4-bit (NF4, double quantization) base: QLoRA
+  bool base4 = false;                       // a 4-bit (NF4, double quantization) base: QLoRA
+  std::vector<MoeTarget> moe_targets = {};  // LoRA on the router and experts
 };
 
 std::string describe(const Case& c) {
-  return fmt::format("{} tied={} mode={} recompute={} dropout={} base4={}", c.arch, c.tied,
-                     static_cast<int>(c.mode), c.recompute_layers, c.dropout, c.base4);
+  return fmt::format("{} tied={} mode={} recompute={} dropout={} base4={} moe_targets={}", c.arch,
+                     c.tied, static_cast<int>(c.mode), c.recompute_layers, c.dropout, c.base4,
+                     c.moe_targets.size());
 }
 
 struct Outputs {
@@ -73,6 +75,7 @@ Outputs run(const Case& k, bool check, bool cast_lora_per_layer = false) {
   lora.r = 4;
   lora.alpha = 8;
   lora.dropout = k.dropout;
+  lora.moe_targets = k.moe_targets;
   RunShape shape;
   shape.max_tokens = 40;
   shape.logits_chunk = 16;
@@ -108,6 +111,7 @@ Outputs run(const Case& k, bool check, bool cast_lora_per_layer = false) {
 }
 
 TEST(Lifetimes, SharedArenaIsBitIdenticalToCheckedLifetimes) {
+  const std::vector<MoeTarget> all_moe(kAllMoeTargets.begin(), kAllMoeTargets.end());
   const std::vector<Case> cases = {
       {.recompute_layers = -2},
       {.recompute_layers = -1},
@@ -136,6 +140,17 @@ TEST(Lifetimes, SharedArenaIsBitIdenticalToCheckedLifetimes) {
       {.arch = "Qwen3MoeForCausalLM", .recompute_layers = -1, .base4 = true},
       {.arch = "Qwen3MoeForCausalLM", .mode = TrainMode::kFrozen, .base4 = true},
       {.recompute_layers = -1, .base4 = true},
+      // LoRA on the router and experts: their intermediates (moe_lora_u.*) live from the forward
+      // (or recompute) to the MLP backward; with a 4-bit base beside dequantized experts.
+      {.arch = "MixtralForCausalLM", .recompute_layers = -2, .moe_targets = all_moe},
+      {.arch = "MixtralForCausalLM", .recompute_layers = -1, .moe_targets = all_moe},
+      {.arch = "Qwen3MoeForCausalLM",
+       .recompute_layers = 2,
+       .moe_targets = {MoeTarget::kRouter, MoeTarget::kExpertsDown}},
+      {.arch = "Qwen3MoeForCausalLM",
+       .recompute_layers = -1,
+       .base4 = true,
+       .moe_targets = all_moe},
   };
   for (const Case& k : cases) {
     SCOPED_TRACE(describe(k));

@@ -7,8 +7,9 @@ experts), f32 and bf16 checkpoints, renormalised and plain top-k, dense layers a
 (mlp_only_layers, decoder_sparse_step), the router load-balancing loss, and a crafted routing
 where every token picks expert 0 and the other experts get none: checks logits, loss and every
 gradient (LoRA A/B; all weights in full fine-tuning, expert and router tensors under their v5
-names) within 1e-5 relative, that --recompute gives bit-identical results, and that `fitlm eval`
-reports the reference cross-entropy. Last, malformed expert tensors must exit 2 naming the
+names; LoRA on the router and experts in PEFT's layout, each expert's A on its own too) within
+1e-5 relative, that --recompute gives bit-identical results, and that `fitlm eval` reports the
+reference cross-entropy. Last, malformed expert tensors must exit 2 naming the
 tensor."""
 import json
 import os
@@ -103,6 +104,27 @@ CASES = [
                            output_router_logits=True, router_aux_loss_coef=0.01),
          targets=ATTN, r=4, alpha=8, rslora=False, craft=route_all_to_expert0,
          check_routing=expect_all_to_expert0),
+    # LoRA on the router and experts (PEFT's parameter targets): both expert tensors (PEFT nests
+    # gate_up_proj's names under base_layer), one of them alone (no nesting), the router alone
+    # and with a dense layer among the sparse ones.
+    dict(name="mixtral-v5-lora-router-experts", layout="v5", dtype=torch.float32, chunk=1024,
+         cfg=mixtral_cfg(output_router_logits=True, router_aux_loss_coef=0.02), targets=ATTN,
+         moe=["router", "experts.gate_up_proj", "experts.down_proj"], r=2, alpha=4,
+         rslora=False),
+    dict(name="mixtral-hub-lora-experts-only", layout="hub", dtype=torch.bfloat16, chunk=5,
+         cfg=mixtral_cfg(num_local_experts=8), targets=[],
+         moe=["experts.gate_up_proj", "experts.down_proj"], r=3, alpha=16, rslora=True),
+    dict(name="qwen3moe-hub-lora-router-gate-up-dense-layer", layout="hub", dtype=torch.float32,
+         chunk=7, cfg=qwen3_moe_cfg(num_hidden_layers=3, mlp_only_layers=[1],
+                                    norm_topk_prob=True, num_key_value_heads=1),
+         targets=ALL, moe=["router", "experts.gate_up_proj"], r=4, alpha=8, rslora=False),
+    dict(name="qwen3moe-v5-lora-down-aux", layout="v5", dtype=torch.float32, chunk=1024,
+         cfg=qwen3_moe_cfg(decoder_sparse_step=2, output_router_logits=True,
+                           router_aux_loss_coef=0.001),
+         targets=["q_proj", "v_proj"], moe=["experts.down_proj"], r=2, alpha=4, rslora=False),
+    dict(name="qwen3moe-v5-lora-router-only", layout="v5", dtype=torch.float32, chunk=1024,
+         cfg=qwen3_moe_cfg(num_experts=4, norm_topk_prob=True), targets=[], moe=["router"],
+         r=2, alpha=4, rslora=False),
 ]
 
 
@@ -155,7 +177,7 @@ def build(case, index, d):
             case["craft"](weights, cfg, gen)
         # The reference sees exactly the values stored (bf16-rounded for the bf16 case).
         weights = {k: v.to(case["dtype"]).float() for k, v in weights.items()}
-        adapter = moe.random_adapter(cfg, case["targets"], case["r"], gen)
+        adapter = moe.random_adapter(cfg, case["targets"], case["r"], gen, case.get("moe", ()))
         rows = make_rows(gen, cfg["vocab_size"])
         margins = [reference(case, weights, rows, a, grad=False)[5] for a in (None, adapter)]
         if min(margins) >= MIN_MARGIN:
@@ -165,7 +187,7 @@ def build(case, index, d):
     moe.write_model_dir(d + "/model", cfg, moe.to_layout(weights, cfg, case["layout"]),
                         case["dtype"])
     moe.write_adapter_dir(d + "/adapter", case["targets"], case["r"], case["alpha"],
-                          case["rslora"], adapter)
+                          case["rslora"], adapter, case.get("moe", ()))
     with open(d + "/rows.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
@@ -176,7 +198,11 @@ def expert_tensor(name):
     return name.endswith("mlp.experts.gate_up_proj") or name.endswith("mlp.experts.down_proj")
 
 
-def check_dump(dump, logits, loss, grads, failures, label):
+def expert_lora_a(name):
+    return ".mlp.experts." in name and name.endswith("lora_A.weight")
+
+
+def check_dump(dump, logits, loss, grads, failures, label, experts):
     e = rel_err(dump["logits"], logits)
     if not e <= TOL:  # (not <=: a NaN fails too)
         failures.append(f"{label}: logits rel err {e:.2e}")
@@ -195,6 +221,13 @@ def check_dump(dump, logits, loss, grads, failures, label):
         e = rel_err(dump[key], g)
         if not e <= TOL:
             failures.append(f"{label}: grad {name} rel err {e:.2e}")
+        if expert_lora_a(name):
+            # Each expert's A_e (rows e·r .. e·r + r − 1) on its own, as for the base experts.
+            r = g.shape[0] // experts
+            for j in range(experts):
+                err = rel_err(dump[key][j * r:(j + 1) * r], g[j * r:(j + 1) * r])
+                if not err <= TOL:
+                    failures.append(f"{label}: grad {name} expert {j} rel err {err:.2e}")
         if expert_tensor(name):
             # Each expert on its own (a small expert's error could hide in the whole); an expert
             # no token reached must get exactly zero.
@@ -234,7 +267,8 @@ def check_case(case, index, tmp, failures):
                 failures.append(f"{label}: {str(e)[:600]}")
                 continue
             outs[recompute] = st.load(out)
-            check_dump(outs[recompute], logits, loss, grads, failures, label)
+            check_dump(outs[recompute], logits, loss, grads, failures, label,
+                       moe.num_experts(cfg))
         if len(outs) == 2:
             for k in outs[False]:
                 if k not in outs[True] or not torch.equal(outs[False][k], outs[True][k]):

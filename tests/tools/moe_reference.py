@@ -25,6 +25,7 @@ expert(h) = down(silu(gate(h)) * up(h)).
 
 `python3 moe_reference.py` runs self_check(): the reference checked against independent
 computations (transformers is not available here)."""
+import json
 import math
 import os
 import sys
@@ -174,7 +175,7 @@ def random_weights(cfg, gen, scale=0.2):
     return w
 
 
-def random_adapter(cfg, targets, r, gen):
+def ref_random_adapter(cfg, targets, r, gen):
     """PEFT LoRA tensors for the targets that exist as Linear modules: q/k/v/o_proj on every
     layer, gate/up/down_proj only on dense layers (sparse layers have no such Linear)."""
     a = {}
@@ -189,8 +190,69 @@ def random_adapter(cfg, targets, r, gen):
     return a
 
 
+# LoRA on the router and experts, in fitlm's target names (lora_target_modules), in the order
+# fitlm writes PEFT's target_parameters.
+MOE_TARGETS = ("router", "experts.gate_up_proj", "experts.down_proj")
+PEFT_PARAMETER = {"router": "gate.weight", "experts.gate_up_proj": "mlp.experts.gate_up_proj",
+                  "experts.down_proj": "mlp.experts.down_proj"}
+
+
+def moe_lora_module(l, target, moe_targets):
+    """PEFT 0.21's module path of a router/experts adapter (bench/NOTES.md): the router's
+    ParamWrapper is mlp.gate; the experts' wrappers nest, so with both expert tensors targeted
+    the first listed (gate_up_proj) sits under base_layer."""
+    p = f"base_model.model.model.layers.{l}.mlp."
+    if target == "router":
+        return p + "gate"
+    nested = target == "experts.gate_up_proj" and "experts.down_proj" in moe_targets
+    return p + "experts" + (".base_layer" if nested else "")
+
+
+def moe_lora_dims(cfg, target):
+    """(out, in) of one expert's (or the router's) weight that the adapter changes."""
+    h, i, e = cfg["hidden_size"], expert_width(cfg), num_experts(cfg)
+    return {"router": (e, h), "experts.gate_up_proj": (2 * i, h),
+            "experts.down_proj": (h, i)}[target]
+
+
+def random_adapter(cfg, targets, r, gen, moe_targets=()):
+    """PEFT LoRA tensors: the Linear targets (ref_random_adapter), then for every sparse layer the
+    router's A [r, H], B [E, r] and each expert target's A [r·E, in], B [out, r·E] (PEFT's
+    layout: A rows expert-major, B columns rank-major)."""
+    a = ref_random_adapter(cfg, targets, r, gen)
+    e = num_experts(cfg)
+    for l in sparse_layers(cfg):
+        for t in moe_targets:
+            out, inp = moe_lora_dims(cfg, t)
+            n = 1 if t == "router" else e
+            name = moe_lora_module(l, t, moe_targets)
+            a[name + ".lora_A.weight"] = torch.randn(r * n, inp, generator=gen) / math.sqrt(inp)
+            a[name + ".lora_B.weight"] = torch.randn(out, r * n, generator=gen) * 0.1
+    return a
+
+
+def expert_delta(a, b, e, scale):
+    """ΔW [E, out, in] of an expert target from PEFT's A [r·E, in] and B [out, r·E]."""
+    out, inp, r = b.shape[0], a.shape[1], a.shape[0] // e
+    return torch.einsum("ore,eri->eoi", b.reshape(out, r, e), a.reshape(e, r, inp)) * scale
+
+
+def write_adapter_dir(path, targets, r, alpha, rslora, tensors, moe_targets=()):
+    """hf_reference's adapter directory, with PEFT's target_parameters for the router and
+    experts (as PEFT writes them: the router as "gate.weight")."""
+    ref.write_adapter_dir(path, targets, r, alpha, rslora, tensors)
+    if moe_targets:
+        cfg_path = os.path.join(path, "adapter_config.json")
+        with open(cfg_path) as f:
+            c = json.load(f)
+        c["target_parameters"] = [PEFT_PARAMETER[t] for t in MOE_TARGETS if t in moe_targets]
+        if not targets:  # as PEFT writes a config with target parameters only
+            c["target_modules"] = None
+        with open(cfg_path, "w") as f:
+            json.dump(c, f)
+
+
 write_model_dir = ref.write_model_dir
-write_adapter_dir = ref.write_adapter_dir
 
 
 # ---- forward -------------------------------------------------------------------------------
@@ -229,7 +291,9 @@ class MoEReference(ref.Reference):
         self.e, self.k, self.renorm = num_experts(cfg), top_k(cfg), renormalize(cfg)
         self.router_logits = []
 
-    def expert(self, x, params, l, j):
+    def expert(self, x, params, l, j, delta=(None, None)):
+        """delta: the adapter's ΔW of gate_up [E, 2I, H] and down [E, H, I] (or None), added to
+        the weights as PEFT's ParamWrapper does."""
         if self.layout == "hub":
             g, u, d = hub_expert_names(self.cfg, l, j)
             gate, up, down = params[g], params[u], params[d]
@@ -238,7 +302,28 @@ class MoEReference(ref.Reference):
             gu = params[gu_name][j]
             gate, up = gu.chunk(2, dim=0)
             down = params[down_name][j]
+        if delta[0] is not None:
+            dg, du = delta[0][j].chunk(2, dim=0)
+            gate, up = gate + dg, up + du
+        if delta[1] is not None:
+            down = down + delta[1][j]
         return (torch.nn.functional.silu(x @ gate.T) * (x @ up.T)) @ down.T
+
+    def moe_lora(self, lora, l, target):
+        """(A, B) of layer l's router/experts adapter, whichever nesting its name has. Without
+        nesting gate_up_proj's and down_proj's names are the same (mlp.experts.lora_A): the
+        shapes tell them apart (the test models have 2·I ≠ H)."""
+        if lora is None:
+            return None
+        out, inp = moe_lora_dims(self.cfg, target)
+        for nested in (True, False):
+            targets = MOE_TARGETS if nested else (target,)
+            key = moe_lora_module(l, target, targets)
+            if key + ".lora_A.weight" in lora[0]:
+                a, b = lora[0][key + ".lora_A.weight"], lora[0][key + ".lora_B.weight"]
+                if a.shape[1] == inp and b.shape[0] == out:
+                    return a, b
+        return None
 
     def route(self, logits):
         p = torch.softmax(logits, dim=-1)
@@ -251,6 +336,13 @@ class MoEReference(ref.Reference):
         if not is_sparse(self.cfg, l):
             return super().mlp(h, params, lora, l)
         logits = h @ params[router_name(self.cfg, l, self.layout)].T
+        router = self.moe_lora(lora, l, "router")
+        if router is not None:
+            logits = logits + lora[1] * ((h @ router[0].T) @ router[1].T)
+        delta = []
+        for t in ("experts.gate_up_proj", "experts.down_proj"):
+            ab = self.moe_lora(lora, l, t)
+            delta.append(None if ab is None else expert_delta(ab[0], ab[1], self.e, lora[1]))
         self.router_logits.append(logits)
         w, idx = self.route(logits)
         out = torch.zeros_like(h)
@@ -260,7 +352,7 @@ class MoEReference(ref.Reference):
             tok, slot = torch.where(idx == j)
             if len(tok) == 0:
                 continue
-            y = self.expert(h[tok], params, l, j) * w[tok, slot, None]
+            y = self.expert(h[tok], params, l, j, tuple(delta)) * w[tok, slot, None]
             out = out.index_add(0, tok, y)
         return out
 
@@ -406,6 +498,39 @@ def self_check():
     got = MoEReference(cfg, "hub").forward(ids, w)
     want = ref.Reference(dense_equivalent_cfg(cfg)).forward(ids, w)
     expect(torch.equal(got, want), "all-dense Qwen3-MoE differs from hf_reference's Qwen3")
+
+    # 6. Expert LoRA: the einsum ΔW equals each expert's rank-r product written out with PEFT's
+    # layout by index (A row e·r + j, B column j·E + e), and the adapted expert equals the base
+    # expert plus s·(x·A_eᵀ)·B_eᵀ on its gate, up and down pre-activations.
+    e, r, out, inp, s = 3, 2, 5, 4, 1.5
+    a = torch.randn(r * e, inp, generator=gen, dtype=torch.float64)
+    b = torch.randn(out, r * e, generator=gen, dtype=torch.float64)
+    loops = torch.zeros(e, out, inp, dtype=torch.float64)
+    for x in range(e):
+        for o in range(out):
+            for i_ in range(inp):
+                loops[x, o, i_] = s * sum(b[o, j * e + x] * a[x * r + j, i_] for j in range(r))
+    expect(_rel(expert_delta(a, b, e, s), loops) < 1e-12, "expert ΔW einsum != index formula")
+    cfg = _tiny_cfg(QWEN3_MOE)
+    w = {n: t.double() for n, t in random_weights(cfg, gen).items()}
+    targets = ("experts.gate_up_proj", "experts.down_proj")
+    lt = {k: v.double() for k, v in random_adapter(cfg, [], 2, gen, targets).items()}
+    m = MoEReference(cfg, "v5")
+    ga, gb = m.moe_lora((lt, s), 0, "experts.gate_up_proj")
+    da, db = m.moe_lora((lt, s), 0, "experts.down_proj")
+    gu, dn = fused_names(0)
+    i = expert_width(cfg)
+    x = h[:3]
+    for j in range(m.e):
+        got = m.expert(x, w, 0, j, (expert_delta(ga, gb, m.e, s), expert_delta(da, db, m.e, s)))
+        u = x @ ga[j * 2:(j + 1) * 2].T
+        bg = gb.reshape(2 * i, 2, m.e)[:, :, j]
+        g = x @ w[gu][j, :i].T + s * (u @ bg[:i].T)
+        up = x @ w[gu][j, i:].T + s * (u @ bg[i:].T)
+        act = torch.nn.functional.silu(g) * up
+        bd = db.reshape(cfg["hidden_size"], 2, m.e)[:, :, j]
+        want = act @ w[dn][j].T + s * ((act @ da[j * 2:(j + 1) * 2].T) @ bd.T)
+        expect(_rel(got, want) < 1e-12, f"expert {j} with LoRA != rank-r products")
     return fails
 
 

@@ -6,6 +6,7 @@
 #include "fitlm/cli/model_session.h"
 #include "fitlm/cli/scored_rows.h"
 #include "fitlm/core/error.h"
+#include "fitlm/io/peft_adapter.h"
 #include "fitlm/io/safetensors.h"
 
 namespace fitlm::cli {
@@ -47,11 +48,13 @@ int run_dump(const DumpOptions& o) {
   std::vector<std::vector<float>> host;
   host.reserve(s.model->params().size());
   for (const Param& p : s.model->params()) {
-    host.emplace_back(static_cast<size_t>(p.grad.numel()));
-    s.backend->download(p.grad, host.back().data());
+    // In the layout the PEFT file has (an expert LoRA B permuted), as the adapter was read.
+    std::vector<float> g(static_cast<size_t>(p.grad.numel()));
+    s.backend->download(p.grad, g.data());
+    host.push_back(to_peft_layout(p, std::move(g)));
+    const Shape shape = peft_shape(p);
     w.add_f32("grad." + p.name, io::StDType::kF32,
-              {p.grad.shape.dims.begin(), p.grad.shape.dims.begin() + p.grad.ndim()},
-              host.back().data());
+              {shape.dims.begin(), shape.dims.begin() + shape.ndim}, host.back().data());
   }
   w.write(o.out);
   fmt::print("loss {:.6f} over {} tokens; {} gradients written to {}\n", loss[0], r.tokens,

@@ -7,6 +7,20 @@
 #include "fitlm/model/transformer_buffers.h"
 
 namespace fitlm {
+namespace {
+
+// The incremental decoder applies LoRA to the attention and dense projections only; an adapter
+// on the router or experts would be silently left out, so it is refused.
+void refuse_moe_targets(const LoraConfig& lora, const std::string& what) {
+  if (lora.moe_targets.empty()) return;
+  throw_input_error("adapter",
+                    "{}: LoRA on the router or experts ({}) is not applied by the incremental "
+                    "decoder yet; merge the adapter into the model first (fitlm merge) and "
+                    "generate from the merged model",
+                    clip_path(what), moe_target_parameter(lora.moe_targets.front()));
+}
+
+}  // namespace
 
 AdapterWeights AdapterWeights::from_model(const Transformer& model) {
   AdapterWeights w;
@@ -20,6 +34,7 @@ AdapterWeights AdapterWeights::from_model(const Transformer& model) {
     throw_internal_error("adapter",
                          "adapters cast per layer (16-bit LoRA training) cannot serve a decoder; "
                          "load the saved adapter instead");
+  refuse_moe_targets(model.lora(), "the model's adapter");
   for (int l = 0; l < n; ++l)
     for (Projection p : kAllProjections) {
       const LinearWeights& lw = model.layer(l)[p];
@@ -30,6 +45,7 @@ AdapterWeights AdapterWeights::from_model(const Transformer& model) {
 
 LoadedAdapter::LoadedAdapter(Backend& be, const ModelConfig& c, const std::filesystem::path& dir)
     : lora_(read_peft_config(dir)) {
+  refuse_moe_targets(lora_, dir.string());
   const auto path = dir / "adapter_model.safetensors";
   const io::SafetensorsFile st = io::SafetensorsFile::open(path);
   AllocationPlan plan;

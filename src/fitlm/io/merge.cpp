@@ -12,6 +12,7 @@
 #include "fitlm/core/paths.h"
 #include "fitlm/io/bnb4bit.h"
 #include "fitlm/io/hf_model.h"
+#include "fitlm/io/merge_moe.h"
 #include "fitlm/io/model_dir_files.h"
 #include "fitlm/io/peft_adapter.h"
 #include "fitlm/io/safetensors_atomic_file.h"
@@ -54,6 +55,13 @@ MergeReport merge_lora(const std::filesystem::path& model_dir,
       if (!(config.sparse_layer(l) && projection_in_mlp(p)))
         targets[fmt::format("model.layers.{}.{}.weight", l, projection_module(p))] = {l, p};
 
+  // The routers and experts the adapter targets: base tensor name -> its part of a ΔW, computed
+  // once per (layer, target) and kept until every base tensor it spans has taken its part.
+  const std::map<std::string, io::MoeMergeTarget> moe_targets =
+      io::moe_merge_targets(config, lora, base);
+  std::map<std::pair<int, MoeTarget>, std::vector<float>> moe_deltas;
+  std::vector<std::string> moe_used;  // the adapter tensors the deltas read
+
   auto adapter_name = [&](int l, Projection p, bool is_b) {
     std::string name = peft_tensor_name(l, p, is_b);
     if (adapter.contains(name)) return name;
@@ -83,8 +91,10 @@ MergeReport merge_lora(const std::filesystem::path& model_dir,
       info.shape = q4->shape;
     }
     const auto it = targets.find(name);
+    const auto moe_it = moe_targets.find(name);
     const bool is_float = io::st_dtype_is_float_loadable(info.dtype);
-    if (!four_bit && it == targets.end() && (!is_float || info.dtype == out_st)) {
+    if (!four_bit && it == targets.end() && moe_it == moe_targets.end() &&
+        (!is_float || info.dtype == out_st)) {
       // Untouched and already in the output dtype (or not a float): borrow the mapped bytes.
       entries.push_back(
           io::SafetensorsEntry::from_bytes(name, info.dtype, info.shape, base.bytes(name).data()));
@@ -117,12 +127,24 @@ MergeReport merge_lora(const std::filesystem::path& model_dir,
       adapter_used += 2;
       ++report.merged;
     }
+    if (moe_it != moe_targets.end()) {
+      const io::MoeMergeTarget& m = moe_it->second;
+      if (!(Shape(info.shape) == m.shape))
+        throw_input_error(kComponent, "{}: weight '{}' has shape {}, the adapter implies {}",
+                          model_dir.string(), name, Shape(info.shape).str(), m.shape.str());
+      auto [d, fresh] = moe_deltas.try_emplace({m.layer, m.target});
+      if (fresh) d->second = io::moe_lora_delta(config, lora, adapter, m.layer, m.target, moe_used);
+      for (int64_t x = 0; x < m.shape.numel(); ++x)  // W += ΔW's part (its scale included)
+        w[static_cast<size_t>(x)] += d->second[static_cast<size_t>(m.offset + x)];
+      ++report.merged;
+    }
     entries.push_back(io::SafetensorsEntry::from_f32(name, out_st, info.shape, w.data()));
   }
-  if (report.merged != static_cast<int>(targets.size()))
+  adapter_used += moe_used.size();
+  const size_t want = targets.size() + moe_targets.size();
+  if (report.merged != static_cast<int>(want))
     throw_input_error(kComponent, "{}: {} of {} LoRA target weights are missing from {}",
-                      model_dir.string(), targets.size() - report.merged, targets.size(),
-                      model_dir.string());
+                      model_dir.string(), want - report.merged, want, model_dir.string());
   if (adapter_used < adapter.tensors().size())
     log::warn("{}: {} tensors not merged (not LoRA A/B of a target)", adapter_path.string(),
               adapter.tensors().size() - adapter_used);

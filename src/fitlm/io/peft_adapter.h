@@ -4,14 +4,24 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "fitlm/adapters/lora.h"
 #include "fitlm/model/transformer.h"
 
 namespace fitlm {
 
-// Reads DIR/adapter_config.json. Unsupported PEFT features (DoRA, rank/alpha patterns,
-// modules_to_save, bias training, layers_to_transform) are errors naming the key.
+// A trainable tensor as the PEFT file holds it: its shape there, and host values converted to
+// that layout (an expert LoRA B, Param::peft_experts, is permuted: expert_b_to_peft) or from it.
+Shape peft_shape(const Param& p);
+std::vector<float> to_peft_layout(const Param& p, std::vector<float> values);
+std::vector<float> from_peft_layout(const Param& p, std::vector<float> values);
+
+// Reads DIR/adapter_config.json. The router and experts come from target_parameters as PEFT
+// writes them ("gate.weight" or "mlp.gate.weight", "mlp.experts.gate_up_proj",
+// "mlp.experts.down_proj") or from target_modules' "gate" / "router" / "experts" names. Unsupported
+// PEFT features (DoRA, rank/alpha patterns, modules_to_save, bias training, layers_to_transform)
+// are errors naming the key.
 LoraConfig read_peft_config(const std::filesystem::path& dir);
 // Loads lora_A/lora_B of every targeted layer into the model (built with the same LoraConfig).
 void load_peft_weights(Transformer& model, const std::filesystem::path& dir);

@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <random>
+#include <tuple>
 
 #include "fitlm/core/error.h"
 #include "fitlm/core/host_memory.h"
@@ -68,7 +70,8 @@ Transformer::Transformer(Backend& backend, ModelConfig config, TrainMode mode, L
       lora_(mode == TrainMode::kLora ? lora_for_model(config_, std::move(lora)) : std::move(lora)),
       shape_(shape) {
   if (shape_.max_tokens <= 0) throw_input_error("model", "max_tokens must be positive");
-  if (mode_ == TrainMode::kLora && (lora_.r <= 0 || lora_.targets.empty()))
+  if (mode_ == TrainMode::kLora &&
+      (lora_.r <= 0 || (lora_.targets.empty() && lora_.moe_targets.empty())))
     throw_input_error("lora", "LoRA needs r > 0 and at least one target module");
   if (mode_ != TrainMode::kFrozen && config_.moe.aux_loss && shape_.stage &&
       stage_layers(config_, shape_).size() < config_.num_layers)
@@ -280,50 +283,71 @@ void Transformer::bind_lora() {
   const Tensor layer_buf = arena_->contains(kLoraLayer) ? arena_->get(kLoraLayer) : Tensor{};
   const int64_t per_layer = layout.total / range.size();
   // params() lists the adapters in (layer, target, A then B) order (init_lora draws in it),
-  // whatever order the flat layout gives them (a group's As back to back, lora_layout).
-  auto key = [](int l, Projection p, bool is_b) {
-    return (static_cast<size_t>(l) * kAllProjections.size() + static_cast<size_t>(p)) * 2 + is_b;
-  };
-  std::vector<const LoraSlot*> slot_of(key(config_.num_layers, Projection::kQ, false), nullptr);
-  for (const LoraSlot& s : layout.slots) slot_of[key(s.layer, s.projection, s.is_b)] = &s;
-  // A sparse layer has no dense MLP projection to adapt (lora_layout).
+  // whatever order the flat layout gives them (a group's As back to back, lora_layout); a
+  // layer's MoE targets after its projections.
+  std::map<std::string, const LoraSlot*> slot_of;
+  for (const LoraSlot& s : layout.slots) slot_of[s.name] = &s;
+  // A sparse layer has no dense MLP projection to adapt, a dense one no router or experts
+  // (lora_layout).
   auto adapted = [&](int l, Projection p) {
     return !(config_.sparse_layer(l) && projection_in_mlp(p));
   };
   size_t expected = 0;
-  for (int l = range.first; l < range.end; ++l)
+  for (int l = range.first; l < range.end; ++l) {
     for (Projection p : lora_.targets) expected += adapted(l, p) ? 2 : 0;
-  FITLM_CHECK(layout.slots.size() == expected, "lora", "{} slots for {} targets",
-              layout.slots.size(), lora_.targets.size());
-  for (int l = range.first; l < range.end; ++l)
+    if (config_.sparse_layer(l)) expected += 2 * lora_.moe_targets.size();
+  }
+  FITLM_CHECK(layout.slots.size() == expected && slot_of.size() == expected, "lora",
+              "{} slots for {} adapter tensors", layout.slots.size(), expected);
+  // Binds the slot named `name` as the next param; returns its value (the per-layer cast's view
+  // when adapters are cast per layer) and its gradient.
+  auto bind = [&](int l, const std::string& name, int64_t peft_experts) {
+    const auto it = slot_of.find(name);
+    FITLM_CHECK(it != slot_of.end(), "lora", "no slot for {}", name);
+    const LoraSlot& s = *it->second;
+    Param q;
+    q.name = s.name;
+    q.value = view(flat.value, s), q.grad = view(flat.grad, s);
+    q.shard = {0, q.value.numel()};
+    q.peft_experts = peft_experts;
+    if (!flat.master_is_shard()) {  // a sharded master has no per-tensor views
+      q.master = view(flat.master, s);
+      q.adam_m = view(flat.adam_m, s), q.adam_v = view(flat.adam_v, s);
+    }
+    params_.push_back(q);
+    Tensor value = q.value;
+    if (!layer_buf.empty()) {
+      LoraSlot in_layer = s;
+      in_layer.offset -= (l - range.first) * per_layer;
+      FITLM_CHECK(in_layer.offset >= 0 && in_layer.offset + s.shape.numel() <= per_layer, "lora",
+                  "slot {} outside its layer", s.name);
+      value = view(layer_buf, in_layer);
+    }
+    return std::pair<Tensor, Tensor>{value, q.grad};
+  };
+  for (int l = range.first; l < range.end; ++l) {
     for (Projection p : lora_.targets)
       for (bool is_b : {false, true}) {
         if (!adapted(l, p)) continue;
-        const LoraSlot* slot = slot_of[key(l, p, is_b)];
-        FITLM_CHECK(slot && slot->name == peft_tensor_name(l, p, is_b), "lora", "no slot for {}",
-                    peft_tensor_name(l, p, is_b));
-        const LoraSlot& s = *slot;
-        Param q;
-        q.name = s.name;
-        q.value = view(flat.value, s), q.grad = view(flat.grad, s);
-        q.shard = {0, q.value.numel()};
-        if (!flat.master_is_shard()) {  // a sharded master has no per-tensor views
-          q.master = view(flat.master, s);
-          q.adam_m = view(flat.adam_m, s), q.adam_v = view(flat.adam_v, s);
-        }
-        params_.push_back(q);
         LinearWeights& lw = layers_[l][p];
-        Tensor value = q.value;
-        if (!layer_buf.empty()) {
-          LoraSlot in_layer = s;
-          in_layer.offset -= (l - range.first) * per_layer;
-          FITLM_CHECK(in_layer.offset >= 0 && in_layer.offset + s.shape.numel() <= per_layer,
-                      "lora", "slot {} outside its layer", s.name);
-          value = view(layer_buf, in_layer);
-        }
-        (is_b ? lw.lora_b : lw.lora_a) = value;
-        (is_b ? lw.dlora_b : lw.dlora_a) = q.grad;
+        std::tie(is_b ? lw.lora_b : lw.lora_a, is_b ? lw.dlora_b : lw.dlora_a) =
+            bind(l, peft_tensor_name(l, p, is_b), 0);
       }
+    if (!config_.sparse_layer(l)) continue;
+    MoeWeights& mw = layers_[l].moe;
+    for (MoeTarget m : lora_.moe_targets) {
+      const int64_t experts = moe_lora_shape(config_, m, lora_.r).experts;
+      Tensor *a = &mw.lora_router_a, *b = &mw.lora_router_b;
+      Tensor *da = &mw.dlora_router_a, *db = &mw.dlora_router_b;
+      if (m == MoeTarget::kExpertsGateUp)
+        a = &mw.lora_gate_up_a, b = &mw.lora_gate_up_b, da = &mw.dlora_gate_up_a,
+        db = &mw.dlora_gate_up_b;
+      if (m == MoeTarget::kExpertsDown)
+        a = &mw.lora_down_a, b = &mw.lora_down_b, da = &mw.dlora_down_a, db = &mw.dlora_down_b;
+      std::tie(*a, *da) = bind(l, peft_moe_tensor_name(l, m, false, lora_), 0);
+      std::tie(*b, *db) = bind(l, peft_moe_tensor_name(l, m, true, lora_), experts);
+    }
+  }
 }
 
 std::vector<std::pair<std::string, Tensor>> Transformer::named_weights() {
@@ -385,27 +409,36 @@ void Transformer::init_lora(uint64_t seed) {
   // layer's draws are made, a pipeline stage's kept, so each stage starts from the values the
   // whole model would.
   const LayerRange range = stage_layers(config_, shape_);
+  // PEFT inits a parameter target's A (the router's [r, H], an expert target's [r·E, in]) as it
+  // does a Linear's: Kaiming-uniform over its fan-in, U(−1/√in, 1/√in); B zeros.
   size_t index = 0;
-  for (int l = 0; l < config_.num_layers; ++l)
+  auto init_pair = [&](int l, const std::string& a_name, int64_t rows, int64_t in) {
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in));
+    std::uniform_real_distribution<float> u(-bound, bound);
+    std::vector<float> host(static_cast<size_t>(rows * in));
+    for (auto& v : host) v = u(rng);
+    if (!range.contains(l)) return;
+    Param& a = params_[index++];
+    Param& b = params_[index++];
+    FITLM_CHECK(a.name == a_name && a.value.numel() == rows * in, "lora", "param order {}", a.name);
+    backend_.upload(a.full_master(), host.data(), DType::kF32);
+    backend_.fill(b.full_master(), 0.0f);
+    if (a.full_master().data != a.value.data) {
+      backend_.copy(a.full_master(), a.value);
+      backend_.copy(b.full_master(), b.value);
+    }
+  };
+  for (int l = 0; l < config_.num_layers; ++l) {
     for (Projection p : lora_.targets) {
       if (config_.sparse_layer(l) && projection_in_mlp(p)) continue;  // no such module there
-      const int64_t in = projection_shape(config_, p).second;
-      const float bound = 1.0f / std::sqrt(static_cast<float>(in));
-      std::uniform_real_distribution<float> u(-bound, bound);
-      std::vector<float> host(static_cast<size_t>(lora_.r * in));
-      for (auto& v : host) v = u(rng);
-      if (!range.contains(l)) continue;
-      Param& a = params_[index++];
-      Param& b = params_[index++];
-      FITLM_CHECK(a.name == peft_tensor_name(l, p, false) && a.value.numel() == lora_.r * in,
-                  "lora", "param order {}", a.name);
-      backend_.upload(a.full_master(), host.data(), DType::kF32);
-      backend_.fill(b.full_master(), 0.0f);
-      if (a.full_master().data != a.value.data) {
-        backend_.copy(a.full_master(), a.value);
-        backend_.copy(b.full_master(), b.value);
-      }
+      init_pair(l, peft_tensor_name(l, p, false), lora_.r, projection_shape(config_, p).second);
     }
+    if (!config_.sparse_layer(l)) continue;
+    for (MoeTarget m : lora_.moe_targets) {
+      const Shape a = moe_lora_shape(config_, m, lora_.r).a;
+      init_pair(l, peft_moe_tensor_name(l, m, false, lora_), a.dims[0], a.dims[1]);
+    }
+  }
   commit_staged_masters();
 }
 

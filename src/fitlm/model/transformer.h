@@ -158,6 +158,9 @@ struct Param {
   // The elements of value/grad that master, adam_m and adam_v hold: all of them, or this rank's
   // block under RunShape::optimizer_shard (then master is a flat tensor of shard.size).
   ShardBlock shard;
+  // An expert LoRA B kept as [E, out, r] (per expert contiguous) whose PEFT file layout is
+  // [out, r·E] (expert_b_to_peft): E; 0 for every other tensor (the same layout in both).
+  int64_t peft_experts = 0;
   bool master_is_shard() const { return master.numel() != value.numel(); }
   // The whole f32 values: the master, or — when only a block of it is kept — the gradient
   // buffer, which loaders fill before training (Transformer::commit_staged_masters) and
@@ -185,6 +188,13 @@ struct MoeWeights {
   Quant4Tensor gate_up4, down4;     // the 4-bit experts gate_up and down are dequantized from
                                     // (each fused tensor one flat array of blocks), or empty
   Tensor drouter, dgate_up, ddown;  // full fine-tuning grads (f32), empty otherwise
+  // LoRA on the router and experts (LoraConfig::moe_targets; empty when not targeted), with
+  // lora_cast_per_layer valid only while their layer runs: the router's A [r, H] and B [E, r];
+  // gate_up's A [E·r, H] (expert e's A_e is rows e·r..e·r+r−1) and B [E, 2·I, r] (B_e's first I
+  // rows adapt the gate, the next I the up rows); down's A [E·r, I] and B [E, H, r]. Grads f32.
+  Tensor lora_router_a, lora_router_b, lora_gate_up_a, lora_gate_up_b, lora_down_a, lora_down_b;
+  Tensor dlora_router_a, dlora_router_b, dlora_gate_up_a, dlora_gate_up_b, dlora_down_a,
+      dlora_down_b;
 };
 
 struct LayerWeights {

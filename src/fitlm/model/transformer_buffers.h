@@ -3,6 +3,7 @@
 
 #include <array>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,7 +55,18 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c);
 bool stage_keeps(const ModelConfig& c, const RunShape& shape, const WeightSpec& w);
 std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p);  // {out, in}
 bool projection_in_mlp(Projection p);                                              // gate, up, down
+// A MoE LoRA target's matrices as fitlm keeps them (MoeWeights): A, B, and B as PEFT writes it
+// (the same as b for the router); experts: E for the expert targets (B permuted on save and
+// load, expert_b_to_peft), 0 for the router.
+struct MoeLoraShape {
+  Shape a, b, peft_b;
+  int64_t experts = 0, out = 0;
+};
+MoeLoraShape moe_lora_shape(const ModelConfig& c, MoeTarget t, int r);
 bool projection_has_bias(const ModelConfig& c, Projection p);
+// A sparse layer's saved LoRA intermediate of target t (activation_specs): "moe_lora_u.router",
+// "moe_lora_u.gate_up", "moe_lora_u.down".
+std::string moe_lora_u_name(MoeTarget t);
 std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraConfig& lora,
                                              TrainMode mode, int64_t tokens);
 // LoRA targets that read the same input form a group when all of them are targets: q, k, v
@@ -80,12 +92,15 @@ struct LoraSlot {
   Shape shape;
   int64_t offset;  // elements into the flat buffer
   int layer;
-  Projection projection;
+  Projection projection;  // when moe is empty
   bool is_b;
+  std::optional<MoeTarget> moe = std::nullopt;  // a sparse layer's router or experts
 };
 struct LoraLayout {
-  std::vector<LoraSlot> slots;  // per layer, per group (lora_groups): its As, then its Bs
-  int64_t total = 0;            // elements, padding included
+  // Per layer, per group (lora_groups): its As, then its Bs; then the layer's MoE targets
+  // (kAllMoeTargets order), A then B each.
+  std::vector<LoraSlot> slots;
+  int64_t total = 0;  // elements, padding included
 };
 LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora, LayerRange layers);
 inline LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora) {

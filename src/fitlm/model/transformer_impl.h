@@ -24,6 +24,9 @@ struct LayerActivations {
   Tensor router_logits, router_probs, route_weights, route_experts;
   Tensor row_token, row_pair, row_of, row_weight;
   Tensor moe_x, moe_gate, moe_up, moe_act, moe_y;
+  // LoRA on the router and experts (LoraConfig::moe_targets): the router's u = xn2·Aᵀ [T, r] and
+  // the rows' u = x·A_eᵀ of gate_up and down [T·k, r]; empty when not targeted.
+  Tensor moe_lora_router_u, moe_lora_gate_up_u, moe_lora_down_u;
 };
 
 // One projection of a layer in linear_forward / linear_backward: its output y (forward; empty

@@ -172,6 +172,15 @@ LayerActivations Transformer::Impl::activations(int layer, int64_t t) const {
     };
     a.moe_x = rows_of("moe_x"), a.moe_gate = rows_of("moe_gate"), a.moe_up = rows_of("moe_up");
     a.moe_act = rows_of("moe_act"), a.moe_y = rows_of("moe_y");
+    for (MoeTarget m :
+         m_.mode_ == TrainMode::kLora ? m_.lora_.moe_targets : std::vector<MoeTarget>{}) {
+      const std::string n = moe_lora_u_name(m);
+      const Tensor buf = m_.arena_->get(activation_buffer_name(l, n, slot_));
+      (m == MoeTarget::kRouter          ? a.moe_lora_router_u
+       : m == MoeTarget::kExpertsGateUp ? a.moe_lora_gate_up_u
+                                        : a.moe_lora_down_u) =
+          buf.slice_rows(0, m == MoeTarget::kRouter ? t : t * k);
+    }
   } else {
     a.gate = get("gate"), a.up = get("up"), a.act = get("act");
   }

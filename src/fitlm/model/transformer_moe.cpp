@@ -9,6 +9,12 @@
 // through the experts, their sum per token into ∂L/∂xn2, and the router's gradient through the
 // softmax and renormalisation.
 //
+// LoRA on the router and experts (LoraConfig::moe_targets) adds its rank-r products beside the
+// base GEMMs: logits += s·(xn2·Aᵀ)·Bᵀ, and per expert e over its rows gate/up += s·(x·A_eᵀ)·B_eᵀ
+// (one A_e, B_e's first I rows for the gate, the next I for up) and y += s·(act·A_eᵀ)·B_eᵀ, as
+// grouped GEMMs over the same row counts. The intermediates x·Aᵀ are saved activations
+// (moe_lora_u.*); backward overwrites them with their gradients.
+//
 // Rows per expert size the GEMMs, so they come to the host once per layer and pass
 // (moe_permute): a GPU backend synchronises there.
 #include "fitlm/core/error.h"
@@ -35,6 +41,18 @@ struct ExpertViews {
   Tensor down(const Tensor& down, int64_t e) const { return block(down, e * h * i, Shape{h, i}); }
 };
 
+// Expert e's LoRA matrices (MoeWeights): A_e [r, in] of A [E·r, in], and rows [first, first + n)
+// of B_e [out, r] of B [E, out, r].
+struct ExpertLora {
+  int64_t r;
+  Tensor a(const Tensor& a, int64_t e) const {
+    return block(a, e * r * a.dim(1), Shape{r, a.dim(1)});
+  }
+  Tensor b(const Tensor& b, int64_t e, int64_t first, int64_t n) const {
+    return block(b, (e * b.dim(1) + first) * r, Shape{n, r});
+  }
+};
+
 // Calls f(e, first row, rows) for every expert with rows.
 template <typename F>
 void for_each_expert(const std::vector<int64_t>& counts, F&& f) {
@@ -45,29 +63,30 @@ void for_each_expert(const std::vector<int64_t>& counts, F&& f) {
   }
 }
 
-// out's rows = in's rows · weight(e)ᵀ (or · weight(e)) + beta · out's rows, for every expert e
-// over its rows, as one grouped GEMM.
+// out's rows = alpha · in's rows · weight(e)ᵀ (or · weight(e)) + beta · out's rows, for every
+// expert e over its rows, as one grouped GEMM.
 template <typename W>
 void expert_products(Backend& be, const std::vector<int64_t>& counts, const Tensor& in, W&& weight,
-                     bool trans_weight, const Tensor& out, float beta = 0.0f) {
+                     bool trans_weight, const Tensor& out, float beta = 0.0f, float alpha = 1.0f) {
   std::vector<Backend::GemmGroup> groups;
   for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
     groups.push_back(
         {in.slice_rows(first, first + n), weight(e), out.slice_rows(first, first + n)});
   });
-  be.gemm_grouped(groups, false, trans_weight, 1.0f, beta);
+  be.gemm_grouped(groups, false, trans_weight, alpha, beta);
 }
 
-// weight(e) += lhs's rowsᵀ · rhs's rows, for every expert e over its rows (a weight gradient).
+// weight(e) += alpha · lhs's rowsᵀ · rhs's rows, for every expert e over its rows (a weight
+// gradient).
 template <typename W>
 void expert_weight_grads(Backend& be, const std::vector<int64_t>& counts, const Tensor& lhs,
-                         const Tensor& rhs, W&& weight) {
+                         const Tensor& rhs, W&& weight, float alpha = 1.0f) {
   std::vector<Backend::GemmGroup> groups;
   for_each_expert(counts, [&](int64_t e, int64_t first, int64_t n) {
     groups.push_back(
         {lhs.slice_rows(first, first + n), rhs.slice_rows(first, first + n), weight(e)});
   });
-  be.gemm_grouped(groups, true, false, 1.0f, 1.0f);
+  be.gemm_grouped(groups, true, false, alpha, 1.0f);
 }
 
 }  // namespace
@@ -83,8 +102,21 @@ void Transformer::Impl::moe_forward(int l, const LayerActivations& a, Tensor y, 
                                     std::vector<int64_t>& counts) {
   const MoeWeights& w = m_.layers_[l].moe;
   const int64_t k = c_.moe.experts_per_token;
-  const ExpertViews ev{c_.hidden_size, c_.moe.expert_intermediate_size};
+  const int64_t ie = c_.moe.expert_intermediate_size;
+  const ExpertViews ev{c_.hidden_size, ie};
+  const ExpertLora el{m_.lora_.r};
+  const float s = m_.lora_.scale();
+  // LoRA on the router or experts needs its intermediates' buffers (the training passes'
+  // activations; the incremental decoder has none).
+  FITLM_CHECK((w.lora_router_a.empty() || !a.moe_lora_router_u.empty()) &&
+                  (w.lora_gate_up_a.empty() || !a.moe_lora_gate_up_u.empty()) &&
+                  (w.lora_down_a.empty() || !a.moe_lora_down_u.empty()),
+              "model", "layer {}: LoRA on the router or experts without its buffers", l);
   be_.gemm(a.xn2, false, w.router, true, a.router_logits);  // logits = xn2 Wrᵀ
+  if (!w.lora_router_a.empty()) {                           // logits += s·(xn2 Aᵀ) Bᵀ
+    be_.gemm(a.xn2, false, w.lora_router_a, true, a.moe_lora_router_u);
+    be_.gemm(a.moe_lora_router_u, false, w.lora_router_b, true, a.router_logits, s, 1.0f);
+  }
   be_.moe_route(a.router_logits, static_cast<int>(k), c_.moe.normalize_top_k, a.router_probs,
                 a.route_weights, a.route_experts);
   be_.moe_permute(a.route_experts, c_.moe.num_experts, a.row_token, a.row_pair, a.row_of, counts);
@@ -97,8 +129,27 @@ void Transformer::Impl::moe_forward(int l, const LayerActivations& a, Tensor y, 
   const auto down = [&](int64_t e) { return ev.down(w.down, e); };
   expert_products(be_, counts, a.moe_x, gate, true, a.moe_gate);  // gate = x Wgᵀ
   expert_products(be_, counts, a.moe_x, up, true, a.moe_up);      // up = x Wuᵀ
+  if (!w.lora_gate_up_a.empty()) {  // u = x A_eᵀ; gate += s·u B_e[0:I]ᵀ, up += s·u B_e[I:2I]ᵀ
+    const Tensor& u = a.moe_lora_gate_up_u;
+    expert_products(
+        be_, counts, a.moe_x, [&](int64_t e) { return el.a(w.lora_gate_up_a, e); }, true, u);
+    expert_products(
+        be_, counts, u, [&](int64_t e) { return el.b(w.lora_gate_up_b, e, 0, ie); }, true,
+        a.moe_gate, 1.0f, s);
+    expert_products(
+        be_, counts, u, [&](int64_t e) { return el.b(w.lora_gate_up_b, e, ie, ie); }, true,
+        a.moe_up, 1.0f, s);
+  }
   be_.swiglu_forward(a.moe_gate, a.moe_up, a.moe_act);
   expert_products(be_, counts, a.moe_act, down, true, a.moe_y);  // y = act Wdᵀ
+  if (!w.lora_down_a.empty()) {                                  // u = act A_eᵀ; y += s·u B_eᵀ
+    const Tensor& u = a.moe_lora_down_u;
+    expert_products(
+        be_, counts, a.moe_act, [&](int64_t e) { return el.a(w.lora_down_a, e); }, true, u);
+    expert_products(
+        be_, counts, u, [&](int64_t e) { return el.b(w.lora_down_b, e, 0, c_.hidden_size); }, true,
+        a.moe_y, 1.0f, s);
+  }
   if (!y.empty()) be_.moe_combine(a.moe_y, a.row_of, a.route_weights, y, /*accumulate=*/true);
   if (aux_collect_ && !y.empty()) {  // not on recompute: the forward pass counted this layer
     const int64_t e = c_.moe.num_experts;
@@ -170,7 +221,10 @@ void Transformer::Impl::moe_backward(int l, const LayerActivations& a, const Ten
                                      Tensor dxn, int64_t t) {
   const MoeWeights& w = m_.layers_[l].moe;
   const int64_t k = c_.moe.experts_per_token;
-  const ExpertViews ev{c_.hidden_size, c_.moe.expert_intermediate_size};
+  const int64_t ie = c_.moe.expert_intermediate_size, h = c_.hidden_size;
+  const ExpertViews ev{h, ie};
+  const ExpertLora el{m_.lora_.r};
+  const float s = m_.lora_.scale();
   const bool full = !w.ddown.empty();
   const std::vector<int64_t>& counts = moe_counts(l);
   const Tensor dweights = rows("scratch.moe_dweights", t).reshape(Shape{t, k});
@@ -185,7 +239,21 @@ void Transformer::Impl::moe_backward(int l, const LayerActivations& a, const Ten
     expert_weight_grads(be_, counts, dy, a.moe_act, [&](int64_t e) {
       return ev.down(w.ddown, e);  // dWd += dyᵀ act
     });
+  // Down's LoRA, while act still holds the SwiGLU: dB_e += s·dyᵀ u, then u := du = s·dy B_e and
+  // dA_e += duᵀ act; dact += du A_e once the base product has written dact.
+  const auto down_a = [&](int64_t e) { return el.a(w.lora_down_a, e); };
+  const auto down_b = [&](int64_t e) { return el.b(w.lora_down_b, e, 0, h); };
+  if (!w.lora_down_a.empty()) {
+    const Tensor& u = a.moe_lora_down_u;
+    expert_weight_grads(
+        be_, counts, dy, u, [&](int64_t e) { return el.b(w.dlora_down_b, e, 0, h); }, s);
+    expert_products(be_, counts, dy, down_b, false, u, 0.0f, s);
+    expert_weight_grads(be_, counts, u, a.moe_act,
+                        [&](int64_t e) { return el.a(w.dlora_down_a, e); });
+  }
   expert_products(be_, counts, dy, down, false, a.moe_act);  // dact = dy Wd
+  if (!w.lora_down_a.empty())
+    expert_products(be_, counts, a.moe_lora_down_u, down_a, false, a.moe_act, 1.0f);
   be_.swiglu_backward(a.moe_act, a.moe_gate, a.moe_up, a.moe_gate, a.moe_up);
   if (full) {
     expert_weight_grads(be_, counts, a.moe_gate, a.moe_x, [&](int64_t e) {
@@ -195,8 +263,31 @@ void Transformer::Impl::moe_backward(int l, const LayerActivations& a, const Ten
       return ev.up(w.dgate_up, e);  // dWu += duᵀ x
     });
   }
-  expert_products(be_, counts, a.moe_gate, gate, false, a.moe_x);           // dx = dg Wg
-  expert_products(be_, counts, a.moe_up, up, false, a.moe_x, 1.0f);         // dx += du Wu
+  // gate_up's LoRA, while moe_x still holds the rows' inputs: dB_e[0:I] += s·dgᵀ u,
+  // dB_e[I:2I] += s·dupᵀ u, then u := du = s·(dg B_e[0:I] + dup B_e[I:2I]) and dA_e += duᵀ x;
+  // dx += du A_e after the base products.
+  if (!w.lora_gate_up_a.empty()) {
+    const Tensor& u = a.moe_lora_gate_up_u;
+    expert_weight_grads(
+        be_, counts, a.moe_gate, u, [&](int64_t e) { return el.b(w.dlora_gate_up_b, e, 0, ie); },
+        s);
+    expert_weight_grads(
+        be_, counts, a.moe_up, u, [&](int64_t e) { return el.b(w.dlora_gate_up_b, e, ie, ie); }, s);
+    expert_products(
+        be_, counts, a.moe_gate, [&](int64_t e) { return el.b(w.lora_gate_up_b, e, 0, ie); }, false,
+        u, 0.0f, s);
+    expert_products(
+        be_, counts, a.moe_up, [&](int64_t e) { return el.b(w.lora_gate_up_b, e, ie, ie); }, false,
+        u, 1.0f, s);
+    expert_weight_grads(be_, counts, u, a.moe_x,
+                        [&](int64_t e) { return el.a(w.dlora_gate_up_a, e); });
+  }
+  expert_products(be_, counts, a.moe_gate, gate, false, a.moe_x);    // dx = dg Wg
+  expert_products(be_, counts, a.moe_up, up, false, a.moe_x, 1.0f);  // dx += du Wu
+  if (!w.lora_gate_up_a.empty())
+    expert_products(
+        be_, counts, a.moe_lora_gate_up_u, [&](int64_t e) { return el.a(w.lora_gate_up_a, e); },
+        false, a.moe_x, 1.0f);
   be_.moe_combine(a.moe_x, a.row_of, Tensor{}, dxn, /*accumulate=*/false);  // Σ over a token's rows
   const Tensor dlogits = rows("scratch.moe_dlogits", t);
   Tensor aux_dprobs;
@@ -214,6 +305,13 @@ void Transformer::Impl::moe_backward(int l, const LayerActivations& a, const Ten
                          c_.moe.normalize_top_k, aux_dprobs, dlogits);
   be_.gemm(dlogits, false, w.router, false, dxn, 1.0f, 1.0f);              // dxn += dlogits Wr
   if (full) be_.gemm(dlogits, true, a.xn2, false, w.drouter, 1.0f, 1.0f);  // dWr += dlogitsᵀ xn2
+  if (!w.lora_router_a.empty()) {
+    const Tensor& u = a.moe_lora_router_u;
+    be_.gemm(dlogits, true, u, false, w.dlora_router_b, s, 1.0f);   // dB += s·dlogitsᵀ u
+    be_.gemm(dlogits, false, w.lora_router_b, false, u, s, 0.0f);   // u := du = s·dlogits B
+    be_.gemm(u, true, a.xn2, false, w.dlora_router_a, 1.0f, 1.0f);  // dA += duᵀ xn2
+    be_.gemm(u, false, w.lora_router_a, false, dxn, 1.0f, 1.0f);    // dxn += du A
+  }
 }
 
 }  // namespace fitlm

@@ -65,6 +65,26 @@ std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p)
   return {0, 0};
 }
 
+MoeLoraShape moe_lora_shape(const ModelConfig& c, MoeTarget t, int r) {
+  const int64_t e = c.moe.num_experts, ie = c.moe.expert_intermediate_size, h = c.hidden_size;
+  switch (t) {
+    case MoeTarget::kRouter: return {Shape{r, h}, Shape{e, r}, Shape{e, r}, 0, e};
+    case MoeTarget::kExpertsGateUp:
+      return {Shape{e * r, h}, Shape{e, 2 * ie, r}, Shape{2 * ie, r * e}, e, 2 * ie};
+    case MoeTarget::kExpertsDown: return {Shape{e * r, ie}, Shape{e, h, r}, Shape{h, r * e}, e, h};
+  }
+  return {};
+}
+
+std::string moe_lora_u_name(MoeTarget t) {
+  switch (t) {
+    case MoeTarget::kRouter: return "moe_lora_u.router";
+    case MoeTarget::kExpertsGateUp: return "moe_lora_u.gate_up";
+    case MoeTarget::kExpertsDown: return "moe_lora_u.down";
+  }
+  return "?";
+}
+
 bool projection_has_bias(const ModelConfig& c, Projection p) {
   switch (p) {
     case Projection::kQ:
@@ -256,6 +276,15 @@ std::vector<ActivationSpec> activation_specs(const ModelConfig& c, const LoraCon
     for (const LoraGroup& g : lora_groups(lora))
       a.push_back({"lora_u." + g.name, Shape{static_cast<int64_t>(g.members.size()) * lora.r, t},
                    false, projection_in_mlp(g.members.front()) ? mlp : at});
+  // A sparse layer's LoRA intermediates, not transposed (row-major like the rows they come
+  // from): the router's u = xn2·Aᵀ [T, r], and per expert row u = x·A_eᵀ [T·k, r] of gate_up
+  // (x the row's input) and of down (x its SwiGLU); backward overwrites each with du.
+  if (mode == TrainMode::kLora && c.has_sparse_layers()) {
+    const int64_t k = c.moe.experts_per_token;
+    for (MoeTarget m : lora.moe_targets)
+      a.push_back(
+          {moe_lora_u_name(m), Shape{m == MoeTarget::kRouter ? t : t * k, lora.r}, false, mlp});
+  }
   return a;
 }
 
@@ -311,10 +340,23 @@ AllocationPlan plan_transformer_host(const ModelConfig& c, TrainMode mode, const
 }
 
 LoraConfig lora_for_model(const ModelConfig& c, LoraConfig lora) {
+  if (!lora.moe_targets.empty() && !c.has_sparse_layers())
+    throw_input_error("lora",
+                      "LoRA target '{}' is a mixture-of-experts router or experts tensor; this "
+                      "model ({}) has no sparse layers",
+                      moe_target_parameter(lora.moe_targets.front()), c.architecture_name);
+  // PEFT refuses dropout on parameter targets (which the router and experts are to it): its
+  // ParamWrapper adds ΔW to the weight and cannot drop out the input of the LoRA path alone.
+  if (!lora.moe_targets.empty() && lora.dropout > 0.0f)
+    throw_input_error("lora",
+                      "lora_dropout {} with router/experts targets: LoRA dropout is not supported "
+                      "on the router and experts (PEFT refuses it on parameter targets); set "
+                      "lora_dropout to 0",
+                      lora.dropout);
   if (c.has_dense_layers()) return lora;
   const size_t before = lora.targets.size();
   std::erase_if(lora.targets, projection_in_mlp);
-  if (lora.targets.empty() && before > 0)
+  if (lora.targets.empty() && lora.moe_targets.empty() && before > 0)
     throw_input_error("lora",
                       "the LoRA targets are all MLP projections (gate_proj, up_proj, down_proj), "
                       "which this mixture-of-experts model ({}) does not have: its MLPs are "
@@ -570,7 +612,7 @@ LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora, LayerRange 
   };
   auto align = [&] { out.total = (out.total + kAlign - 1) / kAlign * kAlign; };
   const std::vector<LoraGroup> groups = lora_groups(lora);
-  for (int l = layers.first; l < layers.end; ++l)
+  for (int l = layers.first; l < layers.end; ++l) {
     for (const LoraGroup& g : groups) {
       if (c.sparse_layer(l) && projection_in_mlp(g.members.front())) {
         // A sparse layer has no dense MLP projections to adapt: their place stays empty (zero,
@@ -596,6 +638,19 @@ LoraLayout lora_layout(const ModelConfig& c, const LoraConfig& lora, LayerRange 
         align();
       }
     }
+    // The MoE targets, A then B each; a dense layer keeps their place empty too.
+    for (MoeTarget m : lora.moe_targets) {
+      const size_t first = out.slots.size();
+      const MoeLoraShape s = moe_lora_shape(c, m, lora.r);
+      for (bool is_b : {false, true}) {
+        out.slots.push_back({peft_moe_tensor_name(l, m, is_b, lora), is_b ? s.b : s.a, out.total, l,
+                             Projection::kQ, is_b, m});
+        out.total += (is_b ? s.b : s.a).numel();
+        align();
+      }
+      if (!c.sparse_layer(l)) out.slots.resize(first);
+    }
+  }
   return out;
 }
 

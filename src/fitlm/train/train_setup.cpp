@@ -32,6 +32,7 @@ LoraConfig lora_config_of(const TrainConfig& c) {
   lc.dropout = static_cast<float>(c.lora_dropout);
   lc.use_rslora = c.use_rslora;
   lc.targets = parse_lora_targets(c.lora_target_modules);
+  lc.moe_targets = parse_moe_lora_targets(c.lora_target_modules);
   return lc;
 }
 
