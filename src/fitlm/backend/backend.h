@@ -91,6 +91,8 @@ class Backend {
   // Device memory in use right now (CUDA: total − free from cudaMemGetInfo), for reports of
   // planned vs measured peak; 0 where the backend cannot tell.
   virtual size_t memory_in_use() { return 0; }
+  // Device memory free right now (CUDA: cudaMemGetInfo's free); 0 where the backend cannot tell.
+  virtual size_t memory_free() { return 0; }
   virtual std::string device_description() { return name(); }
   // Device bytes the backend holds for itself outside every arena (CUDA: the cuBLASLt workspace
   // and reduction scratch). A memory cap covers these too: arenas get the cap minus this.

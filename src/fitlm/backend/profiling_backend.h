@@ -44,6 +44,7 @@ class ProfilingBackend final : public Backend {
   void download(const Tensor& src, float* dst) override;
   void synchronize() override { inner_.synchronize(); }
   size_t memory_in_use() override { return inner_.memory_in_use(); }
+  size_t memory_free() override { return inner_.memory_free(); }
   std::string device_description() override { return inner_.device_description(); }
   size_t reserved_bytes() override { return inner_.reserved_bytes(); }
 

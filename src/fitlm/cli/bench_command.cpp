@@ -27,6 +27,8 @@ struct BenchOptions {
   int64_t seq = 2048, micro_batch = 1, lora_r = 16, logits_chunk = 1024;
   int warmup = 2, steps = 5;
   int64_t gemm_size = 8192;
+  // ≥ 0: before the model is built, fill the device so that only its plan + this % stays free.
+  double squeeze = -1;
   bool json = false;
   bool profile = false;
   bool offload_weights = false, offload_optimizer = false, offload_activations = false;
@@ -137,6 +139,48 @@ StoredQuant4 stored_blob_views(Transformer& model, DType compute, std::vector<Te
   return out;
 }
 
+// The device bytes a model's plan takes: its arena and the mapping of its host buffers.
+size_t planned_device_bytes(Backend& be, const ModelConfig& c, TrainMode mode,
+                            const LoraConfig& lora, const RunShape& shape) {
+  return plan_transformer(c, mode, lora, shape, be.compute_dtype()).total_bytes() +
+         be.host_mapping_bytes(
+             plan_transformer_host(c, mode, lora, shape, be.compute_dtype()).total_bytes());
+}
+
+// --squeeze: one allocation that takes every free device byte but the plan's and a slack, so a
+// step that allocated outside its plan (a library workspace, a lazily loaded kernel module)
+// would fail with out-of-memory instead of passing unnoticed.
+class DeviceFiller {
+ public:
+  explicit DeviceFiller(Backend& be) : be_(be) {}
+  ~DeviceFiller() { release(); }
+  DeviceFiller(const DeviceFiller&) = delete;
+  DeviceFiller& operator=(const DeviceFiller&) = delete;
+
+  void leave_free(size_t planned, double slack_percent) {
+    const size_t free = be_.memory_free();
+    const size_t keep =
+        planned + static_cast<size_t>(static_cast<double>(planned) * slack_percent / 100.0);
+    if (free == 0)
+      throw_input_error("bench", "--squeeze: the {} backend cannot tell its free memory",
+                        be_.name());
+    if (free <= keep)
+      throw_input_error("bench", "--squeeze: {} free on the device, the plan needs {} (+{}%)",
+                        format_bytes(free), format_bytes(planned), slack_percent);
+    ptr_ = be_.allocate(free - keep);
+    log::info("bench --squeeze: {} left free for a plan of {} (+{}%)",
+              format_bytes(be_.memory_free()), format_bytes(planned), slack_percent);
+  }
+  void release() {
+    if (ptr_) be_.deallocate(ptr_);
+    ptr_ = nullptr;
+  }
+
+ private:
+  Backend& be_;
+  void* ptr_ = nullptr;
+};
+
 // GEMM rate of this backend in the compute dtype: n×n×n products, median of several.
 double measure_gemm_tflops(Backend& be, int64_t n) {
   AllocationPlan plan;
@@ -182,6 +226,8 @@ int run_bench(const BenchOptions& o) {
     shape.max_memory = arena_cap(parse_byte_size(o.max_memory), be->reserved_bytes());
   shape = apply_recompute(o.recompute, shape, c, mode, lora, be->compute_dtype(), shape.max_memory);
   const std::string recompute = describe_recompute(c, shape);
+  DeviceFiller filler(*be);
+  if (o.squeeze >= 0) filler.leave_free(planned_device_bytes(*be, c, mode, lora, shape), o.squeeze);
   const size_t mem_before = be->memory_in_use();
   Transformer model(*be, c, mode, lora, shape);
   // The arena and the device memory that mapping the host buffers takes.
@@ -262,6 +308,7 @@ int run_bench(const BenchOptions& o) {
   be->synchronize();
   const double secs = seconds_since(t0) / o.steps;
   const size_t measured = be->memory_in_use() > mem_before ? be->memory_in_use() - mem_before : 0;
+  filler.release();  // the GEMM yardstick below allocates its own operands
   std::string profile;
   if (profiler) {
     profiler->set_enabled(true);
@@ -292,11 +339,12 @@ int run_bench(const BenchOptions& o) {
         "\"recompute\": \"{}\", \"tokens_per_s\": {:.1f}, \"model_tflops\": {:.2f}, "
         "\"gemm_tflops\": {:.2f}, \"gemm_fraction\": {:.3f}, \"planned_bytes\": {}, "
         "\"measured_bytes\": {}, \"loss\": {:.4f}, \"packed\": {}, \"segments\": [{}], "
-        "\"quantize\": \"{}\", \"host_bytes\": {}}}\n",
+        "\"quantize\": \"{}\", \"host_bytes\": {}, \"reserved_bytes\": {}, \"squeeze\": {}}}\n",
         o.arch, o.mode, be->device_description(), o.seq, o.micro_batch, recompute, tokens_per_s,
         tflops, gemm, tflops / gemm, planned, measured,
         last.loss_sum / std::max<int64_t>(1, last.tokens), o.packed, segment_counts,
-        o.quantize.type.empty() ? "none" : o.quantize.type, model.host_bytes());
+        o.quantize.type.empty() ? "none" : o.quantize.type, model.host_bytes(),
+        be->reserved_bytes(), o.squeeze);
   } else {
     fmt::print("{} {}{} seq {} × {} recompute {} on {}\n", o.arch, o.mode,
                o.quantize.type.empty() ? "" : " on a 4-bit " + o.quantize.type + " base", o.seq,
@@ -344,6 +392,11 @@ RunFn setup(CLI::App& app) {
   app.add_option("--gemm-size", o->gemm_size, "n of the n³ GEMM whose rate is the yardstick")
       ->capture_default_str();
   app.add_flag("--json", o->json, "One JSON line");
+  app.add_option("--squeeze", o->squeeze,
+                 "Before building the model, fill the device so that only the plan's bytes and "
+                 "this percentage more stay free: a step that allocated outside its plan fails "
+                 "with out-of-memory (CUDA)")
+      ->check(CLI::Range(0.0, 100.0));
   app.add_flag("--offload-optimizer", o->offload_optimizer,
                "Keep the f32 masters and AdamW moments in host memory (the optimizer's kernels "
                "update them there)");

@@ -166,6 +166,18 @@ const GpuSpec* GpuCatalog::find(const std::string& name) const {
   return nullptr;
 }
 
+const GpuSpec* GpuCatalog::find_in_text(const std::string& text) const {
+  const std::string t = key(text);
+  const GpuSpec* best = nullptr;
+  for (const GpuSpec& g : gpus_) {
+    const std::string k = key(g.name);
+    if (!k.empty() && t.find(k) != std::string::npos &&
+        (!best || k.size() > key(best->name).size()))
+      best = &g;
+  }
+  return best;
+}
+
 std::string GpuCatalog::names() const {
   std::string s;
   for (const GpuSpec& g : gpus_) s += (s.empty() ? "" : ", ") + g.name;

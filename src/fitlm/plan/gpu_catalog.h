@@ -45,6 +45,9 @@ class GpuCatalog {
   // By name, case-insensitive, ignoring '-', '_' and ' ' ("rtx-3090" = "RTX3090"); nullptr when
   // unknown.
   const GpuSpec* find(const std::string& name) const;
+  // The GPU whose name a device description contains ("cuda:0 NVIDIA H200 (sm_90, ...)" →
+  // H200), the longest such name ("L40S" over "L4"); nullptr when none does.
+  const GpuSpec* find_in_text(const std::string& text) const;
   const std::vector<GpuSpec>& gpus() const { return gpus_; }
   std::string names() const;  // "T4, V100-16GB, ..."
 

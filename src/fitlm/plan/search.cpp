@@ -78,12 +78,20 @@ RunShape base_shape(const SearchRequest& r, const Candidate& k) {
   s.offload_layers = k.offload_weights;
   s.offload_optimizer = k.offload_optimizer;
   s.offload_activations = k.offload_activations;
-  if (k.nf4) s.base4 = Base4Layout{};
+  if (k.nf4) s.base4 = r.fixed.base4.value_or(Base4Layout{});
   return s;
 }
 
-size_t device_extra(size_t host_bytes, int world, DType dtype) {
-  return kCudaFixedWorkspaceBytes + cuda_host_mapping_bytes(host_bytes) +
+LoraConfig lora_of(const SearchRequest& r) {
+  if (r.fixed.lora) return *r.fixed.lora;
+  LoraConfig lora;
+  lora.r = r.lora_r;
+  return lora;
+}
+
+size_t device_extra(const SearchRequest& r, size_t host_bytes, int world, DType dtype) {
+  return r.fixed.fixed_device_bytes.value_or(kCudaFixedWorkspaceBytes) +
+         (r.fixed.maps_host_memory ? cuda_host_mapping_bytes(host_bytes) : 0) +
          (world > 1 && dtype != DType::kF32 ? dist::gpu_comm_reserved_bytes(world) : 0);
 }
 
@@ -95,7 +103,7 @@ void judge_memory(const SearchRequest& r, Candidate& k) {
   k.over_ratio = -std::numeric_limits<double>::infinity();
   for (int g = 0; g < n; ++g) {
     const size_t total = k.arena_bytes[static_cast<size_t>(g)] +
-                         device_extra(k.rank_host_bytes[static_cast<size_t>(g)], n, k.dtype);
+                         device_extra(r, k.rank_host_bytes[static_cast<size_t>(g)], n, k.dtype);
     k.device_bytes.push_back(total);
     k.host_bytes += k.rank_host_bytes[static_cast<size_t>(g)];
     const double mem = static_cast<double>(r.gpus[static_cast<size_t>(g)].memory_bytes);
@@ -199,8 +207,7 @@ void predict_speed(const SearchRequest& r, const Dims& d, Candidate& k) {
 void evaluate(const SearchRequest& r, const Dims& d, Candidate& k) {
   const int n = static_cast<int>(r.gpus.size());
   const TrainMode mode = r.mode == FineTune::kFull ? TrainMode::kFull : TrainMode::kLora;
-  LoraConfig lora;
-  lora.r = r.lora_r;
+  const LoraConfig lora = lora_of(r);
   const RunShape base = base_shape(r, k);
   k.arena_bytes.assign(static_cast<size_t>(n), 0);
   k.rank_host_bytes.assign(static_cast<size_t>(n), 0);
@@ -209,7 +216,7 @@ void evaluate(const SearchRequest& r, const Dims& d, Candidate& k) {
       const std::vector<int> in_flight = dist::one_f_one_b_in_flight_per_stage(n, k.accumulation);
       std::vector<size_t> caps;
       for (const GpuSpec& g : r.gpus) {
-        const size_t extra = device_extra(0, n, k.dtype);
+        const size_t extra = device_extra(r, 0, n, k.dtype);
         caps.push_back(g.memory_bytes > extra ? g.memory_bytes - extra : 1);
       }
       try {
@@ -257,6 +264,10 @@ std::vector<Candidate> enumerate(const SearchRequest& r) {
   std::vector<std::string> strategies =
       n == 1 ? std::vector<std::string>{"single"}
              : std::vector<std::string>{"ddp", "zero2", "zero3", "pipeline"};
+  if (!r.fixed.strategies.empty() && n > 1) strategies = r.fixed.strategies;
+  const auto allowed = [](const std::optional<bool>& fixed, bool value) {
+    return !fixed || *fixed == value;
+  };
   std::vector<bool> quant;
   if (r.mode == FineTune::kQlora)
     quant = {true};
@@ -278,16 +289,23 @@ std::vector<Candidate> enumerate(const SearchRequest& r) {
             k.offload_optimizer = mask & 1;
             k.offload_weights = mask & 2;
             k.offload_activations = mask & 4;
-            k.dtype = all_bf16 ? DType::kBF16 : DType::kF16;
+            k.dtype = r.fixed.dtype.value_or(all_bf16 ? DType::kBF16 : DType::kF16);
+            if (r.fixed.micro_batch && mb != 1) continue;  // the fixed one, once
+            if (r.fixed.micro_batch) k.micro_batch = *r.fixed.micro_batch;
+            if (!allowed(r.fixed.recompute, recompute) ||
+                !allowed(r.fixed.offload_optimizer, k.offload_optimizer) ||
+                !allowed(r.fixed.offload_weights, k.offload_weights) ||
+                !allowed(r.fixed.offload_activations, k.offload_activations))
+              continue;
             // Frozen-weight offload is for LoRA and QLoRA: full fine-tuning trains them.
             if (r.mode == FineTune::kFull && k.offload_weights) continue;
             const bool pipe = strategy == "pipeline";
-            const int64_t per_step = pipe ? mb : static_cast<int64_t>(mb) * n;
+            const int64_t per_step = pipe ? k.micro_batch : int64_t{k.micro_batch} * n;
             if (r.global_batch > 0) {
               if (r.global_batch % per_step != 0) continue;  // cannot keep the global batch
               k.accumulation = static_cast<int>(r.global_batch / per_step);
             } else {
-              k.accumulation = pipe ? 4 * n : 1;
+              k.accumulation = r.fixed.accumulation.value_or(pipe ? 4 * n : 1);
             }
             out.push_back(std::move(k));
           }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,19 @@ struct SearchRequest {
   int64_t logits_chunk = 1024;
   int max_micro_batch = 16;  // micro-batches tried: 1, 2, 4, ... up to this
   bool suggest = true;       // when nothing fits, search variants for a suggestion
+
+  // What a caller has fixed (fitlm train: what its config names); unset means searched.
+  struct Fixed {
+    std::vector<std::string> strategies;  // empty: every strategy for the GPU count
+    std::optional<int> micro_batch;
+    std::optional<int> accumulation;  // without a global batch: micro-batches per rank per step
+    std::optional<bool> recompute, offload_weights, offload_optimizer, offload_activations;
+    std::optional<DType> dtype;                // the backend's storage dtype
+    std::optional<LoraConfig> lora;            // the adapter's own (default: r = lora_r, all seven)
+    std::optional<Base4Layout> base4;          // the 4-bit base's layout (default: NF4, 64, double)
+    std::optional<size_t> fixed_device_bytes;  // the backend's own reserve (default: CUDA's)
+    bool maps_host_memory = true;              // mapped host memory costs device memory (CUDA)
+  } fixed;
 };
 
 struct Candidate {

@@ -208,7 +208,12 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
        [](C c, N n, T t) { t.bnb_4bit_use_double_quant = get_bool(c, n); }},
       {"bnb_4bit_compute_dtype",
        [](C c, N n, T t) { t.bnb_4bit_compute_dtype = get_string(c, n); }},
-      {"micro_batch_size", [](C c, N n, T t) { t.micro_batch_size = get_int(c, n); }},
+      {"micro_batch_size",
+       [](C c, N n, T t) {
+         t.micro_batch_auto = n.IsScalar() && n.Scalar() == "auto";
+         t.micro_batch_size = t.micro_batch_auto ? 1 : get_int(c, n);
+       }},
+      {"global_batch_size", [](C c, N n, T t) { t.global_batch_size = get_int(c, n); }},
       {"gradient_accumulation_steps",
        [](C c, N n, T t) {
          t.gradient_accumulation_steps = get_int(c, n);
@@ -477,6 +482,17 @@ void validate_train_config(const TrainConfig& c) {
                      int64_t{1} << 26, c.micro_batch_size, c.sequence_len));
 
   if (c.gradient_accumulation_steps < 1) fail("gradient_accumulation_steps must be at least 1");
+  if (c.global_batch_size < 0) fail("global_batch_size must be at least 1");
+  if (c.global_batch_size > 0 && !c.micro_batch_auto)
+    fail(
+        "global_batch_size goes with micro_batch_size: auto (it keeps the sequences per step "
+        "while the planner picks the micro-batch); otherwise set gradient_accumulation_steps");
+  if (c.global_batch_size > 0 && c.gradient_accumulation_set)
+    fail("global_batch_size and gradient_accumulation_steps are both set; give one");
+  if (c.micro_batch_auto && c.max_memory == 0)
+    fail(
+        "micro_batch_size: auto needs max_memory (e.g. max_memory: 22GiB): the planner picks "
+        "the fastest micro-batch whose plan fits it");
   if (c.max_steps == 0 && !(c.num_epochs > 0)) fail("set num_epochs > 0 or max_steps > 0");
   if (!(c.learning_rate > 0)) fail("learning_rate must be positive");
   if (c.warmup_ratio < 0 || c.warmup_ratio >= 1) fail("warmup_ratio must be in [0, 1)");

@@ -53,6 +53,10 @@ struct TrainConfig {
 
   // optimisation
   int64_t micro_batch_size = 1;
+  // `micro_batch_size: auto`: the planner's search (train/auto_choice.h) picks it under
+  // max_memory; `global_batch_size` (sequences per optimizer step) then sets the accumulation.
+  bool micro_batch_auto = false;
+  int64_t global_batch_size = 0;
   int64_t gradient_accumulation_steps = 1;
   bool gradient_accumulation_set = false;  // given in the config: strategy pipeline defaults to 4N
   double num_epochs = 1.0;
@@ -86,7 +90,8 @@ struct TrainConfig {
   // runtime and outputs
   std::string backend = "cpu";  // cpu | cuda | cuda:N
   // Several ranks (mpirun, `fitlm train --nproc N`): ddp, zero2, zero3, pipeline
-  // (dist/strategy.h), or auto (the first of ddp, zero2, zero3 whose plan fits max_memory).
+  // (dist/strategy.h), or auto: with max_memory, the planner's fastest candidate that fits
+  // (train/auto_choice.h); without, ddp.
   std::string strategy = "auto";
   // `offload: [weights, optimizer, activations]` (or some of them): what lives in host memory
   // instead of the device. weights: every decoder layer's frozen weights (LoRA, QLoRA), copied

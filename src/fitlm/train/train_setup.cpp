@@ -16,6 +16,7 @@
 #include "fitlm/io/peft_adapter.h"
 #include "fitlm/model/stage_partition.h"
 #include "fitlm/text/dataset_split.h"
+#include "fitlm/train/auto_choice.h"
 #include "fitlm/train/optimizer.h"
 
 namespace fitlm::train {
@@ -34,6 +35,26 @@ LoraConfig lora_config_of(const TrainConfig& c) {
   lc.targets = parse_lora_targets(c.lora_target_modules);
   lc.moe_targets = parse_moe_lora_targets(c.lora_target_modules);
   return lc;
+}
+
+// The adapter's shape: the config's, or that of the PEFT adapter training continues.
+LoraConfig job_lora_config(const TrainConfig& c) {
+  if (c.adapter == AdapterKind::kLora && !c.lora_model_dir.empty())
+    return read_peft_config(c.lora_model_dir);  // the adapter's shape wins over the config's
+  return lora_config_of(c);
+}
+
+// The 4-bit base's layout: the checkpoint's, or the quantization load_in_4bit asks for.
+std::optional<Base4Layout> job_base4(const TrainJob& job) {
+  const TrainConfig& c = job.config;
+  std::optional<QuantizeRequest> quantize;
+  if (c.load_in_4bit) {
+    quantize = QuantizeRequest{};
+    quantize->type =
+        c.bnb_4bit_quant_type == "fp4" ? quant::QuantType::kFP4 : quant::QuantType::kNF4;
+    quantize->double_quant = c.bnb_4bit_use_double_quant;
+  }
+  return base4_layout(job.model_config, c.base_model, quantize);
 }
 
 std::optional<std::filesystem::path> resume_dir_of(const TrainConfig& c) {
@@ -142,6 +163,12 @@ void setup_ranks(TrainJob& job) {
   if (caps.size() > 1 && job.lead && !pipeline)
     log::info("max_memory: {} caps; every rank plans for the smallest, {}", caps.size(),
               format_bytes(c.max_memory));
+}
+
+// The step's micro-batch counts from the strategy and the accumulation (after the auto choice).
+void set_step_counts(TrainJob& job) {
+  const TrainConfig& c = job.config;
+  const bool pipeline = c.strategy == "pipeline";
   job.replicas = pipeline ? 1 : job.world;
   job.replica = pipeline ? 0 : job.rank;
   job.k_local = c.gradient_accumulation_steps;
@@ -199,6 +226,23 @@ void setup_backend(TrainJob& job) {
   }
 }
 
+// What the config leaves `auto` for the planner (train/auto_choice.h), written into job.config.
+void resolve_auto_choice(TrainJob& job) {
+  if (!wants_auto_choice(job.config, job.world)) return;
+  AutoChoiceJob a;
+  a.model = job.model_config;
+  a.world = job.world;
+  a.mode = job.config.adapter == AdapterKind::kLora ? TrainMode::kLora : TrainMode::kFull;
+  a.lora = job_lora_config(job.config);
+  if (a.mode == TrainMode::kLora) a.base4 = job_base4(job);
+  a.dtype = job.backend->compute_dtype();
+  a.reserved_bytes = job.backend->reserved_bytes();
+  a.cpu = job.backend->device().kind == DeviceKind::kCPU;
+  a.device_description = job.backend->device_description();
+  apply_auto_choice(choose_auto(job.config, a), job.config);
+  set_step_counts(job);
+}
+
 // strategy: pipeline: the layers split over the ranks (model/stage_partition.h) so that every
 // stage's plan, with the micro-batches its 1F1B schedule keeps in flight, fits its GPU's cap:
 // max_memory's list gives GPU i of a node its own; one value caps them all; without a cap the
@@ -232,45 +276,16 @@ RunShape pipeline_shape(TrainJob& job, TrainMode mode, const LoraConfig& lc, Run
   return base;
 }
 
-// Sets job.strategy and returns the shape it plans. A named strategy is taken as it is.
-// `strategy: auto` over several ranks with max_memory: the first of ddp, zero2, zero3 (not for
-// full fine-tuning) whose plan fits the cap per rank — they move the same bytes per step, and
-// each later one keeps less (zero3 also gathers every layer twice per micro-batch). Without a
-// cap, or on one rank, auto is ddp. With gradient_checkpointing: auto, each candidate first
-// recomputes what it must to fit.
+// Sets job.strategy and returns the shape it plans. The strategy is the config's, or what the
+// planner chose for `auto` (resolve_auto_choice); `auto` left (one rank, or no max_memory) is ddp.
+// Under max_memory, gradient_checkpointing: auto recomputes what it must to fit.
 RunShape choose_strategy(TrainJob& job, TrainMode mode, const LoraConfig& lc, RunShape base) {
   const TrainConfig& c = job.config;
   if (c.strategy == "pipeline") return pipeline_shape(job, mode, lc, base);
-  std::vector<std::string> candidates = {c.strategy};
-  if (c.strategy == "auto" && job.world > 1 && c.max_memory) {
-    candidates = {"ddp", "zero2"};
-    if (mode != TrainMode::kFull) candidates.push_back("zero3");
-  }
-  std::string tried;
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    job.strategy = dist::make_strategy(candidates[i], *job.comm);
-    RunShape shape = base;
-    job.strategy->shape(shape);
-    if (!c.max_memory) return shape;
-    const bool last = i + 1 == candidates.size();
-    try {
-      shape = fit_memory_cap(c, *job.backend, job.model_config, mode, lc, shape);
-      const size_t bytes =
-          plan_transformer(job.model_config, mode, lc, shape, job.backend->compute_dtype())
-              .total_bytes();
-      if (bytes <= shape.max_memory || last) {
-        if (candidates.size() > 1)
-          log::info("strategy auto: {}{} ({} per rank fits {})", tried, job.strategy->name(),
-                    format_bytes(bytes), format_bytes(c.max_memory));
-        return shape;
-      }
-      tried += fmt::format("{} needs {}, ", job.strategy->name(), format_bytes(bytes));
-    } catch (const Error& e) {
-      if (e.code() != ExitCode::kNoFit || last) throw;
-      tried += fmt::format("{} does not fit, ", job.strategy->name());
-    }
-  }
-  throw_internal_error(kComponent, "choose_strategy: no candidate");
+  job.strategy = dist::make_strategy(c.strategy, *job.comm);
+  job.strategy->shape(base);
+  if (!c.max_memory) return base;
+  return fit_memory_cap(c, *job.backend, job.model_config, mode, lc, base);
 }
 
 // The plan's shape from the config (and the strategy), the model, its weights and adapters.
@@ -278,22 +293,13 @@ void setup_model(TrainJob& job) {
   const TrainConfig& c = job.config;
   Backend& backend = *job.backend;
   job.lora = c.adapter == AdapterKind::kLora;
-  LoraConfig lc = lora_config_of(c);
-  if (job.lora && !c.lora_model_dir.empty()) {
-    lc = read_peft_config(c.lora_model_dir);  // the adapter's shape wins over the config's
+  const LoraConfig lc = job_lora_config(c);
+  if (job.lora && !c.lora_model_dir.empty())
     log::info("continuing training of the adapter in {} (r={}, alpha={})", c.lora_model_dir, lc.r,
               lc.alpha);
-  }
   RunShape shape;
   shape.max_tokens = c.micro_batch_size * c.sequence_len;
-  std::optional<QuantizeRequest> quantize;
-  if (c.load_in_4bit) {
-    quantize = QuantizeRequest{};
-    quantize->type =
-        c.bnb_4bit_quant_type == "fp4" ? quant::QuantType::kFP4 : quant::QuantType::kNF4;
-    quantize->double_quant = c.bnb_4bit_use_double_quant;
-  }
-  shape.base4 = base4_layout(job.model_config, c.base_model, quantize);
+  shape.base4 = job_base4(job);
   if (shape.base4)
     log::info("QLoRA: the base's linear weights{} are {} (blocksize {}{}), dequantized per layer",
               job.model_config.has_sparse_layers() ? " and experts (not the routers)" : "",
@@ -377,12 +383,16 @@ std::unique_ptr<TrainJob> setup_training(const TrainConfig& c) {
   validate_train_config(c);
   auto job = std::make_unique<TrainJob>(c);
   setup_ranks(*job);
+  set_step_counts(*job);
   // The model's config and its checkpoint's tensors first (cheap: no weight is read), then the
   // data: bad rows should fail before the model takes memory or the planner runs.
   job->model_config = read_model_config(c.base_model);
   check_model_weights(job->model_config, c.base_model);
-  setup_data(*job);
   setup_backend(*job);
+  // The planner's choice for what the config leaves `auto` needs the backend's dtype and
+  // reserve; the data's batching and step count need the choice.
+  resolve_auto_choice(*job);
+  setup_data(*job);
   setup_model(*job);
   // Ranks load at different speeds (zero3: each its own bytes; a slow disk): wait for all of
   // them with the I/O timeout, so the step loop's collectives keep the short one.
@@ -392,8 +402,9 @@ std::unique_ptr<TrainJob> setup_training(const TrainConfig& c) {
       "training {} on {}: {} trainable parameters ({}), {} train / {} eval examples, "
       "{} steps of {} x {} micro-batches, memory plan {}{}{}",
       c.base_model, job->backend->name(), job->trainable, job->lora ? "LoRA" : "full",
-      job->data.train.size(), job->data.eval.size(), job->total_steps, job->k, c.micro_batch_size,
-      format_bytes(job->model->arena().bytes()), job->strategy->splits_model() ? " on stage 0" : "",
+      job->data.train.size(), job->data.eval.size(), job->total_steps, job->k,
+      job->config.micro_batch_size, format_bytes(job->model->arena().bytes()),
+      job->strategy->splits_model() ? " on stage 0" : "",
       job->model->host_bytes()
           ? fmt::format(" + {} in host memory", format_bytes(job->model->host_bytes()))
           : "");

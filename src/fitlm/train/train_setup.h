@@ -23,7 +23,7 @@ namespace fitlm::train {
 // Members are declared in dependency order (destroyed in reverse): the model before the
 // backend it allocated from, the strategy before the Comm it talks through.
 struct TrainJob {
-  const TrainConfig& config;
+  TrainConfig config;  // the caller's, with `auto` choices resolved (train/auto_choice.h)
   std::unique_ptr<dist::Comm> comm;
   std::unique_ptr<dist::Strategy> strategy;
   dist::RankEnv rank_env;  // from the launcher (one rank without one)

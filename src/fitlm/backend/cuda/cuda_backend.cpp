@@ -162,6 +162,12 @@ size_t CudaBackend::memory_in_use() {
   return total_b - free_b;
 }
 
+size_t CudaBackend::memory_free() {
+  size_t free_b = 0, total_b = 0;
+  FITLM_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return free_b;
+}
+
 std::string CudaBackend::device_description() {
   cudaDeviceProp prop{};
   FITLM_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));

@@ -56,6 +56,7 @@ class CudaBackend final : public Backend {
   void download(const Tensor& src, float* dst) override;
   void synchronize() override;
   size_t memory_in_use() override;
+  size_t memory_free() override;
   std::string device_description() override;
   size_t reserved_bytes() override;
 
