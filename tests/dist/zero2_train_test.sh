@@ -58,6 +58,20 @@ grep -q "strategy: auto: no configuration of LlamaForCausalLM fits max_memory 3.
 run autol full 1 2 --strategy=auto "--max_memory=[7MiB, 6.3MiB]"
 grep -q "max_memory: 2 caps" "$T/autol.log"
 grep -q "strategy auto took" "$T/autol.log"
+# micro_batch_size: auto keeps global_batch_size (8 sequences per step) whatever it picks.
+sed 's/^micro_batch_size: 2$/micro_batch_size: auto\nglobal_batch_size: 8/; /^gradient_accumulation_steps/d; s|/auto$|/mbauto|' \
+  "$T/auto.yaml" >"$T/mbauto.yaml"
+"$BIN" train "$T/mbauto.yaml" --nproc 2 --max_memory=8MiB 2>"$T/mbauto.log" || { cat "$T/mbauto.log"; exit 1; }
+grep -Eq "strategy/micro_batch_size auto took [a-z0-9]+ mb ([0-9]+) × ([0-9]+)" "$T/mbauto.log"
+/usr/bin/python3 - "$T/mbauto.log" <<'PY'
+import re, sys
+log = open(sys.argv[1]).read()
+s, mb, k = re.search(r"auto took (\w+) mb (\d+) × (\d+)", log).groups()
+per_step = int(mb) * int(k) * (1 if s == "pipeline" else 2)
+assert per_step == 8, (s, mb, k, per_step)
+print("micro_batch_size auto:", s, mb, "x", k)
+PY
+test -f "$T/mbauto/model.safetensors.index.json" -o -f "$T/mbauto/model.safetensors"
 expect_refusal caps "max_memory lists 3 caps, but this node runs 2 ranks" \
   "$T/auto.yaml" --nproc 2 "--max_memory=[7MiB, 7MiB, 7MiB]"
 run q1 qlora 2 1

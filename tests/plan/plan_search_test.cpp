@@ -205,6 +205,45 @@ TEST(PlanSearch, GlobalBatchIsKept) {
   }
 }
 
+// What fitlm train fixes from its config (SearchRequest::fixed) is what every candidate has.
+TEST(PlanSearch, FixedChoicesHoldForEveryCandidate) {
+  SearchRequest r = request("llama-3.2-1b", "2xA5000", FineTune::kLora);
+  r.fixed.micro_batch = 3;
+  r.fixed.recompute = true;
+  r.fixed.offload_activations = false;
+  r.fixed.offload_optimizer = true;
+  r.fixed.strategies = {"zero2", "pipeline"};
+  r.fixed.dtype = DType::kF32;
+  r.fixed.accumulation = 5;
+  const SearchResult res = search(r);
+  ASSERT_FALSE(res.fitting.empty());
+  for (const auto* list : {&res.fitting, &res.excluded})
+    for (const Candidate& k : *list) {
+      EXPECT_EQ(k.micro_batch, 3) << k.describe();
+      EXPECT_TRUE(k.recompute) << k.describe();
+      EXPECT_FALSE(k.offload_activations) << k.describe();
+      EXPECT_TRUE(k.offload_optimizer) << k.describe();
+      EXPECT_TRUE(k.strategy == "zero2" || k.strategy == "pipeline") << k.describe();
+      EXPECT_EQ(k.dtype, DType::kF32) << k.describe();
+      EXPECT_EQ(k.accumulation, 5) << k.describe();
+    }
+  // Weights offload was left open: both appear.
+  EXPECT_TRUE(std::any_of(res.fitting.begin(), res.fitting.end(),
+                          [](const Candidate& k) { return k.offload_weights; }));
+  EXPECT_TRUE(std::any_of(res.fitting.begin(), res.fitting.end(),
+                          [](const Candidate& k) { return !k.offload_weights; }));
+}
+
+TEST(GpuSet, FindsTheGpuADeviceDescriptionNames) {
+  const GpuCatalog cat;
+  ASSERT_NE(cat.find_in_text("cuda:0 NVIDIA H200 (sm_90, 132 SMs, 139.80 GiB), bf16 storage"),
+            nullptr);
+  EXPECT_EQ(cat.find_in_text("cuda:0 NVIDIA H200 (sm_90)")->name, "H200");
+  EXPECT_EQ(cat.find_in_text("cuda:1 NVIDIA L40S (sm_89)")->name, "L40S");  // not L4
+  EXPECT_EQ(cat.find_in_text("cuda:0 NVIDIA GeForce RTX 3090")->name, "RTX3090");
+  EXPECT_EQ(cat.find_in_text("cuda:0 Some Future GPU"), nullptr);
+}
+
 TEST(PlanCost, CalibrationPointReproducesTheMeasurement) {
   // bench/NOTES.md session 4: 16,365 tok/s for Llama-3.1-8B LoRA r16 seq 2048 mb 4 on an H100.
   SearchRequest r = request("llama-3.1-8b", "H100", FineTune::kLora);
