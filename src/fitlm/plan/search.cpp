@@ -15,17 +15,33 @@
 namespace fitlm::plan {
 namespace {
 
-// ---- cost model constants (docs/planning.md) ------------------------------------------------
-// Calibrated on bench/NOTES.md session 4 (one H100 SXM, Llama-3.1-8B LoRA r16 ×7, seq 2048, no
-// recompute): micro-batch 4 ran 16,365 tok/s and micro-batch 1 15,917 tok/s. With the FLOP count
-// of forward_flops_per_token (×2 for a LoRA step) that is 526 TFLOP/s at mb 4 = 0.532 of the
-// H100's published 989 TFLOP/s; the mb-1/mb-4 ratio 0.9726 gives the half-efficiency size
-// T0 = 78 tokens of compute_efficiency's T / (T + T0).
-constexpr double kPeakEfficiency = 0.537;  // T → ∞
-constexpr double kHalfTokens = 78.0;
-// QLoRA dequantizes every layer before it runs: measured 94–96% of the 16-bit LoRA speed
-// (README, docs/training.md#qlora-4-bit-bases).
-constexpr double kNf4Slowdown = 1.0 / 0.95;
+// ---- cost model constants (docs/planning.md, "The cost model") ------------------------------
+// Fitted by scripts/cost_model_fit.py to 25 measured steps (bench/NOTES.md sessions 4, 12 and 13:
+// one H100 and one H200; Llama-3.2-1B … Qwen2.5-32B, Qwen3-30B-A3B; LoRA, QLoRA, full; with and
+// without recompute and offload): every one within 6.5%, leave-one-out within 10.1%.
+// GEMM FLOPs run at kPeakEfficiency · T / (T + kHalfTokens) of the published dense rate, T the
+// tokens one GEMM sees (a micro-batch; for an expert, its average share of the routed tokens).
+constexpr double kPeakEfficiency = 0.64;
+constexpr double kHalfTokens = 100.0;
+// Recomputing a layer costs this share of its forward (its saved inputs need no recompute).
+constexpr double kRecomputeShare = 0.8;
+// Memory-bound work at kHbmEfficiency of the published HBM rate, in bytes per token:
+// elementwise ops (norms, RoPE, SwiGLU, residuals, LoRA's narrow GEMMs) move kElementwisePasses ·
+// 2 · (hidden + MLP width) per layer per pass (forward 1, backward 2, recompute 1); the loss
+// head kLogitPasses · 4 · vocab (f32 logits chunk, softmax, its gradient); a mixture-of-experts
+// layer kPermutePasses · 2 · top-k · hidden (the gather to expert order and back) per pass.
+constexpr double kHbmEfficiency = 0.8;
+constexpr double kElementwisePasses = 4.5;
+constexpr double kLogitPasses = 17.0;
+constexpr double kPermutePasses = 25.0;
+// QLoRA dequantizes each layer's 4-bit base before every pass over it (forward, backward,
+// recompute): kDequantBytesPerParam bytes of HBM traffic per parameter per pass.
+constexpr double kDequantBytesPerParam = 1.6;
+// AdamW on the device reads and writes ~30 bytes per trainable parameter (f32 master, grad, two
+// moments; the 16-bit copy) once per optimizer step.
+constexpr double kAdamBytesPerParam = 30.0;
+// Offload copies overlap compute, but not fully: the shorter of the two adds this share.
+constexpr double kOverlapLoss = 0.1;
 // Transfers reach this share of a link's published per-direction rate: 16-bit weight offload
 // moved ~53 GB/s over the H200's PCIe gen5 (63 GB/s) in bench/NOTES.md session 8.
 constexpr double kLinkEfficiency = 0.83;
@@ -35,24 +51,43 @@ constexpr double kLinkEfficiency = 0.83;
 constexpr double kOptimizerOffloadLinkShare = 1.05;
 constexpr double kNf4BytesPerParam = 0.5 + 1.0 / 64 + 4.0 / (64.0 * 256.0);  // nibbles + absmax
 
+// Per-token work of the model, per decoder layer averaged over the layers (a stage's share is
+// its layer count times these).
 struct Dims {
-  double forward = 0, head = 0, per_layer = 0;  // FLOPs per token
-  double lora_extra = 0;                        // LoRA adapter FLOPs per token (fwd + bwd)
+  double layer_flops = 0;   // forward: attention projections, attention, a dense layer's MLP
+  double expert_flops = 0;  // forward: the experts a token uses
+  double elementwise_width = 0, permute_width = 0;  // hidden + MLP width; top-k · hidden
+  double head = 0;                                  // forward FLOPs of the LM head
+  double lora_extra = 0;  // LoRA adapter FLOPs (forward + backward), whole model
   double trainable = 0, layer_weight_params = 0;
+  double expert_tokens_share = 1;  // an expert's share of a micro-batch: top-k / experts
 };
 
 Dims dims(const ModelConfig& c, FineTune mode, int lora_r, int64_t seq) {
   Dims d;
-  d.forward = forward_flops_per_token(c, seq);
-  d.head = 2.0 * c.vocab_size * c.hidden_size;
-  d.per_layer = (d.forward - d.head) / c.num_layers;
+  const double h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), L = c.num_layers;
+  const double k = c.moe.experts_per_token, wi = c.moe.expert_intermediate_size;
+  for (int l = 0; l < c.num_layers; ++l) {
+    d.layer_flops += 2.0 * (2 * h * q + 2 * h * kv) + 4.0 * static_cast<double>(seq) * q;
+    if (c.sparse_layer(l)) {
+      d.expert_flops += 2.0 * k * 3 * h * wi;
+      d.elementwise_width += h + k * wi;
+      d.permute_width += k * h;
+    } else {
+      d.layer_flops += 2.0 * 3 * h * c.intermediate_size;
+      d.elementwise_width += h + c.intermediate_size;
+    }
+  }
+  for (double* x : {&d.layer_flops, &d.expert_flops, &d.elementwise_width, &d.permute_width})
+    *x /= L;
+  if (c.has_sparse_layers()) d.expert_tokens_share = k / c.moe.num_experts;
+  d.head = 2.0 * c.vocab_size * h;
   const double lora = static_cast<double>(lora_parameter_count(c, lora_r));
   d.trainable = mode == FineTune::kFull ? static_cast<double>(c.parameter_count()) : lora;
   d.lora_extra = mode == FineTune::kFull ? 0.0 : 6.0 * lora;
-  const double embed = static_cast<double>(c.vocab_size) * c.hidden_size;
+  const double embed = static_cast<double>(c.vocab_size) * h;
   d.layer_weight_params =
-      (static_cast<double>(c.parameter_count()) - embed * (c.tie_word_embeddings ? 1 : 2)) /
-      c.num_layers;
+      (static_cast<double>(c.parameter_count()) - embed * (c.tie_word_embeddings ? 1 : 2)) / L;
   return d;
 }
 
@@ -131,8 +166,11 @@ void judge_memory(const SearchRequest& r, Candidate& k) {
   }
 }
 
-double rate(const GpuSpec& g, int64_t tokens) {
+double rate(const GpuSpec& g, double tokens) {
   return g.tensor_tflops * 1e12 * compute_efficiency(tokens);
+}
+double hbm_rate(const GpuSpec& g) {
+  return g.hbm_gbps * 1e9 * kHbmEfficiency;
 }
 double link_rate(double gbps) {
   return gbps * 1e9 * kLinkEfficiency;
@@ -143,7 +181,8 @@ void predict_speed(const SearchRequest& r, const Dims& d, Candidate& k) {
   const int n = static_cast<int>(r.gpus.size());
   const int64_t tokens = r.seq * k.micro_batch;
   const double train_mult = r.mode == FineTune::kFull ? 3.0 : 2.0;
-  const double slow = k.nf4 ? kNf4Slowdown : 1.0;
+  const double layer_passes = train_mult + (k.recompute ? kRecomputeShare : 0.0);
+  const double memory_passes = 3.0 + (k.recompute ? 1.0 : 0.0);  // forward, backward ×2, recompute
   const double weight_bytes = d.layer_weight_params * (k.nf4 ? kNf4BytesPerParam : 2.0);
   const double act_bytes = static_cast<double>(tokens) * r.config.hidden_size * 2.0;
   const double min_link = std::min_element(r.gpus.begin(), r.gpus.end(), [](auto& a, auto& b) {
@@ -152,17 +191,37 @@ void predict_speed(const SearchRequest& r, const Dims& d, Candidate& k) {
   const double min_pcie = std::min_element(r.gpus.begin(), r.gpus.end(), [](auto& a, auto& b) {
                             return a.pcie_gbps < b.pcie_gbps;
                           })->pcie_gbps;
-  // One micro-batch over `layers` decoder layers (+ the head) on GPU g: compute, overlapped with
-  // the offload copies (weights in for forward and backward; layer inputs out and back in).
+  // One micro-batch over `layers` decoder layers (+ the head) on GPU g: GEMMs, memory-bound
+  // work, QLoRA's dequantization, then the offload copies (weights in for forward and backward;
+  // layer inputs out and back in), which overlap it but not fully.
   auto micro_time = [&](const GpuSpec& g, int layers, bool head) {
-    const double flops_tok = layers * d.per_layer * (train_mult + (k.recompute ? 1.0 : 0.0)) +
-                             (head ? d.head * train_mult : 0.0) +
-                             d.lora_extra * layers / r.config.num_layers;
-    const double compute = static_cast<double>(tokens) * flops_tok * slow / rate(g, tokens);
+    const double T = static_cast<double>(tokens);
+    const double share = static_cast<double>(layers) / r.config.num_layers;
+    double t = T * layers * d.layer_flops * layer_passes / rate(g, T) +
+               T * d.lora_extra * share / rate(g, T);
+    if (d.expert_flops > 0)
+      t += T * layers * d.expert_flops * layer_passes / rate(g, T * d.expert_tokens_share);
+    double bytes =
+        T * layers * memory_passes *
+        (kElementwisePasses * 2.0 * d.elementwise_width + kPermutePasses * 2.0 * d.permute_width);
+    if (head) {
+      t += T * d.head * train_mult / rate(g, T);
+      bytes += T * kLogitPasses * 4.0 * r.config.vocab_size;
+    }
+    if (k.nf4)
+      bytes +=
+          layers * d.layer_weight_params * kDequantBytesPerParam * (2.0 + (k.recompute ? 1 : 0));
+    t += bytes / hbm_rate(g);
     double copies = 0;
     if (k.offload_weights) copies += 2.0 * layers * weight_bytes;
     if (k.offload_activations) copies += 2.0 * layers * act_bytes;
-    return std::max(compute, copies / link_rate(g.pcie_gbps));
+    const double copy = copies / link_rate(g.pcie_gbps);
+    return std::max(t, copy) + kOverlapLoss * std::min(t, copy);
+  };
+  // The optimizer step over `trainable` parameters (on the device, or streamed from the host).
+  auto optimizer_time = [&](const GpuSpec& g, double trainable) {
+    return k.offload_optimizer ? 24.0 * trainable / (min_pcie * 1e9 * kOptimizerOffloadLinkShare)
+                               : kAdamBytesPerParam * trainable / hbm_rate(g);
   };
   const double grad_bytes = d.trainable * 4.0;  // f32 gradients and masters
   double step = 0;
@@ -177,9 +236,8 @@ void predict_speed(const SearchRequest& r, const Dims& d, Candidate& k) {
       trainable_max = std::max(trainable_max, d.trainable * layers / r.config.num_layers);
     }
     const double send = 2.0 * act_bytes / link_rate(min_link);  // hidden state + its gradient
-    step = (k.accumulation + stages - 1) * (slowest + send);
-    if (k.offload_optimizer)
-      step += 24.0 * trainable_max / (min_pcie * 1e9 * kOptimizerOffloadLinkShare);
+    step =
+        (k.accumulation + stages - 1) * (slowest + send) + optimizer_time(r.gpus[0], trainable_max);
     k.tokens_per_step = static_cast<int64_t>(k.accumulation) * tokens;
   } else {
     double slowest = 0;
@@ -194,10 +252,8 @@ void predict_speed(const SearchRequest& r, const Dims& d, Candidate& k) {
       step += 2.0 * share * grad_bytes / link_rate(min_link);  // ring all-reduce
     if (k.strategy == "zero2" || k.strategy == "zero3")
       step += share * (grad_bytes + d.trainable * 2.0) / link_rate(min_link);  // RS + AG
-    if (k.offload_optimizer) {
-      const double block = k.strategy == "ddp" || n == 1 ? d.trainable : d.trainable / n;
-      step += 24.0 * block / (min_pcie * 1e9 * kOptimizerOffloadLinkShare);
-    }
+    const double block = k.strategy == "ddp" || n == 1 ? d.trainable : d.trainable / n;
+    step += optimizer_time(r.gpus[0], block);
     k.tokens_per_step = static_cast<int64_t>(n) * k.accumulation * tokens;
   }
   k.step_seconds = step;
@@ -395,9 +451,8 @@ int64_t lora_parameter_count(const ModelConfig& c, int r) {
   return total;
 }
 
-double compute_efficiency(int64_t tokens) {
-  const double t = static_cast<double>(tokens);
-  return kPeakEfficiency * t / (t + kHalfTokens);
+double compute_efficiency(double tokens) {
+  return kPeakEfficiency * tokens / (tokens + kHalfTokens);
 }
 
 size_t Candidate::peak_bytes() const {

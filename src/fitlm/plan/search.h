@@ -85,7 +85,7 @@ SearchResult search(const SearchRequest& request);
 // included; a mixture of experts counts the experts a token uses) + 4 · layers · seq · q_dim.
 double forward_flops_per_token(const ModelConfig& config, int64_t seq);
 int64_t lora_parameter_count(const ModelConfig& config, int r);
-// The share of a GPU's published dense rate a step reaches at `tokens` per micro-batch.
-double compute_efficiency(int64_t tokens);
+// The share of a GPU's published dense rate a GEMM over `tokens` rows reaches.
+double compute_efficiency(double tokens);
 
 }  // namespace fitlm::plan
