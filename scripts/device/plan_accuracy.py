@@ -4,7 +4,7 @@
 predicted tok/s), runs `fitlm bench` on it, and prints predicted against measured memory and
 speed. Measured device bytes = bench's measured arena growth + the backend's fixed workspace
 (bench's reserved_bytes), the same parts the plan's device_bytes adds.
-  python3 scripts/device/plan_accuracy.py FITLM_BIN GPU [OUT_JSONL] [--from I] [--only N]"""
+  python3 scripts/device/plan_accuracy.py FITLM_BIN GPU [OUT_JSONL] [--holdout] [--from I] [--only N]"""
 import json
 import subprocess
 import sys
@@ -41,6 +41,21 @@ CONFIGS = [
     ("qwen3-30b-a3b", "lora", 1, True, [], False),
     ("qwen3-30b-a3b", "lora", 1, True, [], True),
 ]
+# Session 14: configurations the cost-model fit (scripts/cost_model_fit.py) never saw.
+HOLDOUT = [
+    ("llama-3.2-1b", "lora", 2, False, [], False),
+    ("llama-3.2-1b", "full", 1, True, [], False),
+    ("llama-3.1-8b", "lora", 2, False, [], False),
+    ("llama-3.1-8b", "lora", 2, False, [], True),
+    ("qwen2.5-7b", "lora", 1, False, [], False),
+    ("qwen2.5-7b", "lora", 4, True, [], True),
+    ("qwen2.5-14b", "lora", 1, True, [], True),
+    ("qwen3-8b", "lora", 1, False, [], False),
+    ("qwen3-30b-a3b", "lora", 2, True, [], False),
+    ("mixtral-8x7b", "lora", 1, True, [], True),
+]
+if "--holdout" in sys.argv:
+    CONFIGS = HOLDOUT
 CONFIGS = CONFIGS[FROM:FROM + ONLY] if ONLY else CONFIGS[FROM:]
 
 plans = {}
