@@ -92,4 +92,15 @@ rc=0
   >"$T/p3.txt" 2>&1 || rc=$?
 test $rc -eq 2
 grep -q "3 caps for 2 pipeline stages" "$T/p3.txt"
+# With --gpus, an explicit --micro-batch fixes it: every candidate has that micro-batch, and one
+# that is not a power of two (the search's own steps) is honoured.
+"$BIN" plan --arch llama-3.2-1b --gpus 2xT4 --seq 512 --micro-batch 6 --top 0 --json >"$T/mb.json" || true
+/usr/bin/python3 - "$T/mb.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+every = j["candidates"] + j["excluded"]
+assert j["candidates"] and every, "no candidates"
+assert {k["micro_batch"] for k in every} == {6}, sorted({k["micro_batch"] for k in every})
+print("--micro-batch 6 with --gpus:", len(every), "candidates, all micro-batch 6")
+PY
 echo "plan ranks test passed"

@@ -33,6 +33,7 @@ struct PlanOptions {
   int64_t global_batch = 0;
   int top = 10, max_micro_batch = 16;
   bool allow_quantize = false, json = false;
+  bool micro_batch_given = false;  // --micro-batch on the command line: fixed in the search
 };
 
 // `fitlm plan --gpus SPEC`: the search over configurations (plan/search.h).
@@ -57,6 +58,7 @@ int run_search(const PlanOptions& o) {
   r.lora_r = static_cast<int>(o.lora_r);
   r.logits_chunk = o.logits_chunk;
   r.max_micro_batch = o.max_micro_batch;
+  if (o.micro_batch_given) r.fixed.micro_batch = static_cast<int>(o.micro_batch);
   const plan::SearchResult result = plan::search(r);
   if (o.json)
     fmt::print("{}\n", plan::search_json(r, result, o.top).dump(2));
@@ -234,8 +236,11 @@ RunFn setup(CLI::App& app) {
       ->check(CLI::IsMember({"bf16", "f16", "f32"}))
       ->capture_default_str();
   app.add_option("--seq", o->seq, "Sequence length")->capture_default_str();
-  app.add_option("--micro-batch", o->micro_batch, "Sequences per micro-batch")
-      ->capture_default_str();
+  CLI::Option* micro_batch =
+      app.add_option("--micro-batch", o->micro_batch,
+                     "Sequences per micro-batch (with --gpus: only this one is tried)")
+          ->check(CLI::PositiveNumber)
+          ->capture_default_str();
   app.add_option("--lora-r", o->lora_r, "LoRA rank")->capture_default_str();
   app.add_option("--logits-chunk", o->logits_chunk, "Rows of logits per loss chunk")
       ->capture_default_str();
@@ -288,7 +293,10 @@ RunFn setup(CLI::App& app) {
       ->capture_default_str();
   app.add_flag("--buffers", o->verbose,
                "List every buffer with its offset and the phases it lives in");
-  return [o] { return run_plan(*o); };
+  return [o, micro_batch] {
+    o->micro_batch_given = micro_batch->count() > 0;
+    return run_plan(*o);
+  };
 }
 
 CommandRegistration reg{"plan",

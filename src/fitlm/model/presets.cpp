@@ -28,6 +28,9 @@ json config(const char* arch, int vocab, int hidden, int inter, int layers, int 
 std::vector<std::pair<std::string, json>> presets() {
   json l1b = config("LlamaForCausalLM", 128256, 2048, 8192, 16, 32, 8, 500000.0, 1e-5, true);
   l1b["rope_scaling"] = llama3_rope(32.0);
+  // Llama-3.2-3B (meta-llama/Llama-3.2-3B config.json): tied embeddings like the 1B.
+  json l3b = config("LlamaForCausalLM", 128256, 3072, 8192, 28, 24, 8, 500000.0, 1e-5, true);
+  l3b["rope_scaling"] = llama3_rope(32.0);
   json l8b = config("LlamaForCausalLM", 128256, 4096, 14336, 32, 32, 8, 500000.0, 1e-5, false);
   l8b["rope_scaling"] = llama3_rope(8.0);
   json q3 = config("Qwen3ForCausalLM", 151936, 4096, 12288, 36, 32, 8, 1000000.0, 1e-6, false);
@@ -52,6 +55,7 @@ std::vector<std::pair<std::string, json>> presets() {
   q3moe["max_position_embeddings"] = 40960;
   return {
       {"llama-3.2-1b", l1b},
+      {"llama-3.2-3b", l3b},
       {"llama-3.1-8b", l8b},
       {"llama-3.1-70b", l70b},
       {"qwen2.5-7b",
