@@ -1,7 +1,7 @@
 """Issue 15's regenerated tables (docs/planning.md), from `fitlm plan --gpus ... --json`; all
 predicted, not measured:
   ladder: (a) the model-size ladder on 2×A5000, one row per model and mode (`--top 1`);
-  tiers:  (b) the largest micro-batch (a power of two) per GPU tier for LoRA without offload or
+  tiers:  (b) the largest micro-batch per GPU tier for LoRA without offload or
           quantization, with and without recompute, at seq 512 and 2048;
   t4:     (c) 30B-class QLoRA on 2×T4.
   python3 scripts/plan_ladder.py FITLM_BIN [ladder|tiers|t4] [--timeout SECONDS] [--models a,b]"""
@@ -18,7 +18,6 @@ TABLE = next((a for a in sys.argv[2:] if a in ("ladder", "tiers", "t4")), "ladde
 GIB = 2**30
 
 
-
 def search(args):
     cmd = [FITLM, "plan", "--json"] + args
     try:
@@ -30,10 +29,16 @@ def search(args):
     return json.loads(res.stdout)
 
 
-def row(k):
-    return (f"{k['strategy']} | {k['micro_batch']} × {k['accumulation']} | {k['recompute']} | "
-            f"{k['offload']} | {k['peak_bytes'] / GIB:.2f} GiB | {k['host_bytes'] / GIB:.2f} GiB | "
-            f"{k['tokens_per_s']:,.0f}")
+def row(label, j, columns):
+    """One markdown row: the best candidate of search result j, or why there is none."""
+    if j is None:
+        return f"| {label} | not generated: the search ran past {TIMEOUT:.0f} s |" + " |" * (columns + 1)
+    if not j["candidates"]:
+        return f"| {label} | does not fit |" + " |" * columns + f" {'; '.join(j['suggestions'])} |"
+    k = j["candidates"][0]
+    return (f"| {label} | {k['strategy']} | {k['micro_batch']} × {k['accumulation']} | "
+            f"{k['recompute']} | {k['offload']} | {k['peak_bytes'] / GIB:.2f} GiB | "
+            f"{k['host_bytes'] / GIB:.2f} GiB | {k['tokens_per_s']:,.0f} |")
 
 
 def ladder():
@@ -44,14 +49,7 @@ def ladder():
         for mode in ["lora", "qlora", "full"]:
             j = search(["--arch", model, "--gpus", "2xA5000", "--mode", mode, "--seq", "2048",
                         "--host-memory", "64GiB", "--top", "1"])
-            if j is None:
-                print(f"| {model} | {mode} | not generated: the search ran past {TIMEOUT:.0f} s | "
-                      "| | | | | |", flush=True)
-            elif not j["candidates"]:
-                print(f"| {model} | {mode} | does not fit | | | | | | "
-                      f"{'; '.join(j['suggestions'])} |", flush=True)
-            else:
-                print(f"| {model} | {mode} | {row(j['candidates'][0])} |", flush=True)
+            print(row(f"{model} | {mode}", j, 5), flush=True)
 
 
 def largest_micro_batch(model, gpu, seq):
@@ -96,13 +94,7 @@ def t4():
         for host in ["32GiB", "64GiB"]:
             j = search(["--arch", model, "--gpus", "2xT4", "--mode", "qlora", "--seq", "2048",
                         "--host-memory", host, "--top", "1"])
-            label = f"{model} (host {host})"
-            if j is None:
-                print(f"| {label} | not generated: the search ran past {TIMEOUT:.0f} s |||||||")
-            elif not j["candidates"]:
-                print(f"| {label} | does not fit | | | | | | {'; '.join(j['suggestions'])} |")
-            else:
-                print(f"| {label} | {row(j['candidates'][0])} |", flush=True)
+            print(row(f"{model} (host {host})", j, 5), flush=True)
 
 
 {"ladder": ladder, "tiers": tiers, "t4": t4}[TABLE]()

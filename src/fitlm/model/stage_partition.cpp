@@ -34,12 +34,7 @@ class StageFit {
         in_flight_(in_flight),
         most_(caps.size(), std::vector<int>(static_cast<size_t>(c.num_layers) + 1, -1)) {}
 
-  bool fits(int s, int first, int count) const {
-    return caps_[s] == 0 || stage_bytes(c_, mode_, lora_, base_, compute_,
-                                        {first, first + count, in_flight_[s]}) <= caps_[s];
-  }
-
-  // 0 when not even one layer fits.
+  // 0 when not even one layer fits; every layer left when the stage has no cap.
   int most_layers(int s, int first) {
     int& memo = most_[static_cast<size_t>(s)][static_cast<size_t>(first)];
     if (memo >= 0) return memo;
@@ -56,6 +51,11 @@ class StageFit {
   }
 
  private:
+  bool fits(int s, int first, int count) const {
+    return stage_bytes(c_, mode_, lora_, base_, compute_, {first, first + count, in_flight_[s]}) <=
+           caps_[s];
+  }
+
   const ModelConfig& c_;
   TrainMode mode_;
   const LoraConfig& lora_;
